@@ -1,0 +1,444 @@
+"""docktor.yaml -> pydantic models.
+
+Two forms are accepted: the multi-service form (``services: [...]``) and the older single-service
+form of the Go tool (``service`` + ``scaling``), which is normalised here into one service so
+nothing downstream knows it existed. Validation is offline: it reads the file alone and never
+touches the network, Docker, or the files the config names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG_NAME = "docktor.yaml"
+SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")
+
+Operator = Literal[">", ">=", "<", "<=", "==", "!="]
+Backend = Literal["processes", "compose", "swarm"]
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number (seconds, as the Go tool wrote them) or a string like '30s', '2m'."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30, '30s' or '2m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"must be a duration such as 30, '30s' or '2m', not {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are typos: refuse them rather than silently ignore a setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Condition(Strict):
+    metric: str = Field(min_length=1)
+    op: Operator
+    value: float
+
+    def holds(self, observed: float) -> bool:
+        match self.op:
+            case ">":
+                return observed > self.value
+            case ">=":
+                return observed >= self.value
+            case "<":
+                return observed < self.value
+            case "<=":
+                return observed <= self.value
+            case "==":
+                return observed == self.value
+            case "!=":
+                return observed != self.value
+        raise AssertionError(self.op)
+
+    def describe(self, observed: float | None = None) -> str:
+        """`queue.backlog 812 > 500` with the observed value, `queue.backlog > 500` without."""
+        value = format_number(self.value)
+        if observed is None:
+            return f"{self.metric} {self.op} {value}"
+        return f"{self.metric} {format_number(observed)} {self.op} {value}"
+
+
+def format_number(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:.2f}".rstrip("0")
+
+
+class Rules(Strict):
+    scale_up_when: list[Condition] = Field(default_factory=list)
+    scale_down_when: list[Condition] = Field(default_factory=list)
+
+
+class Cooldown(Strict):
+    """Per-direction quiet time after a scale action. Scaling up must react fast to a burst;
+    scaling down waits longer so a short lull does not throw away capacity (as the HPA's
+    5-minute scale-down stabilisation does, shortened for queue consumers)."""
+
+    up: NonNegativeDuration = 30.0
+    down: NonNegativeDuration = 120.0
+
+
+class QueueSpec(Strict):
+    kind: Literal["nats"] = "nats"
+    url: str = "nats://127.0.0.1:4222"
+    jetstream: bool = True
+    stream: str = Field(min_length=1)
+    consumer: str = Field(min_length=1)
+    subject: str | None = None
+    # Which queue.* metrics to collect; empty means all of them.
+    metrics: list[str] = Field(default_factory=list)
+
+
+class ServiceSpec(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backend: Backend = "compose"
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=10, ge=1)
+    check_interval: PositiveDuration = 15.0
+    metrics_window: PositiveDuration = 60.0
+    scale_up_by: int = Field(default=1, ge=1)
+    scale_down_by: int = Field(default=1, ge=1)
+    cooldown: Cooldown = Field(default_factory=Cooldown)
+    rules: Rules = Field(default_factory=Rules)
+    queue: QueueSpec | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    # Seconds a replica gets between SIGTERM and SIGKILL when it is stopped.
+    stop_grace_period: NonNegativeDuration = 10.0
+    # Filled in by the loader: the folder relative paths resolve against, and where the
+    # processes backend keeps pid files. Not written by users.
+    workdir: str | None = None
+    state_dir: str | None = None
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= min_replicas ({low})")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must name a program to run, e.g. ['python', 'consumer.py']")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ServiceSpec:
+        if self.backend == "processes" and not self.command:
+            raise ValueError("command: required when backend is 'processes'")
+        return self
+
+    def metric_names(self) -> set[str]:
+        rules = self.rules.scale_up_when + self.rules.scale_down_when
+        return {c.metric for c in rules}
+
+
+class TemporalSpec(Strict):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "docktor"
+
+
+class LLMSpec(Strict):
+    provider: Literal["none", "dmr", "openai"] = "none"
+    base_url: str = "http://localhost:12434/engines/llama.cpp/v1"
+    model: str = "ai/granite-4.0-h-micro"
+    mode: Literal["advise", "explain"] = "advise"
+    timeout_s: PositiveDuration = 10.0
+    max_step: int = Field(default=2, ge=1)
+    required: bool = False
+
+
+class DocktorConfig(Strict):
+    version: int = 1
+    project: str | None = None
+    compose_file: str | None = None
+    state_dir: str = ".docktor"
+    journal: str | None = None
+    temporal: TemporalSpec = Field(default_factory=TemporalSpec)
+    llm: LLMSpec = Field(default_factory=LLMSpec)
+    services: list[ServiceSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DocktorConfig:
+        seen: dict[str, int] = {}
+        for index, service in enumerate(self.services):
+            if service.name in seen:
+                raise ValueError(
+                    f"services[{index}].name: duplicate service name '{service.name}' "
+                    f"(also services[{seen[service.name]}])"
+                )
+            seen[service.name] = index
+        return self
+
+    def service(self, name: str) -> ServiceSpec:
+        for service in self.services:
+            if service.name == name:
+                return service
+        raise KeyError(name)
+
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.services]
+
+    def workflow_id(self, service: str) -> str:
+        return f"docktor-{self.project}-{service}"
+
+    @property
+    def journal_path(self) -> str:
+        return self.journal or str(Path(self.state_dir) / "decisions.jsonl")
+
+
+# ---- the Go tool's single-service form ------------------------------------------------------
+
+
+class LegacyScaling(Strict):
+    cpu_high: float = 80.0
+    cpu_low: float = 20.0
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=10, ge=1)
+    scale_up_by: int = Field(default=2, ge=1)
+    scale_down_by: int = Field(default=1, ge=1)
+    check_interval: PositiveDuration = 10.0
+    metrics_window: PositiveDuration = 10.0
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        return ServiceSpec._max_not_below_min(value, info)
+
+    @field_validator("cpu_low")
+    @classmethod
+    def _low_below_high(cls, value: float, info: ValidationInfo) -> float:
+        high = info.data.get("cpu_high")
+        if high is not None and value >= high:
+            raise ValueError(f"must be < cpu_high ({format_number(high)})")
+        return value
+
+
+class LegacyConfig(Strict):
+    version: int | str | None = None
+    service: str = Field(min_length=1)
+    compose_file: str | None = None
+    project: str | None = None
+    scaling: LegacyScaling = Field(default_factory=LegacyScaling)
+    llm: LLMSpec = Field(default_factory=LLMSpec)
+    temporal: TemporalSpec = Field(default_factory=TemporalSpec)
+
+    def to_multi(self) -> dict[str, Any]:
+        s = self.scaling
+        return {
+            "version": 1,
+            "project": self.project,
+            "compose_file": self.compose_file,
+            "llm": self.llm.model_dump(),
+            "temporal": self.temporal.model_dump(),
+            "services": [
+                {
+                    "name": self.service,
+                    "backend": "compose",
+                    "min_replicas": s.min_replicas,
+                    "max_replicas": s.max_replicas,
+                    "scale_up_by": s.scale_up_by,
+                    "scale_down_by": s.scale_down_by,
+                    "check_interval": s.check_interval,
+                    "metrics_window": s.metrics_window,
+                    "rules": {
+                        "scale_up_when": [
+                            {"metric": "cpu.avg_pct", "op": ">", "value": s.cpu_high}
+                        ],
+                        "scale_down_when": [
+                            {"metric": "cpu.avg_pct", "op": "<", "value": s.cpu_low}
+                        ],
+                    },
+                }
+            ],
+        }
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` holds one line per fault, field path first."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("DOCKTOR_CONFIG", DEFAULT_CONFIG_NAME))
+
+
+def load_config(path: str | Path | None = None) -> DocktorConfig:
+    """Read, validate and normalise a config file. Raises ConfigError with readable lines."""
+    config_path = Path(path) if path else default_config_path()
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{config_path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{config_path}: cannot read ({exc.strerror})"]) from None
+    return parse_config(text, base_dir=config_path.resolve().parent, source=str(config_path))
+
+
+def parse_config(text: str, base_dir: Path, source: str = DEFAULT_CONFIG_NAME) -> DocktorConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError([f"{source}: must be a mapping of settings, but the file is {kind}"])
+
+    if "services" not in data and ("service" in data or "scaling" in data):
+        legacy = _validate(LegacyConfig, data)
+        data = legacy.to_multi()
+    config = _validate(DocktorConfig, data)
+    return _resolve(config, base_dir)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(err, model) for err in exc.errors()]) from None
+
+
+def _describe(error: Any, model: type[BaseModel]) -> str:
+    loc = error["loc"]
+    path = _path(loc)
+    message = str(error["msg"]).removeprefix("Value error, ").replace("Input should be", "must be")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown field" + _suggest(loc, model)
+    elif kind == "missing":
+        message = "required field is missing"
+    elif kind == "literal_error":
+        message = f"must be one of {error['ctx']['expected']}, not {error['input']!r}"
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        message = f"{message}, got {error['input']!r}"
+    if not path:
+        return message
+    if message.startswith("command: "):
+        # A model-level check on a service that names its own field.
+        return f"{path}.{message}"
+    return f"{path}: {message}"
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
+    """'(did you mean min_replicas?)' for a typo, by walking the models along the path."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        current = _inner_model(field.annotation)
+        if current is None:
+            return ""
+    known = list(getattr(current, "model_fields", {}))
+    known = [k for k in known if k not in ("workdir", "state_dir") or current is DocktorConfig]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _resolve(config: DocktorConfig, base_dir: Path) -> DocktorConfig:
+    """Fill in what depends on where the file lives and on the environment."""
+    if config.project is None:
+        # Compose names a project after the folder of its file; so do we.
+        config.project = _project_name(base_dir.name)
+    if config.compose_file and not Path(config.compose_file).is_absolute():
+        config.compose_file = str(base_dir / config.compose_file)
+    state_dir = Path(config.state_dir)
+    if not state_dir.is_absolute():
+        config.state_dir = str(base_dir / state_dir)
+    if config.journal and not Path(config.journal).is_absolute():
+        config.journal = str(base_dir / config.journal)
+    if address := os.environ.get("TEMPORAL_ADDRESS"):
+        config.temporal.address = address
+    if namespace := os.environ.get("TEMPORAL_NAMESPACE"):
+        config.temporal.namespace = namespace
+    for service in config.services:
+        service.workdir = str(base_dir)
+        service.state_dir = str(Path(config.state_dir) / service.name)
+        if service.command:
+            service.command = [
+                _resolve_arg(arg, base_dir, i) for i, arg in enumerate(service.command)
+            ]
+    return config
+
+
+def _resolve_arg(arg: str, base_dir: Path, index: int) -> str:
+    looks_like_path = arg.startswith(("./", "../")) or (
+        index > 0 and arg.endswith(SCRIPT_SUFFIXES) and not arg.startswith("-")
+    )
+    if looks_like_path and not Path(arg).is_absolute():
+        return str((base_dir / arg).resolve())
+    return arg
+
+
+def _project_name(folder: str) -> str:
+    name = re.sub(r"[^a-z0-9_-]", "", folder.lower())
+    return name or "default"

@@ -1,0 +1,147 @@
+"""The values that travel through the loop: what was seen, proposed, decided and remembered.
+
+Every activity input and output is one of these pydantic models, so the workflow history shows
+readable JSON and a field can be added without breaking a running loop.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from docktor.config import LLMSpec, ServiceSpec
+
+RuleAction = Literal["scale_up", "scale_down", "hold"]
+# `stopped` ends a loop at cancellation; `manual` is an operator's scale_to; `expired` is an
+# approval that lapsed.
+Action = Literal["scale_up", "scale_down", "hold", "stopped", "manual", "expired"]
+
+# How many decisions the loop keeps in its state (and hands to continue-as-new).
+DECISION_RING = 50
+
+
+class Observation(BaseModel):
+    """One sample of a service, stamped with the time it was taken."""
+
+    taken_at: datetime
+    replicas: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    # Monotonic counters (stream last_seq, consumer ack floor) that rates are derived from by
+    # comparing two consecutive samples; kept apart so they are not mistaken for gauges.
+    counters: dict[str, float] = Field(default_factory=dict)
+    # One line per metric source that could not be read this time.
+    errors: list[str] = Field(default_factory=list)
+
+
+class Proposal(BaseModel):
+    """What the rules want, before any advice and before it is applied."""
+
+    action: RuleAction
+    current_replicas: int
+    target_replicas: int
+    reason: str
+    matched_rules: list[str] = Field(default_factory=list)
+    missing_metrics: list[str] = Field(default_factory=list)
+    observations: dict[str, float] = Field(default_factory=dict)
+    cooldown_blocked: bool = False
+
+
+class Provenance(BaseModel):
+    """Which model, if any, shaped a decision."""
+
+    provider: str = "none"
+    model: str | None = None
+    llm_used: bool = False
+    fallback: str | None = None
+    latency_ms: float | None = None
+
+
+class Decision(BaseModel):
+    timestamp: datetime
+    service: str
+    action: Action
+    current_replicas: int
+    target_replicas: int
+    reason: str
+    observations: dict[str, float] = Field(default_factory=dict)
+    matched_rules: list[str] = Field(default_factory=list)
+    metadata: Provenance = Field(default_factory=Provenance)
+    iteration: int = 0
+    workflow_id: str = ""
+    run_id: str = ""
+
+
+class LoopState(BaseModel):
+    """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
+
+    iteration: int = 0
+    decisions: list[Decision] = Field(default_factory=list)
+    last_sample: Observation | None = None
+    replicas: int | None = None
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None
+    paused: bool = False
+    pause_reason: str | None = None
+
+    def remember(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+        del self.decisions[:-DECISION_RING]
+
+
+class AutoscalerInput(BaseModel):
+    """The workflow's argument: the service's spec, where to record, and the carried state."""
+
+    project: str
+    service: ServiceSpec
+    llm: LLMSpec = Field(default_factory=LLMSpec)
+    journal_path: str | None = None
+    state: LoopState = Field(default_factory=LoopState)
+    # Continue-as-new after this many iterations even if the server has not suggested it, so
+    # that one run's history stays small.
+    iterations_per_run: int = Field(default=500, ge=1)
+
+
+class ObserveInput(BaseModel):
+    service: ServiceSpec
+
+
+class EvaluateInput(BaseModel):
+    service: ServiceSpec
+    observation: Observation
+    previous: Observation | None = None
+    now: datetime
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None
+
+
+class ApplyInput(BaseModel):
+    service: ServiceSpec
+    target_replicas: int
+    summary: str = ""
+
+
+class ApplyResult(BaseModel):
+    replicas: int
+
+
+class RecordInput(BaseModel):
+    path: str
+    decision: Decision
+
+
+class LoopStatus(BaseModel):
+    """The answer to the `status` query."""
+
+    workflow_id: str
+    service: str
+    replicas: int | None
+    min_replicas: int
+    max_replicas: int
+    paused: bool
+    pause_reason: str | None
+    iteration: int
+    last_decision: Decision | None
+    cooldown_up_until: datetime | None
+    cooldown_down_until: datetime | None

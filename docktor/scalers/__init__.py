@@ -1,0 +1,38 @@
+"""Scaler backends: one module per backend, looked up by name.
+
+Built-in backends register here; third parties add theirs through the entry-point group
+`docktor.scalers` (name -> a Scaler class taking the ServiceSpec).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from docktor.config import ServiceSpec
+from docktor.scalers.base import Scaler, ScalerConfigError, ScalerUnavailable
+
+BUILTIN = {
+    "processes": "docktor.scalers.processes:ProcessScaler",
+}
+
+__all__ = ["Scaler", "ScalerConfigError", "ScalerUnavailable", "scaler_for", "backends"]
+
+
+def backends() -> list[str]:
+    return sorted(set(BUILTIN) | {ep.name for ep in entry_points(group="docktor.scalers")})
+
+
+def scaler_for(spec: ServiceSpec, project: str = "default") -> Scaler:
+    target = None
+    for ep in entry_points(group="docktor.scalers"):
+        if ep.name == spec.backend:
+            target = ep.load()
+    if target is None and spec.backend in BUILTIN:
+        module_name, _, attr = BUILTIN[spec.backend].partition(":")
+        target = getattr(__import__(module_name, fromlist=[attr]), attr)
+    if target is None:
+        raise ScalerConfigError(
+            f"services.{spec.name}.backend: backend '{spec.backend}' is not available "
+            f"(available: {', '.join(backends())})"
+        )
+    return target(spec, project=project)
