@@ -101,9 +101,13 @@ class AutoscalerInput(BaseModel):
     # Continue-as-new after this many iterations even if the server has not suggested it, so
     # that one run's history stays small.
     iterations_per_run: int = Field(default=500, ge=1)
+    # Upsert the Docktor* search attributes; off where the server has them not registered
+    # (the time-skipping test server), since an unknown attribute fails the workflow task.
+    search_attributes: bool = True
 
 
 class ObserveInput(BaseModel):
+    project: str
     service: ServiceSpec
 
 
@@ -117,6 +121,7 @@ class EvaluateInput(BaseModel):
 
 
 class ApplyInput(BaseModel):
+    project: str
     service: ServiceSpec
     target_replicas: int
     summary: str = ""

@@ -1,0 +1,3 @@
+from activities.loop import LoopActivities
+
+__all__ = ["LoopActivities"]

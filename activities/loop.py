@@ -1,0 +1,91 @@
+"""The loop's activities: thin async wrappers that call into docktor/ and translate its errors
+into Temporal's terms (retryable or not)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from docktor import policy
+from docktor.journal import append_decision
+from docktor.metrics import MetricConfigError, MetricUnavailable
+from docktor.model import (
+    ApplyInput,
+    ApplyResult,
+    EvaluateInput,
+    Observation,
+    ObserveInput,
+    Proposal,
+    RecordInput,
+)
+from docktor.sampling import Sampler
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+
+HEARTBEAT_EVERY = 5.0
+
+
+class LoopActivities:
+    """One instance per worker: it owns the pooled metric connections."""
+
+    def __init__(self) -> None:
+        self.sampler = Sampler()
+
+    @activity.defn(name="observe")
+    async def observe(self, request: ObserveInput) -> Observation:
+        try:
+            return await self.sampler.observe(request.service, request.project)
+        except (MetricConfigError, ScalerConfigError) as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+        except (MetricUnavailable, ScalerUnavailable) as exc:
+            raise ApplicationError(str(exc), type="Unavailable") from exc
+
+    @activity.defn(name="evaluate")
+    async def evaluate(self, request: EvaluateInput) -> Proposal:
+        return policy.decide(
+            request.service,
+            request.observation,
+            request.previous,
+            request.now,
+            request.last_scale_up_at,
+            request.last_scale_down_at,
+        )
+
+    @activity.defn(name="apply")
+    async def apply(self, request: ApplyInput) -> ApplyResult:
+        try:
+            scaler = scaler_for(request.service, project=request.project)
+            async with _heartbeating():
+                replicas = await scaler.scale_to(request.target_replicas)
+        except ScalerConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+        except ScalerUnavailable as exc:
+            raise ApplicationError(str(exc), type="Unavailable") from exc
+        return ApplyResult(replicas=replicas)
+
+    @activity.defn(name="record")
+    async def record(self, request: RecordInput) -> bool:
+        return await asyncio.to_thread(append_decision, request.path, request.decision)
+
+    async def close(self) -> None:
+        await self.sampler.close()
+
+
+@asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a scale runs, so a dead worker is noticed within the heartbeat timeout
+    instead of the whole start-to-close timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -1,0 +1,91 @@
+"""Connecting to Temporal, the way every docktor entry point does it.
+
+Uses only temporalio's client side (never temporalio.workflow), so the domain stays free of the
+workflow sandbox.
+"""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from docktor.config import DocktorConfig, ServiceSpec
+from docktor.model import AutoscalerInput
+
+SEARCH_ATTRIBUTE_TYPES = {
+    "DocktorProject": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "DocktorService": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "DocktorReplicas": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "DocktorLastAction": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "DocktorPaused": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+}
+
+
+class TemporalUnreachable(Exception):
+    pass
+
+
+async def connect(config: DocktorConfig, address: str | None = None) -> Client:
+    target = address or config.temporal.address
+    try:
+        return await Client.connect(
+            target,
+            namespace=config.temporal.namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except Exception as exc:  # the SDK raises RuntimeError for every connect failure
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {target} ({_first_line(exc)}); "
+            "is it running? (`docktor dev` starts one, or set TEMPORAL_ADDRESS)"
+        ) from None
+
+
+async def missing_search_attributes(client: Client) -> list[str]:
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    return [name for name in SEARCH_ATTRIBUTE_TYPES if name not in response.custom_attributes]
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Register the Docktor* search attributes that the namespace lacks; returns those added."""
+    missing = await missing_search_attributes(client)
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=client.namespace,
+                search_attributes={name: SEARCH_ATTRIBUTE_TYPES[name] for name in missing},
+            )
+        )
+    return missing
+
+
+def autoscaler_input(
+    config: DocktorConfig, service: ServiceSpec, search_attributes: bool = True
+) -> AutoscalerInput:
+    return AutoscalerInput(
+        project=config.project or "default",
+        service=service,
+        llm=config.llm,
+        journal_path=config.journal_path,
+        search_attributes=search_attributes,
+    )
+
+
+def ui_url(config: DocktorConfig, workflow_id: str | None = None, base: str | None = None) -> str:
+    """The Web UI link; the dev server serves it on port 8233 of the API's host."""
+    if base is None:
+        host = config.temporal.address.rsplit(":", 1)[0]
+        base = f"http://{host}:8233"
+    url = f"{base.rstrip('/')}/namespaces/{config.temporal.namespace}/workflows"
+    return f"{url}/{workflow_id}" if workflow_id else url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

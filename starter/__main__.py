@@ -1,0 +1,89 @@
+"""`python -m starter --service consumer`: start (or stop) a service's scaling loop.
+
+Starting is idempotent: a loop that is already running is left in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from docktor.client import TemporalUnreachable, connect, ui_url
+from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.control import NoRunningLoop, start_loop, stop_loop
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m starter",
+        description="Start a service's docktor loop (a Temporal workflow), or stop it.",
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--service", help="the service to start or stop (a name in the config)")
+    which.add_argument("--all", action="store_true", help="every service in the config")
+    parser.add_argument("--stop", action="store_true", help="cancel the loop(s) instead")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help=f"docktor.yaml to read (default: $DOCKTOR_CONFIG or {default_config_path()})",
+    )
+    parser.add_argument("--address", default=None, help="Temporal address (overrides config)")
+    parser.add_argument(
+        "--ui", default=os.environ.get("TEMPORAL_UI_URL"), help="Web UI base URL for the links"
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str]) -> int:
+    client = await connect(config, args.address)
+    code = 0
+    for name in names:
+        workflow_id = config.workflow_id(name)
+        if args.stop:
+            try:
+                status = await stop_loop(client, config, name)
+            except NoRunningLoop as exc:
+                print(f"{name}: {exc}")
+                continue
+            print(f"{name}: stopped {workflow_id} at {status.replicas} replicas")
+            continue
+        result = await start_loop(client, config, config.service(name))
+        verb = "started" if result.started else "already running, left in place:"
+        print(f"{name}: {verb} {workflow_id}")
+        print(f"  Web UI: {ui_url(config, workflow_id, args.ui)}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if args.all:
+        names = config.service_names()
+    elif args.service not in config.service_names():
+        print(
+            f"error: no service '{args.service}' in the config; "
+            f"services: {', '.join(config.service_names())}",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        names = [args.service]
+    try:
+        return asyncio.run(run(args, config, names))
+    except TemporalUnreachable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

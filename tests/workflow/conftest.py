@@ -1,0 +1,156 @@
+"""Workflow tests on the time-skipping test server: durable timers pass in milliseconds.
+
+The workflow is what these tests are about, so it runs for real; observe/apply/record are
+served by scripted activities with the same names, standing in for the outside world the way a
+test double stands in for a load the test cannot produce. The evaluate step is the real policy.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.config import Condition, Cooldown, Rules, ServiceSpec
+from docktor.model import (
+    ApplyInput,
+    ApplyResult,
+    AutoscalerInput,
+    Decision,
+    LoopStatus,
+    Observation,
+    ObserveInput,
+    RecordInput,
+)
+from workflows import ServiceAutoscaler
+
+TASK_QUEUE = "docktor-test"
+
+
+class ScriptedWorld:
+    """The outside world as the workflow sees it: a replica count and a queue backlog."""
+
+    def __init__(self) -> None:
+        self.replicas = 1
+        self.backlog: float | None = 0.0
+        self.observe_error: ApplicationError | None = None
+        self.apply_error: ApplicationError | None = None
+        self.apply_failures_left = 0
+        self.observe_attempts = 0
+        self.apply_calls: list[int] = []
+        self.recorded: list[Decision] = []
+
+    @activity.defn(name="observe")
+    async def observe(self, request: ObserveInput) -> Observation:
+        self.observe_attempts += 1
+        if self.observe_error is not None:
+            raise self.observe_error
+        metrics = {} if self.backlog is None else {"queue.backlog": self.backlog}
+        return Observation(taken_at=datetime.now(UTC), replicas=self.replicas, metrics=metrics)
+
+    @activity.defn(name="apply")
+    async def apply(self, request: ApplyInput) -> ApplyResult:
+        self.apply_calls.append(request.target_replicas)
+        if self.apply_error is not None:
+            raise self.apply_error
+        if self.apply_failures_left > 0:
+            self.apply_failures_left -= 1
+            raise ApplicationError("engine busy", type="Unavailable")
+        self.replicas = request.target_replicas
+        return ApplyResult(replicas=self.replicas)
+
+    @activity.defn(name="record")
+    async def record(self, request: RecordInput) -> bool:
+        self.recorded.append(request.decision)
+        return True
+
+
+def service_spec(**overrides: object) -> ServiceSpec:
+    base: dict[str, object] = {
+        "name": "consumer",
+        "backend": "processes",
+        "command": ["python", "consumer.py"],
+        "min_replicas": 1,
+        "max_replicas": 5,
+        "check_interval": 10,
+        "scale_up_by": 2,
+        "scale_down_by": 1,
+        "cooldown": Cooldown(up=30, down=60),
+        "rules": Rules(
+            scale_up_when=[Condition(metric="queue.backlog", op=">", value=500)],
+            scale_down_when=[Condition(metric="queue.backlog", op="<", value=50)],
+        ),
+    }
+    base.update(overrides)
+    return ServiceSpec.model_validate(base)
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    server = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture
+def world() -> ScriptedWorld:
+    return ScriptedWorld()
+
+
+@pytest.fixture
+async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
+    loop_activities = LoopActivities()
+    async with Worker(
+        env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[ServiceAutoscaler],
+        activities=[world.observe, world.apply, world.record, loop_activities.evaluate],
+    ) as running:
+        yield running
+
+
+async def start(
+    client: Client, spec: ServiceSpec, **input_overrides: object
+) -> WorkflowHandle[ServiceAutoscaler, LoopStatus]:
+    request = AutoscalerInput(
+        project="test",
+        service=spec,
+        journal_path="/unused/decisions.jsonl",
+        search_attributes=False,
+        **input_overrides,  # type: ignore[arg-type]
+    )
+    return await client.start_workflow(
+        ServiceAutoscaler.run,
+        request,
+        id=f"docktor-test-{spec.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=TASK_QUEUE,
+    )
+
+
+async def decisions_after(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle,
+    count: int,
+    step_seconds: float,
+    max_steps: int = 200,
+) -> list[Decision]:
+    """Let workflow time pass (skipped, not slept) until the loop has made `count` decisions."""
+    for _ in range(max_steps):
+        decisions = await handle.query(ServiceAutoscaler.decisions, 1000)
+        if len(decisions) >= count:
+            return decisions
+        await env.sleep(step_seconds)
+    raise AssertionError(f"fewer than {count} decisions after {max_steps} steps: {decisions}")

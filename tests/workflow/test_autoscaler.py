@@ -1,0 +1,155 @@
+"""The loop's behaviour over durable time: scaling, cooldowns, failures, cancellation."""
+
+from __future__ import annotations
+
+from temporalio.client import WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from docktor.model import LoopStatus
+from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start
+from workflows import ServiceAutoscaler
+
+
+async def cancel_and_wait(handle: WorkflowHandle) -> LoopStatus:
+    await handle.cancel()
+    return await handle.result()
+
+
+async def test_burst_scales_up_then_quiet_scales_down(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 812
+    handle = await start(env.client, service_spec(cooldown={"up": 0, "down": 0}))
+    first = await decisions_after(env, handle, 1, step_seconds=1)
+    assert first[0].action == "scale_up"
+    assert (first[0].current_replicas, first[0].target_replicas) == (1, 3)
+    assert first[0].matched_rules == ["queue.backlog 812 > 500"]
+    assert first[0].observations["queue.backlog"] == 812
+
+    upward = await decisions_after(env, handle, 3, step_seconds=10)
+    assert [d.target_replicas for d in upward[:3]] == [3, 5, 5]  # clamped at max_replicas
+    assert upward[2].action == "hold" and "max_replicas" in upward[2].reason
+
+    world.backlog = 10
+    seen = len(upward)
+    downward = await decisions_after(env, handle, seen + 4, step_seconds=10)
+    tail = downward[seen:]
+    assert [d.action for d in tail[:4]] == ["scale_down"] * 4
+    assert world.replicas == 1
+    status = await cancel_and_wait(handle)
+    assert status.replicas == 1
+
+
+async def test_cooldown_holds_second_scale_up_in_durable_time(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    spec = service_spec(max_replicas=9, check_interval=10, cooldown={"up": 30, "down": 60})
+    handle = await start(env.client, spec)
+    decisions = await decisions_after(env, handle, 5, step_seconds=10)
+    actions = [d.action for d in decisions[:5]]
+    # t=0 scale up; t=10, t=20 inside the 30 s cooldown; t=30 scale up again.
+    assert actions[:4] == ["scale_up", "hold", "hold", "scale_up"]
+    assert "scale-up cooldown" in decisions[1].reason
+    gap = decisions[3].timestamp - decisions[0].timestamp
+    assert gap.total_seconds() >= 30
+    await cancel_and_wait(handle)
+
+
+async def test_unavailable_metrics_give_a_recorded_hold_and_the_loop_goes_on(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.observe_error = ApplicationError("nats://127.0.0.1:1: cannot connect", type="Unavailable")
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 1, step_seconds=5)
+    assert decisions[0].action == "hold"
+    assert "cannot connect" in decisions[0].reason
+    assert world.observe_attempts == 3  # retried per the observe retry policy, then recorded
+
+    world.observe_error = None
+    world.backlog = 900
+    later = await decisions_after(env, handle, 2, step_seconds=10)
+    assert later[1].action == "scale_up"
+    await cancel_and_wait(handle)
+
+
+async def test_config_errors_are_not_retried(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.observe_error = ApplicationError(
+        "stream 'JOBS' not found", type="ConfigError", non_retryable=True
+    )
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 1, step_seconds=5)
+    assert world.observe_attempts == 1
+    assert "stream 'JOBS' not found" in decisions[0].reason
+    await cancel_and_wait(handle)
+
+
+async def test_apply_is_retried_and_a_final_failure_is_recorded(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    world.apply_failures_left = 2
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 1, step_seconds=5)
+    assert decisions[0].action == "scale_up" and world.replicas == 3
+    assert world.apply_calls == [3, 3, 3]
+
+    world.apply_error = ApplicationError("no such service", type="ConfigError", non_retryable=True)
+    decisions = await decisions_after(env, handle, 5, step_seconds=10)
+    failed = [d for d in decisions if "failed" in d.reason]
+    assert failed and failed[0].action == "hold"
+    assert failed[0].target_replicas == failed[0].current_replicas == 3
+    await cancel_and_wait(handle)
+
+
+async def test_no_metrics_holds_and_never_scales_down(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.replicas = 4
+    world.backlog = None
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 3, step_seconds=10)
+    assert {d.action for d in decisions} == {"hold"}
+    assert world.replicas == 4 and world.apply_calls == []
+    assert "no metrics" in decisions[0].reason
+    await cancel_and_wait(handle)
+
+
+async def test_cancellation_records_a_final_stopped_decision(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    handle = await start(env.client, service_spec())
+    await decisions_after(env, handle, 2, step_seconds=10)
+    status = await cancel_and_wait(handle)
+    assert status.last_decision is not None
+    assert status.last_decision.action == "stopped"
+    assert world.recorded[-1].action == "stopped"
+    description = await handle.describe()
+    assert description.status is not None and description.status.name == "COMPLETED"
+
+
+async def test_status_query_reports_bounds_and_cooldown(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    handle = await start(env.client, service_spec(cooldown={"up": 300, "down": 600}))
+    await decisions_after(env, handle, 1, step_seconds=1)
+    status = await handle.query(ServiceAutoscaler.status)
+    assert (status.min_replicas, status.max_replicas, status.replicas) == (1, 5, 3)
+    assert status.cooldown_up_until is not None and status.cooldown_down_until is not None
+    assert status.last_decision is not None and status.last_decision.action == "scale_up"
+    await cancel_and_wait(handle)
+
+
+async def test_journal_gets_every_decision(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 3, step_seconds=10)
+    await cancel_and_wait(handle)
+    recorded = [d.iteration for d in world.recorded if d.workflow_id == handle.id]
+    assert recorded[: len(decisions)] == [d.iteration for d in decisions]

@@ -1,0 +1,3 @@
+from workflows.autoscaler import ServiceAutoscaler
+
+__all__ = ["ServiceAutoscaler"]
