@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from docktor import policy
 from docktor.journal import append_decision
-from docktor.metrics import MetricConfigError, MetricUnavailable
+from docktor.metrics import MetricUnavailable
 from docktor.model import (
     ApplyInput,
     ApplyResult,
@@ -26,6 +26,9 @@ from docktor.sampling import Sampler
 from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
 
 HEARTBEAT_EVERY = 5.0
+# Attempts at reading metrics that are unavailable before the observation goes ahead without
+# them (and the policy holds). The workflow's observe retry policy allows exactly this many.
+OBSERVE_ATTEMPTS = 3
 
 
 class LoopActivities:
@@ -37,11 +40,17 @@ class LoopActivities:
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
         try:
-            return await self.sampler.observe(request.service, request.project)
-        except (MetricConfigError, ScalerConfigError) as exc:
+            observation, failures = await self.sampler.observe(request.service, request.project)
+        except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
-        except (MetricUnavailable, ScalerUnavailable) as exc:
+        except ScalerUnavailable as exc:
             raise ApplicationError(str(exc), type="Unavailable") from exc
+        transient = [f for f in failures if isinstance(f, MetricUnavailable)]
+        if transient and activity.info().attempt < OBSERVE_ATTEMPTS:
+            # Worth another try; on the last attempt the observation goes ahead without these
+            # metrics, so the replica count (and the min_replicas floor) still counts.
+            raise ApplicationError("; ".join(observation.errors), type="Unavailable")
+        return observation
 
     @activity.defn(name="evaluate")
     async def evaluate(self, request: EvaluateInput) -> Proposal:

@@ -62,7 +62,7 @@ async def start_loop(client: Client, config: DocktorConfig, service: ServiceSpec
 
 
 async def running_handle(client: Client, config: DocktorConfig, service: str) -> WorkflowHandle:
-    handle = client.get_workflow_handle(config.workflow_id(service))
+    handle = client.get_workflow_handle(config.workflow_id(service), result_type=LoopStatus)
     try:
         description = await handle.describe()
     except RPCError as exc:
@@ -82,7 +82,7 @@ async def stop_loop(client: Client, config: DocktorConfig, service: str) -> Loop
     """Cancel the loop and wait for its final `stopped` decision."""
     handle = await running_handle(client, config, service)
     await handle.cancel()
-    return await handle.result(result_type=LoopStatus)
+    return await handle.result()
 
 
 async def loop_status(client: Client, config: DocktorConfig, service: str) -> LoopStatus:

@@ -10,7 +10,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from docktor.config import ServiceSpec
-from docktor.metrics import MetricConfigError, MetricSource, MetricUnavailable, source_class
+from docktor.metrics import MetricConfigError, MetricSource, source_class
 from docktor.model import Observation
 from docktor.scalers import scaler_for
 
@@ -39,22 +39,38 @@ class Sampler:
             self._sources[kind] = source_class(kind)()
         return self._sources[kind]
 
-    async def observe(self, spec: ServiceSpec, project: str) -> Observation:
-        """Sample every source concurrently. A source that is misconfigured raises
-        MetricConfigError; one that cannot be reached raises MetricUnavailable."""
+    async def observe(
+        self, spec: ServiceSpec, project: str
+    ) -> tuple[Observation, list[BaseException]]:
+        """Count replicas and sample every source concurrently.
+
+        A source that fails does not fail the observation: its error is listed in
+        `observation.errors` and returned, so the caller can retry what is worth retrying while
+        the replica count (and with it the min_replicas floor) stays usable. A scaler that
+        cannot count replicas raises.
+        """
         kinds = source_kinds(spec)
         scaler = scaler_for(spec, project=project)
+        failures: list[BaseException] = []
+        sources: list[MetricSource | None] = []
+        for kind in kinds:
+            try:
+                sources.append(self.source(kind))
+            except MetricConfigError as exc:
+                failures.append(exc)
+                sources.append(None)
         results = await asyncio.gather(
             scaler.replicas(),
-            *(self.source(kind).sample(spec) for kind in kinds),
+            *(s.sample(spec) for s in sources if s is not None),
             return_exceptions=True,
         )
         replicas, *samples = results
         if isinstance(replicas, BaseException):
             raise replicas
         observation = Observation(taken_at=datetime.now(UTC), replicas=replicas)
-        failures: list[BaseException] = []
-        for kind, sample in zip(kinds, samples, strict=True):
+        observation.errors.extend(f"{exc}" for exc in failures)
+        live_kinds = [k for k, s in zip(kinds, sources, strict=True) if s is not None]
+        for kind, sample in zip(live_kinds, samples, strict=True):
             if isinstance(sample, BaseException):
                 failures.append(sample)
                 observation.errors.append(f"{kind}: {sample}")
@@ -62,14 +78,7 @@ class Sampler:
             gauges, counters = sample
             observation.metrics.update(gauges)
             observation.counters.update(counters)
-        if failures and not observation.metrics:
-            # Nothing usable: let the activity's retry policy try again; configuration errors
-            # first, since retrying them cannot help.
-            config_errors = [f for f in failures if isinstance(f, MetricConfigError)]
-            if config_errors:
-                raise MetricConfigError("; ".join(observation.errors))
-            raise MetricUnavailable("; ".join(observation.errors))
-        return observation
+        return observation, failures
 
     async def close(self) -> None:
         for source in self._sources.values():

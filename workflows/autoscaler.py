@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.loop import LoopActivities
+    from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
     from docktor.config import ServiceSpec
     from docktor.model import (
         ApplyInput,
@@ -44,7 +44,7 @@ OBSERVE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=5),
-    maximum_attempts=3,
+    maximum_attempts=OBSERVE_ATTEMPTS,
     non_retryable_error_types=["ConfigError"],
 )
 # Scaling: idempotent, so retried with capped backoff for a while before giving up.

@@ -1,0 +1,3 @@
+from docktor.cli import entry
+
+entry()

@@ -1,0 +1,163 @@
+"""The whole loop on real parts: a Temporal dev server, nats-server with JetStream, the real
+activities, and consumer.py replicas started and stopped as OS processes. A burst of messages
+must scale the consumer up; the quiet after must scale it back down."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+import yaml
+from helpers import async_wait_for
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.client import connect
+from docktor.config import DocktorConfig, load_config
+from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.embedded import EmbeddedNats, EmbeddedTemporal
+from docktor.journal import read_decisions
+from docktor.scalers.processes import ProcessScaler
+from workflows import ServiceAutoscaler
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
+BURST = 1500
+
+
+def write_config(tmp_path: Path, nats_url: str, temporal_address: str, tag: str) -> Path:
+    stream, subject = f"E2E_{tag}", f"e2e.{tag}"
+    config = {
+        "project": f"e2e-{tag}",
+        "temporal": {"address": temporal_address, "task_queue": f"docktor-e2e-{tag}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": [sys.executable, str(EXAMPLE / "consumer.py")],
+                "env": {
+                    "NATS_URL": nats_url,
+                    "JOBS_STREAM": stream,
+                    "JOBS_SUBJECT": subject,
+                    "JOBS_DURABLE": "workers",
+                    "WORK_MS": "20",
+                },
+                "min_replicas": 1,
+                "max_replicas": 4,
+                "check_interval": "1s",
+                "scale_up_by": 1,
+                "scale_down_by": 1,
+                "stop_grace_period": "3s",
+                "cooldown": {"up": "1s", "down": "2s"},
+                "rules": {
+                    "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
+                    "scale_down_when": [
+                        {"metric": "queue.backlog", "op": "<", "value": 10},
+                        {"metric": "queue.ack_pending", "op": "<", "value": 20},
+                    ],
+                },
+                "queue": {
+                    "kind": "nats",
+                    "url": nats_url,
+                    "stream": stream,
+                    "consumer": "workers",
+                    "subject": subject,
+                },
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, nats_server: EmbeddedNats, temporal_dev: EmbeddedTemporal
+) -> AsyncIterator[tuple[DocktorConfig, Client]]:
+    tag = uuid.uuid4().hex[:6]
+    config = load_config(write_config(tmp_path, nats_server.url, temporal_dev.address, tag))
+    service = config.services[0]
+    assert service.queue is not None
+    connection = await nats.connect(nats_server.url)
+    await connection.jetstream().add_stream(
+        name=service.queue.stream, subjects=[service.queue.subject]
+    )
+    client = await connect(config)
+    loop_activities = LoopActivities()
+    worker = Worker(
+        client,
+        task_queue=config.temporal.task_queue,
+        workflows=[ServiceAutoscaler],
+        activities=[
+            loop_activities.observe,
+            loop_activities.evaluate,
+            loop_activities.apply,
+            loop_activities.record,
+        ],
+    )
+    try:
+        async with worker:
+            yield config, client
+    finally:
+        await loop_activities.close()
+        await ProcessScaler(service, project=config.project or "").stop_all()
+        await connection.close()
+
+
+async def test_burst_scales_up_and_quiet_scales_down(
+    stack: tuple[DocktorConfig, Client], nats_server: EmbeddedNats
+) -> None:
+    config, client = stack
+    service = config.services[0]
+    assert service.queue is not None and service.queue.subject is not None
+    scaler = ProcessScaler(service, project=config.project or "")
+
+    first = await start_loop(client, config, service)
+    again = await start_loop(client, config, service)
+    assert first.started and not again.started  # starting twice is harmless
+
+    # min_replicas brings up the first consumer, which creates the durable consumer.
+    await async_wait_for(lambda: _replicas_at_least(scaler, 1), 30, "first replica")
+
+    publisher = await nats.connect(nats_server.url)
+    js = publisher.jetstream()
+    for index in range(BURST):
+        await js.publish(service.queue.subject, f"job {index}".encode())
+    await publisher.close()
+
+    async def scaled_up() -> bool:
+        status = await loop_status(client, config, service.name)
+        return (status.replicas or 0) >= 3
+
+    await async_wait_for(scaled_up, 60, "scale-up to 3 replicas during the burst")
+
+    async def back_to_min() -> bool:
+        status = await loop_status(client, config, service.name)
+        return status.replicas == service.min_replicas
+
+    await async_wait_for(back_to_min, 90, "scale-down to min_replicas after the burst")
+    assert await scaler.replicas() == service.min_replicas
+
+    decisions = await loop_decisions(client, config, service.name, tail=50)
+    ups = [d for d in decisions if d.action == "scale_up"]
+    downs = [d for d in decisions if d.action == "scale_down"]
+    assert any("queue.backlog" in rule for d in ups for rule in d.matched_rules)
+    assert downs and all(d.target_replicas < d.current_replicas for d in downs)
+    assert all(service.min_replicas <= d.target_replicas <= 4 for d in decisions)
+
+    final = await stop_loop(client, config, service.name)
+    assert final.last_decision is not None and final.last_decision.action == "stopped"
+    journal = read_decisions(config.journal_path)
+    assert journal[-1].action == "stopped"
+    assert {d.action for d in journal} >= {"scale_up", "scale_down", "stopped"}
+    keys = [(d.workflow_id, d.iteration, d.action) for d in journal]
+    assert len(keys) == len(set(keys))
+
+
+async def _replicas_at_least(scaler: ProcessScaler, count: int) -> bool:
+    return await scaler.replicas() >= count
