@@ -1,0 +1,26 @@
+# The two commands the README starts with. Everything installs into .venv from PyPI.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DURATION ?= 150
+
+.PHONY: demo test lint clean
+
+$(BIN)/docktor: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+demo: $(BIN)/docktor
+	$(BIN)/docktor demo --duration $(DURATION)
+
+test: $(BIN)/docktor
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/docktor
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .docktor .pytest_cache
