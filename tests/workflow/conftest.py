@@ -125,13 +125,14 @@ async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterato
 async def start(
     client: Client, spec: ServiceSpec, **input_overrides: object
 ) -> WorkflowHandle[ServiceAutoscaler, LoopStatus]:
-    request = AutoscalerInput(
-        project="test",
-        service=spec,
-        journal_path="/unused/decisions.jsonl",
-        search_attributes=False,
-        **input_overrides,  # type: ignore[arg-type]
-    )
+    fields: dict[str, object] = {
+        "project": "test",
+        "service": spec,
+        # The scripted `record` activity keeps decisions in memory; the path is never opened.
+        "journal_path": "/unused/decisions.jsonl",
+        "search_attributes": False,
+    }
+    request = AutoscalerInput.model_validate({**fields, **input_overrides})
     return await client.start_workflow(
         ServiceAutoscaler.run,
         request,

@@ -18,7 +18,9 @@ async def test_thousands_of_iterations_stay_bounded(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
     world.backlog = 100  # between the thresholds: hold every time
-    handle = await start(env.client, service_spec(check_interval=5), iterations_per_run=PER_RUN)
+    handle = await start(
+        env.client, service_spec(check_interval=5), iterations_per_run=PER_RUN, journal_path=None
+    )
     for _ in range(ITERATIONS // 10):
         status = await handle.query(ServiceAutoscaler.status)
         if status.iteration >= ITERATIONS:
@@ -36,10 +38,27 @@ async def test_thousands_of_iterations_stay_bounded(
     decisions = await handle.query(ServiceAutoscaler.decisions, 1000)
     assert len(decisions) == DECISION_RING
     iterations = [d.iteration for d in decisions]
-    assert iterations == sorted(iterations)
-    assert iterations[-1] == status.iteration
-    # The ring spans runs: it holds decisions made before the last continue-as-new.
-    assert len({d.run_id for d in decisions}) >= 1
-    assert iterations[0] < status.iteration - (status.iteration % PER_RUN) or PER_RUN > 50
+    assert iterations == list(range(status.iteration - DECISION_RING + 1, status.iteration + 1))
+    await handle.cancel()
+    await handle.result()
+
+
+async def test_recent_decisions_and_cooldown_survive_continue_as_new(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    spec = service_spec(max_replicas=20, check_interval=5, cooldown={"up": 40, "down": 60})
+    handle = await start(env.client, spec, iterations_per_run=3, journal_path=None)
+    for _ in range(100):
+        decisions = await handle.query(ServiceAutoscaler.decisions, 100)
+        if len(decisions) >= 12:
+            break
+        await env.sleep(5)
+    decisions = decisions[:12]
+    assert [d.iteration for d in decisions] == list(range(1, 13))
+    assert len({d.run_id for d in decisions}) >= 4  # 3 iterations per run
+    # The 40 s up-cooldown spans runs: scale-ups only every 8th 5 s tick, never two in a row.
+    ups = [d.iteration for d in decisions if d.action == "scale_up"]
+    assert ups[:2] == [1, 9]
     await handle.cancel()
     await handle.result()
