@@ -16,6 +16,7 @@ demo: $(BIN)/docktor
 	$(BIN)/docktor demo --duration $(DURATION)
 
 test: $(BIN)/docktor
+	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/docktor

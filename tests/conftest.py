@@ -3,7 +3,10 @@ each on free ports in its own temporary directory and stopped by pid at the end.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,13 @@ import pytest
 
 # `import helpers` from any test folder, whether or not tests/ becomes a package later.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from docker_engine import (  # noqa: E402
+    DockerEngine,
+    dockerd_available,
+    import_busybox,
+    start_dockerd,
+)
 
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal, start_nats, start_temporal  # noqa: E402
 
@@ -31,3 +41,26 @@ def temporal_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedT
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """A private dockerd for the session. Skips on a laptop without one; fails under CI, where
+    `make test` installs Debian's docker.io first."""
+    if not dockerd_available():
+        if os.environ.get("CI"):
+            pytest.fail("no dockerd on this CI machine: scripts/install-test-deps.sh should add it")
+        pytest.skip("no Docker engine here (install Debian's docker.io to run these tests)")
+    # A short root: unix socket paths inside it must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="dk-", dir="/tmp"))
+    engine = start_dockerd(root)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine: DockerEngine) -> str:
+    return import_busybox(docker_engine)
