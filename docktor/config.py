@@ -9,6 +9,7 @@ touches the network, Docker, or the files the config names.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from pathlib import Path
@@ -41,6 +42,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30, '30s' or '2m'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite duration, not {value!r}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
@@ -121,12 +124,12 @@ class QueueSpec(Strict):
 class ServiceSpec(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     backend: Backend = "compose"
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(default=10, ge=1)
+    min_replicas: int = Field(default=1, ge=0, strict=True)
+    max_replicas: int = Field(default=10, ge=1, strict=True)
     check_interval: PositiveDuration = 15.0
     metrics_window: PositiveDuration = 60.0
-    scale_up_by: int = Field(default=1, ge=1)
-    scale_down_by: int = Field(default=1, ge=1)
+    scale_up_by: int = Field(default=1, ge=1, strict=True)
+    scale_down_by: int = Field(default=1, ge=1, strict=True)
     cooldown: Cooldown = Field(default_factory=Cooldown)
     rules: Rules = Field(default_factory=Rules)
     queue: QueueSpec | None = None
@@ -298,6 +301,21 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A key written twice is a mistake whichever copy was meant: refuse it, don't pick one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def default_config_path() -> Path:
     return Path(os.environ.get("DOCKTOR_CONFIG", DEFAULT_CONFIG_NAME))
 
@@ -316,7 +334,7 @@ def load_config(path: str | Path | None = None) -> DocktorConfig:
 
 def parse_config(text: str, base_dir: Path, source: str = DEFAULT_CONFIG_NAME) -> DocktorConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -354,6 +372,13 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
         message = "required field is missing"
     elif kind == "literal_error":
         message = f"must be one of {error['ctx']['expected']}, not {error['input']!r}"
+    elif kind == "string_pattern_mismatch":
+        message = (
+            f"{error['input']!r} is not a valid name: use letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+    elif kind == "too_short" and loc and loc[-1] == "services":
+        message = "must list at least one service"
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         message = f"{message}, got {error['input']!r}"
     if not path:

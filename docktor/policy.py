@@ -146,7 +146,7 @@ def decide(
                 down,
                 blocked=True,
             )
-        return proposal("scale_down", target, because, down)
+        return proposal("scale_down", target, f"{because}{missing_note}", down)
 
     return proposal("hold", current, f"no rule matched: {_summary(metrics, wanted)}{missing_note}")
 

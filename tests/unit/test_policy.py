@@ -1,0 +1,379 @@
+"""docktor.policy: the replica arithmetic, as plain functions of explicit inputs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from docktor.config import ServiceSpec
+from docktor.model import Observation, Proposal
+from docktor.policy import cooldown_left, decide, derive_rates
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def spec(**overrides: Any) -> ServiceSpec:
+    """A queue-worker service: up on backlog OR cpu, down on backlog AND ack_pending."""
+    data: dict[str, Any] = {
+        "name": "worker",
+        "min_replicas": 1,
+        "max_replicas": 10,
+        "scale_up_by": 2,
+        "scale_down_by": 1,
+        "cooldown": {"up": 30, "down": 120},
+        "rules": {
+            "scale_up_when": [
+                {"metric": "queue.backlog", "op": ">", "value": 500},
+                {"metric": "cpu.avg_pct", "op": ">", "value": 80},
+            ],
+            "scale_down_when": [
+                {"metric": "queue.backlog", "op": "<", "value": 50},
+                {"metric": "queue.ack_pending", "op": "<", "value": 10},
+            ],
+        },
+    }
+    data.update(overrides)
+    return ServiceSpec.model_validate(data)
+
+
+def obs(replicas: int, **metrics: float) -> Observation:
+    return Observation(taken_at=NOW, replicas=replicas, metrics=_dotted(metrics))
+
+
+def _dotted(metrics: dict[str, float]) -> dict[str, float]:
+    # queue_backlog=3 -> {"queue.backlog": 3}: keyword arguments cannot contain dots.
+    return {name.replace("_", ".", 1): value for name, value in metrics.items()}
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+CALM = {"queue_backlog": 10, "queue_ack_pending": 2, "cpu_avg_pct": 30}
+BUSY = {"queue_backlog": 812, "queue_ack_pending": 40, "cpu_avg_pct": 30}
+MIDDLE = {"queue_backlog": 200, "queue_ack_pending": 2, "cpu_avg_pct": 30}
+
+
+# ---- scaling up: ANY rule ---------------------------------------------------------------------
+
+
+def test_any_up_rule_scales_up_by_step() -> None:
+    only_cpu = {"queue_backlog": 100, "queue_ack_pending": 2, "cpu_avg_pct": 95}
+    for metrics in (BUSY, only_cpu):
+        proposal = decide(spec(), obs(3, **metrics), None, NOW)
+        assert proposal.action == "scale_up"
+        assert (proposal.current_replicas, proposal.target_replicas) == (3, 5)
+
+
+def test_scale_up_is_clamped_to_max() -> None:
+    proposal = decide(spec(), obs(9, **BUSY), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("scale_up", 10)
+
+
+def test_at_max_an_up_rule_holds() -> None:
+    proposal = decide(spec(), obs(10, **BUSY), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("hold", 10)
+    assert "max_replicas (10)" in proposal.reason
+
+
+def test_matched_rules_are_readable() -> None:
+    metrics = {**BUSY, "cpu_avg_pct": 91.5}
+    proposal = decide(spec(), obs(3, **metrics), None, NOW)
+    assert proposal.matched_rules == ["queue.backlog 812 > 500", "cpu.avg_pct 91.5 > 80"]
+    assert "queue.backlog 812 > 500" in proposal.reason
+    assert proposal.observations["queue.backlog"] == 812
+
+
+# ---- scaling down: ALL rules ------------------------------------------------------------------
+
+
+def test_all_down_rules_scale_down_by_step() -> None:
+    proposal = decide(spec(scale_down_by=2), obs(5, **CALM), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("scale_down", 3)
+    assert proposal.matched_rules == ["queue.backlog 10 < 50", "queue.ack_pending 2 < 10"]
+
+
+def test_one_down_rule_is_not_enough() -> None:
+    busy_in_flight = {**CALM, "queue_ack_pending": 40}
+    proposal = decide(spec(), obs(5, **busy_in_flight), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("hold", 5)
+    assert proposal.matched_rules == []
+
+
+def test_scale_down_is_clamped_to_min() -> None:
+    proposal = decide(spec(min_replicas=2, scale_down_by=3), obs(4, **CALM), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("scale_down", 2)
+    at_min = decide(spec(min_replicas=2), obs(2, **CALM), None, NOW)
+    assert (at_min.action, at_min.target_replicas) == ("hold", 2)
+
+
+def test_no_rule_matched_holds_and_says_what_it_saw() -> None:
+    proposal = decide(spec(), obs(4, **MIDDLE), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("hold", 4)
+    assert proposal.reason.startswith("no rule matched")
+    assert "queue.backlog 200" in proposal.reason
+
+
+def test_service_without_down_rules_never_scales_down() -> None:
+    rules = {"scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 500}]}
+    proposal = decide(spec(rules=rules), obs(5, queue_backlog=0), None, NOW)
+    assert proposal.action == "hold"
+
+
+# ---- missing data -----------------------------------------------------------------------------
+
+
+def test_missing_down_metric_is_false_and_named() -> None:
+    proposal = decide(spec(), obs(5, queue_backlog=0, cpu_avg_pct=10), None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("hold", 5)
+    assert proposal.missing_metrics == ["queue.ack_pending"]
+    assert "queue.ack_pending" in proposal.reason
+
+
+def test_missing_up_metric_is_false_and_named() -> None:
+    # cpu is missing; the backlog alone still scales up, and the reason says what was not seen.
+    proposal = decide(spec(), obs(3, queue_backlog=900, queue_ack_pending=50), None, NOW)
+    assert proposal.action == "scale_up"
+    assert proposal.missing_metrics == ["cpu.avg_pct"]
+    assert "cpu.avg_pct" in proposal.reason
+
+
+def test_scale_down_reason_names_unobserved_up_metric() -> None:
+    proposal = decide(spec(), obs(5, queue_backlog=0, queue_ack_pending=0), None, NOW)
+    assert proposal.action == "scale_down"
+    assert proposal.missing_metrics == ["cpu.avg_pct"]
+    assert "cpu.avg_pct" in proposal.reason
+
+
+def test_no_metrics_at_all_holds_with_reason() -> None:
+    observation = Observation(taken_at=NOW, replicas=5, errors=["nats: connection refused"])
+    proposal = decide(spec(), observation, None, NOW)
+    assert (proposal.action, proposal.target_replicas) == ("hold", 5)
+    assert "no metrics" in proposal.reason
+    assert "nats: connection refused" in proposal.reason
+    assert proposal.missing_metrics == sorted(spec().metric_names())
+
+
+def test_no_metrics_never_scales_down_even_with_only_down_rules() -> None:
+    # Rules that would hold on zeros must not be satisfied by absent data.
+    rules = {"scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 50}]}
+    proposal = decide(spec(rules=rules), Observation(taken_at=NOW, replicas=5), None, NOW)
+    assert proposal.action == "hold"
+    assert "no metric source returned a value" in proposal.reason
+
+
+# ---- bounds -----------------------------------------------------------------------------------
+
+
+def test_below_min_is_corrected_even_in_cooldown() -> None:
+    proposal = decide(
+        spec(min_replicas=3),
+        obs(1, **CALM),
+        None,
+        NOW,
+        last_scale_up_at=ago(1),
+        last_scale_down_at=ago(1),
+    )
+    assert (proposal.action, proposal.target_replicas) == ("scale_up", 3)
+    assert "below min_replicas (3)" in proposal.reason
+    assert not proposal.cooldown_blocked
+
+
+def test_above_max_is_corrected_even_in_cooldown_and_without_metrics() -> None:
+    observation = Observation(taken_at=NOW, replicas=14)
+    proposal = decide(spec(), observation, None, NOW, last_scale_up_at=ago(1))
+    assert (proposal.action, proposal.target_replicas) == ("scale_down", 10)
+    assert "above max_replicas (10)" in proposal.reason
+
+
+# ---- cooldowns --------------------------------------------------------------------------------
+
+
+def test_up_cooldown_blocks_a_second_scale_up() -> None:
+    blocked = decide(spec(), obs(3, **BUSY), None, NOW, last_scale_up_at=ago(10))
+    assert (blocked.action, blocked.target_replicas) == ("hold", 3)
+    assert blocked.cooldown_blocked
+    assert "scale-up cooldown, 20s left" in blocked.reason
+    assert blocked.matched_rules == ["queue.backlog 812 > 500"]
+
+    after = decide(spec(), obs(3, **BUSY), None, NOW, last_scale_up_at=ago(30))
+    assert (after.action, after.target_replicas) == ("scale_up", 5)
+
+
+def test_up_cooldown_does_not_block_scale_down_once_down_cooldown_passed() -> None:
+    # A long up cooldown, a short down cooldown: the up cooldown only guards scale-ups.
+    service = spec(cooldown={"up": 300, "down": 60})
+    proposal = decide(service, obs(5, **CALM), None, NOW, last_scale_up_at=ago(90))
+    assert (proposal.action, proposal.target_replicas) == ("scale_down", 4)
+    assert not proposal.cooldown_blocked
+
+
+def test_down_cooldown_counts_from_last_scale_up() -> None:
+    blocked = decide(spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(100))
+    assert (blocked.action, blocked.target_replicas) == ("hold", 5)
+    assert blocked.cooldown_blocked
+    assert "scale-down cooldown, 20s left" in blocked.reason
+
+
+def test_down_cooldown_counts_from_last_scale_down() -> None:
+    blocked = decide(spec(), obs(5, **CALM), None, NOW, last_scale_down_at=ago(119))
+    assert blocked.action == "hold" and blocked.cooldown_blocked
+
+
+def test_down_cooldown_uses_the_latest_action_in_either_direction() -> None:
+    # The older scale-down is past its cooldown; the newer scale-up is not.
+    blocked = decide(
+        spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(60), last_scale_down_at=ago(500)
+    )
+    assert blocked.action == "hold" and blocked.cooldown_blocked
+    free = decide(
+        spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(500), last_scale_down_at=ago(120)
+    )
+    assert free.action == "scale_down"
+
+
+def test_cooldown_left() -> None:
+    assert cooldown_left(None, 30, NOW) == 0.0
+    assert cooldown_left(ago(10), 30, NOW) == 20.0
+    assert cooldown_left(ago(40), 30, NOW) == 0.0
+
+
+# ---- rates from counters ----------------------------------------------------------------------
+
+
+def counters(at: datetime, seq: float, floor: float) -> Observation:
+    return Observation(
+        taken_at=at,
+        replicas=2,
+        counters={"queue.stream_last_seq": seq, "queue.ack_floor": floor},
+    )
+
+
+def test_rates_from_two_samples() -> None:
+    rates = derive_rates(counters(NOW, 1500, 700), counters(ago(10), 500, 200))
+    assert rates == {"queue.rate_in": 100.0, "queue.rate_out": 50.0}
+
+
+def test_no_previous_sample_gives_no_rate() -> None:
+    assert derive_rates(counters(NOW, 1500, 700), None) == {}
+
+
+def test_zero_or_negative_time_gives_no_rate() -> None:
+    assert derive_rates(counters(NOW, 1500, 700), counters(NOW, 500, 200)) == {}
+    assert derive_rates(counters(ago(5), 1500, 700), counters(NOW, 500, 200)) == {}
+
+
+def test_counter_going_backwards_gives_no_rate_for_it() -> None:
+    # The stream was purged and recreated: its sequence restarted, the ack floor did not.
+    rates = derive_rates(counters(NOW, 20, 700), counters(ago(10), 500, 200))
+    assert rates == {"queue.rate_out": 50.0}
+
+
+def test_missing_counter_gives_no_rate_for_it() -> None:
+    current = Observation(taken_at=NOW, replicas=2, counters={"queue.stream_last_seq": 900})
+    assert derive_rates(current, counters(ago(4), 500, 200)) == {"queue.rate_in": 100.0}
+
+
+def test_decide_uses_derived_rates_in_rules() -> None:
+    rules = {"scale_up_when": [{"metric": "queue.rate_in", "op": ">", "value": 80}]}
+    first = decide(spec(rules=rules), counters(ago(10), 500, 200), None, ago(10))
+    assert first.action == "hold"
+    assert first.missing_metrics == ["queue.rate_in"]
+
+    second = decide(spec(rules=rules), counters(NOW, 1500, 700), counters(ago(10), 500, 200), NOW)
+    assert (second.action, second.target_replicas) == ("scale_up", 4)
+    assert second.matched_rules == ["queue.rate_in 100 > 80"]
+    assert second.observations["queue.rate_out"] == 50.0
+
+
+# ---- properties -------------------------------------------------------------------------------
+
+METRICS = ["queue.backlog", "queue.ack_pending", "queue.rate_in", "cpu.avg_pct"]
+OPERATORS = [">", ">=", "<", "<=", "==", "!="]
+
+conditions = st.fixed_dictionaries(
+    {
+        "metric": st.sampled_from(METRICS),
+        "op": st.sampled_from(OPERATORS),
+        "value": st.integers(0, 1000).map(float),
+    }
+)
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn, current_in_bounds: bool = True
+) -> tuple[ServiceSpec, Observation, Proposal]:
+    low = draw(st.integers(0, 20))
+    high = draw(st.integers(max(low, 1), 30))
+    service = spec(
+        min_replicas=low,
+        max_replicas=high,
+        scale_up_by=draw(st.integers(1, 8)),
+        scale_down_by=draw(st.integers(1, 8)),
+        cooldown={"up": draw(st.integers(0, 300)), "down": draw(st.integers(0, 300))},
+        rules={
+            "scale_up_when": draw(st.lists(conditions, max_size=3)),
+            "scale_down_when": draw(st.lists(conditions, max_size=3)),
+        },
+    )
+    current = draw(st.integers(low, high) if current_in_bounds else st.integers(0, 40))
+    metrics = draw(
+        st.dictionaries(st.sampled_from(METRICS), st.integers(0, 1000).map(float), max_size=4)
+    )
+    moment = st.none() | st.integers(0, 600).map(ago)
+    observation = Observation(taken_at=NOW, replicas=current, metrics=metrics)
+    proposal = decide(
+        service,
+        observation,
+        None,
+        NOW,
+        last_scale_up_at=draw(moment),
+        last_scale_down_at=draw(moment),
+    )
+    return service, observation, proposal
+
+
+Scenario = tuple[ServiceSpec, Observation, Proposal]
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_target_stays_within_bounds(scenario: Scenario) -> None:
+    service, _, proposal = scenario
+    assert service.min_replicas <= proposal.target_replicas <= service.max_replicas
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(current_in_bounds=False))
+def test_out_of_bounds_is_always_brought_back(scenario: Scenario) -> None:
+    service, _, proposal = scenario
+    assert service.min_replicas <= proposal.target_replicas <= service.max_replicas
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios())
+def test_never_scale_down_with_a_down_metric_missing(
+    scenario: Scenario,
+) -> None:
+    service, observation, proposal = scenario
+    # Judged from what was observed, not from the proposal's own account of it.
+    down_metrics = {c.metric for c in service.rules.scale_down_when}
+    if down_metrics - set(observation.metrics):
+        assert proposal.action != "scale_down"
+        assert down_metrics - set(observation.metrics) <= set(proposal.missing_metrics)
+
+
+@settings(max_examples=300, deadline=None)
+@given(scenarios(current_in_bounds=False))
+def test_action_agrees_with_target(scenario: Scenario) -> None:
+    _, _, proposal = scenario
+    if proposal.action == "hold":
+        assert proposal.target_replicas == proposal.current_replicas
+    elif proposal.action == "scale_up":
+        assert proposal.target_replicas > proposal.current_replicas
+    else:
+        assert proposal.target_replicas < proposal.current_replicas
