@@ -431,11 +431,12 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
 
 def _resolve(config: DocktorConfig, base_dir: Path) -> DocktorConfig:
     """Fill in what depends on where the file lives and on the environment."""
-    if config.project is None:
-        # Compose names a project after the folder of its file; so do we.
-        config.project = _project_name(base_dir.name)
     if config.compose_file and not Path(config.compose_file).is_absolute():
         config.compose_file = str(base_dir / config.compose_file)
+    if config.project is None:
+        # Compose names a project after the folder of its file; so do we.
+        folder = Path(config.compose_file).parent if config.compose_file else base_dir
+        config.project = _project_name(folder.name)
     state_dir = Path(config.state_dir)
     if not state_dir.is_absolute():
         config.state_dir = str(base_dir / state_dir)

@@ -12,6 +12,7 @@ from docktor.metrics.base import MetricConfigError, MetricSource, MetricUnavaila
 
 BUILTIN = {
     "nats": "docktor.metrics.nats:NatsMetricSource",
+    "docker": "docktor.metrics.docker:DockerMetricSource",
 }
 
 __all__ = ["MetricSource", "MetricUnavailable", "MetricConfigError", "source_class", "kinds"]

@@ -13,6 +13,8 @@ from docktor.scalers.base import Scaler, ScalerConfigError, ScalerUnavailable
 
 BUILTIN = {
     "processes": "docktor.scalers.processes:ProcessScaler",
+    "compose": "docktor.scalers.compose:ComposeScaler",
+    "swarm": "docktor.scalers.swarm:SwarmScaler",
 }
 
 __all__ = ["Scaler", "ScalerConfigError", "ScalerUnavailable", "scaler_for", "backends"]
