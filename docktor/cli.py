@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print one line per decision instead of the live view",
     )
+    demo.add_argument(
+        "--producer-args",
+        default=None,
+        metavar="ARGS",
+        help="extra flags for the example producer, appended after the demo's own, e.g. "
+        "'--rate 50 --burst-every 30' (see examples/nats-multi/producer.py --help)",
+    )
     demo.set_defaults(handler=cmd_demo)
     return parser
 
