@@ -29,6 +29,8 @@ from pydantic import (
 
 DEFAULT_CONFIG_NAME = "docktor.yaml"
 SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")
+# ServiceSpec fields the loader fills in; never suggested for a typo.
+LOADER_FIELDS = ("project", "workdir", "state_dir")
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
 Backend = Literal["processes", "compose", "swarm"]
@@ -137,8 +139,10 @@ class ServiceSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     # Seconds a replica gets between SIGTERM and SIGKILL when it is stopped.
     stop_grace_period: NonNegativeDuration = 10.0
-    # Filled in by the loader: the folder relative paths resolve against, and where the
-    # processes backend keeps pid files. Not written by users.
+    # Filled in by the loader: the project the service belongs to (Compose's project name), the
+    # folder relative paths resolve against, and where the processes backend keeps pid files.
+    # Not written by users.
+    project: str | None = None
     workdir: str | None = None
     state_dir: str | None = None
 
@@ -414,7 +418,7 @@ def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
         if current is None:
             return ""
     known = list(getattr(current, "model_fields", {}))
-    known = [k for k in known if k not in ("workdir", "state_dir") or current is DocktorConfig]
+    known = [k for k in known if k not in LOADER_FIELDS or current is DocktorConfig]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -447,6 +451,7 @@ def _resolve(config: DocktorConfig, base_dir: Path) -> DocktorConfig:
     if namespace := os.environ.get("TEMPORAL_NAMESPACE"):
         config.temporal.namespace = namespace
     for service in config.services:
+        service.project = config.project
         service.workdir = str(base_dir)
         service.state_dir = str(Path(config.state_dir) / service.name)
         if service.command:
