@@ -179,7 +179,9 @@ class TemporalSpec(Strict):
 
 
 class LLMSpec(Strict):
-    provider: Literal["none", "dmr", "openai"] = "none"
+    # An `llm` block that names no provider means Docker Model Runner; no `llm` block at all
+    # means rules only (DocktorConfig's default below).
+    provider: Literal["none", "dmr", "openai"] = "dmr"
     base_url: str = "http://localhost:12434/engines/llama.cpp/v1"
     model: str = "ai/granite-4.0-h-micro"
     mode: Literal["advise", "explain"] = "advise"
@@ -195,7 +197,7 @@ class DocktorConfig(Strict):
     state_dir: str = ".docktor"
     journal: str | None = None
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
-    llm: LLMSpec = Field(default_factory=LLMSpec)
+    llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     services: list[ServiceSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -260,7 +262,7 @@ class LegacyConfig(Strict):
     compose_file: str | None = None
     project: str | None = None
     scaling: LegacyScaling = Field(default_factory=LegacyScaling)
-    llm: LLMSpec = Field(default_factory=LLMSpec)
+    llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
 
     def to_multi(self) -> dict[str, Any]:

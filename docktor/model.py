@@ -120,6 +120,28 @@ class EvaluateInput(BaseModel):
     last_scale_down_at: datetime | None = None
 
 
+class AdviseInput(BaseModel):
+    """What the model is shown. Never carries a secret: the API key is read by the activity
+    from the worker's environment."""
+
+    service: ServiceSpec
+    llm: LLMSpec
+    proposal: Proposal
+    cooldown_up_left: float = 0.0
+    cooldown_down_left: float = 0.0
+    recent: list[Decision] = Field(default_factory=list)
+
+
+class Advice(BaseModel):
+    """The decision after advice: the model's target within guardrails, or the rules' proposal
+    when the model was not used or failed (metadata.fallback says why)."""
+
+    action: RuleAction
+    target_replicas: int
+    reason: str
+    metadata: Provenance = Field(default_factory=Provenance)
+
+
 class ApplyInput(BaseModel):
     project: str
     service: ServiceSpec
