@@ -74,13 +74,12 @@ def unavailable(exc: BaseException) -> EngineUnavailable:
 def is_unreachable(exc: BaseException) -> bool:
     """True for failures to talk to the engine at all, as opposed to the engine's own answers
     (NotFound, Conflict...), which are `docker.errors.APIError`."""
-    if isinstance(exc, docker.errors.APIError):
-        return False
+    # Not docker.errors.DockerException as a whole: it also covers bad arguments
+    # (InvalidArgument...), which are bugs or config faults, not an engine that is away.
     return isinstance(
         exc,
         requests.exceptions.ConnectionError
         | requests.exceptions.Timeout
-        | docker.errors.DockerException
         | ConnectionError
         | FileNotFoundError,
     )
