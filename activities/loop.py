@@ -4,8 +4,9 @@ into Temporal's terms (retryable or not)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -14,6 +15,8 @@ from docktor import policy
 from docktor.journal import append_decision
 from docktor.metrics import MetricUnavailable
 from docktor.model import (
+    Advice,
+    AdviseInput,
     ApplyInput,
     ApplyResult,
     EvaluateInput,
@@ -22,8 +25,9 @@ from docktor.model import (
     Proposal,
     RecordInput,
 )
-from docktor.sampling import Sampler
+from docktor.sampling import Sampler, source_kinds
 from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.telemetry import METRICS, DocktorMetrics
 
 HEARTBEAT_EVERY = 5.0
 # Attempts at reading metrics that are unavailable before the observation goes ahead without
@@ -34,8 +38,10 @@ OBSERVE_ATTEMPTS = 3
 class LoopActivities:
     """One instance per worker: it owns the pooled metric connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: DocktorMetrics | None = None) -> None:
         self.sampler = Sampler()
+        # Prometheus figures: the worker's shared set unless a test brings its own.
+        self.metrics = metrics or METRICS
 
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
@@ -44,7 +50,9 @@ class LoopActivities:
         except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
+            self.metrics.replicas_unavailable(request.service.name)
             raise ApplicationError(str(exc), type="Unavailable") from exc
+        self.metrics.observed(request.service.name, observation, source_kinds(request.service))
         transient = [f for f in failures if isinstance(f, MetricUnavailable)]
         if transient and activity.info().attempt < OBSERVE_ATTEMPTS:
             # Worth another try; on the last attempt the observation goes ahead without these
@@ -63,8 +71,21 @@ class LoopActivities:
             request.last_scale_down_at,
         )
 
+    @activity.defn(name="advise")
+    async def advise(self, request: AdviseInput) -> Advice:
+        # Imported here: the openai client is only loaded by workers whose config uses a model.
+        from docktor import advisor
+
+        try:
+            # The key comes from the worker's environment, never from workflow input.
+            api_key = advisor.api_key_for(request.llm)
+        except advisor.LLMConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
+        return await advisor.advise(request, api_key)
+
     @activity.defn(name="apply")
     async def apply(self, request: ApplyInput) -> ApplyResult:
+        self.metrics.applying(request.service.name, request.target_replicas)
         try:
             scaler = scaler_for(request.service, project=request.project)
             async with _heartbeating():
@@ -73,11 +94,19 @@ class LoopActivities:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
             raise ApplicationError(str(exc), type="Unavailable") from exc
+        self.metrics.applied(request.service.name, replicas)
         return ApplyResult(replicas=replicas)
 
     @activity.defn(name="record")
     async def record(self, request: RecordInput) -> bool:
-        return await asyncio.to_thread(append_decision, request.path, request.decision)
+        written = await asyncio.to_thread(append_decision, request.path, request.decision)
+        # Counted only when this call wrote the line: a retry finds it written and counts nothing.
+        self.metrics.recorded(request.decision, written)
+        return written
+
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        """Every activity a worker registers, so no entry point forgets one."""
+        return [self.observe, self.evaluate, self.advise, self.apply, self.record]
 
     async def close(self) -> None:
         await self.sampler.close()

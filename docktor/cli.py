@@ -7,9 +7,12 @@ Every subcommand takes `--config` (default: $DOCKTOR_CONFIG or ./docktor.yaml). 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
 
@@ -42,11 +45,54 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     services = ", ".join(f"{s.name} ({s.backend})" for s in config.services)
     print(f"OK  {args.config or default_config_path()}: project '{config.project}', {services}")
-    if not args.offline:
+    if args.offline:
+        return EXIT_OK
+    from docktor.checks import run_checks
+
+    # One line per check, all of them, so one run shows everything that is wrong.
+    results = asyncio.run(run_checks(config))
+    for result in results:
+        print(result.line())
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+# ---- docktor config list-models / set-model -------------------------------------------------
+
+
+def cmd_config_list_models(args: argparse.Namespace) -> int:
+    from docktor.advisor import LLMUnavailable, api_key_for, list_models
+
+    llm = read_config(args.config).llm
+    if llm.provider == "none":
+        # Listing is how a model gets chosen, so rules-only configs may list too.
+        print(f"note: llm.provider is none; listing {llm.base_url}", file=sys.stderr)
+    try:
+        models = asyncio.run(list_models(llm, api_key_for(llm)))
+    except LLMUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    configured = llm.model if llm.provider != "none" else None
+    for model in models:
+        print(f"* {model} (configured)" if model == configured else f"  {model}")
+    if configured and configured not in models:
         print(
-            "note: online checks (streams, backends, LLM) are not implemented yet; "
-            "only the file was checked"
+            f"note: the configured model {configured} is not offered by {llm.base_url}",
+            file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def cmd_config_set_model(args: argparse.Namespace) -> int:
+    from docktor.config_edit import set_model
+
+    path = Path(args.config) if args.config else default_config_path()
+    changes = set_model(path, args.model, provider=args.provider, base_url=args.base_url)
+    if not changes:
+        print(f"{path}: llm.model is already {args.model}; nothing changed")
+        return EXIT_OK
+    for change in changes:
+        print(f"{path}: {change}")
+    print("running loops pick this up on the next `python -m starter`")
     return EXIT_OK
 
 
@@ -65,6 +111,182 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+# ---- docktor status / explain / pause / resume / scale / nudge / approve / reject -------------
+
+
+def _operate(args: argparse.Namespace, work: Callable[[DocktorConfig], int]) -> int:
+    """Read the config, run one operate command, and turn its failure into one line."""
+    from docktor.operate import OperateError
+
+    config = read_config(args.config)
+    try:
+        return work(config)
+    except OperateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from docktor import operate, views
+
+    def work(config: DocktorConfig) -> int:
+        states = asyncio.run(operate.collect_status(config, args.address))
+        now = datetime.now(UTC)
+        views.print_status(states, now, sys.stdout, sys.stdout.isatty(), as_json=args.json)
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from docktor import operate, views
+
+    if args.tail < 1:
+        raise UsageError("--tail must be at least 1")
+
+    def work(config: DocktorConfig) -> int:
+        explained = asyncio.run(
+            operate.collect_decisions(config, args.tail, args.service, args.address)
+        )
+        for note in explained.notes:
+            print(f"note: {note}", file=sys.stderr)
+        views.print_explain(
+            explained.decisions, config, sys.stdout, sys.stdout.isatty(), as_json=args.json
+        )
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        asyncio.run(operate.pause(config, args.service, args.reason, args.address))
+        why = f" ({args.reason})" if args.reason else ""
+        print(
+            f"paused {args.service}{why}: it keeps observing and recording, but applies nothing "
+            f"until `docktor resume {args.service}`"
+        )
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        status = asyncio.run(operate.resume(config, args.service, args.address))
+        replicas = "?" if status.replicas is None else status.replicas
+        print(f"resumed {args.service}: automatic decisions apply again (replicas {replicas})")
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        decision = asyncio.run(
+            operate.scale(config, args.service, args.replicas, args.reason, args.address)
+        )
+        print(
+            f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
+            f"(recorded as a manual decision; the cooldown applies from now)"
+        )
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_nudge(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        asyncio.run(operate.nudge(config, args.service, args.address))
+        print(f"nudged {args.service}: it evaluates now instead of at the next tick")
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    approve = args.command == "approve"
+
+    def work(config: DocktorConfig) -> int:
+        pending = asyncio.run(
+            operate.verdict(config, args.service, approve, args.reason, args.address)
+        )
+        change = f"{args.service} {pending.current_replicas} -> {pending.target_replicas}"
+        if approve:
+            print(f"approved {change} ({pending.reason}); the loop applies it now")
+        else:
+            print(f"rejected {change} ({pending.reason}); it stays at {pending.current_replicas}")
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
+def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
+    """The commands that read and steer running loops through Temporal."""
+
+    def operate_parser(name: str, help_text: str, service: bool = True) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        add_config_option(parser)
+        parser.add_argument(
+            "--address",
+            default=None,
+            metavar="HOST:PORT",
+            help="the Temporal server (default: temporal.address of the config)",
+        )
+        if service:
+            parser.add_argument("service", metavar="SERVICE", help="a service of the config")
+        return parser
+
+    status = operate_parser(
+        "status", "one row per service: replicas, bounds, paused, last action", service=False
+    )
+    status.add_argument("--json", action="store_true", help="print a JSON list instead")
+    status.set_defaults(handler=cmd_status)
+
+    explain = operate_parser(
+        "explain",
+        "the last decisions with their reasons, observations and model; from the decision "
+        "log when Temporal cannot be reached",
+        service=False,
+    )
+    explain.add_argument(
+        "--tail", type=int, default=10, metavar="N", help="how many decisions (default 10)"
+    )
+    explain.add_argument("--service", default=None, metavar="S", help="only this service")
+    explain.add_argument("--json", action="store_true", help="print a JSON list instead")
+    explain.set_defaults(handler=cmd_explain)
+
+    pause = operate_parser("pause", "stop applying automatic decisions (it still observes)")
+    pause.add_argument("--reason", default="", metavar="R", help="why, shown by status")
+    pause.set_defaults(handler=cmd_pause)
+
+    resume = operate_parser("resume", "apply automatic decisions again")
+    resume.set_defaults(handler=cmd_resume)
+
+    scale = operate_parser("scale", "set the replica count now, within the bounds")
+    scale.add_argument("replicas", type=int, metavar="N", help="the replica count")
+    scale.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
+    scale.set_defaults(handler=cmd_scale)
+
+    nudge = operate_parser("nudge", "evaluate now instead of at the next tick")
+    nudge.set_defaults(handler=cmd_nudge)
+
+    for name, what in (("approve", "apply"), ("reject", "drop")):
+        verdict = operate_parser(name, f"{what} the scale decision awaiting approval")
+        verdict.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
+        verdict.set_defaults(handler=cmd_verdict)
+
+
 # ---- wiring ----------------------------------------------------------------------------------
 
 
@@ -80,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     config_commands.required = True
     validate = config_commands.add_parser(
-        "validate", help="check a config file; exit 0 when valid, 2 with one line per problem"
+        "validate",
+        help="check a config file, then that its streams, backends and LLM answer; exit 0 when "
+        "all is well, 1 when a check fails, 2 with one line per problem in the file",
     )
     add_config_option(validate)
     validate.add_argument(
@@ -89,6 +313,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the file alone: no network, no Docker, no files it names",
     )
     validate.set_defaults(handler=cmd_config_validate)
+
+    list_models = config_commands.add_parser(
+        "list-models",
+        help="list the models the configured LLM server offers; the configured one is marked",
+    )
+    add_config_option(list_models)
+    list_models.set_defaults(handler=cmd_config_list_models)
+
+    set_model = config_commands.add_parser(
+        "set-model",
+        help="choose the LLM model: edits only the llm block of the config, comments kept",
+    )
+    set_model.add_argument("model", metavar="ID", help="a model id, as list-models prints it")
+    set_model.add_argument(
+        "--provider", choices=["none", "dmr", "openai"], default=None, help="switch provider"
+    )
+    set_model.add_argument(
+        "--base-url", default=None, metavar="URL", help="the OpenAI-compatible server's URL"
+    )
+    add_config_option(set_model)
+    set_model.set_defaults(handler=cmd_config_set_model)
 
     dev = commands.add_parser(
         "dev",
@@ -146,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
         "'--rate 50 --burst-every 30' (see examples/nats-multi/producer.py --help)",
     )
     demo.set_defaults(handler=cmd_demo)
+
+    add_operate_parsers(commands)
     return parser
 
 

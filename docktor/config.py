@@ -139,6 +139,10 @@ class ServiceSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict)
     # Seconds a replica gets between SIGTERM and SIGKILL when it is stopped.
     stop_grace_period: NonNegativeDuration = 10.0
+    # `manual`: every scale decision waits for `docktor approve|reject`, at most
+    # approval_timeout, then lapses as an `expired` decision. `auto` applies at once.
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout: PositiveDuration = 600.0
     # Filled in by the loader: the project the service belongs to (Compose's project name), the
     # folder relative paths resolve against, and where the processes backend keeps pid files.
     # Not written by users.
@@ -178,16 +182,30 @@ class TemporalSpec(Strict):
     task_queue: str = "docktor"
 
 
+# Where each provider's OpenAI-compatible API lives when `base_url` is not given.
+DEFAULT_BASE_URLS = {
+    "none": "http://localhost:12434/engines/llama.cpp/v1",
+    "dmr": "http://localhost:12434/engines/llama.cpp/v1",
+    "openai": "https://api.openai.com/v1",
+}
+
+
 class LLMSpec(Strict):
     # An `llm` block that names no provider means Docker Model Runner; no `llm` block at all
     # means rules only (DocktorConfig's default below).
     provider: Literal["none", "dmr", "openai"] = "dmr"
-    base_url: str = "http://localhost:12434/engines/llama.cpp/v1"
+    base_url: str = ""  # empty: the provider's own (DEFAULT_BASE_URLS)
     model: str = "ai/granite-4.0-h-micro"
     mode: Literal["advise", "explain"] = "advise"
     timeout_s: PositiveDuration = 10.0
     max_step: int = Field(default=2, ge=1)
     required: bool = False
+
+    @model_validator(mode="after")
+    def _provider_url(self) -> LLMSpec:
+        if not self.base_url:
+            self.base_url = DEFAULT_BASE_URLS[self.provider]
+        return self
 
 
 class DocktorConfig(Strict):

@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from docktor.client import autoscaler_input, missing_search_attributes
 from docktor.config import DocktorConfig, ServiceSpec
-from docktor.model import Decision, LoopStatus
+from docktor.model import Decision, LoopStatus, SpecUpdate
 
 WORKFLOW_NAME = "ServiceAutoscaler"
 
@@ -57,6 +57,12 @@ async def start_loop(client: Client, config: DocktorConfig, service: ServiceSpec
             ),
         )
     except WorkflowAlreadyStartedError:
+        # Leave the running loop in place, but hand it the config as it is now (rules, bounds,
+        # model): `docktor config set-model` and edits to docktor.yaml take effect this way.
+        running = client.get_workflow_handle(workflow_id)
+        await running.execute_update(
+            "update_spec", SpecUpdate(service=service, llm=config.llm), result_type=LoopStatus
+        )
         return StartResult(workflow_id, None, started=False)
     return StartResult(workflow_id, handle.result_run_id, started=True)
 
@@ -95,3 +101,91 @@ async def loop_decisions(
 ) -> list[Decision]:
     handle = await running_handle(client, config, service)
     return await handle.query("decisions", tail, result_type=list[Decision])
+
+
+# ---- operating a running loop (docktor status / explain / pause / scale / ...) ----------------
+
+# Imported here rather than at the top so that this section stays a pure addition to the module.
+from datetime import timedelta  # noqa: E402
+from typing import TypeVar  # noqa: E402
+
+from temporalio.client import (  # noqa: E402
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
+
+T = TypeVar("T")
+
+# How long a query or the acceptance of an update may take. A loop whose worker is down never
+# answers; without a deadline the command would hang instead of saying so.
+ANSWER_TIMEOUT = timedelta(seconds=10)
+
+
+class LoopNotAnswering(Exception):
+    """The workflow runs, but no worker picked up the query or update in time."""
+
+
+async def query_status(client: Client, config: DocktorConfig, service: str) -> LoopStatus:
+    """`loop_status` with a deadline: a stalled worker is reported, not waited for."""
+    handle = await running_handle(client, config, service)
+    try:
+        return await handle.query("status", result_type=LoopStatus, rpc_timeout=ANSWER_TIMEOUT)
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise LoopNotAnswering(_not_answering(config, service)) from None
+        raise
+
+
+async def query_decisions(
+    client: Client, config: DocktorConfig, service: str, tail: int
+) -> list[Decision]:
+    handle = await running_handle(client, config, service)
+    try:
+        return await handle.query(
+            "decisions", tail, result_type=list[Decision], rpc_timeout=ANSWER_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise LoopNotAnswering(_not_answering(config, service)) from None
+        raise
+
+
+async def send_update(
+    client: Client,
+    config: DocktorConfig,
+    service: str,
+    update: str,
+    arg: object | None,
+    result_type: type[T],
+) -> T:
+    """Run one of the loop's updates. A refusal by its validator surfaces as
+    WorkflowUpdateFailedError (the reason in `.cause`), for the caller to word.
+
+    Waits with a deadline only for the update to be accepted: what follows (a scale that starts
+    replicas) may rightly take minutes, but a loop that never accepts has no worker."""
+    handle = await running_handle(client, config, service)
+    args = [] if arg is None else [arg]
+    try:
+        update_handle = await handle.start_update(
+            update,
+            *args,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=result_type,
+            rpc_timeout=ANSWER_TIMEOUT,
+        )
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        raise LoopNotAnswering(_not_answering(config, service)) from None
+    return await update_handle.result()
+
+
+async def send_nudge(client: Client, config: DocktorConfig, service: str) -> None:
+    handle = await running_handle(client, config, service)
+    await handle.signal("nudge")
+
+
+def _not_answering(config: DocktorConfig, service: str) -> str:
+    return (
+        f"the loop for service '{service}' did not answer within "
+        f"{ANSWER_TIMEOUT.total_seconds():.0f}s (is a worker running on task queue "
+        f"'{config.temporal.task_queue}'?)"
+    )

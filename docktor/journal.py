@@ -14,7 +14,7 @@ _TAIL_BYTES = 256 * 1024
 
 
 def decision_key(decision: Decision) -> str:
-    return f"{decision.workflow_id}#{decision.iteration}#{decision.action}"
+    return f"{decision.workflow_id}#{decision.sequence}"
 
 
 def decision_line(decision: Decision) -> dict[str, object]:

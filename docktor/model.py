@@ -69,14 +69,34 @@ class Decision(BaseModel):
     matched_rules: list[str] = Field(default_factory=list)
     metadata: Provenance = Field(default_factory=Provenance)
     iteration: int = 0
+    # Position among all decisions of this loop (across runs): unique even when an operator's
+    # `manual` decision lands in the same iteration as the loop's own.
+    sequence: int = 0
     workflow_id: str = ""
     run_id: str = ""
+
+
+class PendingApproval(BaseModel):
+    """A scale decision waiting for an operator (`approval: manual`)."""
+
+    action: RuleAction
+    current_replicas: int
+    target_replicas: int
+    reason: str
+    requested_at: datetime
+    expires_at: datetime
+    # Set by approve/reject: True approved, False rejected.
+    verdict: bool | None = None
+    by: str | None = None
+    why: str | None = None
 
 
 class LoopState(BaseModel):
     """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
 
     iteration: int = 0
+    decision_count: int = 0
+    pending: PendingApproval | None = None
     decisions: list[Decision] = Field(default_factory=list)
     last_sample: Observation | None = None
     replicas: int | None = None
@@ -95,7 +115,7 @@ class AutoscalerInput(BaseModel):
 
     project: str
     service: ServiceSpec
-    llm: LLMSpec = Field(default_factory=LLMSpec)
+    llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     journal_path: str | None = None
     state: LoopState = Field(default_factory=LoopState)
     # Continue-as-new after this many iterations even if the server has not suggested it, so
@@ -158,6 +178,31 @@ class RecordInput(BaseModel):
     decision: Decision
 
 
+class ManualScale(BaseModel):
+    replicas: int
+    reason: str = ""
+    by: str = ""
+
+
+class PauseRequest(BaseModel):
+    reason: str = ""
+    by: str = ""
+
+
+class Verdict(BaseModel):
+    """approve / reject of a pending scale decision."""
+
+    by: str = ""
+    reason: str = ""
+
+
+class SpecUpdate(BaseModel):
+    """The `update_spec` update: a service's new spec and the model to consult."""
+
+    service: ServiceSpec
+    llm: LLMSpec
+
+
 class LoopStatus(BaseModel):
     """The answer to the `status` query."""
 
@@ -172,3 +217,4 @@ class LoopStatus(BaseModel):
     last_decision: Decision | None
     cooldown_up_until: datetime | None
     cooldown_down_until: datetime | None
+    pending_approval: PendingApproval | None = None

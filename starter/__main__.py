@@ -50,7 +50,7 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
             print(f"{name}: stopped {workflow_id} at {status.replicas} replicas")
             continue
         result = await start_loop(client, config, config.service(name))
-        verb = "started" if result.started else "already running, left in place:"
+        verb = "started" if result.started else "already running; config updated in place:"
         print(f"{name}: {verb} {workflow_id}")
         print(f"  Web UI: {ui_url(config, workflow_id, args.ui)}")
     return code

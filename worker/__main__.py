@@ -13,11 +13,14 @@ import os
 import signal
 import sys
 
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.embedded import free_port
+from docktor.telemetry import MetricsServer
 from workflows import ServiceAutoscaler
 
 log = logging.getLogger("docktor.worker")
@@ -36,10 +39,85 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--address", default=None, help="Temporal address (default: config, or $TEMPORAL_ADDRESS)"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics (docktor's and the Temporal SDK's) on this port "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 for a remote Prometheus)",
+    )
     return parser.parse_args(argv)
 
 
-async def serve(config: DocktorConfig, address: str | None) -> None:
+class LLMRequired(Exception):
+    """llm.required is set and the model cannot be reached: refuse to start."""
+
+
+async def check_llm_at_start(config: DocktorConfig) -> None:
+    """One look at the model server before serving. Unreachable: the loops run on rules and
+    record a fallback, unless llm.required says the model is not optional."""
+    if config.llm.provider == "none":
+        return
+    from docktor.advisor import api_key_for, check_llm
+
+    api_key_for(config.llm)  # a missing OPENAI_API_KEY is a configuration error (exit 2)
+    problem = await check_llm(config.llm)
+    if problem is None:
+        log.info(
+            "LLM ready: %s %s at %s", config.llm.provider, config.llm.model, config.llm.base_url
+        )
+    elif config.llm.required:
+        raise LLMRequired(f"{problem} (llm.required is true)")
+    else:
+        log.warning("LLM not available (%s); deciding by rules and recording the fallback", problem)
+
+
+class MetricsPortUnavailable(Exception):
+    """--metrics-port cannot be bound (taken, or not ours to use)."""
+
+
+def start_metrics(host: str, port: int) -> MetricsServer:
+    """docktor's figures plus the Temporal SDK's on one endpoint.
+
+    The SDK's core serves its own metrics only through a Runtime made before the client
+    connects; it listens on a private loopback port and the endpoint appends what it serves.
+    Must run before anything in this process creates the SDK's default Runtime.
+    """
+    sdk_port = free_port()
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{sdk_port}"))
+    )
+    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
+    Runtime.set_default(runtime, error_if_already_set=True)
+    try:
+        server = MetricsServer(host, port, extra_urls=[f"http://127.0.0.1:{sdk_port}/metrics"])
+    except OSError as exc:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc})"
+        ) from None
+    server.start()
+    log.info("Prometheus metrics on %s", server.url)
+    return server
+
+
+async def serve(
+    config: DocktorConfig, address: str | None, metrics: tuple[str, int] | None = None
+) -> None:
+    await check_llm_at_start(config)
+    metrics_server = start_metrics(*metrics) if metrics else None
+    try:
+        await _serve(config, address)
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
+
+
+async def _serve(config: DocktorConfig, address: str | None) -> None:
     client = await connect(config, address)
     try:
         added = await ensure_search_attributes(client)
@@ -52,12 +130,7 @@ async def serve(config: DocktorConfig, address: str | None) -> None:
         client,
         task_queue=config.temporal.task_queue,
         workflows=[ServiceAutoscaler],
-        activities=[
-            loop_activities.observe,
-            loop_activities.evaluate,
-            loop_activities.apply,
-            loop_activities.record,
-        ],
+        activities=loop_activities.all(),
         graceful_shutdown_timeout=_grace(config),
     )
     stop = asyncio.Event()
@@ -98,8 +171,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(config, args.address))
-    except TemporalUnreachable as exc:
+        metrics = (args.metrics_host, args.metrics_port) if args.metrics_port else None
+        asyncio.run(serve(config, args.address, metrics))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    except LLMRequired as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (TemporalUnreachable, MetricsPortUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -19,16 +19,23 @@ with workflow.unsafe.imports_passed_through():
     from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
     from docktor.config import ServiceSpec
     from docktor.model import (
+        Advice,
+        AdviseInput,
         ApplyInput,
         AutoscalerInput,
         Decision,
         EvaluateInput,
         LoopStatus,
+        ManualScale,
         Observation,
         ObserveInput,
+        PauseRequest,
+        PendingApproval,
         Proposal,
         Provenance,
         RecordInput,
+        SpecUpdate,
+        Verdict,
     )
     from docktor.policy import cooldown_left, latest
 
@@ -55,6 +62,9 @@ APPLY_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=["ConfigError"],
 )
+# Asking the model: the advisor already turns model failures into a recorded fallback; a retry
+# covers only a worker lost mid-call.
+ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 
@@ -67,6 +77,11 @@ class ServiceAutoscaler:
         self.spec: ServiceSpec = request.service
         self.state = request.state
         self.nudged = False
+        # One scale at a time: an operator's scale_to and the loop's own apply both run
+        # activities, and interleaving them would let a stale target undo the other's.
+        self.scaling = asyncio.Lock()
+        # Bumped by every manual scale; the loop drops a proposal made before one.
+        self.manual_epoch = 0
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -89,15 +104,18 @@ class ServiceAutoscaler:
 
     async def iterate(self) -> None:
         self.state.iteration += 1
+        epoch = self.manual_epoch
         observation = await self.observe()
         if observation is None:
             return
         proposal = await self.evaluate(observation)
-        # advise: the LLM step arrives with the LLM issue; the rules' proposal stands.
-        replicas, failure = await self.apply(proposal)
+        advice = await self.advise(proposal)
+        if epoch != self.manual_epoch:
+            # An operator scaled while this iteration was looking; their count stands.
+            self.state.last_sample = observation
+            return
+        replicas, action, reason = await self.apply(proposal.current_replicas, advice, proposal)
         self.state.last_sample = observation
-        action = proposal.action if failure is None else "hold"
-        reason = proposal.reason if failure is None else f"{proposal.reason}; {failure}"
         await self.record(
             action=action,
             current=proposal.current_replicas,
@@ -105,6 +123,7 @@ class ServiceAutoscaler:
             reason=reason,
             observations=proposal.observations,
             matched_rules=proposal.matched_rules,
+            metadata=advice.metadata,
         )
 
     async def observe(self) -> Observation | None:
@@ -143,14 +162,102 @@ class ServiceAutoscaler:
             start_to_close_timeout=timedelta(seconds=10),
         )
 
-    async def apply(self, proposal: Proposal) -> tuple[int, str | None]:
-        """Scale when the proposal says so; (replicas now, failure reason or None)."""
-        if proposal.target_replicas == proposal.current_replicas:
-            self.state.replicas = proposal.current_replicas
-            return proposal.current_replicas, None
+    async def advise(self, proposal: Proposal) -> Advice:
+        """Ask the configured model; without one, or when it fails, the rules' proposal stands
+        and the decision's metadata says so."""
+        llm = self.request.llm
+        rules = Advice(
+            action=proposal.action,
+            target_replicas=proposal.target_replicas,
+            reason=proposal.reason,
+            metadata=Provenance(),
+        )
+        if llm.provider == "none":
+            return rules
+        now = workflow.now()
+        last_any = latest(self.state.last_scale_up_at, self.state.last_scale_down_at)
+        try:
+            return await workflow.execute_activity_method(
+                LoopActivities.advise,
+                AdviseInput(
+                    service=self.spec,
+                    llm=llm,
+                    proposal=proposal,
+                    cooldown_up_left=cooldown_left(
+                        self.state.last_scale_up_at, self.spec.cooldown.up, now
+                    ),
+                    cooldown_down_left=cooldown_left(last_any, self.spec.cooldown.down, now),
+                    recent=self.state.decisions[-5:],
+                ),
+                # The loop never stalls on the model: a short timeout and one retry at most.
+                start_to_close_timeout=timedelta(seconds=llm.timeout_s + 5),
+                retry_policy=ADVISE_RETRY,
+                summary=f"advise: {llm.provider} {llm.model}",
+            )
+        except ActivityError as err:
+            rules.metadata = Provenance(
+                provider=llm.provider, model=llm.model, fallback=f"advisor failed: {_cause(err)}"
+            )
+            return rules
+
+    async def apply(self, current: int, advice: Advice, proposal: Proposal) -> tuple[int, str, str]:
+        """Scale to the advised target: (replicas now, action, reason) for the record."""
+        target = advice.target_replicas
+        if target == current:
+            self.state.replicas = current
+            return current, advice.action, advice.reason
         if self.state.paused:
-            return proposal.current_replicas, f"paused ({self.state.pause_reason or 'no reason'})"
-        change = f"{self.spec.name} {proposal.current_replicas} -> {proposal.target_replicas}"
+            why = self.state.pause_reason or "no reason given"
+            return current, "hold", f"{advice.reason}; paused ({why}), nothing applied"
+        reason = advice.reason
+        if self.spec.approval == "manual":
+            verdict = await self.await_approval(current, advice)
+            if verdict.verdict is None:
+                waited = self.spec.approval_timeout
+                return current, "expired", f"{reason}; not approved within {waited:.0f}s"
+            who = verdict.by or "an operator"
+            note = f": {verdict.why}" if verdict.why else ""
+            if not verdict.verdict:
+                return current, "hold", f"{reason}; rejected by {who}{note}"
+            reason = f"{reason}; approved by {who}{note}"
+        why = ", ".join(proposal.matched_rules) or advice.reason
+        replicas, failure = await self.scale(current, target, why)
+        if failure is not None:
+            return replicas, "hold", f"{reason}; {failure}"
+        return replicas, advice.action, reason
+
+    async def await_approval(self, current: int, advice: Advice) -> PendingApproval:
+        """Wait durably (a timer in history: a worker restart does not lose it) for an
+        operator's verdict, at most approval_timeout. verdict None means it lapsed."""
+        now = workflow.now()
+        timeout = self.spec.approval_timeout
+        pending = PendingApproval(
+            action=advice.action,
+            current_replicas=current,
+            target_replicas=advice.target_replicas,
+            reason=advice.reason,
+            requested_at=now,
+            expires_at=now + timedelta(seconds=timeout),
+        )
+        self.state.pending = pending
+        workflow.set_current_details(
+            f"Awaiting approval: {self.spec.name} {current} -> {advice.target_replicas} "
+            f"({advice.reason}). Run `docktor approve {self.spec.name}` or "
+            f"`docktor reject {self.spec.name}` before {pending.expires_at:%H:%M:%S} UTC."
+        )
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: pending.verdict is not None, timeout=timedelta(seconds=timeout)
+            )
+        self.state.pending = None
+        return pending
+
+    async def scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
+        async with self.scaling:
+            return await self._scale(current, target, why)
+
+    async def _scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
+        change = f"{self.spec.name} {current} -> {target}"
         # Started, then shielded: a cancellation arriving mid-scale waits for the scale to
         # finish, so a loop is never stopped with a half-applied replica count.
         handle = workflow.start_activity_method(
@@ -158,13 +265,13 @@ class ServiceAutoscaler:
             ApplyInput(
                 project=self.request.project,
                 service=self.spec,
-                target_replicas=proposal.target_replicas,
+                target_replicas=target,
                 summary=change,
             ),
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=APPLY_RETRY,
-            summary=f"{change}: {', '.join(proposal.matched_rules) or proposal.reason}",
+            summary=f"{change}: {why}",
         )
         try:
             result = await asyncio.shield(handle)
@@ -172,15 +279,12 @@ class ServiceAutoscaler:
             await self._settle(handle)
             raise
         except ActivityError as err:
-            return (
-                proposal.current_replicas,
-                f"scaling to {proposal.target_replicas} failed: {_cause(err)}",
-            )
+            return current, f"scaling to {target} failed: {_cause(err)}"
         self.state.replicas = result.replicas
         now = workflow.now()
-        if result.replicas > proposal.current_replicas:
+        if result.replicas > current:
             self.state.last_scale_up_at = now
-        elif result.replicas < proposal.current_replicas:
+        elif result.replicas < current:
             self.state.last_scale_down_at = now
         return result.replicas, None
 
@@ -199,8 +303,10 @@ class ServiceAutoscaler:
         reason: str,
         observations: dict[str, float] | None = None,
         matched_rules: list[str] | None = None,
+        metadata: Provenance | None = None,
     ) -> Decision:
         info = workflow.info()
+        self.state.decision_count += 1
         decision = Decision(
             timestamp=workflow.now(),
             service=self.spec.name,
@@ -210,8 +316,9 @@ class ServiceAutoscaler:
             reason=reason,
             observations=observations or {},
             matched_rules=matched_rules or [],
-            metadata=Provenance(),
+            metadata=metadata or Provenance(),
             iteration=self.state.iteration,
+            sequence=self.state.decision_count,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
         )
@@ -261,15 +368,29 @@ class ServiceAutoscaler:
             f" ({decision.reason})"
         )
         workflow.set_current_details(f"Last decision at {decision.timestamp:%H:%M:%S}: {summary}")
-        workflow.upsert_memo({"replicas": decision.target_replicas, "last_action": decision.action})
         if self.request.search_attributes:
             workflow.upsert_search_attributes(
                 [
                     REPLICAS.value_set(decision.target_replicas),
                     LAST_ACTION.value_set(decision.action),
-                    PAUSED.value_set(self.state.paused),
                 ]
             )
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        """The memo and the paused flag: what the workflow list shows without a query."""
+        last = self.state.decisions[-1] if self.state.decisions else None
+        workflow.upsert_memo(
+            {
+                "replicas": self.state.replicas,
+                "last_action": last.action if last else None,
+                "last_reason": last.reason if last else None,
+                "paused": self.state.paused,
+                "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
+            }
+        )
+        if self.request.search_attributes:
+            workflow.upsert_search_attributes([PAUSED.value_set(self.state.paused)])
 
     @workflow.query
     def status(self) -> LoopStatus:
@@ -289,6 +410,7 @@ class ServiceAutoscaler:
             last_decision=self.state.decisions[-1] if self.state.decisions else None,
             cooldown_up_until=now + timedelta(seconds=up_left) if up_left else None,
             cooldown_down_until=now + timedelta(seconds=down_left) if down_left else None,
+            pending_approval=self.state.pending,
         )
 
     @workflow.query
@@ -299,6 +421,97 @@ class ServiceAutoscaler:
     def nudge(self) -> None:
         """Evaluate now instead of at the next tick."""
         self.nudged = True
+
+    @workflow.update
+    def pause(self, request: PauseRequest) -> LoopStatus:
+        """Stop applying automatic decisions; the loop still observes and records."""
+        self.state.paused = True
+        self.state.pause_reason = request.reason or None
+        self._publish_state()
+        return self.status()
+
+    @pause.validator
+    def _validate_pause(self, request: PauseRequest) -> None:
+        if self.state.paused:
+            raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
+
+    @workflow.update
+    def resume(self) -> LoopStatus:
+        self.state.paused = False
+        self.state.pause_reason = None
+        self._publish_state()
+        return self.status()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if not self.state.paused:
+            raise ValueError("not paused")
+
+    @workflow.update
+    async def scale_to(self, request: ManualScale) -> Decision:
+        """An operator's override, recorded as a `manual` decision; the cooldown then applies.
+        Works while paused too: pausing stops the automatic decisions, not the operator."""
+        self.manual_epoch += 1
+        async with self.scaling:
+            current = self.state.replicas if self.state.replicas is not None else 0
+            who = f" by {request.by}" if request.by else ""
+            why = request.reason or "no reason given"
+            replicas, failure = await self._scale(current, request.replicas, f"manual{who}: {why}")
+        if failure is not None:
+            raise ApplicationError(failure, type="ScaleFailed")
+        return await self.record(
+            action="manual",
+            current=current,
+            target=replicas,
+            reason=f"manual scale{who}: {why}",
+        )
+
+    @scale_to.validator
+    def _validate_scale_to(self, request: ManualScale) -> None:
+        low, high = self.spec.min_replicas, self.spec.max_replicas
+        if not low <= request.replicas <= high:
+            raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")
+
+    @workflow.update
+    def approve(self, verdict: Verdict) -> PendingApproval:
+        return self._decide_pending(True, verdict)
+
+    @approve.validator
+    def _validate_approve(self, verdict: Verdict) -> None:
+        self._require_pending()
+
+    @workflow.update
+    def reject(self, verdict: Verdict) -> PendingApproval:
+        return self._decide_pending(False, verdict)
+
+    @reject.validator
+    def _validate_reject(self, verdict: Verdict) -> None:
+        self._require_pending()
+
+    def _require_pending(self) -> None:
+        if self.state.pending is None or self.state.pending.verdict is not None:
+            raise ValueError(f"no decision of {self.spec.name} is awaiting approval")
+
+    def _decide_pending(self, approved: bool, verdict: Verdict) -> PendingApproval:
+        pending = self.state.pending
+        assert pending is not None  # the validator saw to it
+        pending.verdict = approved
+        pending.by = verdict.by or None
+        pending.why = verdict.reason or None
+        return pending
+
+    @workflow.update
+    def update_spec(self, change: SpecUpdate) -> LoopStatus:
+        """New rules, bounds or model, taken from the next iteration on, without a restart."""
+        self.spec = change.service
+        self.request.service = change.service
+        self.request.llm = change.llm
+        return self.status()
+
+    @update_spec.validator
+    def _validate_spec(self, change: SpecUpdate) -> None:
+        if change.service.name != self.spec.name:
+            raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
 
 
 def _cause(err: ActivityError) -> str:

@@ -93,12 +93,7 @@ async def stack(
         client,
         task_queue=config.temporal.task_queue,
         workflows=[ServiceAutoscaler],
-        activities=[
-            loop_activities.observe,
-            loop_activities.evaluate,
-            loop_activities.apply,
-            loop_activities.record,
-        ],
+        activities=loop_activities.all(),
     )
     try:
         async with worker:

@@ -1,0 +1,421 @@
+"""The LLM advisor: asks an OpenAI-compatible server what to do, and trusts it only so far.
+
+One client (the `openai` package) serves Docker Model Runner and any OpenAI-compatible API. The
+model sees the rules' proposal and the facts behind it and answers with a JSON object
+`{action, target_replicas, reason}`:
+
+- `mode: advise`  - its target is used, held to docktor.guardrails (max_step, cooldowns, bounds);
+- `mode: explain` - the rules decide; the model only writes the reason.
+
+Whatever goes wrong - a timeout, a refused connection, an HTTP error, text that is not JSON,
+a field of the wrong type, a target outside [min_replicas, max_replicas] - the rules' proposal
+stands and `metadata.fallback` says why in a few words. An out-of-bounds target is a fallback,
+not something to clamp: a model that does not respect the bounds it was shown has not
+understood the question, so its reason cannot be trusted either. A target within bounds that
+moves too far or against a cooldown is a judgement the guardrails can trim, so it is used,
+adjusted, with a note in the reason.
+
+The API key comes from the worker's environment (api_key_for) and is handed straight to the
+client: it is never part of an input, result, log line or error text produced here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import os
+import re
+import time
+from typing import Any, Literal
+
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from docktor.config import ConfigError, LLMSpec, format_number
+from docktor.guardrails import action_for, guard
+from docktor.model import Advice, AdviseInput, Decision, Proposal, Provenance
+
+log = logging.getLogger(__name__)
+
+# How many recent decisions the model is shown: enough to see a trend or a flapping loop,
+# few enough to keep the prompt small for a local model.
+RECENT_DECISIONS = 5
+# DMR and most local servers ignore the key, but the client insists on one.
+NO_KEY = "not-needed"
+REASON_PREFIX = "LLM: "
+
+SYSTEM_PROMPT = """\
+You advise an autoscaler for one service. You are shown its replica bounds, the current \
+replica count, the latest metric observations, the scaling rules that matched, the rules' \
+proposal, active cooldowns and recent decisions. Answer with ONE JSON object and nothing else:
+{"action": "scale_up" | "scale_down" | "hold", "target_replicas": <integer>, "reason": "<one \
+short sentence an operator can read>"}
+target_replicas must be within [min_replicas, max_replicas]; action must agree with it \
+(scale_up: above current, scale_down: below current, hold: equal to current)."""
+
+EXPLAIN_PROMPT = """\
+The decision below is already made by the rules and will not change. Answer with the same \
+action and target_replicas as the proposal, and write the reason an operator should read."""
+
+
+class LLMConfigError(ConfigError):
+    """The llm block cannot be used as configured (e.g. a missing API key): exit 2 in the CLI."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
+class LLMUnavailable(Exception):
+    """The LLM server could not be asked (unreachable, HTTP error); the message is one line."""
+
+
+class ModelAnswer(BaseModel):
+    """What the model must answer. Strict: "3" is not 3, and unknown keys are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    action: Literal["scale_up", "scale_down", "hold"]
+    target_replicas: int = Field(ge=0)
+    reason: str
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_not_blank(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class _Fallback(Exception):
+    """The model's answer cannot be used; the message is the short `fallback` reason."""
+
+
+def api_key_for(llm: LLMSpec) -> str | None:
+    """The key the provider needs, from the environment (never from the config or the workflow
+    input, so it cannot end up in history)."""
+    if llm.provider != "openai":
+        return None
+    key = os.environ.get("OPENAI_API_KEY", "").strip()
+    if not key:
+        raise LLMConfigError("llm.provider openai needs OPENAI_API_KEY in the environment")
+    return key
+
+
+def client_for(llm: LLMSpec, api_key: str | None) -> openai.AsyncOpenAI:
+    # No retries in the client: the activity has its own (at most one) retry, and a loop
+    # iteration must not wait through the client's exponential backoff.
+    return openai.AsyncOpenAI(
+        base_url=llm.base_url,
+        api_key=api_key or NO_KEY,
+        timeout=llm.timeout_s,
+        max_retries=0,
+    )
+
+
+# ---- advise ----------------------------------------------------------------------------------
+
+
+async def advise(request: AdviseInput, api_key: str | None = None) -> Advice:
+    """The decision after advice. Never raises for anything the model or its server does."""
+    llm, proposal = request.llm, request.proposal
+    if llm.provider == "none":
+        return _rules(proposal, Provenance(provider="none", model=None, llm_used=False))
+
+    started = time.monotonic()
+    try:
+        answer = await _ask(llm, api_key, build_messages(request))
+        advice = _use(request, answer)
+    except _Fallback as exc:
+        return _fallback(request, str(exc), started)
+    except Exception as exc:  # a bug or an unforeseen client error must not stall the loop
+        return _fallback(request, f"unexpected {type(exc).__name__}", started)
+    advice.metadata.latency_ms = _elapsed_ms(started)
+    return advice
+
+
+def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
+    """The Advice from a well-formed answer, or _Fallback when it cannot be used."""
+    llm, spec, proposal = request.llm, request.service, request.proposal
+    current = proposal.current_replicas
+    target = answer.target_replicas
+    if not spec.min_replicas <= target <= spec.max_replicas:
+        raise _Fallback(f"target {target} outside [{spec.min_replicas}, {spec.max_replicas}]")
+    if answer.action != action_for(current, target):
+        raise _Fallback(f"action {answer.action} contradicts target {target} (current {current})")
+    provenance = Provenance(provider=llm.provider, model=llm.model, llm_used=True)
+
+    if llm.mode == "explain":
+        # The reason must describe the decision that is recorded, or it misleads the reader.
+        if target != proposal.target_replicas:
+            raise _Fallback(
+                f"explanation is for {target} replicas, not the rules' {proposal.target_replicas}"
+            )
+        return Advice(
+            action=proposal.action,
+            target_replicas=proposal.target_replicas,
+            reason=REASON_PREFIX + answer.reason,
+            metadata=provenance,
+        )
+
+    guarded, notes = guard(
+        proposal,
+        target,
+        spec,
+        llm.max_step,
+        request.cooldown_up_left,
+        request.cooldown_down_left,
+    )
+    reason = REASON_PREFIX + answer.reason
+    if notes:
+        reason += f" (guardrails: {'; '.join(notes)})"
+    return Advice(
+        action=action_for(current, guarded),  # type: ignore[arg-type]
+        target_replicas=guarded,
+        reason=reason,
+        metadata=provenance,
+    )
+
+
+def _rules(proposal: Proposal, provenance: Provenance) -> Advice:
+    return Advice(
+        action=proposal.action,
+        target_replicas=proposal.target_replicas,
+        reason=proposal.reason,
+        metadata=provenance,
+    )
+
+
+def _fallback(request: AdviseInput, why: str, started: float) -> Advice:
+    llm = request.llm
+    log.warning("LLM advice for %s not used: %s", request.service.name, why)
+    provenance = Provenance(
+        provider=llm.provider,
+        model=llm.model,
+        llm_used=False,
+        fallback=why,
+        latency_ms=_elapsed_ms(started),
+    )
+    return _rules(request.proposal, provenance)
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+# ---- the exchange ----------------------------------------------------------------------------
+
+
+async def _ask(llm: LLMSpec, api_key: str | None, messages: list[dict[str, str]]) -> ModelAnswer:
+    """One answer from the model, or _Fallback. The whole exchange (including the retry
+    without response_format) is held to llm.timeout_s: the client's own timeout applies per
+    read, so a server trickling bytes could otherwise hold the loop far longer."""
+    client = client_for(llm, api_key)
+    try:
+        async with asyncio.timeout(llm.timeout_s):
+            content = await _complete(client, llm, messages)
+    except TimeoutError:
+        raise _Fallback(f"timeout after {format_number(llm.timeout_s)}s") from None
+    except openai.APIError as exc:
+        raise _Fallback(describe_api_error(exc, llm)) from None
+    finally:
+        await client.close()
+    return parse_answer(content)
+
+
+async def _complete(
+    client: openai.AsyncOpenAI, llm: LLMSpec, messages: list[dict[str, str]]
+) -> str:
+    try:
+        # Structured output where the server supports it: a JSON object, nothing around it.
+        response = await client.chat.completions.create(
+            model=llm.model,
+            messages=messages,  # type: ignore[arg-type]
+            response_format={"type": "json_object"},
+        )
+    except openai.BadRequestError:
+        # Some OpenAI-compatible servers refuse response_format outright; ask again plainly
+        # and rely on the strict parse instead.
+        log.info("%s refused response_format; asking without it", llm.base_url)
+        response = await client.chat.completions.create(
+            model=llm.model,
+            messages=messages,  # type: ignore[arg-type]
+        )
+    if not response.choices:
+        raise _Fallback("empty reply")
+    content = response.choices[0].message.content
+    if not content or not content.strip():
+        raise _Fallback("empty reply")
+    return content
+
+
+_FENCE_RE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?\s*```$", re.DOTALL | re.IGNORECASE)
+
+
+def parse_answer(content: str) -> ModelAnswer:
+    """A JSON object, alone or inside one ```json fence; nothing else is accepted (no digging
+    for braces in prose: an answer that needs guessing is not an answer)."""
+    text = content.strip()
+    fenced = _FENCE_RE.match(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise _Fallback("invalid JSON") from None
+    if not isinstance(data, dict):
+        raise _Fallback(f"expected a JSON object, got a {_json_type(data)}")
+    try:
+        return ModelAnswer.model_validate(data)
+    except ValidationError as exc:
+        raise _Fallback(_describe_invalid(exc)) from None
+
+
+def _describe_invalid(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = ".".join(str(p) for p in error["loc"]) or "answer"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{name} is missing"
+    if name == "target_replicas":
+        if kind == "greater_than_equal":
+            return "target_replicas must be >= 0"
+        return "target_replicas must be an integer"
+    if name == "action":
+        return "action must be scale_up, scale_down or hold"
+    if name == "reason":
+        return "reason must be a non-empty string"
+    return f"{name}: {error['msg']}"
+
+
+def _json_type(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), "null" if value is None else type(value).__name__
+    )
+
+
+def describe_api_error(exc: openai.APIError, llm: LLMSpec) -> str:
+    """A few words for a failed request. Built from the status and the kind of failure only:
+    the server's own message is left out, as nothing guarantees it does not echo a header."""
+    if isinstance(exc, openai.APITimeoutError):
+        return f"timeout after {format_number(llm.timeout_s)}s"
+    if isinstance(exc, openai.APIConnectionError):
+        return _connection_problem(exc)
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    return type(exc).__name__
+
+
+def _connection_problem(exc: BaseException) -> str:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError) or (
+            isinstance(current, OSError) and current.errno == errno.ECONNREFUSED
+        ):
+            return "connection refused"
+        text = str(current).lower()
+        if "connection refused" in text or "connect call failed" in text:
+            return "connection refused"
+        if "name or service not known" in text or "nodename nor servname" in text:
+            return "unknown host"
+        current = current.__cause__ or current.__context__
+    return "connection error"
+
+
+# ---- the prompt ------------------------------------------------------------------------------
+
+
+def build_messages(request: AdviseInput) -> list[dict[str, str]]:
+    """A system message with the answer format and a user message with the facts as compact
+    JSON: small local models follow a short, regular prompt best."""
+    system = SYSTEM_PROMPT
+    if request.llm.mode == "explain":
+        system += "\n" + EXPLAIN_PROMPT
+    facts = json.dumps(prompt_facts(request), separators=(",", ":"), default=str)
+    return [{"role": "system", "content": system}, {"role": "user", "content": facts}]
+
+
+def prompt_facts(request: AdviseInput) -> dict[str, Any]:
+    spec, proposal = request.service, request.proposal
+    facts: dict[str, Any] = {
+        "service": spec.name,
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+        "current_replicas": proposal.current_replicas,
+        "observations": {k: _round(v) for k, v in sorted(proposal.observations.items())},
+        "matched_rules": proposal.matched_rules,
+        "rules_proposal": {
+            "action": proposal.action,
+            "target_replicas": proposal.target_replicas,
+            "reason": proposal.reason,
+        },
+        "cooldown_seconds_left": {
+            "up": round(request.cooldown_up_left),
+            "down": round(request.cooldown_down_left),
+        },
+        "recent_decisions": [_brief(d) for d in request.recent[-RECENT_DECISIONS:]],
+    }
+    if proposal.missing_metrics:
+        facts["not_observed"] = proposal.missing_metrics
+    if request.llm.mode == "advise":
+        facts["max_step"] = request.llm.max_step
+    return facts
+
+
+def _brief(decision: Decision) -> dict[str, Any]:
+    return {
+        "at": decision.timestamp.isoformat(timespec="seconds"),
+        "action": decision.action,
+        "from": decision.current_replicas,
+        "to": decision.target_replicas,
+        "reason": decision.reason[:160],
+    }
+
+
+def _round(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 2)
+
+
+# ---- listing models and the start-up check ---------------------------------------------------
+
+
+async def list_models(llm: LLMSpec, api_key: str | None = None) -> list[str]:
+    """The model ids the server offers (GET {base_url}/models), or LLMUnavailable."""
+    client = client_for(llm, api_key)
+    try:
+        async with asyncio.timeout(llm.timeout_s):
+            page = await client.models.list()
+            return [model.id async for model in page]
+    except TimeoutError:
+        raise LLMUnavailable(
+            f"LLM server at {llm.base_url}: no answer within {format_number(llm.timeout_s)}s"
+        ) from None
+    except openai.APIStatusError as exc:
+        raise LLMUnavailable(
+            f"LLM server at {llm.base_url} answered HTTP {exc.status_code} to GET /models"
+        ) from None
+    except openai.APIError as exc:
+        raise LLMUnavailable(
+            f"cannot reach the LLM server at {llm.base_url}: {describe_api_error(exc, llm)}"
+        ) from None
+    finally:
+        await client.close()
+
+
+async def check_llm(llm: LLMSpec) -> str | None:
+    """None when the server answers and lists the configured model; otherwise one line saying
+    what is wrong. The worker calls this once at start-up."""
+    if llm.provider == "none":
+        return None
+    try:
+        models = await list_models(llm, api_key_for(llm))
+    except (LLMConfigError, LLMUnavailable) as exc:
+        return str(exc)
+    if llm.model not in models:
+        offered = ", ".join(models[:10]) or "none"
+        return f"model '{llm.model}' is not offered by {llm.base_url} (available: {offered})"
+    return None

@@ -1,0 +1,122 @@
+"""docktor.guardrails: what a model's advice is held to before it may move a service."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from docktor.config import ServiceSpec
+from docktor.guardrails import action_for, guard
+from docktor.model import Proposal
+
+SPEC = ServiceSpec(name="worker", min_replicas=1, max_replicas=10)
+
+
+def proposal(current: int) -> Proposal:
+    return Proposal(action="hold", current_replicas=current, target_replicas=current, reason="-")
+
+
+def run(current: int, target: int, step: int = 2, up: float = 0.0, down: float = 0.0):
+    return guard(proposal(current), target, SPEC, step, up, down)
+
+
+def test_a_target_within_every_limit_passes_unchanged() -> None:
+    assert run(4, 6) == (6, [])
+    assert run(4, 2) == (2, [])
+    assert run(4, 4) == (4, [])
+
+
+def test_a_big_jump_is_limited_to_max_step() -> None:
+    target, notes = run(4, 9, step=2)
+    assert target == 6
+    assert notes == ["limited to max_step 2 from 4: 9 -> 6"]
+    assert run(4, 1, step=2)[0] == 2
+
+
+def test_above_max_is_clamped_and_below_min_too() -> None:
+    target, notes = run(9, 12, step=5)
+    assert target == 10
+    assert notes == ["clamped to max_replicas 10: 12 -> 10"]
+    target, notes = run(2, 0, step=5)
+    assert target == 1
+    assert notes == ["clamped to min_replicas 1: 0 -> 1"]
+
+
+def test_no_scale_up_during_the_up_cooldown() -> None:
+    target, notes = run(4, 6, up=11.2)
+    assert target == 4
+    assert notes == ["scale-up cooldown, 12s left: holding at 4"]
+    # The down cooldown does not stop a scale-up ...
+    assert run(4, 6, down=100) == (6, [])
+
+
+def test_no_scale_down_during_the_down_cooldown() -> None:
+    target, notes = run(4, 3, down=90)
+    assert target == 4
+    assert notes == ["scale-down cooldown, 90s left: holding at 4"]
+    # ... and the up cooldown does not stop a scale-down.
+    assert run(4, 3, up=10) == (3, [])
+
+
+def test_bounds_win_over_step_and_cooldown_when_current_is_outside_them() -> None:
+    # 0 running, min 1: the model's "hold" and an active up cooldown still give 1, as the rules'
+    # own bounds correction would.
+    assert run(0, 0, up=30)[0] == 1
+    # 15 running, max 10, max_step 2: straight back to 10, not 13.
+    assert run(15, 13, step=2)[0] == 10
+
+
+def test_several_adjustments_are_all_noted() -> None:
+    target, notes = run(4, 20, step=3, up=5)
+    assert target == 4
+    assert len(notes) == 2
+
+
+def test_action_for() -> None:
+    assert action_for(3, 5) == "scale_up"
+    assert action_for(3, 1) == "scale_down"
+    assert action_for(3, 3) == "hold"
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[ServiceSpec, int, int, int, float, float]:
+    low = draw(st.integers(0, 20))
+    high = draw(st.integers(max(low, 1), 40))
+    current = draw(st.integers(low, high))
+    target = draw(st.integers(-100, 200))
+    step = draw(st.integers(1, 10))
+    up = draw(st.sampled_from([0.0, 0.5, 30.0]))
+    down = draw(st.sampled_from([0.0, 0.5, 120.0]))
+    spec = ServiceSpec(name="s", min_replicas=low, max_replicas=high)
+    return spec, current, target, step, up, down
+
+
+@given(cases())
+def test_property_within_bounds_and_within_max_step(
+    case: tuple[ServiceSpec, int, int, int, float, float],
+) -> None:
+    spec, current, model_target, step, up, down = case
+    target, notes = guard(proposal(current), model_target, spec, step, up, down)
+    assert spec.min_replicas <= target <= spec.max_replicas
+    assert abs(target - current) <= step
+    if up > 0:
+        assert target <= current
+    if down > 0:
+        assert target >= current
+    # Nothing adjusted means the model got exactly what it asked for.
+    assert bool(notes) == (target != model_target)
+
+
+@given(
+    st.integers(0, 20),
+    st.integers(1, 20),
+    st.integers(-50, 80),
+    st.integers(-50, 80),
+    st.integers(1, 10),
+)
+def test_property_never_outside_bounds_even_from_outside(
+    low: int, span: int, current: int, model_target: int, step: int
+) -> None:
+    spec = ServiceSpec(name="s", min_replicas=low, max_replicas=low + span)
+    target, _ = guard(proposal(max(current, 0)), model_target, spec, step, 30.0, 120.0)
+    assert spec.min_replicas <= target <= spec.max_replicas
