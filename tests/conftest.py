@@ -7,7 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,13 @@ from docker_engine import (  # noqa: E402
     import_busybox,
     start_dockerd,
 )
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
 
+from activities import LoopActivities  # noqa: E402
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal, start_nats, start_temporal  # noqa: E402
+from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
+from workflows import ServiceAutoscaler  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +69,25 @@ def docker_engine() -> Iterator[DockerEngine]:
 @pytest.fixture(scope="session")
 def busybox_image(docker_engine: DockerEngine) -> str:
     return import_busybox(docker_engine)
+
+
+# ---- the scripted world of the loop tests ------------------------------------------------------
+# Used by tests/workflow (time-skipping server) and tests/integration/test_loop_controls.py (dev
+# server); each of those defines the `env` these fixtures run on.
+
+
+@pytest.fixture
+def world() -> ScriptedWorld:
+    return ScriptedWorld()
+
+
+@pytest.fixture
+async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
+    loop_activities = LoopActivities()
+    async with Worker(
+        env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[ServiceAutoscaler],
+        activities=[world.observe, world.apply, world.record, loop_activities.evaluate],
+    ) as running:
+        yield running

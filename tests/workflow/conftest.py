@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sysconfig
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,9 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities import LoopActivities
 from docktor.config import Condition, Cooldown, Rules, ServiceSpec
 from docktor.model import (
     ApplyInput,
@@ -105,23 +103,6 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         yield environment
 
 
-@pytest.fixture
-def world() -> ScriptedWorld:
-    return ScriptedWorld()
-
-
-@pytest.fixture
-async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
-    loop_activities = LoopActivities()
-    async with Worker(
-        env.client,
-        task_queue=TASK_QUEUE,
-        workflows=[ServiceAutoscaler],
-        activities=[world.observe, world.apply, world.record, loop_activities.evaluate],
-    ) as running:
-        yield running
-
-
 async def start(
     client: Client, spec: ServiceSpec, **input_overrides: object
 ) -> WorkflowHandle[ServiceAutoscaler, LoopStatus]:
@@ -155,3 +136,17 @@ async def decisions_after(
             return decisions
         await env.sleep(step_seconds)
     raise AssertionError(f"fewer than {count} decisions after {max_steps} steps: {decisions}")
+
+
+async def until(
+    env: WorkflowEnvironment,
+    predicate: Callable[[], Awaitable[bool]],
+    step_seconds: float,
+    max_steps: int = 200,
+) -> None:
+    """Let workflow time pass (skipped, not slept) until `predicate` holds."""
+    for _ in range(max_steps):
+        if await predicate():
+            return
+        await env.sleep(step_seconds)
+    raise AssertionError(f"condition not met after {max_steps} steps of {step_seconds}s")

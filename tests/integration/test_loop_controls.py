@@ -1,0 +1,201 @@
+"""Operators step in: pause/resume, manual scale, spec updates, nudges and manual approval.
+
+These run on the real Temporal dev server rather than the time-skipping one: the time-skipping
+server answers a refused update only after a long internal timeout. Intervals are short, and
+every wait polls a condition with a deadline. The scripted world and helpers are the workflow
+tests' own (tests/workflow/conftest.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from docktor.config import LLMSpec
+from docktor.embedded import EmbeddedTemporal
+from docktor.model import ManualScale, PauseRequest, SpecUpdate, Verdict
+from tests.workflow.conftest import (
+    ScriptedWorld,
+    decisions_after,
+    service_spec,
+    start,
+    until,
+)
+from workflows import ServiceAutoscaler
+
+TICK = 0.5  # check_interval of these loops, in real seconds
+POLL = 0.1
+
+
+@pytest.fixture(scope="module")
+async def env(temporal_dev: EmbeddedTemporal) -> AsyncIterator[WorkflowEnvironment]:
+    client = await Client.connect(temporal_dev.address, data_converter=pydantic_data_converter)
+    yield WorkflowEnvironment.from_client(client)
+
+
+async def refusal(update: Awaitable[object]) -> str:
+    """Why the workflow refused an update (its validator's message)."""
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await update
+    return str(refused.value.cause)
+
+
+async def test_paused_loop_observes_and_records_but_applies_nothing(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    handle = await start(
+        env.client, service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    )
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    status = await handle.execute_update(ServiceAutoscaler.pause, PauseRequest(reason="deploy"))
+    assert status.paused and status.pause_reason == "deploy"
+    assert "already paused" in await refusal(
+        handle.execute_update(ServiceAutoscaler.pause, PauseRequest())
+    )
+
+    applied = list(world.apply_calls)
+    decisions = await decisions_after(env, handle, 6, step_seconds=POLL)
+    paused = decisions[1:6]
+    assert all(d.action == "hold" and "paused (deploy)" in d.reason for d in paused)
+    assert world.apply_calls == applied
+
+    # The operator still can scale a paused loop, and the paused loop keeps that count.
+    manual = await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=2))
+    assert manual.action == "manual" and manual.target_replicas == 2
+    await decisions_after(env, handle, 10, step_seconds=POLL)
+    assert world.replicas == 2
+
+    await handle.execute_update(ServiceAutoscaler.resume)
+    assert "not paused" in await refusal(handle.execute_update(ServiceAutoscaler.resume))
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
+
+
+async def test_manual_scale_is_validated_recorded_and_starts_the_cooldown(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 100
+    handle = await start(
+        env.client, service_spec(check_interval=TICK, cooldown={"up": 60, "down": 60})
+    )
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    refused = await refusal(
+        handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=9))
+    )
+    assert "outside [1, 5]" in refused
+
+    decision = await handle.execute_update(
+        ServiceAutoscaler.scale_to, ManualScale(replicas=4, reason="sale", by="ana")
+    )
+    assert (decision.action, decision.current_replicas, decision.target_replicas) == (
+        "manual",
+        1,
+        4,
+    )
+    assert "ana" in decision.reason and "sale" in decision.reason
+    assert world.replicas == 4
+
+    world.backlog = 5  # quiet: would scale down, but the manual scale started the cooldown
+    decisions = await decisions_after(env, handle, 4, step_seconds=POLL)
+    after = [d for d in decisions if d.sequence > decision.sequence]
+    assert after and after[0].action == "hold" and "cooldown" in after[0].reason
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
+
+
+async def test_update_spec_takes_new_bounds_without_a_restart(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    handle = await start(
+        env.client, service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    )
+    await decisions_after(env, handle, 3, step_seconds=POLL)
+    assert world.replicas == 5
+    status = await handle.execute_update(
+        ServiceAutoscaler.update_spec,
+        SpecUpdate(
+            service=service_spec(
+                check_interval=TICK, max_replicas=8, cooldown={"up": 0, "down": 0}
+            ),
+            llm=LLMSpec(provider="none"),
+        ),
+    )
+    assert status.max_replicas == 8
+    assert "scales 'consumer'" in await refusal(
+        handle.execute_update(
+            ServiceAutoscaler.update_spec,
+            SpecUpdate(service=service_spec(name="other"), llm=LLMSpec(provider="none")),
+        )
+    )
+
+    async def at_new_max() -> bool:
+        return world.replicas == 8
+
+    await until(env, at_new_max, step_seconds=POLL, max_steps=100)
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
+
+
+async def test_nudge_evaluates_before_the_next_tick(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    handle = await start(env.client, service_spec(check_interval=3600))
+    first = await decisions_after(env, handle, 1, step_seconds=POLL)
+    await handle.signal(ServiceAutoscaler.nudge)
+    both = await decisions_after(env, handle, 2, step_seconds=POLL, max_steps=50)
+    assert (both[1].timestamp - first[0].timestamp).total_seconds() < 3600
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
+
+
+async def test_manual_approval_waits_then_applies_rejects_or_expires(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    spec = service_spec(
+        check_interval=TICK, approval="manual", approval_timeout=4, cooldown={"up": 0, "down": 0}
+    )
+    handle = await start(env.client, spec)
+    assert "awaiting approval" in await refusal(
+        handle.execute_update(ServiceAutoscaler.approve, Verdict())
+    )
+
+    async def pending() -> bool:
+        status = await handle.query(ServiceAutoscaler.status)
+        return status.pending_approval is not None
+
+    for _ in range(20):
+        if await pending():
+            break
+        await env.sleep(POLL)
+    status = await handle.query(ServiceAutoscaler.status)
+    assert status.pending_approval is not None and status.pending_approval.target_replicas == 3
+    assert world.apply_calls == []
+
+    await handle.execute_update(ServiceAutoscaler.approve, Verdict(by="ana", reason="go"))
+    approved = await decisions_after(env, handle, 1, step_seconds=POLL)
+    assert approved[0].action == "scale_up" and "approved by ana: go" in approved[0].reason
+    assert world.replicas == 3
+
+    for _ in range(40):
+        if await pending():
+            break
+        await env.sleep(POLL)
+    await handle.execute_update(ServiceAutoscaler.reject, Verdict(by="bo", reason="no budget"))
+    rejected = await decisions_after(env, handle, 2, step_seconds=POLL)
+    assert rejected[1].action == "hold" and "rejected by bo: no budget" in rejected[1].reason
+    assert world.replicas == 3
+
+    # Nobody answers: after approval_timeout of durable time the decision lapses.
+    expired = await decisions_after(env, handle, 3, step_seconds=POLL)
+    assert expired[2].action == "expired"
+    assert world.replicas == 3
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
