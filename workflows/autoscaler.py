@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
@@ -137,6 +137,7 @@ class ServiceAutoscaler:
                 summary=f"observe {self.spec.name}",
             )
         except ActivityError as err:
+            _reraise_cancellation(err)
             current = self.state.replicas if self.state.replicas is not None else 0
             await self.record(
                 action="hold",
@@ -195,6 +196,7 @@ class ServiceAutoscaler:
                 summary=f"advise: {llm.provider} {llm.model}",
             )
         except ActivityError as err:
+            _reraise_cancellation(err)
             rules.metadata = Provenance(
                 provider=llm.provider, model=llm.model, fallback=f"advisor failed: {_cause(err)}"
             )
@@ -325,14 +327,21 @@ class ServiceAutoscaler:
         self.state.remember(decision)
         self._publish_decision(decision)
         if self.request.journal_path:
+            # Shielded like a scale: a cancellation arriving now still gets this decision into
+            # the log before the loop stops (no lost decisions), then stops the loop.
+            handle = workflow.start_activity_method(
+                LoopActivities.record,
+                RecordInput(path=self.request.journal_path, decision=decision),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RECORD_RETRY,
+                summary=f"record {action}",
+            )
             try:
-                await workflow.execute_activity_method(
-                    LoopActivities.record,
-                    RecordInput(path=self.request.journal_path, decision=decision),
-                    start_to_close_timeout=timedelta(seconds=10),
-                    retry_policy=RECORD_RETRY,
-                    summary=f"record {action}",
-                )
+                await asyncio.shield(handle)
+            except asyncio.CancelledError:
+                with contextlib.suppress(ActivityError):
+                    await handle
+                raise
             except ActivityError as err:
                 # The decision is safe in workflow state and history; only the file copy failed.
                 workflow.logger.warning("decision log not written: %s", _cause(err))
@@ -512,6 +521,13 @@ class ServiceAutoscaler:
     def _validate_spec(self, change: SpecUpdate) -> None:
         if change.service.name != self.spec.name:
             raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
+
+
+def _reraise_cancellation(err: ActivityError) -> None:
+    """An activity cancelled because the loop is being cancelled surfaces as an ActivityError;
+    turn it back into the cancellation, or the loop would take it for a failure and go on."""
+    if isinstance(err.cause, CancelledError):
+        raise asyncio.CancelledError() from err
 
 
 def _cause(err: ActivityError) -> str:

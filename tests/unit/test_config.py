@@ -349,7 +349,7 @@ def test_example_multi_service_config_loads() -> None:
     service = config.service("consumer")
     assert service.backend == "processes"
     assert service.command == ["python", str(EXAMPLE / "consumer.py")]
-    assert (service.min_replicas, service.max_replicas) == (1, 10)
+    assert (service.min_replicas, service.max_replicas) == (2, 10)
     assert service.queue is not None
     assert (service.queue.stream, service.queue.consumer) == ("JOBS", "workers")
     assert service.queue.subject == "jobs.work"

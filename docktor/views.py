@@ -1,0 +1,283 @@
+"""How `docktor status` and `docktor explain` look: a rich table on a terminal, aligned plain
+columns otherwise (pipes, logs, grep), and JSON for scripts.
+
+Pure formatting: everything arrives as models from docktor/operate.py, and `now` is passed in so
+that ages and countdowns are computed against one instant for the whole table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from docktor.config import DocktorConfig, format_number
+from docktor.model import Decision, LoopStatus, Provenance
+from docktor.operate import ServiceState
+
+STATUS_HEADERS = [
+    "SERVICE",
+    "REPLICAS",
+    "BOUNDS",
+    "PAUSED",
+    "LAST",
+    "WHEN",
+    "COOLDOWN",
+    "APPROVAL",
+    "WORKFLOW",
+    "REASON",
+]
+EXPLAIN_HEADERS = ["TIME (UTC)", "SERVICE", "ACTION", "CHANGE", "MODEL", "OBSERVED", "REASON"]
+ACTION_STYLES = {
+    "scale_up": "green",
+    "scale_down": "yellow",
+    "manual": "cyan",
+    "expired": "magenta",
+    "stopped": "red",
+    "hold": "dim",
+}
+
+
+# ---- small pieces ----------------------------------------------------------------------------
+
+
+def span(seconds: float) -> str:
+    """12s, 3m05s, 2h10m: short enough for a table cell."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def seconds_until(moment: datetime | None, now: datetime) -> float | None:
+    if moment is None:
+        return None
+    left = (moment - now).total_seconds()
+    return left if left > 0 else None
+
+
+def model_label(metadata: Provenance) -> str:
+    """Which model shaped the decision: `rules`, `dmr ai/model`, or the rules after a
+    model failed, with why."""
+    named = " ".join(part for part in (metadata.provider, metadata.model) if part)
+    if metadata.fallback:
+        return f"rules (fallback from {named}: {metadata.fallback})"
+    if metadata.provider == "none" or not metadata.llm_used:
+        return "rules"
+    return named
+
+
+def mattered(decision: Decision, config: DocktorConfig | None = None) -> dict[str, float]:
+    """The observations worth showing: the metrics the matched rules name, else those the
+    service's rules look at. A decision can carry every metric a source returned; these are
+    the ones that explain it."""
+    observed = decision.observations
+    # A matched rule reads `queue.backlog 812 > 500`: the metric is its first word.
+    names = [rule.split()[0] for rule in decision.matched_rules if rule.split()]
+    names = [name for name in dict.fromkeys(names) if name in observed]
+    if not names and config is not None and decision.service in config.service_names():
+        names = sorted(config.service(decision.service).metric_names() & observed.keys())
+    return {name: observed[name] for name in names}
+
+
+def _observed_text(values: dict[str, float]) -> str:
+    return ", ".join(f"{name}={format_number(value)}" for name, value in values.items()) or "-"
+
+
+def _paused_text(status: LoopStatus) -> str:
+    if not status.paused:
+        return "no"
+    return f"yes: {status.pause_reason}" if status.pause_reason else "yes"
+
+
+def _cooldown_text(status: LoopStatus, now: datetime) -> str:
+    parts = []
+    for direction, until in (
+        ("up", status.cooldown_up_until),
+        ("down", status.cooldown_down_until),
+    ):
+        left = seconds_until(until, now)
+        if left is not None:
+            parts.append(f"{direction} {span(left)}")
+    return ", ".join(parts) or "-"
+
+
+def _approval_text(status: LoopStatus, now: datetime) -> str:
+    pending = status.pending_approval
+    if pending is None:
+        return "-"
+    left = seconds_until(pending.expires_at, now)
+    expires = f"expires in {span(left)}" if left is not None else "expiring"
+    return f"{pending.current_replicas} -> {pending.target_replicas}, {expires}"
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+
+def status_cells(state: ServiceState, now: datetime) -> list[str]:
+    """One row, in STATUS_HEADERS order."""
+    status = state.status
+    if status is None:
+        problem = state.problem or "not running"
+        last = "not running" if problem == "not running" else "no answer"
+        detail = "" if problem == "not running" else problem
+        return [state.service, "-", "-", "-", last, "-", "-", "-", state.workflow_id, detail]
+    last = status.last_decision
+    return [
+        state.service,
+        "?" if status.replicas is None else str(status.replicas),
+        f"{status.min_replicas}..{status.max_replicas}",
+        _paused_text(status),
+        last.action if last else "-",
+        f"{span((now - last.timestamp).total_seconds())} ago" if last else "-",
+        _cooldown_text(status, now),
+        _approval_text(status, now),
+        status.workflow_id,
+        last.reason if last else "",
+    ]
+
+
+def status_json(states: Sequence[ServiceState], now: datetime) -> list[dict[str, Any]]:
+    """The same facts for scripts: the same keys on every row, null where there is no loop."""
+    rows = []
+    for state in states:
+        status = state.status
+        last = status.last_decision if status else None
+        pending = status.pending_approval if status else None
+        rows.append(
+            {
+                "service": state.service,
+                "workflow_id": state.workflow_id,
+                "running": status is not None,
+                "problem": state.problem,
+                "replicas": status.replicas if status else None,
+                "min_replicas": status.min_replicas if status else None,
+                "max_replicas": status.max_replicas if status else None,
+                "paused": status.paused if status else None,
+                "pause_reason": status.pause_reason if status else None,
+                "iteration": status.iteration if status else None,
+                "last_decision": last.model_dump(mode="json") if last else None,
+                "last_decision_age_s": (
+                    round((now - last.timestamp).total_seconds(), 1) if last else None
+                ),
+                "cooldown_up_left_s": _rounded(
+                    seconds_until(status.cooldown_up_until, now) if status else None
+                ),
+                "cooldown_down_left_s": _rounded(
+                    seconds_until(status.cooldown_down_until, now) if status else None
+                ),
+                "pending_approval": pending.model_dump(mode="json") if pending else None,
+                "approval_expires_in_s": _rounded(
+                    seconds_until(pending.expires_at, now) if pending else None
+                ),
+            }
+        )
+    return rows
+
+
+def print_status(
+    states: Sequence[ServiceState], now: datetime, out: TextIO, tty: bool, as_json: bool = False
+) -> None:
+    if as_json:
+        out.write(json.dumps(status_json(states, now), indent=2) + "\n")
+        return
+    rows = [status_cells(state, now) for state in states]
+    if tty:
+        table = _table("docktor status", STATUS_HEADERS, wrap={"PAUSED", "APPROVAL", "REASON"})
+        for row in rows:
+            # Text, not markup: a reason such as "outside [1, 5]" must print as written.
+            table.add_row(*(Text(cell) for cell in row), style="dim" if row[1] == "-" else None)
+        Console(file=out).print(table)
+        return
+    out.write(columns(STATUS_HEADERS, rows))
+
+
+# ---- explain ---------------------------------------------------------------------------------
+
+
+def explain_cells(decision: Decision, config: DocktorConfig | None) -> list[str]:
+    """One row, in EXPLAIN_HEADERS order."""
+    return [
+        f"{decision.timestamp:%Y-%m-%d %H:%M:%S}",
+        decision.service,
+        decision.action,
+        f"{decision.current_replicas} -> {decision.target_replicas}",
+        model_label(decision.metadata),
+        _observed_text(mattered(decision, config)),
+        decision.reason,
+    ]
+
+
+def explain_json(decisions: Sequence[Decision], config: DocktorConfig | None) -> list[dict]:
+    """Each decision whole, plus what the table derives: `observed` (what mattered, in that
+    order) and `model` (the label)."""
+    return [
+        {
+            **decision.model_dump(mode="json"),
+            "observed": mattered(decision, config),
+            "model": model_label(decision.metadata),
+        }
+        for decision in decisions
+    ]
+
+
+def print_explain(
+    decisions: Sequence[Decision],
+    config: DocktorConfig | None,
+    out: TextIO,
+    tty: bool,
+    as_json: bool = False,
+) -> None:
+    if as_json:
+        out.write(json.dumps(explain_json(decisions, config), indent=2) + "\n")
+        return
+    if not decisions:
+        out.write("no decisions recorded yet\n")
+        return
+    rows = [explain_cells(decision, config) for decision in decisions]
+    if tty:
+        table = _table("docktor explain", EXPLAIN_HEADERS, wrap={"MODEL", "OBSERVED", "REASON"})
+        for row in rows:
+            cells = [Text(cell) for cell in row]
+            cells[2].stylize(ACTION_STYLES.get(row[2], ""))
+            table.add_row(*cells)
+        Console(file=out).print(table)
+        return
+    out.write(columns(EXPLAIN_HEADERS, rows))
+
+
+# ---- rich and plain tables -------------------------------------------------------------------
+
+
+def _table(title: str, headers: Sequence[str], wrap: set[str]) -> Table:
+    """Short cells (names, counts, times) never wrap; when the terminal is narrow, the long
+    free-text columns give way instead."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for header in headers:
+        if header in wrap:
+            table.add_column(header, overflow="fold", ratio=2 if header == "REASON" else 1)
+        else:
+            table.add_column(header, no_wrap=True)
+    return table
+
+
+def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, like `docker ps`; the last column (a reason,
+    often long) is not padded, so a line is only as long as it needs to be."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,479 @@
+"""`docktor status | explain | pause | resume | scale | nudge | approve | reject` as an operator
+runs them: subprocesses against loops running on the session's Temporal dev server, driven by an
+in-process worker with the real activities and a `processes` backend.
+
+The services have no queue, so the rules see no metrics and hold; only the bounds rule (below
+min_replicas) and the operator move the count, which keeps every step of these tests
+deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import async_wait_for
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.client import connect
+from docktor.config import DocktorConfig, load_config
+from docktor.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
+from docktor.embedded import EmbeddedTemporal, free_port
+from docktor.journal import read_decisions
+from docktor.model import Decision, LoopStatus, Provenance
+from docktor.scalers.processes import ProcessScaler
+from docktor.views import mattered, model_label
+from workflows import ServiceAutoscaler
+
+pytestmark = pytest.mark.integration
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+OPERATOR = "tester"
+# How long a cancelled loop gets to record `stopped` and end before teardown terminates it.
+STOP_WAIT = 20.0
+
+
+def service(name: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "backend": "processes",
+        "command": SLEEPER,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "check_interval": "1s",
+        "stop_grace_period": "1s",
+        "cooldown": {"up": "1s", "down": "1s"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@dataclass
+class Stack:
+    config: DocktorConfig
+    path: Path
+    client: Client
+
+    async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`docktor ARGS` in a subprocess. In a thread, because the worker answering the
+        command's queries and updates runs on this test's event loop."""
+        environment = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
+        environment.update({"DOCKTOR_CONFIG": str(self.path), "USER": OPERATOR})
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "docktor", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+        )
+
+    async def ok(self, *args: str) -> str:
+        result = await self.run(*args)
+        assert result.returncode == 0, f"docktor {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    async def status(self, name: str) -> LoopStatus:
+        return await loop_status(self.client, self.config, name)
+
+    def scaler(self, name: str) -> ProcessScaler:
+        return ProcessScaler(self.config.service(name), project=self.config.project or "")
+
+    async def start(self, name: str) -> None:
+        await start_loop(self.client, self.config, self.config.service(name))
+
+    async def stop(self, name: str) -> None:
+        """Cancel the loop and wait for its end. A cancel that lands while an activity is in
+        flight can be swallowed by the workflow (it catches the resulting ActivityError), so a
+        loop that has not ended within a while is terminated instead of hanging the teardown."""
+        try:
+            handle = await running_handle(self.client, self.config, name)
+        except NoRunningLoop:
+            return
+        await handle.cancel()
+        try:
+            await asyncio.wait_for(handle.result(), STOP_WAIT)
+        except TimeoutError:
+            await handle.terminate(reason="test teardown: the cancel was not honoured")
+
+    async def settled(self, name: str, decisions: int = 1) -> None:
+        """Wait until the loop has written `decisions` decisions to the log: the record
+        activity is done, so (with an hour between ticks) the loop sits in its timer, where a
+        cancel is honoured at once."""
+
+        async def written() -> bool:
+            return sum(d.service == name for d in read_decisions(self.config.journal_path)) >= (
+                decisions
+            )
+
+        await async_wait_for(written, 30, f"{name}'s decisions in the log")
+
+    async def status_json(self) -> dict[str, dict[str, Any]]:
+        rows = json.loads(await self.ok("status", "--json"))
+        return {row["service"]: row for row in rows}
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> AsyncIterator[StackFactory]:
+    """Write a config, run a worker on a task queue of its own, start the named loops; at the
+    end stop every loop and every replica."""
+    stacks: list[Stack] = []
+    activities = LoopActivities()
+    workers: list[Worker] = []
+
+    async def make(services: list[dict[str, Any]], start: list[str] | None = None) -> Stack:
+        tag = uuid.uuid4().hex[:8]
+        document = {
+            "project": f"op-{tag}",
+            "journal": "decisions.jsonl",
+            "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-op-{tag}"},
+            "services": services,
+        }
+        path = tmp_path / "docktor.yaml"
+        path.write_text(yaml.safe_dump(document))
+        config = load_config(path)
+        client = await connect(config)
+        worker = Worker(
+            client,
+            task_queue=config.temporal.task_queue,
+            workflows=[ServiceAutoscaler],
+            activities=activities.all(),
+        )
+        await worker.__aenter__()
+        workers.append(worker)
+        stack = Stack(config, path, client)
+        stacks.append(stack)
+        for name in config.service_names() if start is None else start:
+            await stack.start(name)
+        return stack
+
+    try:
+        yield make
+    finally:
+        for stack in stacks:
+            for name in stack.config.service_names():
+                await stack.stop(name)
+                await stack.scaler(name).stop_all()
+        for worker in workers:
+            await worker.__aexit__(None, None, None)
+        await activities.close()
+
+
+async def _replicas(stack: Stack, name: str, count: int) -> bool:
+    return await stack.scaler(name).replicas() == count
+
+
+# ---- status and explain ----------------------------------------------------------------------
+
+
+async def test_status_and_explain_show_the_running_loop(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("consumer")])
+    workflow_id = stack.config.workflow_id("consumer")
+    # The first iteration brings the count up to min_replicas: a scale_up 0 -> 1.
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "first replica")
+
+    async def holding() -> bool:
+        status = await stack.status("consumer")
+        return status.replicas == 1 and status.iteration >= 2
+
+    await async_wait_for(holding, 30, "a second iteration that holds")
+
+    lines = (await stack.ok("status")).splitlines()
+    assert lines[0].split()[:3] == ["SERVICE", "REPLICAS", "BOUNDS"]
+    row = lines[1].split()
+    assert row[:4] == ["consumer", "1", "1..4", "no"]
+    assert workflow_id in lines[1]
+
+    rows = await stack.status_json()
+    consumer = rows["consumer"]
+    assert consumer["running"] is True and consumer["workflow_id"] == workflow_id
+    assert (consumer["replicas"], consumer["min_replicas"], consumer["max_replicas"]) == (1, 1, 4)
+    assert consumer["paused"] is False and consumer["pending_approval"] is None
+    assert consumer["last_decision"]["action"] == "hold"
+    assert consumer["last_decision_age_s"] >= 0
+
+    explained = json.loads(await stack.ok("explain", "--json", "--tail", "50"))
+    first = explained[0]
+    assert (first["action"], first["current_replicas"], first["target_replicas"]) == (
+        "scale_up",
+        0,
+        1,
+    )
+    assert "below min_replicas" in first["reason"]
+    assert first["model"] == "rules"
+    times = [entry["timestamp"] for entry in explained]
+    assert times == sorted(times)
+
+    text = (await stack.ok("explain", "--tail", "1")).splitlines()
+    assert len(text) == 2 and text[0].startswith("TIME (UTC)")
+    assert "consumer" in text[1] and "rules" in text[1]
+
+    plain = await stack.ok("explain", "--service", "consumer")
+    assert "scale_up" in plain and "0 -> 1" in plain
+    assert len(plain.splitlines()) <= 11  # header + the default tail of 10
+
+
+async def test_explain_merges_services_by_time(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("api"), service("consumer")])
+    await async_wait_for(lambda: _replicas(stack, "api", 1), 30, "api's first replica")
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "consumer's replica")
+
+    both = json.loads(await stack.ok("explain", "--json", "--tail", "100"))
+    assert {entry["service"] for entry in both} == {"api", "consumer"}
+    times = [entry["timestamp"] for entry in both]
+    assert times == sorted(times)
+
+    only = json.loads(await stack.ok("explain", "--json", "--service", "api", "--tail", "3"))
+    assert 1 <= len(only) <= 3 and {entry["service"] for entry in only} == {"api"}
+
+
+# ---- pause / resume / scale / nudge -----------------------------------------------------------
+
+
+async def test_pause_and_resume(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("consumer")])
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "first replica")
+
+    said = await stack.ok("pause", "consumer", "--reason", "maintenance")
+    assert said.startswith("paused consumer (maintenance)")
+    assert len(said.splitlines()) == 1
+
+    row = (await stack.status_json())["consumer"]
+    assert row["paused"] is True and row["pause_reason"] == "maintenance"
+    assert "yes: maintenance" in (await stack.ok("status")).splitlines()[1]
+
+    again = await stack.run("pause", "consumer")
+    assert again.returncode == 1
+    assert again.stderr.strip() == "error: pause refused: already paused (maintenance)"
+
+    assert (await stack.ok("resume", "consumer")).startswith("resumed consumer")
+    assert (await stack.status_json())["consumer"]["paused"] is False
+    twice = await stack.run("resume", "consumer")
+    assert twice.returncode == 1 and "resume refused: not paused" in twice.stderr
+
+
+async def test_scale_within_bounds_and_refused_outside(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("consumer")])
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "first replica")
+
+    said = await stack.ok("scale", "consumer", "3", "--reason", "load test")
+    assert said.startswith("scaled consumer 1 -> 3")
+    assert await stack.scaler("consumer").replicas() == 3
+    assert (await stack.status("consumer")).replicas == 3
+
+    decisions = json.loads(await stack.ok("explain", "--json", "--service", "consumer"))
+    manual = [d for d in decisions if d["action"] == "manual"]
+    assert len(manual) == 1
+    assert (manual[0]["current_replicas"], manual[0]["target_replicas"]) == (1, 3)
+    assert f"by {OPERATOR}: load test" in manual[0]["reason"]
+    assert "manual" in await stack.ok("explain", "--service", "consumer")
+
+    refused = await stack.run("scale", "consumer", "99")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "error: scale refused: 99 is outside [1, 4] for consumer"
+    assert await stack.scaler("consumer").replicas() == 3
+
+
+async def test_nudge_evaluates_now(make_stack: StackFactory) -> None:
+    # An hour between ticks: a second iteration can only come from the nudge.
+    stack = await make_stack([service("consumer", check_interval="1h")])
+
+    async def iterated(count: int) -> bool:
+        return (await stack.status("consumer")).iteration >= count
+
+    await async_wait_for(lambda: iterated(1), 30, "the first iteration")
+    assert (await stack.status("consumer")).iteration == 1
+
+    said = await stack.ok("nudge", "consumer")
+    assert said.strip() == "nudged consumer: it evaluates now instead of at the next tick"
+    await async_wait_for(lambda: iterated(2), 30, "the nudged iteration")
+    await stack.settled("consumer", decisions=2)  # so the teardown's cancel is not swallowed
+
+
+# ---- approval --------------------------------------------------------------------------------
+
+
+async def test_approve_and_reject(make_stack: StackFactory) -> None:
+    stack = await make_stack(
+        [
+            service("consumer"),
+            # Starts at 0 below min_replicas 2: the bounds rule proposes 0 -> 2 at once, and
+            # `approval: manual` holds it until an operator decides.
+            service("gated", min_replicas=2, approval="manual", approval_timeout="10m"),
+        ]
+    )
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "consumer's replica")
+
+    nothing = await stack.run("approve", "consumer")
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip() == (
+        "error: approve refused: no decision of consumer is awaiting approval"
+    )
+    nothing = await stack.run("reject", "consumer", "--reason", "no")
+    assert nothing.returncode == 1 and "reject refused: no decision of consumer" in nothing.stderr
+
+    async def awaiting() -> bool:
+        return (await stack.status("gated")).pending_approval is not None
+
+    await async_wait_for(awaiting, 30, "gated's decision awaiting approval")
+    row = (await stack.status_json())["gated"]
+    pending = row["pending_approval"]
+    assert (pending["current_replicas"], pending["target_replicas"]) == (0, 2)
+    assert 0 < row["approval_expires_in_s"] <= 600
+    gated_line = next(x for x in (await stack.ok("status")).splitlines() if x.startswith("gated"))
+    assert "0 -> 2, expires in" in gated_line
+
+    said = await stack.ok("reject", "gated", "--reason", "not now")
+    assert said.startswith("rejected gated 0 -> 2")
+    assert await stack.scaler("gated").replicas() == 0
+
+    # The next iteration proposes the same again; this time it is approved and applied.
+    await async_wait_for(awaiting, 30, "gated's next decision awaiting approval")
+    said = await stack.ok("approve", "gated", "--reason", "go")
+    assert said.startswith("approved gated 0 -> 2")
+    await async_wait_for(lambda: _replicas(stack, "gated", 2), 30, "gated at 2 replicas")
+
+    reasons = [
+        d["reason"] for d in json.loads(await stack.ok("explain", "--json", "--service", "gated"))
+    ]
+    assert any(f"rejected by {OPERATOR}: not now" in r for r in reasons)
+    assert any(f"approved by {OPERATOR}: go" in r for r in reasons)
+
+
+# ---- failures --------------------------------------------------------------------------------
+
+
+async def test_failures_are_one_clear_line(make_stack: StackFactory) -> None:
+    # An hour between ticks, so that the loop is stopped while it waits (see Stack.settled).
+    stack = await make_stack(
+        [service("consumer", check_interval="1h"), service("idle")], start=["consumer"]
+    )
+    await stack.settled("consumer")
+
+    unknown = await stack.run("pause", "nosuch")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "error: unknown service 'nosuch'; the config has: consumer, idle"
+    )
+    assert (await stack.run("explain", "--service", "nosuch")).returncode == 2
+
+    # A configured service whose loop was never started.
+    idle = await stack.run("scale", "idle", "2")
+    assert idle.returncode == 1
+    assert idle.stderr.startswith("error: no running loop for service 'idle'")
+    assert len(idle.stderr.splitlines()) == 1
+    rows = await stack.status_json()
+    assert rows["idle"]["running"] is False and rows["idle"]["problem"] == "not running"
+    assert rows["consumer"]["running"] is True
+    idle_line = next(x for x in (await stack.ok("status")).splitlines() if x.startswith("idle"))
+    assert "not running" in idle_line
+
+    # A loop that was stopped.
+    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    for args in (("pause", "consumer"), ("nudge", "consumer"), ("approve", "consumer")):
+        stopped = await stack.run(*args)
+        assert stopped.returncode == 1, args
+        assert stopped.stderr.startswith("error: no running loop for service 'consumer'"), args
+        assert "is completed" in stopped.stderr
+
+    # A stopped loop's decisions still explain themselves, from the decision log.
+    after = await stack.run("explain", "--service", "consumer", "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)[-1]["action"] == "stopped"
+    assert stack.config.journal_path in after.stderr
+
+    # Nothing listening at the address.
+    nowhere = f"127.0.0.1:{free_port()}"
+    unreachable = await stack.run("status", "--address", nowhere)
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(f"error: cannot reach Temporal at {nowhere}")
+    assert len(unreachable.stderr.splitlines()) == 1
+    assert (await stack.run("scale", "consumer", "2", "--address", nowhere)).returncode == 1
+
+
+async def test_explain_falls_back_to_the_decision_log(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("consumer", check_interval="1h")])
+    await stack.settled("consumer")
+    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    result = await stack.run("explain", "--address", nowhere, "--tail", "100")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"note: Temporal not reachable at {nowhere}; "
+        f"showing the decision log {stack.config.journal_path}"
+    )
+    lines = result.stdout.splitlines()
+    assert "scale_up" in lines[1] and "0 -> 1" in lines[1]
+    assert "stopped" in lines[-1]
+
+    as_json = await stack.run("explain", "--address", nowhere, "--json", "--tail", "1")
+    assert as_json.returncode == 0
+    assert [d["action"] for d in json.loads(as_json.stdout)] == ["stopped"]
+
+
+async def test_explain_without_temporal_or_log_fails(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("consumer")], start=[])
+    nowhere = f"127.0.0.1:{free_port()}"
+    result = await stack.run("explain", "--address", nowhere)
+    assert result.returncode == 1
+    assert "no decision log at" in result.stderr
+
+
+# ---- what explain derives (pure) -------------------------------------------------------------
+
+
+def _decision(**fields: Any) -> Decision:
+    base: dict[str, Any] = {
+        "timestamp": datetime(2025, 1, 1, tzinfo=UTC),
+        "service": "consumer",
+        "action": "scale_up",
+        "current_replicas": 1,
+        "target_replicas": 2,
+        "reason": "r",
+    }
+    return Decision(**{**base, **fields})
+
+
+def test_observations_that_mattered_put_matched_rules_first() -> None:
+    decision = _decision(
+        observations={"queue.backlog": 812.0, "queue.ack_pending": 3.0, "cpu.avg_pct": 12.0},
+        matched_rules=["queue.backlog 812 > 500"],
+    )
+    assert mattered(decision) == {"queue.backlog": 812.0}
+
+
+def test_observations_that_mattered_fall_back_to_the_rules_metrics(tmp_path: Path) -> None:
+    path = tmp_path / "docktor.yaml"
+    spec = service(
+        "consumer",
+        rules={"scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 10}]},
+    )
+    path.write_text(yaml.safe_dump({"services": [spec]}))
+    config = load_config(path)
+    decision = _decision(action="hold", observations={"queue.backlog": 40.0, "queue.rate_in": 2.5})
+    assert mattered(decision, config) == {"queue.backlog": 40.0}
+
+
+def test_model_label() -> None:
+    assert model_label(Provenance()) == "rules"
+    used = Provenance(provider="dmr", model="ai/smollm2", llm_used=True)
+    assert model_label(used) == "dmr ai/smollm2"
+    failed = Provenance(provider="dmr", model="ai/smollm2", fallback="timeout after 10s")
+    assert model_label(failed) == "rules (fallback from dmr ai/smollm2: timeout after 10s)"
