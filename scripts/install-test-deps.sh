@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
 # System packages the tests need, from Debian, installed only where missing: a Docker engine
-# (the tests start their own dockerd on a private socket), busybox for locally made images, and
-# Debian's docker-compose to check the compose files. Needs root (as on CI); without it, it says
-# what is missing and the Docker tests skip (except under CI, where they fail).
+# (the tests start their own dockerd on a private socket), busybox for locally made images,
+# Debian's docker-compose to check the compose files, and Chromium for the Web UI browser test
+# (tests/e2e; driven headless, never a browser a tool downloads). Needs root (as on CI); without
+# it, it says what is missing and those tests skip (except under CI, where they fail).
 set -euo pipefail
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 [ -x /bin/busybox ] || command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-  echo "install-test-deps: not root; missing ${missing[*]} (the Docker tests will skip)" >&2
+  echo "install-test-deps: not root; missing ${missing[*]} (those tests will skip)" >&2
   exit 0
 fi
 echo "install-test-deps: installing ${missing[*]}"

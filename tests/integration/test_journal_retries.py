@@ -1,0 +1,145 @@
+"""The JSONL decision log stays free of duplicates when the record activity is retried after it
+has already written its line, the case an activity retry really produces (a worker that wrote,
+then failed or died before reporting back)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import async_wait_for
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.client import connect
+from docktor.config import DocktorConfig, load_config
+from docktor.control import loop_decisions, start_loop, stop_loop
+from docktor.embedded import EmbeddedTemporal
+from docktor.model import Decision, RecordInput
+from docktor.scalers.processes import ProcessScaler
+from docktor.telemetry import DocktorMetrics
+from workflows import ServiceAutoscaler
+
+IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
+DECISIONS = 4
+
+
+def write_config(tmp_path: Path, temporal: EmbeddedTemporal, tag: str) -> Path:
+    config = {
+        "project": f"retries-{tag}",
+        "state_dir": str(tmp_path / "state"),
+        "journal": str(tmp_path / "decisions.jsonl"),
+        "temporal": {"address": temporal.address, "task_queue": f"docktor-retries-{tag}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": IDLE,
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "check_interval": "1s",
+                "stop_grace_period": "2s",
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class FlakyRecord:
+    """The real `record` activity, then a failure on every first attempt: Temporal retries a
+    call whose line is already in the file."""
+
+    def __init__(self, real: LoopActivities) -> None:
+        self.real = real
+        self.forced_failures = 0
+
+    @activity.defn(name="record")
+    async def record(self, request: RecordInput) -> bool:
+        written = await self.real.record(request)
+        if activity.info().attempt == 1:
+            self.forced_failures += 1
+            raise ApplicationError("forced failure after the line was written")
+        return written
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> AsyncIterator[tuple[DocktorConfig, Client, FlakyRecord, DocktorMetrics]]:
+    config = load_config(write_config(tmp_path, temporal_dev, uuid.uuid4().hex[:6]))
+    client = await connect(config)
+    metrics = DocktorMetrics()
+    real = LoopActivities(metrics=metrics)
+    flaky = FlakyRecord(real)
+    worker = Worker(
+        client,
+        task_queue=config.temporal.task_queue,
+        workflows=[ServiceAutoscaler],
+        activities=[real.observe, real.evaluate, real.advise, real.apply, flaky.record],
+    )
+    try:
+        async with worker:
+            yield config, client, flaky, metrics
+    finally:
+        await real.close()
+        await ProcessScaler(config.services[0], project=config.project or "").stop_all()
+
+
+async def test_retried_record_writes_each_decision_once(
+    stack: tuple[DocktorConfig, Client, FlakyRecord, DocktorMetrics],
+) -> None:
+    config, client, flaky, metrics = stack
+    service = config.services[0]
+    journal = Path(config.journal_path)
+    await start_loop(client, config, service)
+
+    async def enough_attempts_made() -> bool:
+        # Every decision's record failed once and then succeeded on its retry.
+        decisions = await loop_decisions(client, config, service.name, tail=50)
+        return len(decisions) >= DECISIONS and flaky.forced_failures >= DECISIONS
+
+    await async_wait_for(enough_attempts_made, 60, f"{DECISIONS} decisions, each retried")
+    # Bounded: a loop that missed its cancellation would otherwise hang the test.
+    final = await asyncio.wait_for(stop_loop(client, config, service.name), 30)
+    assert final.last_decision is not None and final.last_decision.action == "stopped"
+
+    lines = [json.loads(raw) for raw in journal.read_text().splitlines() if raw.strip()]
+    ids = [line["decision_id"] for line in lines]
+    duplicates = [key for key, count in Counter(ids).items() if count > 1]
+    assert not duplicates, f"decisions written more than once: {duplicates}"
+    # One loop, so the log is its decisions in the order they were made.
+    sequences = [line["sequence"] for line in lines]
+    assert sequences == sorted(sequences) and len(lines) >= DECISIONS
+    assert lines[0]["action"] == "scale_up" and lines[-1]["action"] == "stopped"
+    # Each line is the workflow's own decision of that sequence. (The loop is closed now, so it
+    # is queried directly. A decision whose record the cancellation caught before its first
+    # attempt may be missing from the file: that is a lost line, never a duplicate.)
+    handle = client.get_workflow_handle(config.workflow_id(service.name))
+    history = await handle.query("decisions", 100, result_type=list[Decision])
+    by_sequence = {d.sequence: d for d in history}
+    for line in lines:
+        made = by_sequence[line["sequence"]]
+        assert (line["action"], line["target_replicas"]) == (made.action, made.target_replicas)
+    assert len(lines) >= len(history) - 1
+    # Every record was retried after writing, and the counter still saw each decision once.
+    assert flaky.forced_failures >= len(lines)
+    counted = sum(
+        metrics.registry.get_sample_value(
+            "docktor_decisions_total", {"service": service.name, "action": action}
+        )
+        or 0
+        for action in {line["action"] for line in lines}
+    )
+    assert counted == len(lines)
