@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from docktor.exits import (  # the handlers return these codes
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    leave,
+    report_config_error,
+)
 
 
 class UsageError(Exception):
@@ -403,9 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = handler(args)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = report_config_error(exc)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = EXIT_USAGE
@@ -417,8 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    # temporalio/sdk-python#300: leave without the interpreter's finaliser once all is done.
-    os._exit(main())
+    leave(main())
 
 
 if __name__ == "__main__":

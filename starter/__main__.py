@@ -13,6 +13,7 @@ import sys
 from docktor.client import TemporalUnreachable, connect, ui_url
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
 from docktor.control import NoRunningLoop, start_loop, stop_loop
+from docktor.exits import leave, report_config_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return report_config_error(exc)
     if args.all:
         names = config.service_names()
     elif args.service not in config.service_names():
@@ -83,7 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    leave(main())

@@ -20,6 +20,7 @@ from activities import LoopActivities
 from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
 from docktor.embedded import free_port
+from docktor.exits import leave, report_config_error
 from docktor.telemetry import MetricsServer
 from workflows import ServiceAutoscaler
 
@@ -167,16 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return report_config_error(exc)
     try:
         metrics = (args.metrics_host, args.metrics_port) if args.metrics_port else None
         asyncio.run(serve(config, args.address, metrics))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 2
+        return report_config_error(exc)
     except LLMRequired as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -187,9 +184,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # temporalio/sdk-python#300: a process that ran a workflow worker can abort at interpreter
-    # exit; everything is already shut down here, so leave without the finaliser.
-    os._exit(code)
+    leave(main())
