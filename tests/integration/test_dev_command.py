@@ -1,0 +1,90 @@
+"""`docktor dev`: the embedded stack starts, reports where it listens, and Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from helpers import wait_for
+
+from docktor.embedded import free_port, port_in_use
+
+
+def write_config(tmp_path: Path, temporal_port: int, nats_port: int) -> Path:
+    config = {
+        "temporal": {"address": f"127.0.0.1:{temporal_port}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": ["python", "consumer.py"],
+                "queue": {"url": f"nats://127.0.0.1:{nats_port}", "stream": "S", "consumer": "c"},
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def dev(config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "docktor", "dev", "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_dev_starts_temporal_and_nats_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    temporal_port, nats_port = free_port(), free_port()
+    ui_port, monitor_port = free_port(), free_port()
+    config = write_config(tmp_path, temporal_port, nats_port)
+    process = dev(
+        config,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--temporal-ui-port",
+        str(ui_port),
+        "--nats-monitor-port",
+        str(monitor_port),
+    )
+    lines: list[str] = []
+    try:
+
+        def ready() -> bool:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            lines.append(line)
+            return "Ctrl-C stops everything" in line or line == ""
+
+        wait_for(ready, timeout=90, message="docktor dev ready")
+        text = "".join(lines)
+        assert f"127.0.0.1:{temporal_port}" in text
+        assert f"http://127.0.0.1:{ui_port}" in text
+        assert f"nats://127.0.0.1:{nats_port}" in text
+        assert port_in_use(temporal_port) and port_in_use(nats_port)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert not port_in_use(temporal_port) and not port_in_use(nats_port)
+
+
+def test_dev_says_which_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port, free_port())
+        process = dev(config, "--state-dir", str(tmp_path / "state"))
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"port {port}" in output and "Traceback" not in output
