@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -139,13 +138,9 @@ async def test_min_max_avg_over_the_replicas_sampled_at_once(
     # One busy loop at a time on these 2-core machines: a second would compete with the first
     # for a core. (The busy/idle test above already shows a sibling service is not counted.)
 
+    # How long a concurrent sample of many replicas takes is measured by
+    # benchmarks/docker_sampling.py, not asserted here.
     mixed = spec(project, "mixed")
-    started = time.monotonic()
-    await source.sample(mixed)
-    elapsed = time.monotonic() - started
-    # Eight stats calls of one to two seconds each, taken together: nowhere near eight times.
-    assert elapsed < 5, f"8 replicas took {elapsed:.1f}s"
-
     gauges = await busy_reading(source, mixed)
     assert gauges["cpu.max_pct"] == pytest.approx(100, abs=15)
     assert gauges["cpu.min_pct"] < 5

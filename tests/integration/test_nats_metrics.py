@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -155,15 +154,13 @@ async def test_missing_stream_and_consumer_name_what_is_missing(
     await source.validate(queue.spec())
 
 
-async def test_unreachable_server_is_unavailable_quickly(source: NatsMetricSource) -> None:
+async def test_unreachable_server_is_unavailable(source: NatsMetricSource) -> None:
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
     spec = ServiceSpec(
         name="lost", backend="compose", queue=QueueSpec(url=url, stream="S", consumer="c")
     )
-    started = time.monotonic()
     with pytest.raises(MetricUnavailable) as error:
         await source.sample(spec)
-    assert time.monotonic() - started < 5
     assert str(error.value).startswith(f"{url}: cannot connect (")
     assert url not in source.connections
 
