@@ -10,10 +10,13 @@ retryable kind (ScalerUnavailable, MetricUnavailable).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -37,6 +40,9 @@ _lock = threading.Lock()
 
 class EngineUnavailable(Exception):
     """The Docker engine could not be reached (down, wrong DOCKER_HOST, no permission)."""
+
+
+T = TypeVar("T")
 
 
 def engine_host() -> str:
@@ -96,6 +102,19 @@ def engine_calls() -> Iterator[None]:
         if is_unreachable(exc):
             raise unavailable(exc) from None
         raise
+
+
+async def engine_call(
+    fn: Callable[..., T], *args: Any, executor: Executor | None = None, **kwargs: Any
+) -> T:
+    """Run a blocking SDK call in a thread (the default pool, or `executor`); a connection lost
+    on the way raises EngineUnavailable, the engine's own answers pass through."""
+
+    def call() -> T:
+        with engine_calls():
+            return fn(*args, **kwargs)
+
+    return await asyncio.get_running_loop().run_in_executor(executor, call)
 
 
 def reset_clients() -> None:

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 
 from docktor.config import ServiceSpec
-from docktor.docker_engine import EngineUnavailable, docker_client, engine_calls
+from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.metrics.base import MetricConfigError, MetricUnavailable
 
 GAUGES = ("cpu.avg_pct", "cpu.max_pct", "cpu.min_pct", "mem.avg_pct")
@@ -72,13 +72,8 @@ class DockerMetricSource:
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A blocking SDK call in the pool; an unreachable engine -> MetricUnavailable."""
-
-        def call() -> Any:
-            with engine_calls():
-                return fn(*args, **kwargs)
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool(), call)
+            return await engine_call(fn, *args, executor=self._pool(), **kwargs)
         except EngineUnavailable as exc:
             raise MetricUnavailable(str(exc)) from None
 

@@ -39,7 +39,7 @@ import docker
 import docker.errors
 
 from docktor.config import ServiceSpec
-from docktor.docker_engine import EngineUnavailable, docker_client, engine_calls, engine_host
+from docktor.docker_engine import EngineUnavailable, docker_client, engine_call, engine_host
 from docktor.scalers.base import ScalerConfigError, ScalerUnavailable
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -336,20 +336,12 @@ class ComposeScaler:
     # ---- calling the engine -----------------------------------------------------------------
 
     async def _client(self) -> docker.DockerClient:
-        try:
-            return await asyncio.to_thread(docker_client)
-        except EngineUnavailable as exc:
-            raise ScalerUnavailable(str(exc)) from None
+        return await self._call(docker_client)
 
     @staticmethod
     async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking SDK call in a thread; a lost engine becomes ScalerUnavailable."""
-
-        def call() -> T:
-            with engine_calls():
-                return fn(*args, **kwargs)
-
         try:
-            return await asyncio.to_thread(call)
+            return await engine_call(fn, *args, **kwargs)
         except EngineUnavailable as exc:
             raise ScalerUnavailable(str(exc)) from None

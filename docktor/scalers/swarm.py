@@ -30,7 +30,7 @@ import docker.errors
 from docker.models.services import Service
 
 from docktor.config import ServiceSpec
-from docktor.docker_engine import EngineUnavailable, docker_client, engine_calls
+from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.scalers.base import ScalerConfigError, ScalerUnavailable
 
 # How long scale_to waits for the tasks to match the new count. A single-node scale of a few
@@ -133,21 +133,13 @@ class SwarmScaler:
         return ScalerConfigError(f"services.{self.spec.name}: {problem}")
 
     async def _client(self) -> docker.DockerClient:
-        try:
-            return await asyncio.to_thread(docker_client)
-        except EngineUnavailable as exc:
-            raise ScalerUnavailable(str(exc)) from exc
+        return await self._call(docker_client)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking SDK call in a thread and translate the engine's failures: cannot
         reach it -> ScalerUnavailable (retried); not a swarm manager -> ScalerConfigError."""
-
-        def call() -> T:
-            with engine_calls():
-                return fn(*args)
-
         try:
-            return await asyncio.to_thread(call)
+            return await engine_call(fn, *args)
         except EngineUnavailable as exc:
             raise ScalerUnavailable(str(exc)) from exc
         except docker.errors.NotFound as exc:
