@@ -19,17 +19,13 @@ import nats
 import pytest
 import yaml
 from docker_engine import DockerEngine
-from helpers import async_wait_for
+from helpers import async_wait_for, serving_loops
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import LoopActivities
-from docktor.client import connect
 from docktor.config import DocktorConfig, load_config
 from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.scalers.compose import ComposeScaler
-from workflows import ServiceAutoscaler
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
 BURST = 1500
@@ -135,18 +131,10 @@ async def stack(
     config = load_config(
         write_config(tmp_path, project, nats_server.url, temporal_dev.address, stream)
     )
-    client = await connect(config)
-    loop_activities = LoopActivities()
     try:
-        async with Worker(
-            client,
-            task_queue=config.temporal.task_queue,
-            workflows=[ServiceAutoscaler],
-            activities=loop_activities.all(),
-        ):
+        async with serving_loops(config) as client:
             yield config, client
     finally:
-        await loop_activities.close()
         await connection.close()
         for container in docker_client.containers.list(
             all=True, filters={"label": f"com.docker.compose.project={project}"}

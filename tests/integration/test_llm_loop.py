@@ -11,19 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import async_wait_for
+from helpers import async_wait_for, serving_loops
 from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import LoopActivities
-from docktor.client import connect
 from docktor.config import DocktorConfig, load_config
 from docktor.control import loop_decisions, running_handle, start_loop, stop_loop
 from docktor.embedded import EmbeddedTemporal
 from docktor.model import Decision
 from docktor.scalers.processes import ProcessScaler
-from workflows import ServiceAutoscaler
 
 API_KEY = "sk-docktor-test-" + uuid.uuid4().hex
 MODEL = "gpt-test-mini"
@@ -72,18 +68,10 @@ async def loop(
     path = tmp_path / "docktor.yaml"
     path.write_text(yaml.safe_dump(config_data))
     config = load_config(path)
-    client = await connect(config)
-    loop_activities = LoopActivities()
     try:
-        async with Worker(
-            client,
-            task_queue=config.temporal.task_queue,
-            workflows=[ServiceAutoscaler],
-            activities=loop_activities.all(),
-        ):
+        async with serving_loops(config) as client:
             yield config, client
     finally:
-        await loop_activities.close()
         await ProcessScaler(config.services[0], project=config.project or "").stop_all()
 
 

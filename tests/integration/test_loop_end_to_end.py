@@ -12,18 +12,14 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
-from helpers import async_wait_for
+from helpers import async_wait_for, serving_loops
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import LoopActivities
-from docktor.client import connect
 from docktor.config import DocktorConfig, load_config
 from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.scalers.processes import ProcessScaler
-from workflows import ServiceAutoscaler
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
 BURST = 1500
@@ -87,19 +83,10 @@ async def stack(
     await connection.jetstream().add_stream(
         name=service.queue.stream, subjects=[service.queue.subject]
     )
-    client = await connect(config)
-    loop_activities = LoopActivities()
-    worker = Worker(
-        client,
-        task_queue=config.temporal.task_queue,
-        workflows=[ServiceAutoscaler],
-        activities=loop_activities.all(),
-    )
     try:
-        async with worker:
+        async with serving_loops(config) as client:
             yield config, client
     finally:
-        await loop_activities.close()
         await ProcessScaler(service, project=config.project or "").stop_all()
         await connection.close()
 
