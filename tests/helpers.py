@@ -6,10 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -68,9 +65,3 @@ async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
             yield client
     finally:
         await loop_activities.close()
-
-
-def write_yaml(folder: Path, data: dict[str, Any], name: str = "docktor.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(data))
-    return path
