@@ -65,3 +65,33 @@ async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
             yield client
     finally:
         await loop_activities.close()
+
+
+def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dict[str, object]:
+    """A `consumer` service that reacts within seconds: up on a backlog over 100, down when the
+    queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs."""
+    return {
+        "name": "consumer",
+        "backend": backend,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "check_interval": "1s",
+        "scale_up_by": 1,
+        "scale_down_by": 1,
+        "stop_grace_period": "3s",
+        "cooldown": {"up": "1s", "down": "2s"},
+        "rules": {
+            "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
+            "scale_down_when": [
+                {"metric": "queue.backlog", "op": "<", "value": 10},
+                {"metric": "queue.ack_pending", "op": "<", "value": 20},
+            ],
+        },
+        "queue": {
+            "kind": "nats",
+            "url": nats_url,
+            "stream": stream,
+            "consumer": "workers",
+            "subject": subject,
+        },
+    }

@@ -19,7 +19,7 @@ import nats
 import pytest
 import yaml
 from docker_engine import DockerEngine
-from helpers import async_wait_for, serving_loops
+from helpers import async_wait_for, burst_service, serving_loops
 from temporalio.client import Client
 
 from docktor.config import DocktorConfig, load_config
@@ -79,33 +79,7 @@ def write_config(tmp_path: Path, project: str, nats_url: str, temporal: str, str
     config = {
         "project": project,
         "temporal": {"address": temporal, "task_queue": f"docktor-{project}"},
-        "services": [
-            {
-                "name": "consumer",
-                "backend": "compose",
-                "min_replicas": 1,
-                "max_replicas": 4,
-                "check_interval": "1s",
-                "scale_up_by": 1,
-                "scale_down_by": 1,
-                "stop_grace_period": "3s",
-                "cooldown": {"up": "1s", "down": "2s"},
-                "rules": {
-                    "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
-                    "scale_down_when": [
-                        {"metric": "queue.backlog", "op": "<", "value": 10},
-                        {"metric": "queue.ack_pending", "op": "<", "value": 20},
-                    ],
-                },
-                "queue": {
-                    "kind": "nats",
-                    "url": nats_url,
-                    "stream": stream,
-                    "consumer": "workers",
-                    "subject": f"{stream.lower()}.work",
-                },
-            }
-        ],
+        "services": [burst_service("compose", nats_url, stream, f"{stream.lower()}.work")],
     }
     path = tmp_path / "docktor.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -12,7 +12,7 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
-from helpers import async_wait_for, serving_loops
+from helpers import async_wait_for, burst_service, serving_loops
 from temporalio.client import Client
 
 from docktor.config import DocktorConfig, load_config
@@ -32,8 +32,7 @@ def write_config(tmp_path: Path, nats_url: str, temporal_address: str, tag: str)
         "temporal": {"address": temporal_address, "task_queue": f"docktor-e2e-{tag}"},
         "services": [
             {
-                "name": "consumer",
-                "backend": "processes",
+                **burst_service("processes", nats_url, stream, subject),
                 "command": [sys.executable, str(EXAMPLE / "consumer.py")],
                 "env": {
                     "NATS_URL": nats_url,
@@ -41,27 +40,6 @@ def write_config(tmp_path: Path, nats_url: str, temporal_address: str, tag: str)
                     "JOBS_SUBJECT": subject,
                     "JOBS_DURABLE": "workers",
                     "WORK_MS": "20",
-                },
-                "min_replicas": 1,
-                "max_replicas": 4,
-                "check_interval": "1s",
-                "scale_up_by": 1,
-                "scale_down_by": 1,
-                "stop_grace_period": "3s",
-                "cooldown": {"up": "1s", "down": "2s"},
-                "rules": {
-                    "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
-                    "scale_down_when": [
-                        {"metric": "queue.backlog", "op": "<", "value": 10},
-                        {"metric": "queue.ack_pending", "op": "<", "value": 20},
-                    ],
-                },
-                "queue": {
-                    "kind": "nats",
-                    "url": nats_url,
-                    "stream": stream,
-                    "consumer": "workers",
-                    "subject": subject,
                 },
             }
         ],
