@@ -168,9 +168,11 @@ def _feed_forward(
         parts += f" +{headroom:.0%}"
     if drain >= 0.5:
         parts += f" + backlog {_n(backlog)} in {_n(spec.rate.drain_within)}s"
-    return _tracked(
-        needed, current, spec.tolerance, f"{parts} ÷ {_n(per_replica)}/s per replica{source}"
-    )
+    why = f"{parts} ÷ {_n(per_replica)}/s per replica{source}"
+    # The tolerance only holds back a scale-down here: capacity even slightly below the arrival
+    # rate grows the backlog without end, so a shortfall is never tolerated.
+    tolerance = spec.tolerance if needed < current else 0.0
+    return _tracked(needed, current, tolerance, why)
 
 
 def _tracked(needed: float, current: int, tolerance: float, why: str) -> tuple[int, str]:

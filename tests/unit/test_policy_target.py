@@ -346,3 +346,13 @@ def test_property_every_target_is_within_bounds_and_memory_stays_small(
         assert service.min_replicas <= proposal.target_replicas <= service.max_replicas
     window = service.behavior.down.window
     assert len(memory.recommendations) <= window / 5 + 2
+
+
+def test_a_shortfall_in_capacity_is_never_tolerated_but_a_surplus_is() -> None:
+    service = spec(rate={"per_replica": 50})
+    # 5 replicas serve 250/s; 260/s arriving is within 10%, but the backlog would grow forever.
+    current, previous = step_pair(replicas=5, backlog=0, rate_in=260, rate_out=250)
+    assert decide(service, current, previous, at(5)).target_replicas == 6
+    # 240/s needs 4.8: within 10% of 5, so no scale-down for so little.
+    current, previous = step_pair(replicas=5, backlog=0, rate_in=240, rate_out=240)
+    assert decide(service, current, previous, at(5)).target_replicas == 5
