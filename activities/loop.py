@@ -11,7 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from docktor import policy
+from docktor import names, policy
 from docktor.journal import append_decision
 from docktor.metrics import MetricUnavailable
 from docktor.model import (
@@ -43,7 +43,7 @@ class LoopActivities:
         # Prometheus figures: the worker's shared set unless a test brings its own.
         self.metrics = metrics or METRICS
 
-    @activity.defn(name="observe")
+    @activity.defn(name=names.OBSERVE)
     async def observe(self, request: ObserveInput) -> Observation:
         try:
             observation, failures = await self.sampler.observe(request.service, request.project)
@@ -60,7 +60,7 @@ class LoopActivities:
             raise ApplicationError("; ".join(observation.errors), type="Unavailable")
         return observation
 
-    @activity.defn(name="evaluate")
+    @activity.defn(name=names.EVALUATE)
     async def evaluate(self, request: EvaluateInput) -> Proposal:
         return policy.decide(
             request.service,
@@ -71,7 +71,7 @@ class LoopActivities:
             request.last_scale_down_at,
         )
 
-    @activity.defn(name="advise")
+    @activity.defn(name=names.ADVISE)
     async def advise(self, request: AdviseInput) -> Advice:
         # Imported here: the openai client is only loaded by workers whose config uses a model.
         from docktor import advisor
@@ -83,7 +83,7 @@ class LoopActivities:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
         return await advisor.advise(request, api_key)
 
-    @activity.defn(name="apply")
+    @activity.defn(name=names.APPLY)
     async def apply(self, request: ApplyInput) -> ApplyResult:
         self.metrics.applying(request.service.name, request.target_replicas)
         try:
@@ -97,7 +97,7 @@ class LoopActivities:
         self.metrics.applied(request.service.name, replicas)
         return ApplyResult(replicas=replicas)
 
-    @activity.defn(name="record")
+    @activity.defn(name=names.RECORD)
     async def record(self, request: RecordInput) -> bool:
         written = await asyncio.to_thread(append_decision, request.path, request.decision)
         # Counted only when this call wrote the line: a retry finds it written and counts nothing.

@@ -14,15 +14,17 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from docktor import names
 from docktor.config import DocktorConfig, ServiceSpec
 from docktor.model import AutoscalerInput
 
+_INDEXED_TYPES = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "Int": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+}
 SEARCH_ATTRIBUTE_TYPES = {
-    "DocktorProject": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "DocktorService": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "DocktorReplicas": IndexedValueType.INDEXED_VALUE_TYPE_INT,
-    "DocktorLastAction": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    "DocktorPaused": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+    name: _INDEXED_TYPES[kind] for name, kind in names.SEARCH_ATTRIBUTES.items()
 }
 
 

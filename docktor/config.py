@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from docktor import names
+
 DEFAULT_CONFIG_NAME = "docktor.yaml"
 SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")
 # ServiceSpec fields the loader fills in; never suggested for a typo.
@@ -330,7 +332,7 @@ class ServiceSpec(Strict):
 class TemporalSpec(Strict):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
-    task_queue: str = "docktor"
+    task_queue: str = names.TASK_QUEUE
 
 
 # Where each provider's OpenAI-compatible API lives when `base_url` is not given.

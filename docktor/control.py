@@ -13,11 +13,12 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from docktor import names
 from docktor.client import autoscaler_input, missing_search_attributes
 from docktor.config import DocktorConfig, ServiceSpec
 from docktor.model import Decision, LoopStatus, SpecUpdate
 
-WORKFLOW_NAME = "ServiceAutoscaler"
+WORKFLOW_NAME = names.WORKFLOW
 
 
 class NoRunningLoop(Exception):
@@ -39,9 +40,11 @@ async def start_loop(client: Client, config: DocktorConfig, service: ServiceSpec
         attributes = TypedSearchAttributes(
             [
                 SearchAttributePair(
-                    SearchAttributeKey.for_keyword("DocktorProject"), config.project or ""
+                    SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE), config.project or ""
                 ),
-                SearchAttributePair(SearchAttributeKey.for_keyword("DocktorService"), service.name),
+                SearchAttributePair(
+                    SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE), service.name
+                ),
             ]
         )
     try:

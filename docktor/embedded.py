@@ -30,16 +30,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from docktor import names
+
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "DocktorProject": "Keyword",
-    "DocktorService": "Keyword",
-    "DocktorReplicas": "Int",
-    "DocktorLastAction": "Keyword",
-    "DocktorPaused": "Bool",
-}
+SEARCH_ATTRIBUTES = names.SEARCH_ATTRIBUTES
 
 LOCALHOST = "127.0.0.1"
 

@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
+    from docktor import names
     from docktor.config import ServiceSpec
     from docktor.model import (
         Advice,
@@ -39,11 +40,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from docktor.policy import cooldown_left, latest
 
-PROJECT = SearchAttributeKey.for_keyword("DocktorProject")
-SERVICE = SearchAttributeKey.for_keyword("DocktorService")
-REPLICAS = SearchAttributeKey.for_int("DocktorReplicas")
-LAST_ACTION = SearchAttributeKey.for_keyword("DocktorLastAction")
-PAUSED = SearchAttributeKey.for_bool("DocktorPaused")
+PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
+SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
+REPLICAS = SearchAttributeKey.for_int(names.REPLICAS_ATTRIBUTE)
+LAST_ACTION = SearchAttributeKey.for_keyword(names.LAST_ACTION_ATTRIBUTE)
+PAUSED = SearchAttributeKey.for_bool(names.PAUSED_ATTRIBUTE)
 
 # Reading metrics: a few quick tries, then the iteration records a `hold` and the loop goes on;
 # the next tick tries again anyway.
@@ -69,7 +70,7 @@ ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["Confi
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 
 
-@workflow.defn(name="ServiceAutoscaler")
+@workflow.defn(name=names.WORKFLOW)
 class ServiceAutoscaler:
     @workflow.init
     def __init__(self, request: AutoscalerInput) -> None:
@@ -406,7 +407,7 @@ class ServiceAutoscaler:
         if self.request.search_attributes:
             workflow.upsert_search_attributes([PAUSED.value_set(self.state.paused)])
 
-    @workflow.query
+    @workflow.query(name=names.STATUS)
     def status(self) -> LoopStatus:
         now = workflow.now()
         up_left = cooldown_left(self.state.last_scale_up_at, self.spec.cooldown.up, now)
@@ -427,16 +428,16 @@ class ServiceAutoscaler:
             pending_approval=self.state.pending,
         )
 
-    @workflow.query
+    @workflow.query(name=names.DECISIONS)
     def decisions(self, tail: int = 10) -> list[Decision]:
         return self.state.decisions[-tail:] if tail > 0 else []
 
-    @workflow.signal
+    @workflow.signal(name=names.NUDGE)
     def nudge(self) -> None:
         """Evaluate now instead of at the next tick."""
         self.nudged = True
 
-    @workflow.update
+    @workflow.update(name=names.PAUSE)
     def pause(self, request: PauseRequest) -> LoopStatus:
         """Stop applying automatic decisions; the loop still observes and records."""
         self.state.paused = True
@@ -449,7 +450,7 @@ class ServiceAutoscaler:
         if self.state.paused:
             raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
 
-    @workflow.update
+    @workflow.update(name=names.RESUME)
     def resume(self) -> LoopStatus:
         self.state.paused = False
         self.state.pause_reason = None
@@ -461,7 +462,7 @@ class ServiceAutoscaler:
         if not self.state.paused:
             raise ValueError("not paused")
 
-    @workflow.update
+    @workflow.update(name=names.SCALE_TO)
     async def scale_to(self, request: ManualScale) -> Decision:
         """An operator's override, recorded as a `manual` decision; the cooldown then applies.
         Works while paused too: pausing stops the automatic decisions, not the operator."""
@@ -486,7 +487,7 @@ class ServiceAutoscaler:
         if not low <= request.replicas <= high:
             raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")
 
-    @workflow.update
+    @workflow.update(name=names.APPROVE)
     def approve(self, verdict: Verdict) -> PendingApproval:
         return self._decide_pending(True, verdict)
 
@@ -494,7 +495,7 @@ class ServiceAutoscaler:
     def _validate_approve(self, verdict: Verdict) -> None:
         self._require_pending()
 
-    @workflow.update
+    @workflow.update(name=names.REJECT)
     def reject(self, verdict: Verdict) -> PendingApproval:
         return self._decide_pending(False, verdict)
 
@@ -514,7 +515,7 @@ class ServiceAutoscaler:
         pending.why = verdict.reason or None
         return pending
 
-    @workflow.update
+    @workflow.update(name=names.UPDATE_SPEC)
     def update_spec(self, change: SpecUpdate) -> LoopStatus:
         """New rules, bounds or model, taken from the next iteration on, without a restart."""
         self.spec = change.service

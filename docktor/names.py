@@ -1,0 +1,42 @@
+"""Names that the workflow, its clients and the dev stack share, spelled once.
+
+A running loop is found and steered by these strings; renaming one breaks every loop that is
+running (and every client of an older release), so they change only with a migration.
+"""
+
+from __future__ import annotations
+
+WORKFLOW = "ServiceAutoscaler"
+TASK_QUEUE = "docktor"
+
+# Activities
+OBSERVE = "observe"
+EVALUATE = "evaluate"
+ADVISE = "advise"
+APPLY = "apply"
+RECORD = "record"
+
+# Queries, signals and updates of the workflow
+STATUS = "status"
+DECISIONS = "decisions"
+NUDGE = "nudge"
+PAUSE = "pause"
+RESUME = "resume"
+SCALE_TO = "scale_to"
+APPROVE = "approve"
+REJECT = "reject"
+UPDATE_SPEC = "update_spec"
+
+# Search attributes -> their type, as `temporal operator search-attribute create` spells it.
+PROJECT_ATTRIBUTE = "DocktorProject"
+SERVICE_ATTRIBUTE = "DocktorService"
+REPLICAS_ATTRIBUTE = "DocktorReplicas"
+LAST_ACTION_ATTRIBUTE = "DocktorLastAction"
+PAUSED_ATTRIBUTE = "DocktorPaused"
+SEARCH_ATTRIBUTES = {
+    PROJECT_ATTRIBUTE: "Keyword",
+    SERVICE_ATTRIBUTE: "Keyword",
+    REPLICAS_ATTRIBUTE: "Int",
+    LAST_ACTION_ATTRIBUTE: "Keyword",
+    PAUSED_ATTRIBUTE: "Bool",
+}
