@@ -395,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_operate_parsers(commands)
+    from docktor.bench.cli import register as register_bench  # `docktor bench ...`
+
+    register_bench(commands)
     return parser
 
 
