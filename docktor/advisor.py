@@ -4,7 +4,9 @@ One client (the `openai` package) serves Docker Model Runner and any OpenAI-comp
 model sees the rules' proposal and the facts behind it and answers with a JSON object
 `{action, target_replicas, reason}`:
 
-- `mode: advise`  - its target is used, held to docktor.guardrails (max_step, cooldowns, bounds);
+- `mode: advise`  - its target enters the policy at *recommend* and goes through the same
+                    stabilise / limit (plus max_step) / bounds stages as the rules' own
+                    (docktor.policy.settle);
 - `mode: explain` - the rules decide; the model only writes the reason.
 
 Whatever goes wrong - a timeout, a refused connection, an HTTP error, text that is not JSON,
@@ -12,8 +14,8 @@ a field of the wrong type, a target outside [min_replicas, max_replicas] - the r
 stands and `metadata.fallback` says why in a few words. An out-of-bounds target is a fallback,
 not something to clamp: a model that does not respect the bounds it was shown has not
 understood the question, so its reason cannot be trusted either. A target within bounds that
-moves too far or against a cooldown is a judgement the guardrails can trim, so it is used,
-adjusted, with a note in the reason.
+moves too far or against a window or cooldown is a judgement the policy stages can trim, so it
+is used, adjusted, with a note in the reason.
 
 The API key comes from the worker's environment (api_key_for) and is handed straight to the
 client: it is never part of an input, result, log line or error text produced here.
@@ -28,14 +30,15 @@ import logging
 import os
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from docktor.config import ConfigError, LLMSpec, format_number
-from docktor.guardrails import action_for, guard
 from docktor.model import Advice, AdviseInput, Decision, Proposal, Provenance
+from docktor.policy import action_for, settle
 
 log = logging.getLogger(__name__)
 
@@ -160,22 +163,28 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
             metadata=provenance,
         )
 
-    guarded, notes = guard(
-        proposal,
-        target,
+    # The model's target replaces the rules' recommendation: the memory as it was before
+    # this evaluation, so the rules' recommendation does not also count in the windows.
+    memory = request.memory.model_copy(deep=True)
+    settled = settle(
         spec,
-        llm.max_step,
-        request.cooldown_up_left,
-        request.cooldown_down_left,
+        current,
+        target,
+        memory,
+        request.now or datetime.now(UTC),
+        request.last_scale_up_at,
+        request.last_scale_down_at,
+        max_step=llm.max_step,
     )
     reason = REASON_PREFIX + answer.reason
-    if notes:
-        reason += f" (guardrails: {'; '.join(notes)})"
+    if settled.notes:
+        reason += f" (guardrails: {'; '.join(settled.notes)})"
     return Advice(
-        action=action_for(current, guarded),  # type: ignore[arg-type]
-        target_replicas=guarded,
+        action=action_for(current, settled.replicas),  # type: ignore[arg-type]
+        target_replicas=settled.replicas,
         reason=reason,
         metadata=provenance,
+        memory=memory,
     )
 
 

@@ -112,6 +112,81 @@ class Cooldown(Strict):
     down: NonNegativeDuration = 120.0
 
 
+# Defaults of the target policy, chosen from `docktor bench control` (README: Control quality).
+DEFAULT_QUEUE_TARGET = {"queue.backlog_per_replica": 100.0}
+DEFAULT_HEADROOM = 0.0
+DEFAULT_DRAIN_WITHIN = 10.0
+DEFAULT_DOWN_WINDOW = 90.0
+DEFAULT_TARGET_INTERVAL = 5.0
+# The step policy's defaults, unchanged since the first release so that old files behave the same.
+STEP_COOLDOWN = Cooldown(up=30.0, down=120.0)
+STEP_INTERVAL = 15.0
+PER_REPLICA_SUFFIX = "_per_replica"
+
+
+class RateLimit(Strict):
+    """At most `replicas` or `percent` % of the count at the period's start, whichever allows
+    more (the HPA's `selectPolicy: Max`), per `period`. Neither set: no limit."""
+
+    replicas: int | None = Field(default=None, ge=1, strict=True)
+    percent: float | None = Field(default=None, gt=0)
+    period: PositiveDuration = 15.0
+
+
+class Direction(Strict):
+    """How one direction of scaling is tempered (the HPA's `behavior.scaleUp/scaleDown`).
+
+    window: the stabilisation window. Scaling down goes no lower than the highest
+    recommendation of the last `window` seconds (scaling up: no higher than the lowest), so a
+    lull shorter than the window does not give capacity back.
+    """
+
+    window: NonNegativeDuration = 0.0
+    limit: RateLimit = Field(default_factory=RateLimit)
+
+
+def _default_down() -> Direction:
+    return Direction(window=DEFAULT_DOWN_WINDOW)
+
+
+class Behavior(Strict):
+    up: Direction = Field(default_factory=Direction)
+    down: Direction = Field(default_factory=_default_down)
+
+
+class RateTracking(Strict):
+    """The rate feed-forward of the target policy for a queue service.
+
+    Capacity for what arrives: ceil((rate_in x (1 + headroom) + backlog / drain_within) /
+    per_replica), where per_replica is the msg/s one replica handles: given here, or estimated
+    from rate_out per replica while the pool is saturated (work waiting at both samples).
+    """
+
+    enabled: bool = True
+    per_replica: float | None = Field(default=None, gt=0)
+    headroom: float = Field(default=DEFAULT_HEADROOM, ge=0, le=10)
+    drain_within: PositiveDuration = DEFAULT_DRAIN_WITHIN
+    # Weight of a new estimate of per_replica (exponential smoothing); 1 keeps only the latest.
+    smoothing: float = Field(default=0.5, gt=0, le=1)
+
+
+class Activation(Strict):
+    """Scale to zero (min_replicas 0): wake when more than `threshold` messages wait; go to
+    zero only after the queue has been idle (nothing waiting, in flight or arriving) for
+    `idle_for`."""
+
+    threshold: float = Field(default=0, ge=0)
+    idle_for: NonNegativeDuration = 300.0
+
+
+class Fallback(Strict):
+    """After `after` consecutive observations without any metric, go to `replicas` (KEDA's
+    `fallback`); never below the current count: missing data never scales anything down."""
+
+    after: int = Field(default=3, ge=1, strict=True)
+    replicas: int = Field(ge=0, strict=True)
+
+
 class QueueSpec(Strict):
     kind: Literal["nats"] = "nats"
     url: str = "nats://127.0.0.1:4222"
@@ -128,12 +203,29 @@ class ServiceSpec(Strict):
     backend: Backend = "compose"
     min_replicas: int = Field(default=1, ge=0, strict=True)
     max_replicas: int = Field(default=10, ge=1, strict=True)
-    check_interval: PositiveDuration = 15.0
+    # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 5 s for
+    # target.
+    check_interval: PositiveDuration = STEP_INTERVAL
     metrics_window: PositiveDuration = 60.0
     scale_up_by: int = Field(default=1, ge=1, strict=True)
     scale_down_by: int = Field(default=1, ge=1, strict=True)
+    # step: 30 s up / 120 s down unless set; target: none unless set (its windows do that job).
     cooldown: Cooldown = Field(default_factory=Cooldown)
+    # How the raw recommendation is made: `step` (the rules: threshold -> fixed step) or
+    # `target` (target tracking with rate feed-forward). Unset: step when rules are given,
+    # otherwise target.
+    policy: Literal["step", "target"] | None = None
     rules: Rules = Field(default_factory=Rules)
+    # target: what one replica should carry, metric -> value. `X_per_replica` divides the
+    # metric X by the replica count (queue.backlog_per_replica: 100); any other metric is
+    # already an average (cpu.avg_pct: 60). Several targets: the largest count wins.
+    target: dict[str, float] = Field(default_factory=dict)
+    # A deviation from the target within this fraction changes nothing (the HPA's 10%).
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    rate: RateTracking = Field(default_factory=RateTracking)
+    behavior: Behavior = Field(default_factory=Behavior)
+    activation: Activation = Field(default_factory=Activation)
+    fallback: Fallback | None = None
     queue: QueueSpec | None = None
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -171,9 +263,53 @@ class ServiceSpec(Strict):
             raise ValueError("command: required when backend is 'processes'")
         return self
 
+    @field_validator("target")
+    @classmethod
+    def _targets_positive(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, wanted in value.items():
+            if not metric or not re.match(r"^[a-z][a-z0-9_]*\.[a-z0-9_.]+$", metric):
+                raise ValueError(f"{metric!r} is not a metric name such as cpu.avg_pct")
+            if not math.isfinite(wanted) or wanted <= 0:
+                raise ValueError(f"{metric}: must be a number > 0, not {wanted!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _policy_defaults(self) -> ServiceSpec:
+        """Resolve the policy and the defaults that depend on it. Only fields the file did not
+        set are filled, so an old file (rules, no policy) behaves exactly as it did."""
+        given = self.model_fields_set
+        has_rules = bool(self.rules.scale_up_when or self.rules.scale_down_when)
+        if self.policy is None:
+            if has_rules and self.target:
+                raise ValueError(
+                    "policy: both rules and target are set; choose policy: step or target"
+                )
+            self.policy = "step" if has_rules or not (self.target or self.queue) else "target"
+        if self.policy == "target":
+            if not self.target and self.queue is not None:
+                self.target = dict(DEFAULT_QUEUE_TARGET)
+            if not self.target and not (self.queue and self.rate.enabled):
+                raise ValueError(
+                    "target: required for policy target without a queue, e.g. {cpu.avg_pct: 60}"
+                )
+            if "cooldown" not in given:
+                self.cooldown = Cooldown(up=0.0, down=0.0)
+            if "check_interval" not in given:
+                self.check_interval = DEFAULT_TARGET_INTERVAL
+        else:
+            if "cooldown" not in given:
+                self.cooldown = STEP_COOLDOWN.model_copy()
+            if "behavior" not in given:
+                # The step rules had no windows; an old file keeps behaving as it did.
+                self.behavior = Behavior(down=Direction())
+        return self
+
     def metric_names(self) -> set[str]:
         rules = self.rules.scale_up_when + self.rules.scale_down_when
-        return {c.metric for c in rules}
+        names = {c.metric for c in rules}
+        if self.policy == "target":
+            names |= {m.removesuffix(PER_REPLICA_SUFFIX) for m in self.target}
+        return names
 
 
 class TemporalSpec(Strict):
@@ -407,7 +543,8 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
         message = f"{message}, got {error['input']!r}"
     if not path:
         return message
-    if message.startswith("command: "):
+    field = message.split(":", 1)[0]
+    if ": " in message and field in ServiceSpec.model_fields:
         # A model-level check on a service that names its own field.
         return f"{path}.{message}"
     return f"{path}: {message}"

@@ -35,6 +35,39 @@ class Observation(BaseModel):
     errors: list[str] = Field(default_factory=list)
 
 
+class Recommendation(BaseModel):
+    """A raw desired count, remembered for the stabilisation windows."""
+
+    at: datetime
+    replicas: int
+
+
+class ScaleEvent(BaseModel):
+    """An applied scale, remembered for the rate limits."""
+
+    at: datetime
+    from_replicas: int
+    to_replicas: int
+
+
+class PolicyMemory(BaseModel):
+    """What the policy remembers between iterations. Returned by each evaluation and handed to
+    the next one, so the policy stays a pure function; carried across continue-as-new."""
+
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    scale_events: list[ScaleEvent] = Field(default_factory=list)
+    # msg/s one replica handles, estimated from rate_out while the pool is saturated.
+    per_replica_rate: float | None = None
+    # Consecutive observations that had no metric at all (for `fallback`).
+    failed_observations: int = 0
+    # Since when the queue has been idle (for scale to zero).
+    idle_since: datetime | None = None
+
+    def forget_before(self, moment: datetime) -> None:
+        self.recommendations = [r for r in self.recommendations if r.at >= moment]
+        self.scale_events = [e for e in self.scale_events if e.at >= moment]
+
+
 class Proposal(BaseModel):
     """What the rules want, before any advice and before it is applied."""
 
@@ -46,6 +79,10 @@ class Proposal(BaseModel):
     missing_metrics: list[str] = Field(default_factory=list)
     observations: dict[str, float] = Field(default_factory=dict)
     cooldown_blocked: bool = False
+    # The raw recommendation before stabilise/limit/bounds, and the policy's memory after
+    # this evaluation (None from a release that had none).
+    recommended: int | None = None
+    memory: PolicyMemory | None = None
 
 
 class Provenance(BaseModel):
@@ -104,10 +141,24 @@ class LoopState(BaseModel):
     last_scale_down_at: datetime | None = None
     paused: bool = False
     pause_reason: str | None = None
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
 
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)
         del self.decisions[:-DECISION_RING]
+
+    def note_scale(self, at: datetime, from_replicas: int, to_replicas: int) -> None:
+        """Book an applied scale: the cooldowns and the rate limits count from it. The workflow
+        and the control benchmark both call this, so they keep the same books."""
+        self.replicas = to_replicas
+        if to_replicas > from_replicas:
+            self.last_scale_up_at = at
+        elif to_replicas < from_replicas:
+            self.last_scale_down_at = at
+        if to_replicas != from_replicas:
+            self.memory.scale_events.append(
+                ScaleEvent(at=at, from_replicas=from_replicas, to_replicas=to_replicas)
+            )
 
 
 class AutoscalerInput(BaseModel):
@@ -138,6 +189,7 @@ class EvaluateInput(BaseModel):
     now: datetime
     last_scale_up_at: datetime | None = None
     last_scale_down_at: datetime | None = None
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
 
 
 class AdviseInput(BaseModel):
@@ -150,6 +202,12 @@ class AdviseInput(BaseModel):
     cooldown_up_left: float = 0.0
     cooldown_down_left: float = 0.0
     recent: list[Decision] = Field(default_factory=list)
+    # The model's target goes through the same stabilise/limit stages as the rules' one: they
+    # need the policy's memory as it was before this evaluation, the clock and the last scales.
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    now: datetime | None = None
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None
 
 
 class Advice(BaseModel):
@@ -160,6 +218,8 @@ class Advice(BaseModel):
     target_replicas: int
     reason: str
     metadata: Provenance = Field(default_factory=Provenance)
+    # The policy's memory when the model's target replaced the rules' (None: the proposal's).
+    memory: PolicyMemory | None = None
 
 
 class ApplyInput(BaseModel):

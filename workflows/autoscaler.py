@@ -114,6 +114,11 @@ class ServiceAutoscaler:
             # An operator scaled while this iteration was looking; their count stands.
             self.state.last_sample = observation
             return
+        # The windows remember the recommendation that was followed: the model's when it
+        # advised, the policy's own otherwise.
+        memory = advice.memory or proposal.memory
+        if memory is not None:
+            self.state.memory = memory
         replicas, action, reason = await self.apply(proposal.current_replicas, advice, proposal)
         self.state.last_sample = observation
         await self.record(
@@ -159,6 +164,7 @@ class ServiceAutoscaler:
                 now=workflow.now(),
                 last_scale_up_at=self.state.last_scale_up_at,
                 last_scale_down_at=self.state.last_scale_down_at,
+                memory=self.state.memory,
             ),
             start_to_close_timeout=timedelta(seconds=10),
         )
@@ -189,6 +195,10 @@ class ServiceAutoscaler:
                     ),
                     cooldown_down_left=cooldown_left(last_any, self.spec.cooldown.down, now),
                     recent=self.state.decisions[-5:],
+                    memory=self.state.memory,
+                    now=now,
+                    last_scale_up_at=self.state.last_scale_up_at,
+                    last_scale_down_at=self.state.last_scale_down_at,
                 ),
                 # The loop never stalls on the model: a short timeout and one retry at most.
                 start_to_close_timeout=timedelta(seconds=llm.timeout_s + 5),
@@ -282,12 +292,7 @@ class ServiceAutoscaler:
             raise
         except ActivityError as err:
             return current, f"scaling to {target} failed: {_cause(err)}"
-        self.state.replicas = result.replicas
-        now = workflow.now()
-        if result.replicas > current:
-            self.state.last_scale_up_at = now
-        elif result.replicas < current:
-            self.state.last_scale_down_at = now
+        self.state.note_scale(workflow.now(), current, result.replicas)
         return result.replicas, None
 
     async def _settle(self, handle: asyncio.Future) -> None:

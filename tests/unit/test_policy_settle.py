@@ -1,23 +1,38 @@
-"""docktor.guardrails: what a model's advice is held to before it may move a service."""
+"""docktor.policy.settle: the stages every recommendation goes through, a model's included.
+
+A model's target enters at *recommend*; these are the limits it is then held to (max_step,
+cooldowns, bounds), the same ones the rules' recommendation meets.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from docktor.config import ServiceSpec
-from docktor.guardrails import action_for, guard
-from docktor.model import Proposal
+from docktor.model import PolicyMemory
+from docktor.policy import action_for, settle
 
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+# The step policy's cooldowns: 30 s up, 120 s down (from the last action in either direction).
 SPEC = ServiceSpec(name="worker", min_replicas=1, max_replicas=10)
 
 
-def proposal(current: int) -> Proposal:
-    return Proposal(action="hold", current_replicas=current, target_replicas=current, reason="-")
-
-
-def run(current: int, target: int, step: int = 2, up: float = 0.0, down: float = 0.0):
-    return guard(proposal(current), target, SPEC, step, up, down)
+def run(
+    current: int,
+    target: int,
+    step: int = 2,
+    up: float = 0.0,
+    down: float = 0.0,
+    spec: ServiceSpec = SPEC,
+) -> tuple[int, list[str]]:
+    """Settle `target` with `up`/`down` seconds of cooldown left."""
+    last_up = NOW - timedelta(seconds=spec.cooldown.up - up) if up else None
+    last_down = NOW - timedelta(seconds=spec.cooldown.down - down) if down else None
+    settled = settle(spec, current, target, PolicyMemory(), NOW, last_up, last_down, step)
+    return settled.replicas, settled.notes
 
 
 def test_a_target_within_every_limit_passes_unchanged() -> None:
@@ -54,8 +69,10 @@ def test_no_scale_down_during_the_down_cooldown() -> None:
     target, notes = run(4, 3, down=90)
     assert target == 4
     assert notes == ["scale-down cooldown, 90s left: holding at 4"]
-    # ... and the up cooldown does not stop a scale-down.
-    assert run(4, 3, up=10) == (3, [])
+    # ... and a scale-up's own cooldown does not stop a scale-down once the down cooldown
+    # (counted from the last action in either direction) has run out.
+    quick_down = ServiceSpec(name="worker", max_replicas=10, cooldown={"up": 30, "down": 5})
+    assert run(4, 3, up=10, spec=quick_down) == (3, [])
 
 
 def test_bounds_win_over_step_and_cooldown_when_current_is_outside_them() -> None:
@@ -86,7 +103,7 @@ def cases(draw: st.DrawFn) -> tuple[ServiceSpec, int, int, int, float, float]:
     target = draw(st.integers(-100, 200))
     step = draw(st.integers(1, 10))
     up = draw(st.sampled_from([0.0, 0.5, 30.0]))
-    down = draw(st.sampled_from([0.0, 0.5, 120.0]))
+    down = draw(st.sampled_from([0.0, 0.5, 90.0]))
     spec = ServiceSpec(name="s", min_replicas=low, max_replicas=high)
     return spec, current, target, step, up, down
 
@@ -96,12 +113,13 @@ def test_property_within_bounds_and_within_max_step(
     case: tuple[ServiceSpec, int, int, int, float, float],
 ) -> None:
     spec, current, model_target, step, up, down = case
-    target, notes = guard(proposal(current), model_target, spec, step, up, down)
+    target, notes = run(current, model_target, step, up, down, spec)
     assert spec.min_replicas <= target <= spec.max_replicas
     assert abs(target - current) <= step
     if up > 0:
         assert target <= current
-    if down > 0:
+    if up > 0 or down > 0:
+        # The down cooldown counts from the last action in either direction.
         assert target >= current
     # Nothing adjusted means the model got exactly what it asked for.
     assert bool(notes) == (target != model_target)
@@ -118,5 +136,5 @@ def test_property_never_outside_bounds_even_from_outside(
     low: int, span: int, current: int, model_target: int, step: int
 ) -> None:
     spec = ServiceSpec(name="s", min_replicas=low, max_replicas=low + span)
-    target, _ = guard(proposal(max(current, 0)), model_target, spec, step, 30.0, 120.0)
+    target, _ = run(max(current, 0), model_target, step, 30.0, 120.0, spec)
     assert spec.min_replicas <= target <= spec.max_replicas

@@ -1,0 +1,130 @@
+"""The whole policy: recommend -> stabilise -> limit -> bounds, one path for every proposal.
+
+`decide` runs it on an observation (the rules' or the target's recommendation); `settle` runs
+the same stages on a recommendation from elsewhere (a model's advice), so no source of a
+proposal can skip a window, a rate limit, a cooldown or the bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from docktor.config import ServiceSpec
+from docktor.model import Observation, PolicyMemory, Proposal
+from docktor.policy import recommend, stages
+from docktor.policy.rates import derive_rates
+
+
+def decide(
+    spec: ServiceSpec,
+    observation: Observation,
+    previous: Observation | None,
+    now: datetime,
+    last_scale_up_at: datetime | None = None,
+    last_scale_down_at: datetime | None = None,
+    memory: PolicyMemory | None = None,
+) -> Proposal:
+    """What to do now and why. Pure: the memory handed in is not changed; the one to hand to
+    the next call comes back in `Proposal.memory`."""
+    memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
+    current = observation.replicas
+    metrics = {**observation.metrics, **derive_rates(observation, previous)}
+    wanted = sorted(spec.metric_names())
+    missing = [name for name in wanted if name not in metrics]
+
+    def proposal(
+        target: int,
+        reason: str,
+        matched: list[str] | None = None,
+        blocked: bool = False,
+        recommended: int | None = None,
+    ) -> Proposal:
+        stages.forget(spec, memory, now)
+        return Proposal(
+            action=stages.action_for(current, target),  # type: ignore[arg-type]
+            current_replicas=current,
+            target_replicas=target,
+            reason=reason,
+            matched_rules=matched or [],
+            missing_metrics=missing,
+            observations=metrics,
+            cooldown_blocked=blocked,
+            recommended=recommended,
+            memory=memory,
+        )
+
+    # Out of bounds is corrected at once, cooldown or not.
+    if current < spec.min_replicas:
+        why = f"{current} replicas is below min_replicas ({spec.min_replicas})"
+        return proposal(spec.min_replicas, why)
+    if current > spec.max_replicas:
+        why = f"{current} replicas is above max_replicas ({spec.max_replicas})"
+        return proposal(spec.max_replicas, why)
+
+    if not metrics:
+        return _without_metrics(spec, observation, memory, proposal)
+    memory.failed_observations = 0
+
+    if spec.policy == "target":
+        recommend.estimate_per_replica(spec, memory, observation, previous, metrics)
+        raw, unread = recommend.target(spec, current, metrics, memory, now)
+        missing = sorted(set(missing) | set(unread))
+        if unread and raw.replicas < current:
+            # Missing data never scales anything down.
+            raw.reason += f"; not scaling down without {', '.join(unread)}"
+            raw.replicas = current
+    else:
+        raw = recommend.step(spec, current, metrics, missing)
+
+    settled = settle(spec, current, raw.replicas, memory, now, last_scale_up_at, last_scale_down_at)
+    reason = "; ".join([raw.reason, *settled.notes])
+    return proposal(settled.replicas, reason, raw.matched, settled.cooldown_blocked, raw.replicas)
+
+
+def settle(
+    spec: ServiceSpec,
+    current: int,
+    raw: int,
+    memory: PolicyMemory,
+    now: datetime,
+    last_scale_up_at: datetime | None = None,
+    last_scale_down_at: datetime | None = None,
+    max_step: int | None = None,
+) -> stages.Settled:
+    """Stabilise, limit, bounds: the stages after a recommendation, whatever made it.
+    Updates `memory` (the recommendation joins the windows)."""
+    stabilised, window_note = stages.stabilise(spec, current, raw, memory, now)
+    settled = stages.limit(
+        spec, current, stabilised, memory, now, last_scale_up_at, last_scale_down_at, max_step
+    )
+    if window_note:
+        settled.notes.insert(0, window_note)
+    bounded, bounds_note = stages.bounds(spec, settled.replicas)
+    if bounds_note:
+        settled.notes.append(bounds_note)
+    settled.replicas = bounded
+    return settled
+
+
+def _without_metrics(
+    spec: ServiceSpec,
+    observation: Observation,
+    memory: PolicyMemory,
+    proposal: Callable[..., Proposal],
+) -> Proposal:
+    """Hold; after `fallback.after` such observations in a row, go up to the fallback count.
+    Never down: missing data is no evidence of less load."""
+    current = observation.replicas
+    memory.failed_observations += 1
+    why = "; ".join(observation.errors) or "no metric source returned a value"
+    fallback = spec.fallback
+    if fallback is not None and memory.failed_observations >= fallback.after:
+        target, _ = stages.bounds(spec, max(current, fallback.replicas))
+        return proposal(
+            target,
+            f"no metrics for {memory.failed_observations} observations ({why}); "
+            f"fallback to {fallback.replicas}"
+            + (f", never below the current {current}" if current > fallback.replicas else ""),
+        )
+    return proposal(current, f"no metrics could be observed ({why}); holding")

@@ -1,0 +1,224 @@
+"""Stage 1, recommend: the raw desired replica count and why, before any window or limit.
+
+Two recommenders, chosen by `policy`:
+
+- `step`: the rules (threshold -> fixed step), with the semantics they always had.
+- `target`: target tracking, as the HPA's replica calculator does it (desired =
+  ceil(current x observed / target), nothing when within the tolerance), plus for a queue a rate
+  feed-forward: enough replicas for what arrives now and to drain what waits within
+  `drain_within`. Several targets: the largest count wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from docktor.config import PER_REPLICA_SUFFIX, Condition, ServiceSpec, format_number
+from docktor.model import Observation, PolicyMemory
+
+BACKLOG = "queue.backlog"
+ACK_PENDING = "queue.ack_pending"
+RATE_IN = "queue.rate_in"
+RATE_OUT = "queue.rate_out"
+
+
+@dataclass
+class Raw:
+    """A recommendation: the count, the reason, and the rules that matched (step only)."""
+
+    replicas: int
+    reason: str
+    matched: list[str] = field(default_factory=list)
+
+
+# ---- step --------------------------------------------------------------------------------------
+
+
+def step(spec: ServiceSpec, current: int, metrics: dict[str, float], missing: list[str]) -> Raw:
+    """ANY up rule: +scale_up_by (to max_replicas). ALL down rules: -scale_down_by (to
+    min_replicas); a condition on a metric that was not observed is false. Else hold."""
+    missing_note = f" (not observed: {', '.join(missing)})" if missing else ""
+    up = _matching(spec.rules.scale_up_when, metrics)
+    if up:
+        target = min(current + spec.scale_up_by, spec.max_replicas)
+        because = ", ".join(up)
+        if target == current:
+            return Raw(current, f"at max_replicas ({spec.max_replicas}): {because}", up)
+        return Raw(target, f"{because}{missing_note}", up)
+
+    down_rules = spec.rules.scale_down_when
+    down = _matching(down_rules, metrics)
+    if down_rules and len(down) == len(down_rules):
+        target = max(current - spec.scale_down_by, spec.min_replicas)
+        because = " and ".join(down)
+        if target == current:
+            return Raw(current, f"at min_replicas ({spec.min_replicas}): {because}", down)
+        return Raw(target, f"{because}{missing_note}", down)
+
+    wanted = sorted(spec.metric_names())
+    return Raw(current, f"no rule matched: {summary(metrics, wanted)}{missing_note}")
+
+
+def _matching(conditions: list[Condition], metrics: dict[str, float]) -> list[str]:
+    return [
+        c.describe(metrics[c.metric])
+        for c in conditions
+        if c.metric in metrics and c.holds(metrics[c.metric])
+    ]
+
+
+def summary(metrics: dict[str, float], wanted: list[str]) -> str:
+    names = [n for n in wanted if n in metrics] or sorted(metrics)
+    return ", ".join(f"{n} {format_number(metrics[n])}" for n in names[:4])
+
+
+# ---- target tracking -----------------------------------------------------------------------------
+
+
+def estimate_per_replica(
+    spec: ServiceSpec,
+    memory: PolicyMemory,
+    observation: Observation,
+    previous: Observation | None,
+    metrics: dict[str, float],
+) -> None:
+    """Learn what one replica handles from rate_out per replica, in `memory.per_replica_rate`.
+
+    Only while the pool is saturated (messages waiting at both samples, so every replica was
+    busy the whole interval) and the replica count did not change between the samples (a
+    replica still starting would make the pool look slower than it is). Outside saturation a
+    replica that served more than the estimate proves the estimate too low, so it is raised.
+    """
+    rate_out = metrics.get(RATE_OUT)
+    replicas = observation.replicas
+    if previous is None or rate_out is None or replicas <= 0 or previous.replicas != replicas:
+        return
+    sample = rate_out / replicas
+    saturated = observation.metrics.get(BACKLOG, 0) > 0 and previous.metrics.get(BACKLOG, 0) > 0
+    known = memory.per_replica_rate
+    if saturated and sample > 0:
+        alpha = spec.rate.smoothing
+        memory.per_replica_rate = sample if known is None else known + alpha * (sample - known)
+    elif known is not None and sample > known:
+        memory.per_replica_rate = sample
+
+
+def target(
+    spec: ServiceSpec,
+    current: int,
+    metrics: dict[str, float],
+    memory: PolicyMemory,
+    now: datetime,
+) -> tuple[Raw, list[str]]:
+    """The largest count any target asks for, and the inputs it could not read."""
+    candidates: list[tuple[int, str]] = []
+    unread: list[str] = []
+    for metric, wanted in spec.target.items():
+        if metric.endswith(PER_REPLICA_SUFFIX):
+            base = metric.removesuffix(PER_REPLICA_SUFFIX)
+            total = metrics.get(base)
+            if total is None:
+                unread.append(base)
+                continue
+            needed = total / wanted
+            why = f"{base} {_n(total)} ÷ {_n(wanted)} per replica"
+        else:
+            average = metrics.get(metric)
+            if average is None:
+                unread.append(metric)
+                continue
+            needed = current * average / wanted
+            why = f"{metric} {_n(average)} vs target {_n(wanted)} at {current} replicas"
+        candidates.append(_tracked(needed, current, spec.tolerance, why))
+
+    if spec.queue is not None and spec.rate.enabled:
+        feed = _feed_forward(spec, current, metrics, memory)
+        if feed is None and RATE_IN not in metrics:
+            unread.append(RATE_IN)
+        elif feed is not None:
+            candidates.append(feed)
+
+    if not candidates:
+        return Raw(current, f"target: nothing to track yet (not observed: {', '.join(unread)})"), [
+            *unread
+        ]
+    replicas, why = max(candidates, key=lambda c: c[0])
+    raw = Raw(replicas, f"target: {why}")
+    _activation(spec, current, metrics, memory, now, raw)
+    return raw, unread
+
+
+def _feed_forward(
+    spec: ServiceSpec, current: int, metrics: dict[str, float], memory: PolicyMemory
+) -> tuple[int, str] | None:
+    """Capacity for the arrival rate (plus headroom) and for draining the backlog in time."""
+    rate_in = metrics.get(RATE_IN)
+    per_replica = spec.rate.per_replica or memory.per_replica_rate
+    if rate_in is None or not per_replica:
+        return None
+    backlog = metrics.get(BACKLOG, 0.0)
+    headroom = spec.rate.headroom
+    drain = backlog / spec.rate.drain_within
+    needed = (rate_in * (1 + headroom) + drain) / per_replica
+    source = "" if spec.rate.per_replica else " (estimated)"
+    parts = f"queue.rate_in {_n(rate_in)}/s"
+    if headroom:
+        parts += f" +{headroom:.0%}"
+    if drain >= 0.5:
+        parts += f" + backlog {_n(backlog)} in {_n(spec.rate.drain_within)}s"
+    why = f"{parts} ÷ {_n(per_replica)}/s per replica{source}"
+    # The tolerance only holds back a scale-down here: capacity even slightly below the arrival
+    # rate grows the backlog without end, so a shortfall is never tolerated.
+    tolerance = spec.tolerance if needed < current else 0.0
+    return _tracked(needed, current, tolerance, why)
+
+
+def _tracked(needed: float, current: int, tolerance: float, why: str) -> tuple[int, str]:
+    """ceil(needed), unless within the tolerance of what runs now (then nothing changes)."""
+    if current > 0 and abs(needed / current - 1) <= tolerance:
+        return current, f"{why} = {needed:.1f}, within {tolerance:.0%} of {current}"
+    count = max(0, math.ceil(needed - 1e-9))
+    return count, f"{why} → {count}"
+
+
+def _activation(
+    spec: ServiceSpec,
+    current: int,
+    metrics: dict[str, float],
+    memory: PolicyMemory,
+    now: datetime,
+    raw: Raw,
+) -> None:
+    """Scale to zero, as KEDA does: wake on waiting work, sleep only after a long idle."""
+    if spec.min_replicas > 0:
+        memory.idle_since = None
+        return
+    waiting = metrics.get(BACKLOG, 0.0)
+    busy = waiting + metrics.get(ACK_PENDING, 0.0) + metrics.get(RATE_IN, 0.0)
+    if busy > 0 or RATE_IN not in metrics:
+        memory.idle_since = None
+    elif memory.idle_since is None:
+        memory.idle_since = now
+    if current == 0:
+        if waiting > spec.activation.threshold:
+            raw.replicas = max(1, raw.replicas)
+            raw.reason += f"; activated: {_n(waiting)} waiting > {_n(spec.activation.threshold)}"
+        else:
+            raw.replicas = 0
+        return
+    if raw.replicas > 0:
+        return
+    idle_for = spec.activation.idle_for
+    if memory.idle_since is not None and memory.idle_since <= now - timedelta(seconds=idle_for):
+        raw.reason += f"; queue idle for {_n(idle_for)}s: scale to zero"
+        return
+    raw.replicas = 1
+    raw.reason += f"; keeps 1 until the queue has been idle for {_n(idle_for)}s"
+
+
+def _n(value: float) -> str:
+    if abs(value) >= 100 or float(value).is_integer():
+        return str(round(value))
+    return f"{value:.1f}"
