@@ -1,9 +1,10 @@
 """Drives docktor's real policy (docktor.policy.decide) the way the workflow does.
 
-workflows/autoscaler.py keeps the previous sample and the times of the last scale-up and
-scale-down in its LoopState, calls decide with them, scales, and only then stores the sample;
-this adapter does the same against the simulated queue, so a change to the policy shows up in
-the benchmark without touching it.
+workflows/autoscaler.py keeps the previous sample, the times of the last scale-up and
+scale-down and the policy's memory in its LoopState, calls decide with them, keeps the memory
+that comes back, scales, books the scale with LoopState.note_scale, and only then stores the
+sample; this adapter does the same against the simulated queue, so a change to the policy
+shows up in the benchmark without touching it.
 """
 
 from __future__ import annotations
@@ -43,20 +44,21 @@ class DocktorController:
     def check(self, view: QueueView) -> int | None:
         sample = observation(view)
         now = sample.taken_at
+        state = self.state
         proposal = decide(
             self.spec,
             sample,
-            self.state.last_sample,
+            state.last_sample,
             now,
-            last_scale_up_at=self.state.last_scale_up_at,
-            last_scale_down_at=self.state.last_scale_down_at,
+            last_scale_up_at=state.last_scale_up_at,
+            last_scale_down_at=state.last_scale_down_at,
+            memory=state.memory,
         )
+        # As the workflow does: keep the memory the evaluation returned, apply (in the
+        # simulation a scale always succeeds, at once), book the scale, then keep the sample.
+        if proposal.memory is not None:
+            state.memory = proposal.memory
         target = proposal.target_replicas
-        current = view.replicas
-        if target > current:
-            self.state.last_scale_up_at = now
-        elif target < current:
-            self.state.last_scale_down_at = now
-        self.state.replicas = target
-        self.state.last_sample = sample
+        state.note_scale(now, view.replicas, target)
+        state.last_sample = sample
         return target
