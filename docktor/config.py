@@ -59,10 +59,25 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)
 NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
+# The validation context of a file a user wrote (see Strict).
+USER_CONFIG = {"user_config": True}
+
+
 class Strict(BaseModel):
-    """Unknown keys are typos: refuse them rather than silently ignore a setting."""
+    """In a user's file, unknown keys are typos: refuse them rather than silently ignore a
+    setting. The same models also travel in workflow and activity payloads, where a field that
+    one release added or removed must not make a running loop's history undecodable: there
+    (any validation without the USER_CONFIG context) unknown keys are dropped, and every field
+    has a default so a missing one is filled in."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerate_unknown_fields_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and not (info.context or {}).get("user_config"):
+            return {key: value for key, value in data.items() if key in cls.model_fields}
+        return data
 
 
 class Condition(Strict):
@@ -516,7 +531,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=USER_CONFIG)
     except ValidationError as exc:
         raise ConfigError([_describe(err, model) for err in exc.errors()]) from None
 
