@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from docktor.bench.cli import register as register_bench  # `docktor bench ...`
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
 from docktor.exits import (  # the handlers return these codes
     EXIT_FAILED,
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_operate_parsers(commands)
+    register_bench(commands)
     return parser
 
 

@@ -1,0 +1,74 @@
+"""Runs every policy through every scenario: the benchmark's one entry point for the CLI and
+the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from docktor.bench.driver import DocktorController
+from docktor.bench.metrics import Metrics, measure
+from docktor.bench.reference import KedaHpa, Oracle, Seed
+from docktor.bench.scenario import Scenario
+from docktor.bench.simulate import DT, Controller, Run, simulate
+from docktor.config import DocktorConfig, ServiceSpec
+
+ORACLE = "oracle"
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    base_rates: list[float]
+    runs: list[Run] = field(default_factory=list)
+    metrics: list[Metrics] = field(default_factory=list)
+
+    def oracle(self) -> Metrics | None:
+        return next((m for m in self.metrics if m.policy == ORACLE), None)
+
+
+def default_spec(scenario: Scenario) -> ServiceSpec:
+    """docktor's defaults for a queue service: only name, backend and queue are given, plus
+    the scenario's bounds (and its check interval when it names one). Whatever else docktor
+    defaults to is what gets measured, so a change of defaults shows here."""
+    data: dict[str, object] = {
+        "name": "bench",
+        "backend": "compose",
+        "queue": {"kind": "nats", "stream": "JOBS", "consumer": "workers"},
+        "min_replicas": scenario.min_replicas,
+        "max_replicas": scenario.max_replicas,
+    }
+    if scenario.check_interval is not None:
+        data["check_interval"] = scenario.check_interval
+    return ServiceSpec.model_validate(data)
+
+
+def controllers(scenario: Scenario, config: DocktorConfig | None) -> list[Controller]:
+    low, high = scenario.min_replicas, scenario.max_replicas
+    out: list[Controller] = [
+        Seed(low, high),
+        KedaHpa(low, high),
+        DocktorController("docktor-default", default_spec(scenario)),
+    ]
+    if config is not None:
+        # A config's services keep their own bounds and check interval: they are measured as
+        # they would run.
+        out += [DocktorController(f"config:{s.name}", s) for s in config.services]
+    out.append(Oracle(low, high))
+    return out
+
+
+def run_scenario(scenario: Scenario, config: DocktorConfig | None = None) -> ScenarioResult:
+    base = scenario.base_rates(DT)
+    rates = scenario.rates(DT)
+    result = ScenarioResult(scenario=scenario, base_rates=base)
+    for controller in controllers(scenario, config):
+        run = simulate(
+            controller,
+            rates,
+            per_replica_rate=scenario.per_replica_rate,
+            startup=scenario.startup,
+            initial_replicas=scenario.initial_replicas,
+        )
+        result.runs.append(run)
+        result.metrics.append(measure(run, base))
+    return result
