@@ -1,0 +1,179 @@
+"""Record the histories that tests/replay/test_replay.py replays: real loops on a real Temporal
+dev server, driven through every path of the workflow (scale up, scale down, hold, pause, manual
+scale, approval granted/refused/lapsed, LLM fallback, continue-as-new, cancel).
+
+    .venv/bin/python -m tests.replay.record      # rewrites tests/replay/histories/*.json
+
+Re-record only when a change to the workflow is *meant* to be incompatible with running loops,
+i.e. never for a release that loops are running on. For anything else, keep the old histories:
+if they stop replaying, guard the new code path with `workflow.patched("<change-id>")` (old
+histories take the old path, new runs the new one) and add a new recording beside the old ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.config import LLMSpec
+from docktor.embedded import start_temporal
+from docktor.model import Advice, AdviseInput, ManualScale, PauseRequest, Verdict
+from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
+from workflows import ServiceAutoscaler
+
+HISTORIES = Path(__file__).parent / "histories"
+TICK = 0.3  # check_interval of the recorded loops, in real seconds
+DEADLINE = 30.0
+
+
+@activity.defn(name="advise")
+async def failing_advise(request: AdviseInput) -> Advice:
+    raise ApplicationError("model server unreachable", type="Unavailable", non_retryable=True)
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while not await condition():
+        if loop.time() > deadline:
+            raise TimeoutError(f"not within {DEADLINE}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def decided(handle: WorkflowHandle, count: int) -> None:
+    async def enough() -> bool:
+        return len(await handle.query(ServiceAutoscaler.decisions, 1000)) >= count
+
+    await wait_for(enough, f"{count} decisions of {handle.id}")
+
+
+async def scale_up_down_hold(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    world.replicas, world.backlog = 1, 900
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec)
+    await decided(handle, 2)  # 1 -> 3 -> 5
+    world.backlog = 100
+    await decided(handle, 4)  # hold, hold
+    world.backlog = 0
+    await decided(handle, 6)  # 5 -> 4 -> 3
+    await handle.cancel()
+    await handle.result()
+    return [handle]
+
+
+async def operator_controls(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    world.replicas, world.backlog = 2, 100
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec)
+    await decided(handle, 1)
+    await handle.execute_update(ServiceAutoscaler.pause, PauseRequest(reason="deploy", by="rec"))
+    world.backlog = 900
+    await decided(handle, 3)  # paused: holds
+    await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=4, by="rec"))
+    await handle.execute_update(ServiceAutoscaler.resume)
+    await handle.signal(ServiceAutoscaler.nudge)
+    await decided(handle, 6)
+    await handle.cancel()
+    await handle.result()
+    return [handle]
+
+
+async def approvals(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    world.replicas, world.backlog = 1, 900
+    spec = service_spec(
+        check_interval=TICK, cooldown={"up": 0, "down": 0}, approval="manual", approval_timeout=1
+    )
+    handle = await start(client, spec)
+
+    async def pending() -> bool:
+        status = await handle.query(ServiceAutoscaler.status)
+        return status.pending_approval is not None and status.pending_approval.verdict is None
+
+    await wait_for(pending, "a decision awaiting approval")
+    await handle.execute_update(ServiceAutoscaler.approve, Verdict(by="rec", reason="ok"))
+    await wait_for(pending, "a second decision awaiting approval")
+    await handle.execute_update(ServiceAutoscaler.reject, Verdict(by="rec", reason="no"))
+    await wait_for(pending, "a third decision awaiting approval")
+
+    # ... which lapses after approval_timeout: an `expired` decision.
+    async def expired() -> bool:
+        decisions = await handle.query(ServiceAutoscaler.decisions, 1000)
+        return any(d.action == "expired" for d in decisions)
+
+    await wait_for(expired, "an expired approval")
+    await handle.cancel()
+    await handle.result()
+    return [handle]
+
+
+async def llm_fallback(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    world.replicas, world.backlog = 1, 900
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec, llm=LLMSpec(provider="dmr"))
+    await decided(handle, 2)
+    await handle.cancel()
+    await handle.result()
+    return [handle]
+
+
+async def continue_as_new(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    world.replicas, world.backlog = 1, 900
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec, iterations_per_run=2)
+    await decided(handle, 5)
+    first = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    await handle.cancel()
+    latest = client.get_workflow_handle(handle.id)
+    await latest.result()
+    return [first, latest]
+
+
+SCENARIOS = {
+    "scale_up_down_hold_cancel": scale_up_down_hold,
+    "pause_manual_resume_nudge": operator_controls,
+    "approval_granted_refused_lapsed": approvals,
+    "llm_fallback": llm_fallback,
+    "continue_as_new": continue_as_new,
+}
+
+
+async def record() -> None:
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    server = start_temporal(Path(tempfile.mkdtemp(prefix="docktor-record-")))
+    try:
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        for name, scenario in SCENARIOS.items():
+            world = ScriptedWorld()
+            async with Worker(
+                client,
+                task_queue=TASK_QUEUE,
+                workflows=[ServiceAutoscaler],
+                activities=[
+                    world.observe,
+                    world.apply,
+                    world.record,
+                    LoopActivities().evaluate,
+                    failing_advise,
+                ],
+            ):
+                handles = await scenario(client, world)
+            for index, handle in enumerate(handles):
+                history = await handle.fetch_history()
+                path = HISTORIES / f"{name}.{index}.json"
+                path.write_text(history.to_json() + "\n", encoding="utf-8")
+                print(f"{path}: {len(history.events)} events")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
