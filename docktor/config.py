@@ -134,7 +134,7 @@ DEFAULT_QUEUE_TARGET = {"queue.backlog_per_replica": 100.0}
 DEFAULT_HEADROOM = 0.0
 DEFAULT_DRAIN_WITHIN = 10.0
 DEFAULT_DOWN_WINDOW = 90.0
-DEFAULT_TARGET_INTERVAL = 5.0
+DEFAULT_TARGET_INTERVAL = 4.0
 # The step policy's defaults, unchanged since the first release so that old files behave the same.
 STEP_COOLDOWN = Cooldown(up=30.0, down=120.0)
 STEP_INTERVAL = 15.0
@@ -220,7 +220,7 @@ class ServiceSpec(Strict):
     backend: Backend = "compose"
     min_replicas: int = Field(default=1, ge=0, strict=True)
     max_replicas: int = Field(default=10, ge=1, strict=True)
-    # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 5 s for
+    # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 4 s for
     # target.
     check_interval: PositiveDuration = STEP_INTERVAL
     metrics_window: PositiveDuration = 60.0

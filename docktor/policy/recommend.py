@@ -88,8 +88,9 @@ def estimate_per_replica(
 
     Only while the pool is saturated (messages waiting at both samples, so every replica was
     busy the whole interval) and the replica count did not change between the samples (a
-    replica still starting would make the pool look slower than it is). Outside saturation a
-    replica that served more than the estimate proves the estimate too low, so it is raised.
+    replica starting or stopping served only part of it, and a low estimate would stick: it is
+    corrected only by the next saturation). Outside saturation a replica that served more than
+    the estimate proves the estimate too low, so it is raised.
     """
     rate_out = metrics.get(RATE_OUT)
     replicas = observation.replicas
@@ -146,6 +147,13 @@ def target(
         ]
     replicas, why = max(candidates, key=lambda c: c[0])
     raw = Raw(replicas, f"target: {why}")
+    unlearned = spec.queue is not None and spec.rate.enabled and not _per_replica(spec, memory)
+    if unlearned and raw.replicas < current - 1:
+        # What one replica handles is not known yet (the pool has not been saturated), so the
+        # backlog alone cannot tell how many the arrivals need: step down one at a time, and
+        # learn the rate if the pool saturates on the way.
+        raw.replicas = current - 1
+        raw.reason += f"; per-replica rate not learned yet: one step down to {raw.replicas}"
     _activation(spec, current, metrics, memory, now, raw)
     return raw, unread
 
@@ -155,7 +163,7 @@ def _feed_forward(
 ) -> tuple[int, str] | None:
     """Capacity for the arrival rate (plus headroom) and for draining the backlog in time."""
     rate_in = metrics.get(RATE_IN)
-    per_replica = spec.rate.per_replica or memory.per_replica_rate
+    per_replica = _per_replica(spec, memory)
     if rate_in is None or not per_replica:
         return None
     backlog = metrics.get(BACKLOG, 0.0)
@@ -173,6 +181,10 @@ def _feed_forward(
     # rate grows the backlog without end, so a shortfall is never tolerated.
     tolerance = spec.tolerance if needed < current else 0.0
     return _tracked(needed, current, tolerance, why)
+
+
+def _per_replica(spec: ServiceSpec, memory: PolicyMemory) -> float | None:
+    return spec.rate.per_replica or memory.per_replica_rate
 
 
 def _tracked(needed: float, current: int, tolerance: float, why: str) -> tuple[int, str]:

@@ -81,7 +81,11 @@ def test_docker_variant_of_the_example_config_loads() -> None:
         "scale_up_by",
         "scale_down_by",
         "cooldown",
+        "policy",
         "rules",
+        "target",
+        "rate",
+        "behavior",
     ):
         assert getattr(consumer, field) == getattr(plain, field), field
     assert consumer.queue.model_dump(exclude={"url"}) == plain.queue.model_dump(exclude={"url"})

@@ -37,6 +37,9 @@ def fast_config(tmp_path: Path, project: str) -> Path:
     # Not 4222: the demo overrides the URL anyway, and this keeps a developer's own NATS alone.
     url = f"nats://127.0.0.1:{free_port()}"
     service = data["services"][0]
+    # Rules keep this short run's scale-down visible (the example's 90 s window would not).
+    for key in ("policy", "target", "rate", "behavior"):
+        service.pop(key, None)
     service.update(
         {
             "command": ["python", str(EXAMPLE / "consumer.py")],

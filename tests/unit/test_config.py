@@ -349,12 +349,15 @@ def test_example_multi_service_config_loads() -> None:
     service = config.service("consumer")
     assert service.backend == "processes"
     assert service.command == ["python", str(EXAMPLE / "consumer.py")]
-    assert (service.min_replicas, service.max_replicas) == (2, 10)
+    assert (service.min_replicas, service.max_replicas) == (2, 12)
     assert service.queue is not None
     assert (service.queue.stream, service.queue.consumer) == ("JOBS", "workers")
     assert service.queue.subject == "jobs.work"
-    assert service.cooldown.up < service.cooldown.down
-    assert service.rules.scale_up_when and service.rules.scale_down_when
+    # The example runs on the target policy: target tracking with a learned rate feed-forward.
+    assert service.policy == "target"
+    assert service.target == {"queue.backlog_per_replica": 100}
+    assert service.rate.per_replica is None
+    assert service.behavior.down.window == 90
     assert service.metric_names() <= {
         "queue.backlog",
         "queue.ack_pending",

@@ -55,7 +55,7 @@ def test_a_queue_service_without_rules_gets_target_tracking() -> None:
     service = spec()
     assert service.policy == "target"
     assert service.target == {"queue.backlog_per_replica": 100.0}
-    assert service.check_interval == 5.0
+    assert service.check_interval == 4.0
     assert (service.cooldown.up, service.cooldown.down) == (0.0, 0.0)
     assert service.behavior.down.window > 0
 
