@@ -69,6 +69,7 @@ class LoopActivities:
             request.now,
             request.last_scale_up_at,
             request.last_scale_down_at,
+            request.memory,
         )
 
     @activity.defn(name=names.ADVISE)

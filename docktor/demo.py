@@ -316,6 +316,8 @@ def render(
 
 
 class Demo:
+    title = "docktor demo"
+
     def __init__(self, args: argparse.Namespace, config_path: Path, config: DocktorConfig) -> None:
         self.args = args
         self.config_path = config_path
@@ -381,7 +383,7 @@ class Demo:
         from docktor.client import TemporalUnreachable, connect, ui_url
         from docktor.control import start_loop, stop_loop
 
-        self.say(f"docktor demo: {self.config_path} (project '{self.config.project}')")
+        self.say(f"{self.title}: {self.config_path} (project '{self.config.project}')")
         self.say(f"state in {self.state_dir}")
         notes: list[str] = []
         wanted_api = temporal_port(self.config) or PREFERRED_TEMPORAL_PORT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from pathlib import Path
 
 from docktor.config import ConfigError, load_config
@@ -51,6 +52,57 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     control.set_defaults(handler=cmd_bench_control)
 
+    live = bench_commands.add_parser(
+        "live",
+        help="run the example's bursts on the real embedded stack and compare what happened "
+        "with what the simulation predicts for the same config",
+        description="Starts Temporal, NATS, the worker, the producer and the service's loop "
+        "(as `docktor demo` does), measures backlog·s, peak backlog, replica·s and scaling "
+        "actions from NATS and the decision log, then simulates the same service under the "
+        "same load and prints both side by side. Everything started is stopped at the end.",
+    )
+    live.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a docktor.yaml with a NATS queue service (default: the nats-multi example)",
+    )
+    live.add_argument("--service", default=None, metavar="NAME", help="default: the first one")
+    live.add_argument(
+        "--duration", type=float, default=600.0, metavar="S", help="seconds (default 600)"
+    )
+    live.add_argument("--rate", type=float, default=100.0, help="baseline msg/s (default 100)")
+    live.add_argument(
+        "--burst-rate", type=float, default=500.0, help="msg/s in a burst (default 500)"
+    )
+    live.add_argument("--burst-seconds", type=float, default=10.0, help="burst length (default 10)")
+    live.add_argument(
+        "--burst-every",
+        type=float,
+        default=60.0,
+        help="one burst at the end of every this many seconds (default 60)",
+    )
+    live.add_argument(
+        "--per-replica-rate",
+        type=float,
+        default=None,
+        metavar="MSG_S",
+        help="msg/s one replica handles, for the simulation (default: measured in the run)",
+    )
+    live.add_argument(
+        "--startup",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds from starting a replica to its first message, for the simulation "
+        "(default 1: a Python process importing nats-py and connecting on loopback)",
+    )
+    live.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    live.add_argument(
+        "--state-dir", default=None, help="where servers and replicas keep state (default: temp)"
+    )
+    live.set_defaults(handler=cmd_bench_live)
+
 
 def default_scenarios() -> list[Path]:
     for folder in (_HERE, Path("benchmarks") / "scenarios"):
@@ -81,3 +133,21 @@ def cmd_bench_control(args: argparse.Namespace) -> int:
         write_plot(results, Path(args.plot))
         print(f"plot: {args.plot}")
     return 0
+
+
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from docktor.bench.live import LiveBench
+    from docktor.demo import resolve_config_path
+
+    for name in ("duration", "rate", "burst_every"):
+        if getattr(args, name) <= 0:
+            raise ConfigError([f"--{name.replace('_', '-')}: must be greater than 0"])
+    if not 0 < args.burst_seconds < args.burst_every:
+        raise ConfigError(["--burst-seconds: must be greater than 0 and less than --burst-every"])
+    config_path = resolve_config_path(args.config)
+    config = load_config(config_path)
+    args.no_live = True
+    bench = LiveBench(args, config_path, config)
+    if bench.spec.queue is None or bench.spec.queue.kind != "nats":
+        raise ConfigError([f"--service: '{bench.spec.name}' has no NATS queue to measure"])
+    return asyncio.run(bench.run())

@@ -153,3 +153,32 @@ async def test_journal_gets_every_decision(
     await cancel_and_wait(handle)
     recorded = [d.iteration for d in world.recorded if d.workflow_id == handle.id]
     assert recorded[: len(decisions)] == [d.iteration for d in decisions]
+
+
+async def test_the_policy_memory_carries_from_iteration_to_iteration(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # The target policy: a burst's backlog sizes the pool; the scale-down window (kept in the
+    # loop's state between iterations) keeps that size after the backlog is gone.
+    spec = service_spec(
+        rules={},
+        target={"queue.backlog_per_replica": 100},
+        policy="target",
+        queue={"stream": "JOBS", "consumer": "workers"},
+        rate={"enabled": False},  # the scripted queue has no counters to derive rates from
+        behavior={"down": {"window": 60}},
+        cooldown={"up": 0, "down": 0},
+        check_interval=10,
+    )
+    world.backlog = 450
+    handle = await start(env.client, spec)
+    first = await decisions_after(env, handle, 1, step_seconds=1)
+    assert (first[0].action, first[0].target_replicas) == ("scale_up", 5)
+    world.backlog = 0
+    decisions = await decisions_after(env, handle, 8, step_seconds=10)
+    # Held at 5 for the 60 s window, then down to the floor in one step.
+    held = [d for d in decisions[1:] if d.target_replicas == 5]
+    assert len(held) >= 4, [(d.action, d.target_replicas, d.reason) for d in decisions]
+    assert all("scale-down window keeps 5" in d.reason for d in held), [d.reason for d in held]
+    assert decisions[-1].target_replicas < 5
+    await cancel_and_wait(handle)
