@@ -92,10 +92,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     live.add_argument(
         "--startup",
         type=float,
-        default=1.0,
+        default=None,
         metavar="S",
-        help="seconds from starting a replica to its first message, for the simulation "
-        "(default 1: a Python process importing nats-py and connecting on loopback)",
+        help="seconds from starting a replica to its first fetch, for the simulation "
+        "(default: measured from the replicas' logs)",
     )
     live.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     live.add_argument(

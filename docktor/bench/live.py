@@ -44,7 +44,12 @@ AGREEMENT = 0.25
 RATE_WINDOW = 4.0
 # What one example replica does, when the run never saturated the pool to measure it.
 FALLBACK_PER_REPLICA = 48.0
+FALLBACK_STARTUP = 1.0
 REPORT_EVERY = 15.0
+# What a replica's log shows when it is started (docktor's processes backend) and when it
+# starts fetching (the example's consumer.py).
+START_MARK = "--- docktor: starting replica"
+READY_MARK = "pulling from"
 
 
 @dataclass
@@ -69,6 +74,7 @@ class LiveResult:
     duration: float
     per_replica_rate: float
     startup: float
+    check_phase: float
     load: dict[str, float]
     live: Figures
     simulated: Figures
@@ -106,6 +112,19 @@ def measured_per_replica(samples: list[Sample]) -> float | None:
     return statistics.median(rates) if rates else None
 
 
+def check_phase(stamps: list[float], interval: float) -> float:
+    """Where in each check interval the loop decided, in seconds after the producer started
+    (the median over its decisions, whose timestamps drift by the iteration's own time)."""
+    phases = [stamp % interval for stamp in stamps if stamp >= 0]
+    if not phases:
+        return 0.0
+    # Circular data: measure from the first phase so a median near 0/interval does not split.
+    first = phases[0]
+    offsets = sorted((p - first) % interval for p in phases)
+    offsets = [o if o <= interval / 2 else o - interval for o in offsets]
+    return (first + statistics.median(offsets)) % interval
+
+
 def difference(live: float, simulated: float) -> float | None:
     """Relative difference of the simulation from the live figure."""
     if live == 0:
@@ -120,8 +139,21 @@ def simulated_figures(
     per_replica: float,
     startup: float,
     initial: int,
+    phase: float = 0.0,
 ) -> Figures:
+    """The simulation checks at t = 0, interval, ...; the live loop at phase + k x interval.
+    Shifting the load by -phase puts the bursts where the live loop met them."""
     every, seconds = load["burst_every"], load["burst_seconds"]
+    burst_start = (every - seconds - phase) % every
+
+    def rate_at(t: float) -> float:
+        in_burst = (t - burst_start) % every < seconds
+        return load["burst_rate"] if in_burst else load["rate"]
+
+    points: list[tuple[float, float]] = []
+    for moment in sorted({0.0, burst_start, (burst_start + seconds) % every}):
+        if not points or points[-1][1] != rate_at(moment):
+            points.append((moment, rate_at(moment)))
     scenario = Scenario(
         name="live-check",
         duration=duration,
@@ -130,7 +162,7 @@ def simulated_figures(
         initial_replicas=min(max(initial, spec.min_replicas), spec.max_replicas),
         min_replicas=spec.min_replicas,
         max_replicas=spec.max_replicas,
-        points=[(0.0, load["rate"]), (every - seconds, load["burst_rate"])],
+        points=points,
         shape="step",
         repeat_every=every,
     )
@@ -164,6 +196,10 @@ class LiveBench(Demo):
         }
         self.samples: list[Sample] = []
         self.producer_started: float | None = None
+        self.producer_started_wall = 0.0
+        self.log_offsets: dict[Path, int] = {}
+        self.starting: dict[Path, float] = {}
+        self.startups: list[float] = []
         self.result: LiveResult | None = None
 
     def start_producer(self) -> None:
@@ -179,6 +215,7 @@ class LiveBench(Demo):
         # The producer's schedule starts when it has connected, a moment after this; the
         # samples are timed from here.
         self.producer_started = time.monotonic()
+        self.producer_started_wall = time.time()
         self.say(f"producer  pid {self.producer.pid}   load {self.load}")
 
     async def watch(self, client: Client) -> None:
@@ -209,8 +246,31 @@ class LiveBench(Demo):
         finally:
             await source.close()
 
+    def _watch_startups(self) -> None:
+        """Time each replica from its start (docktor's `--- docktor: starting replica` line in
+        its log) to its first fetch (the example consumer's `pulling from` line), to the
+        sampling period: the simulation's `startup`, measured instead of assumed."""
+        folder = Path(self.spec.state_dir or "")
+        now = time.monotonic()
+        for log in folder.glob("replica-*.log"):
+            offset = self.log_offsets.get(log, 0)
+            try:
+                with log.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except OSError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self.log_offsets[log] = offset + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if line.startswith(START_MARK):
+                    self.starting[log] = now
+                elif READY_MARK in line and log in self.starting:
+                    self.startups.append(now - self.starting.pop(log))
+
     async def _sample(self, source: object, scaler: object) -> None:
         assert self.producer_started is not None
+        self._watch_startups()
         try:
             gauges, counters = await source.sample(self.spec)  # type: ignore[attr-defined]
             replicas = await scaler.replicas()  # type: ignore[attr-defined]
@@ -238,8 +298,15 @@ class LiveBench(Demo):
         per_replica = self.args.per_replica_rate or measured_per_replica(self.samples)
         per_replica = per_replica or FALLBACK_PER_REPLICA
         initial = self.samples[0].replicas
+        # Where the loop's checks fall relative to the bursts decides much of the backlog (a
+        # burst seen 1 s or 4 s after it starts): the simulation checks at the same phase.
+        stamps = [d.timestamp.timestamp() - self.producer_started_wall for d in decisions]
+        phase = check_phase(stamps, self.spec.check_interval)
+        startup = self.args.startup
+        if startup is None:
+            startup = statistics.median(self.startups) if self.startups else FALLBACK_STARTUP
         simulated = simulated_figures(
-            self.spec, self.load, duration, per_replica, self.args.startup, initial
+            self.spec, self.load, duration, per_replica, startup, initial, phase
         )
         diffs = {
             "backlog_s": difference(live.backlog_s, simulated.backlog_s),
@@ -255,7 +322,8 @@ class LiveBench(Demo):
             service=self.spec.name,
             duration=round(duration, 1),
             per_replica_rate=round(per_replica, 2),
-            startup=self.args.startup,
+            startup=round(startup, 2),
+            check_phase=round(phase, 2),
             load=self.load,
             live=live,
             simulated=simulated,
@@ -272,7 +340,8 @@ class LiveBench(Demo):
 def print_result(result: LiveResult, console: Console) -> None:
     table = Table(
         title=f"{result.service}: live vs simulated, {result.duration:.0f} s, "
-        f"{result.per_replica_rate:g} msg/s per replica (measured), startup {result.startup:g} s"
+        f"{result.per_replica_rate:g} msg/s per replica, startup {result.startup:g} s, "
+        f"checks at {result.check_phase:g} s + k x interval"
     )
     for column in ("figure", "live", "simulated", "difference"):
         table.add_column(column, justify="left" if column == "figure" else "right")

@@ -1,0 +1,77 @@
+"""docktor bench live: the arithmetic that turns live samples into the simulation's figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from docktor.bench.live import (
+    Sample,
+    check_phase,
+    live_figures,
+    measured_per_replica,
+    simulated_figures,
+)
+from docktor.config import ServiceSpec
+
+LOAD = {"rate": 100.0, "burst_rate": 500.0, "burst_seconds": 10.0, "burst_every": 60.0}
+
+
+def test_live_figures_integrate_like_the_simulation() -> None:
+    samples = [Sample(0, 10, 0, 2), Sample(0.5, 30, 0, 4), Sample(1.5, 0, 0, 4)]
+    figures = live_figures(samples, actions=1)
+    assert figures.backlog_s == pytest.approx(10 * 0.5 + 30 * 1.0)
+    assert figures.replica_s == pytest.approx(2 * 0.5 + 4 * 1.0)
+    assert figures.peak_backlog == 30
+    assert figures.actions == 1
+
+
+def test_the_per_replica_rate_comes_from_busy_steady_windows_only() -> None:
+    busy = [Sample(t * 0.5, 500, 48 * 4 * t * 0.5, 4) for t in range(40)]
+    assert measured_per_replica(busy) == pytest.approx(48)
+    idle = [Sample(t * 0.5, 0, 100 * t * 0.5, 4) for t in range(40)]
+    assert measured_per_replica(idle) is None
+    changing = [Sample(t * 0.5, 500, 100 * t, 2 + t % 2) for t in range(40)]
+    assert measured_per_replica(changing) is None
+
+
+def test_check_phase_is_a_circular_median() -> None:
+    assert check_phase([1.0, 5.0, 9.2, 13.0], 4.0) == pytest.approx(1.0)
+    # Around the wrap: 3.9 and 0.1 are 0.2 s apart, not 3.8.
+    assert check_phase([3.9, 8.1, 11.9], 4.0) in (pytest.approx(3.9), pytest.approx(0.1))
+    assert check_phase([], 4.0) == 0.0
+
+
+def test_the_simulation_runs_at_the_live_phase() -> None:
+    spec = ServiceSpec(
+        name="c", min_replicas=2, max_replicas=12, queue={"stream": "J", "consumer": "w"}
+    )
+    aligned = simulated_figures(spec, LOAD, 300, 48, 1.0, 2, phase=0.0)
+    shifted = simulated_figures(spec, LOAD, 300, 48, 1.0, 2, phase=3.0)
+    wrapped = simulated_figures(spec, LOAD, 300, 48, 1.0, 2, phase=55.0)
+    for figures in (aligned, shifted, wrapped):
+        assert figures.backlog_s > 0 and figures.replica_s > 0
+    # Where the checks fall relative to the bursts changes the backlog.
+    assert aligned.backlog_s != shifted.backlog_s
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "0"], "--duration: must be greater than 0"),
+        (["--burst-seconds", "70"], "--burst-seconds: must be greater than 0 and less than"),
+        (["--service", "nope"], "--service: no service 'nope'"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "docktor.cli", "bench", "live", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
