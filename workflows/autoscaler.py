@@ -323,6 +323,7 @@ class ServiceAutoscaler:
             sequence=self.state.decision_count,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
+            first_run_id=info.first_execution_run_id,
         )
         self.state.remember(decision)
         self._publish_decision(decision)
