@@ -82,6 +82,9 @@ class ServiceAutoscaler:
         self.scaling = asyncio.Lock()
         # Bumped by every manual scale; the loop drops a proposal made before one.
         self.manual_epoch = 0
+        # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
+        # iteration finish and record its scale first, and no new manual scale is accepted.
+        self.stopping = False
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -91,10 +94,12 @@ class ServiceAutoscaler:
         try:
             for _ in range(request.iterations_per_run):
                 await self.iterate()
-                if workflow.info().is_continue_as_new_suggested():
+                if self.stopping or workflow.info().is_continue_as_new_suggested():
                     break
                 await self.wait_for_next_tick()
         except asyncio.CancelledError:
+            self.stopping = True
+        if self.stopping:
             await self.stop()
             return self.status()
         # Handlers may still be running (an update in flight); let them finish so nothing is
@@ -278,8 +283,13 @@ class ServiceAutoscaler:
         try:
             result = await asyncio.shield(handle)
         except asyncio.CancelledError:
-            await self._settle(handle)
-            raise
+            # The loop is being cancelled (only the run's own task is): the scale goes on to
+            # its end and is recorded like any other; run() then stops the loop.
+            self.stopping = True
+            try:
+                result = await handle
+            except ActivityError as err:
+                return current, f"scaling to {target} failed: {_cause(err)}"
         except ActivityError as err:
             return current, f"scaling to {target} failed: {_cause(err)}"
         self.state.replicas = result.replicas
@@ -289,13 +299,6 @@ class ServiceAutoscaler:
         elif result.replicas < current:
             self.state.last_scale_down_at = now
         return result.replicas, None
-
-    async def _settle(self, handle: asyncio.Future) -> None:
-        try:
-            result = await handle
-            self.state.replicas = result.replicas
-        except ActivityError:
-            pass
 
     async def record(
         self,
