@@ -361,6 +361,9 @@ class ServiceAutoscaler:
 
     async def stop(self) -> None:
         """Graceful end: one final `stopped` decision, recorded like every other."""
+        # A cancel cancels the run's task only: an operator's scale_to may still be scaling.
+        # Let it finish and record its `manual` decision, so `stopped` tells the count that runs.
+        await workflow.wait_condition(workflow.all_handlers_finished)
         current = self.state.replicas if self.state.replicas is not None else 0
         self.state.iteration += 1
         await self.record(
@@ -481,6 +484,8 @@ class ServiceAutoscaler:
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
+        if self.stopping:
+            raise ValueError(f"the loop for {self.spec.name} is stopping")
         low, high = self.spec.min_replicas, self.spec.max_replicas
         if not low <= request.replicas <= high:
             raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")

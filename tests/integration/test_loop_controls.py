@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -220,6 +220,38 @@ def recorded(world: ScriptedWorld, handle: WorkflowHandle) -> list[tuple[str, in
     """The loop's decisions as its record activity got them: (action, from, to)."""
     mine: list[Decision] = [d for d in world.recorded if d.workflow_id == handle.id]
     return [(d.action, d.current_replicas, d.target_replicas) for d in mine]
+
+
+async def test_cancel_during_a_manual_scale_waits_for_it_and_records_it(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    handle = await start(env.client, service_spec(check_interval=TICK))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    world.apply_gate = asyncio.Event()
+    update = await handle.start_update(
+        ServiceAutoscaler.scale_to,
+        ManualScale(replicas=4, reason="sale", by="ana"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+
+    async def scaling() -> bool:
+        return world.applying > 0
+
+    await until(env, scaling, step_seconds=POLL)
+    await handle.cancel()
+    await until(env, lambda: cancel_taken(handle), step_seconds=POLL)
+    # While it stops, a stopping loop takes no new scale.
+    assert "is stopping" in await refusal(
+        handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=2))
+    )
+    world.apply_gate.set()
+
+    # The operator is told what happened: the scale went through.
+    manual = await asyncio.wait_for(update.result(), 30)
+    assert (manual.action, manual.current_replicas, manual.target_replicas) == ("manual", 1, 4)
+    final = await asyncio.wait_for(handle.result(), 30)
+    assert final.replicas == 4 == world.replicas
+    assert recorded(world, handle)[-2:] == [("manual", 1, 4), ("stopped", 4, 4)]
 
 
 async def test_cancel_during_the_loops_own_scale_records_the_scale_then_stopped(
