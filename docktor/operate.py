@@ -233,7 +233,11 @@ def _refusal(exc: WorkflowUpdateFailedError) -> str:
 
 
 async def pause(
-    config: DocktorConfig, service: str, reason: str = "", address: str | None = None
+    config: DocktorConfig,
+    service: str,
+    reason: str = "",
+    address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
 ) -> LoopStatus:
     request = PauseRequest(reason=reason, by=operator())
     return await _update(
@@ -241,17 +245,22 @@ async def pause(
         address,
         service,
         "pause",
-        lambda c: control.send_update(c, config, service, "pause", request, LoopStatus),
+        lambda c: control.send_update(c, config, service, "pause", request, LoopStatus, timeout),
     )
 
 
-async def resume(config: DocktorConfig, service: str, address: str | None = None) -> LoopStatus:
+async def resume(
+    config: DocktorConfig,
+    service: str,
+    address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
+) -> LoopStatus:
     return await _update(
         config,
         address,
         service,
         "resume",
-        lambda c: control.send_update(c, config, service, "resume", None, LoopStatus),
+        lambda c: control.send_update(c, config, service, "resume", None, LoopStatus, timeout),
     )
 
 
@@ -261,6 +270,7 @@ async def scale(
     replicas: int,
     reason: str = "",
     address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
 ) -> Decision:
     request = ManualScale(replicas=replicas, reason=reason, by=operator())
     return await _update(
@@ -268,7 +278,7 @@ async def scale(
         address,
         service,
         "scale",
-        lambda c: control.send_update(c, config, service, "scale_to", request, Decision),
+        lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
     )
 
 
@@ -284,6 +294,7 @@ async def verdict(
     approve: bool,
     reason: str = "",
     address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
 ) -> PendingApproval:
     verb = "approve" if approve else "reject"
     request = Verdict(by=operator(), reason=reason)
@@ -292,5 +303,5 @@ async def verdict(
         address,
         service,
         verb,
-        lambda c: control.send_update(c, config, service, verb, request, PendingApproval),
+        lambda c: control.send_update(c, config, service, verb, request, PendingApproval, timeout),
     )
