@@ -314,3 +314,25 @@ class LoopStatus(BaseModel):
     cooldown_up_until: datetime | None
     cooldown_down_until: datetime | None
     pending_approval: PendingApproval | None = None
+
+
+class ForecastView(BaseModel):
+    """The answer to the `forecast` query: what the loop has learnt of its load's rhythm."""
+
+    service: str
+    enabled: bool = False
+    # The period found (None: no rhythm yet), how well it explains the rate (0..1) and how
+    # many cycles in a row it has fitted.
+    period_s: float | None = None
+    confidence: float = 0.0
+    cycles: int = 0
+    trusted: bool = False
+    # The highest rate the rhythm expects within the next period, and when it comes.
+    next_peak_at: datetime | None = None
+    next_peak_rate: float | None = None
+    lead_s: float = 0.0
+    min_confidence: float = 0.0
+    min_cycles: int = 0
+    # Seconds of rate history the forecast holds, and its size in the loop's state.
+    history_s: float = 0.0
+    state_bytes: int = 0

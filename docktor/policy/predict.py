@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from docktor.config import ServiceSpec
-from docktor.model import ForecastMemory, PolicyMemory
+from docktor.model import ForecastMemory, ForecastView, PolicyMemory
 from docktor.policy import forecast
 from docktor.policy.recommend import RATE_IN, Raw, _n
 
@@ -99,3 +99,32 @@ def describe_seconds(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def view(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> ForecastView:
+    """What the loop has learnt, for `docktor forecast`. Pure, like the rest of the policy.
+    Works on a copy: detection caches its result in the rings, and a query changes nothing."""
+    settings = spec.predict
+    answer = ForecastView(
+        service=spec.name,
+        enabled=settings.enabled,
+        lead_s=settings.lead_for(spec.check_interval),
+        min_confidence=settings.min_confidence,
+        min_cycles=settings.min_cycles,
+    )
+    if memory.forecast is None:
+        return answer
+    learnt = memory.forecast.model_copy(deep=True)
+    answer.state_bytes = len(learnt.model_dump_json())
+    answer.history_s = max((len(ring.values) * ring.step for ring in learnt.rings), default=0.0)
+    peak = forecast.next_peak(learnt, now, settings.min_cycles)
+    if peak is None:
+        return answer
+    period = peak.period
+    answer.period_s = period.seconds
+    answer.confidence = round(period.confidence, 3)
+    answer.cycles = period.cycles
+    answer.trusted = trusted(spec, period)
+    answer.next_peak_at = peak.at
+    answer.next_peak_rate = round(peak.rate, 1)
+    return answer
