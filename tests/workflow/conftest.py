@@ -52,6 +52,12 @@ class ScriptedWorld:
         self.apply_gate: asyncio.Event | None = None
         self.applying = 0
         self.recorded: list[Decision] = []
+        # Optional arrival rate (msg/s) as a function of the server's clock in seconds since
+        # the first observation: the queue counters then advance as a real stream's would, all
+        # served at once (rate_out = rate_in), so rates can be derived.
+        self.arrivals: Callable[[float], float] | None = None
+        self._arrived = 0.0
+        self._clock: tuple[datetime, datetime] | None = None  # (first, last) observation
 
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
@@ -59,7 +65,20 @@ class ScriptedWorld:
         if self.observe_error is not None:
             raise self.observe_error
         metrics = {} if self.backlog is None else {"queue.backlog": self.backlog}
-        return Observation(taken_at=datetime.now(UTC), replicas=self.replicas, metrics=metrics)
+        if self.arrivals is None:
+            return Observation(taken_at=datetime.now(UTC), replicas=self.replicas, metrics=metrics)
+        # The server's clock, which the time-skipping server moves on with the workflow's
+        # timers (the worker's own clock does not).
+        now = activity.info().current_attempt_scheduled_time
+        first, last = self._clock or (now, now)
+        step = 0.5
+        moment = (last - first).total_seconds()
+        while moment < (now - first).total_seconds():
+            self._arrived += self.arrivals(moment) * step
+            moment += step
+        self._clock = (first, now)
+        counters = {"queue.stream_last_seq": self._arrived, "queue.ack_floor": self._arrived}
+        return Observation(taken_at=now, replicas=self.replicas, metrics=metrics, counters=counters)
 
     @activity.defn(name="apply")
     async def apply(self, request: ApplyInput) -> ApplyResult:

@@ -7,8 +7,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.model import LoopStatus
-from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start
+from docktor.model import Decision, LoopStatus
+from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start, until
 from workflows import ServiceAutoscaler
 
 
@@ -181,4 +181,43 @@ async def test_the_policy_memory_carries_from_iteration_to_iteration(
     assert len(held) >= 4, [(d.action, d.target_replicas, d.reason) for d in decisions]
     assert all("scale-down window keeps 5" in d.reason for d in held), [d.reason for d in held]
     assert decisions[-1].target_replicas < 5
+    await cancel_and_wait(handle)
+
+
+async def test_a_learnt_rhythm_pre_scales_before_the_burst_and_says_so(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # 100 msg/s with 500 msg/s for the last 10 s of every 60 s, 50 msg/s per replica: after a
+    # few bursts the loop scales up *before* a burst, and that decision is marked predicted.
+    world.backlog = 0.0
+    world.arrivals = lambda t: 500.0 if t % 60 >= 50 else 100.0
+    spec = service_spec(
+        rules={},
+        policy="target",
+        queue={"stream": "JOBS", "consumer": "workers"},
+        rate={"per_replica": 50},
+        predict={"enabled": True},
+        min_replicas=1,
+        max_replicas=12,
+        check_interval=5,
+        cooldown={"up": 0, "down": 0},
+    )
+    handle = await start(env.client, spec)
+
+    def ahead_of_the_burst(decision: Decision) -> bool:
+        # Marked predicted, and taken while the load was still at the baseline.
+        return decision.metadata.predicted and decision.observations["queue.rate_in"] < 200
+
+    async def pre_scaled() -> bool:
+        recent = await handle.query(ServiceAutoscaler.decisions, 50)
+        return any(ahead_of_the_burst(d) for d in recent)
+
+    # Within a few bursts; the loop keeps its last 50 decisions, so it is looked for as it comes.
+    await until(env, pre_scaled, step_seconds=5, max_steps=120)
+    decisions = await handle.query(ServiceAutoscaler.decisions, 50)
+    first = next(d for d in decisions if ahead_of_the_burst(d))
+    assert first.action == "scale_up"
+    assert "pre-scaling for the burst expected at" in first.reason
+    # Nothing the loop learnt moves a decision outside the bounds.
+    assert all(1 <= d.target_replicas <= 12 for d in decisions)
     await cancel_and_wait(handle)
