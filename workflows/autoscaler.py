@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         AutoscalerInput,
         Decision,
         EvaluateInput,
+        LoopState,
         LoopStatus,
         ManualScale,
         Observation,
@@ -431,6 +432,12 @@ class ServiceAutoscaler:
     @workflow.query(name=names.DECISIONS)
     def decisions(self, tail: int = 10) -> list[Decision]:
         return self.state.decisions[-tail:] if tail > 0 else []
+
+    @workflow.query(name=names.LOOP_STATE)
+    def loop_state(self) -> LoopState:
+        """What the next evaluation starts from, for a dry run of the policy elsewhere. A query,
+        so it adds nothing to history: running loops replay unchanged."""
+        return self.state
 
     @workflow.signal(name=names.NUDGE)
     def nudge(self) -> None:
