@@ -22,6 +22,7 @@ from docktor.exits import (  # the handlers return these codes
     leave,
     report_config_error,
 )
+from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
 
 
 class UsageError(Exception):
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_operate_parsers(commands)
     register_bench(commands)
+    register_mcp(commands)
     return parser
 
 

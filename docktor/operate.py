@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import BaseModel, Field
 from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,7 +38,7 @@ from docktor.model import (
     Verdict,
 )
 from docktor.sampling import Sampler
-from docktor.scalers import ScalerConfigError, ScalerUnavailable
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
 
 T = TypeVar("T")
 
@@ -371,19 +372,17 @@ async def verdict(
 # ---- dry runs: observe and decide, apply nothing ---------------------------------------------
 
 
-@dataclass
-class Observed:
+class Observed(BaseModel):
     """A fresh sample of a service, as the loop's observe activity takes it."""
 
     service: str
     observation: Observation
     # Rates need two samples: these are against the loop's last one, when a loop runs.
-    rates: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    rates: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
 
 
-@dataclass
-class DryRun:
+class DryRun(BaseModel):
     """What the service's policy would decide for an observation; nothing is applied."""
 
     service: str
@@ -392,7 +391,7 @@ class DryRun:
     # True: decided from the loop's own memory, previous sample and last scale times, so it
     # is what the loop's next iteration decides for the same observation.
     from_loop: bool
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 async def observe_now(
@@ -405,7 +404,8 @@ async def observe_now(
     previous = state.last_sample if state else None
     if previous is None:
         notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
-    return Observed(service, observation, policy.derive_rates(observation, previous), notes)
+    rates = policy.derive_rates(observation, previous)
+    return Observed(service=service, observation=observation, rates=rates, notes=notes)
 
 
 async def what_if(
@@ -430,9 +430,7 @@ async def what_if(
         if replicas is None and state is not None:
             replicas = state.replicas
         if replicas is None:
-            raise OperateError(
-                f"no replica count known for '{service}' (no running loop): give `replicas`"
-            )
+            replicas = await _count_replicas(config, service)
         observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
     loop = state or LoopState()
     proposal = policy.decide(
@@ -464,7 +462,13 @@ async def what_if(
             f"the loop also asks {config.llm.provider} {config.llm.model}; "
             "its advice is not part of this dry run"
         )
-    return DryRun(service, observation, proposal, state is not None, notes)
+    return DryRun(
+        service=service,
+        observation=observation,
+        proposal=proposal,
+        from_loop=state is not None,
+        notes=notes,
+    )
 
 
 async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Observation:
@@ -473,6 +477,13 @@ async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Obs
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
     return observation
+
+
+async def _count_replicas(config: DocktorConfig, service: str) -> int:
+    try:
+        return await scaler_for(config.service(service), project=config.project or "").replicas()
+    except (ScalerConfigError, ScalerUnavailable) as exc:
+        raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
 
 
 async def _loop_state(

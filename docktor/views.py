@@ -238,17 +238,24 @@ def explain_cells(decision: Decision, config: DocktorConfig | None) -> list[str]
     ]
 
 
+class ExplainedDecision(Decision):
+    """A decision whole, plus what the table derives: `observed` (what mattered, in that
+    order) and `model` (the label). `explain --json` and `docktor mcp` both give these."""
+
+    observed: dict[str, float]
+    model: str
+
+
+def explained(decision: Decision, config: DocktorConfig | None) -> ExplainedDecision:
+    return ExplainedDecision(
+        **dict(decision),
+        observed=mattered(decision, config),
+        model=model_label(decision.metadata),
+    )
+
+
 def explain_json(decisions: Sequence[Decision], config: DocktorConfig | None) -> list[dict]:
-    """Each decision whole, plus what the table derives: `observed` (what mattered, in that
-    order) and `model` (the label)."""
-    return [
-        {
-            **decision.model_dump(mode="json"),
-            "observed": mattered(decision, config),
-            "model": model_label(decision.metadata),
-        }
-        for decision in decisions
-    ]
+    return [explained(decision, config).model_dump(mode="json") for decision in decisions]
 
 
 def print_explain(
