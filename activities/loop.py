@@ -4,12 +4,13 @@ into Temporal's terms (retryable or not)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from docktor import names, policy
 from docktor.journal import append_decision
@@ -34,6 +35,8 @@ HEARTBEAT_EVERY = 5.0
 # them (and the policy holds). The workflow's observe retry policy allows exactly this many.
 OBSERVE_ATTEMPTS = 3
 
+log = logging.getLogger("docktor.activities")
+
 
 class LoopActivities:
     """One instance per worker: it owns the pooled metric connections."""
@@ -51,13 +54,13 @@ class LoopActivities:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
             self.metrics.replicas_unavailable(request.service.name)
-            raise ApplicationError(str(exc), type="Unavailable") from exc
+            raise _unavailable(f"observe {request.service.name}", str(exc)) from exc
         self.metrics.observed(request.service.name, observation, source_kinds(request.service))
         transient = [f for f in failures if isinstance(f, MetricUnavailable)]
         if transient and activity.info().attempt < OBSERVE_ATTEMPTS:
             # Worth another try; on the last attempt the observation goes ahead without these
             # metrics, so the replica count (and the min_replicas floor) still counts.
-            raise ApplicationError("; ".join(observation.errors), type="Unavailable")
+            raise _unavailable(f"observe {request.service.name}", "; ".join(observation.errors))
         return observation
 
     @activity.defn(name=names.EVALUATE)
@@ -94,7 +97,8 @@ class LoopActivities:
         except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
-            raise ApplicationError(str(exc), type="Unavailable") from exc
+            what = f"apply {request.service.name} -> {request.target_replicas}"
+            raise _unavailable(what, str(exc)) from exc
         self.metrics.applied(request.service.name, replicas)
         return ApplyResult(replicas=replicas)
 
@@ -111,6 +115,18 @@ class LoopActivities:
 
     async def close(self) -> None:
         await self.sampler.close()
+
+
+def _unavailable(what: str, problem: str) -> ApplicationError:
+    """The error for an expected, retried failure (a server down for a while).
+
+    One line in the worker's log per failure. The error is BENIGN, which makes the SDK log its
+    own "Completing activity as failed" with the traceback at debug level instead of warning:
+    an outage of a minute would otherwise fill the log with tracebacks of nothing unexpected."""
+    # A message over several lines (some engines' errors are) would break the one-line log.
+    message = " ".join(problem.split())
+    log.warning("%s failed (attempt %d): %s", what, activity.info().attempt, message)
+    return ApplicationError(message, type="Unavailable", category=ApplicationErrorCategory.BENIGN)
 
 
 @asynccontextmanager

@@ -167,7 +167,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     from docktor import operate
 
     def work(config: DocktorConfig) -> int:
-        asyncio.run(operate.pause(config, args.service, args.reason, args.address))
+        asyncio.run(operate.pause(config, args.service, args.reason, args.address, args.timeout))
         why = f" ({args.reason})" if args.reason else ""
         print(
             f"paused {args.service}{why}: it keeps observing and recording, but applies nothing "
@@ -182,7 +182,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from docktor import operate
 
     def work(config: DocktorConfig) -> int:
-        status = asyncio.run(operate.resume(config, args.service, args.address))
+        status = asyncio.run(operate.resume(config, args.service, args.address, args.timeout))
         replicas = "?" if status.replicas is None else status.replicas
         print(f"resumed {args.service}: automatic decisions apply again (replicas {replicas})")
         return EXIT_OK
@@ -195,7 +195,9 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
     def work(config: DocktorConfig) -> int:
         decision = asyncio.run(
-            operate.scale(config, args.service, args.replicas, args.reason, args.address)
+            operate.scale(
+                config, args.service, args.replicas, args.reason, args.address, args.timeout
+            )
         )
         print(
             f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
@@ -224,7 +226,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
 
     def work(config: DocktorConfig) -> int:
         pending = asyncio.run(
-            operate.verdict(config, args.service, approve, args.reason, args.address)
+            operate.verdict(config, args.service, approve, args.reason, args.address, args.timeout)
         )
         change = f"{args.service} {pending.current_replicas} -> {pending.target_replicas}"
         if approve:
@@ -252,6 +254,20 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
             parser.add_argument("service", metavar="SERVICE", help="a service of the config")
         return parser
 
+    def update_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        """A command that changes the loop through an update, and so waits for its answer."""
+        from docktor.control import UPDATE_TIMEOUT
+
+        parser = operate_parser(name, help_text)
+        parser.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=UPDATE_TIMEOUT,
+            metavar="S",
+            help=f"seconds to wait for the loop's answer (default {UPDATE_TIMEOUT:g})",
+        )
+        return parser
+
     status = operate_parser(
         "status", "one row per service: replicas, bounds, paused, last action", service=False
     )
@@ -274,14 +290,14 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--json", action="store_true", help="print a JSON list instead")
     explain.set_defaults(handler=cmd_explain)
 
-    pause = operate_parser("pause", "stop applying automatic decisions (it still observes)")
+    pause = update_parser("pause", "stop applying automatic decisions (it still observes)")
     pause.add_argument("--reason", default="", metavar="R", help="why, shown by status")
     pause.set_defaults(handler=cmd_pause)
 
-    resume = operate_parser("resume", "apply automatic decisions again")
+    resume = update_parser("resume", "apply automatic decisions again")
     resume.set_defaults(handler=cmd_resume)
 
-    scale = operate_parser("scale", "set the replica count now, within the bounds")
+    scale = update_parser("scale", "set the replica count now, within the bounds")
     scale.add_argument("replicas", type=int, metavar="N", help="the replica count")
     scale.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
     scale.set_defaults(handler=cmd_scale)
@@ -290,9 +306,20 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     nudge.set_defaults(handler=cmd_nudge)
 
     for name, what in (("approve", "apply"), ("reject", "drop")):
-        verdict = operate_parser(name, f"{what} the scale decision awaiting approval")
+        verdict = update_parser(name, f"{what} the scale decision awaiting approval")
         verdict.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
         verdict.set_defaults(handler=cmd_verdict)
+
+
+def _seconds(text: str) -> float:
+    """--timeout: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
 
 
 # ---- wiring ----------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ async def loop_decisions(
 # ---- operating a running loop (docktor status / explain / pause / scale / ...) ----------------
 
 # Imported here rather than at the top so that this section stays a pure addition to the module.
+import asyncio  # noqa: E402
 from datetime import timedelta  # noqa: E402
 from typing import TypeVar  # noqa: E402
 
@@ -122,6 +123,10 @@ T = TypeVar("T")
 # How long a query or the acceptance of an update may take. A loop whose worker is down never
 # answers; without a deadline the command would hang instead of saying so.
 ANSWER_TIMEOUT = timedelta(seconds=10)
+# How long an update (pause, scale, approve, ...) may take in all, acceptance and result, unless
+# the caller says otherwise: a scale that stops replicas rightly takes some seconds, but a loop
+# whose worker is gone never answers.
+UPDATE_TIMEOUT = 30.0
 
 
 class LoopNotAnswering(Exception):
@@ -158,7 +163,7 @@ async def _query(
         return await handle.query(query, *args, result_type=result_type, rpc_timeout=ANSWER_TIMEOUT)
     except RPCError as exc:
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise LoopNotAnswering(_not_answering(config, service)) from None
+            raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None
         raise
 
 
@@ -169,25 +174,36 @@ async def send_update(
     update: str,
     arg: object | None,
     result_type: type[T],
+    timeout: float = UPDATE_TIMEOUT,
 ) -> T:
-    """Run one of the loop's updates. A refusal by its validator surfaces as
-    WorkflowUpdateFailedError (the reason in `.cause`), for the caller to word.
-
-    Waits with a deadline only for the update to be accepted: what follows (a scale that starts
-    replicas) may rightly take minutes, but a loop that never accepts has no worker."""
+    """Run one of the loop's updates, waiting at most `timeout` seconds for its result. A
+    refusal by its validator surfaces as WorkflowUpdateFailedError (the reason in `.cause`),
+    for the caller to word; no answer in time is LoopNotAnswering."""
     handle = await running_handle(client, config, service)
     args = [] if arg is None else [arg]
+    deadline = timedelta(seconds=timeout)
+    update_handle = None
     try:
-        update_handle = await handle.start_update(
-            update,
-            *args,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-            result_type=result_type,
-            rpc_timeout=ANSWER_TIMEOUT,
-        )
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise LoopNotAnswering(_not_answering(config, service)) from None
-    return await update_handle.result()
+        # One deadline for the whole exchange, not per call: the SDK sends the update again for
+        # as long as the server reports it only admitted, and then polls for the result without
+        # limit, so a loop whose worker died after accepting would be waited for for ever.
+        async with asyncio.timeout(timeout):
+            update_handle = await handle.start_update(
+                update,
+                *args,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=result_type,
+                rpc_timeout=deadline,
+            )
+            return await update_handle.result(rpc_timeout=deadline)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # The SDK turns the timeout's cancellation into its own error, hence both.
+        if update_handle is None:
+            raise LoopNotAnswering(_not_answering(config, service, deadline)) from None
+        raise LoopNotAnswering(
+            f"the loop for service '{service}' accepted the request but has not finished it "
+            f"within {timeout:g}s; it may still do so (see `docktor status`)"
+        ) from None
 
 
 async def send_nudge(client: Client, config: DocktorConfig, service: str) -> None:
@@ -195,9 +211,9 @@ async def send_nudge(client: Client, config: DocktorConfig, service: str) -> Non
     await handle.signal("nudge")
 
 
-def _not_answering(config: DocktorConfig, service: str) -> str:
+def _not_answering(config: DocktorConfig, service: str, waited: timedelta) -> str:
     return (
-        f"the loop for service '{service}' did not answer within "
-        f"{ANSWER_TIMEOUT.total_seconds():.0f}s (is a worker running on task queue "
+        f"the loop for service '{service}' has not answered within "
+        f"{waited.total_seconds():g}s (is a worker running on task queue "
         f"'{config.temporal.task_queue}'?)"
     )

@@ -14,6 +14,11 @@ _TAIL_BYTES = 256 * 1024
 
 
 def decision_key(decision: Decision) -> str:
+    """What tells a retried write of a decision from a new one. The sequence restarts at 1 when
+    a loop is stopped and started again under the same workflow id, so the chain's first run id
+    is part of the key (decisions made before it was recorded keep their old key)."""
+    if decision.first_run_id:
+        return f"{decision.workflow_id}#{decision.first_run_id}#{decision.sequence}"
     return f"{decision.workflow_id}#{decision.sequence}"
 
 

@@ -111,6 +111,10 @@ class Decision(BaseModel):
     sequence: int = 0
     workflow_id: str = ""
     run_id: str = ""
+    # The first run of this loop's chain of runs (it survives continue-as-new; a stop and a new
+    # start begin a new chain, whose sequence starts again at 1). With `sequence` it names a
+    # decision uniquely for the decision log. Empty in decisions made before it existed.
+    first_run_id: str = ""
 
 
 class PendingApproval(BaseModel):

@@ -296,6 +296,7 @@ async def pause(
     service: str,
     reason: str = "",
     address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> LoopStatus:
     request = PauseRequest(reason=reason, by=by or operator())
@@ -304,20 +305,24 @@ async def pause(
         address,
         service,
         "pause",
-        lambda c: control.send_update(c, config, service, "pause", request, LoopStatus),
+        lambda c: control.send_update(c, config, service, "pause", request, LoopStatus, timeout),
         by,
     )
 
 
 async def resume(
-    config: DocktorConfig, service: str, address: str | None = None, by: str | None = None
+    config: DocktorConfig,
+    service: str,
+    address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
+    by: str | None = None,
 ) -> LoopStatus:
     return await _update(
         config,
         address,
         service,
         "resume",
-        lambda c: control.send_update(c, config, service, "resume", None, LoopStatus),
+        lambda c: control.send_update(c, config, service, "resume", None, LoopStatus, timeout),
         by,
     )
 
@@ -328,6 +333,7 @@ async def scale(
     replicas: int,
     reason: str = "",
     address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> Decision:
     request = ManualScale(replicas=replicas, reason=reason, by=by or operator())
@@ -336,7 +342,7 @@ async def scale(
         address,
         service,
         "scale",
-        lambda c: control.send_update(c, config, service, "scale_to", request, Decision),
+        lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
         by,
     )
 
@@ -355,6 +361,7 @@ async def verdict(
     approve: bool,
     reason: str = "",
     address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> PendingApproval:
     verb = "approve" if approve else "reject"
@@ -364,7 +371,7 @@ async def verdict(
         address,
         service,
         verb,
-        lambda c: control.send_update(c, config, service, verb, request, PendingApproval),
+        lambda c: control.send_update(c, config, service, verb, request, PendingApproval, timeout),
         by,
     )
 

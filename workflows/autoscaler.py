@@ -84,6 +84,9 @@ class ServiceAutoscaler:
         self.scaling = asyncio.Lock()
         # Bumped by every manual scale; the loop drops a proposal made before one.
         self.manual_epoch = 0
+        # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
+        # iteration finish and record its scale first, and no new manual scale is accepted.
+        self.stopping = False
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -93,10 +96,12 @@ class ServiceAutoscaler:
         try:
             for _ in range(request.iterations_per_run):
                 await self.iterate()
-                if workflow.info().is_continue_as_new_suggested():
+                if self.stopping or workflow.info().is_continue_as_new_suggested():
                     break
                 await self.wait_for_next_tick()
         except asyncio.CancelledError:
+            self.stopping = True
+        if self.stopping:
             await self.stop()
             return self.status()
         # Handlers may still be running (an update in flight); let them finish so nothing is
@@ -290,19 +295,17 @@ class ServiceAutoscaler:
         try:
             result = await asyncio.shield(handle)
         except asyncio.CancelledError:
-            await self._settle(handle)
-            raise
+            # The loop is being cancelled (only the run's own task is): the scale goes on to
+            # its end and is recorded like any other; run() then stops the loop.
+            self.stopping = True
+            try:
+                result = await handle
+            except ActivityError as err:
+                return current, f"scaling to {target} failed: {_cause(err)}"
         except ActivityError as err:
             return current, f"scaling to {target} failed: {_cause(err)}"
         self.state.note_scale(workflow.now(), current, result.replicas)
         return result.replicas, None
-
-    async def _settle(self, handle: asyncio.Future) -> None:
-        try:
-            result = await handle
-            self.state.replicas = result.replicas
-        except ActivityError:
-            pass
 
     async def record(
         self,
@@ -330,6 +333,7 @@ class ServiceAutoscaler:
             sequence=self.state.decision_count,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
+            first_run_id=info.first_execution_run_id,
         )
         self.state.remember(decision)
         self._publish_decision(decision)
@@ -364,6 +368,9 @@ class ServiceAutoscaler:
 
     async def stop(self) -> None:
         """Graceful end: one final `stopped` decision, recorded like every other."""
+        # A cancel cancels the run's task only: an operator's scale_to may still be scaling.
+        # Let it finish and record its `manual` decision, so `stopped` tells the count that runs.
+        await workflow.wait_condition(workflow.all_handlers_finished)
         current = self.state.replicas if self.state.replicas is not None else 0
         self.state.iteration += 1
         await self.record(
@@ -490,6 +497,8 @@ class ServiceAutoscaler:
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
+        if self.stopping:
+            raise ValueError(f"the loop for {self.spec.name} is stopping")
         low, high = self.spec.min_replicas, self.spec.max_replicas
         if not low <= request.replicas <= high:
             raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")

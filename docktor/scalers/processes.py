@@ -6,6 +6,15 @@ that restarts finds the replicas its predecessor started and can stop them. Each
 holds a fingerprint of the process (boot id + start time), because a bare pid can belong to an
 unrelated process after a reboot or a long time: docktor must never signal a stranger.
 
+A start is announced before it happens: `<state_dir>/replica-<n>.starting` holds a random start
+id that the replica also gets in its environment (`DOCKTOR_START_ID`). A worker killed after
+starting a replica but before writing its pid file leaves that intent behind; the next call
+looks the start id up in /proc/<pid>/environ and adopts the replica instead of starting a second
+replica n beside it (a scale_to is retried after a crash, and must find what the first attempt
+started). Within one worker the per-state-dir lock keeps a reader from seeing an intent whose
+start is still under way; a second worker process serving the same service could, in that
+millisecond, take the intent for spent, which matters only if the first worker then dies too.
+
 Output of replica n is appended to `<state_dir>/replica-<n>.log`.
 
 POSIX only (signals, sessions); the fingerprint reads /proc on Linux and falls back to `ps`
@@ -24,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +43,9 @@ from docktor.config import ServiceSpec
 from docktor.scalers.base import ScalerConfigError
 
 PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
+INTENT_FILE_RE = re.compile(r"^replica-(\d+)\.starting$")
+# The environment variable that carries a replica's start id (see the module docstring).
+START_ID_VAR = "DOCKTOR_START_ID"
 # How often a stop checks whether the replica has gone; short enough that a 10 -> 1 scale-down
 # returns promptly after the grace period, long enough to cost nothing.
 POLL_INTERVAL = 0.05
@@ -138,6 +151,33 @@ def _is_running(pid: int, expected: str) -> bool:
         # reaps it when it gets round to it.
         return False
     return f"{_boot_id()}:{stat[1]}" == expected
+
+
+def _find_started(start_id: str) -> int | None:
+    """The live process whose environment carries this start id, None when there is none.
+
+    The replica's own children inherit its environment, so the one that leads its process group
+    (every replica starts a session of its own) is the replica. Linux only: without /proc a
+    replica orphaned mid-start is not found (and a retry starts another)."""
+    marker = f"{START_ID_VAR}={start_id}".encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    for pid in found:
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                return pid
+    return None
 
 
 # ---- pid files ------------------------------------------------------------------------------
@@ -264,11 +304,25 @@ class ProcessScaler:
     def _pid_file(self, replica: int) -> Path:
         return self.state_dir / f"replica-{replica}.pid"
 
+    def _intent_file(self, replica: int) -> Path:
+        return self.state_dir / f"replica-{replica}.starting"
+
+    def _write_pid_file(self, record: PidRecord) -> None:
+        # Write then rename so a concurrent reader never sees half a pid file.
+        pid_file = self._pid_file(record.replica)
+        tmp = pid_file.with_name(pid_file.name + ".tmp")
+        tmp.write_text(record.to_json())
+        os.replace(tmp, pid_file)
+
     def _live(self) -> dict[int, PidRecord]:
         """Live replicas by number; pid files of dead or foreign processes are removed."""
         self._ensure_state_dir()
         live: dict[int, PidRecord] = {}
+        intents: dict[int, Path] = {}
         for path in self.state_dir.iterdir():
+            if intent := INTENT_FILE_RE.match(path.name):
+                intents[int(intent.group(1))] = path
+                continue
             match = PID_FILE_RE.match(path.name)
             if not match:
                 continue
@@ -281,12 +335,56 @@ class ProcessScaler:
                 live[replica] = record
             else:
                 path.unlink(missing_ok=True)
+        for replica, path in intents.items():
+            if replica not in live and (record := self._adopt(replica, path)) is not None:
+                live[replica] = record
+            # Adopted, or the start never happened (or died): either way the intent is spent.
+            path.unlink(missing_ok=True)
         return live
+
+    def _adopt(self, replica: int, intent: Path) -> PidRecord | None:
+        """The replica a killed worker started from this intent, now with its pid file."""
+        try:
+            data: dict[str, Any] = json.loads(intent.read_text())
+            start_id = str(data["start_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        pid = _find_started(start_id)
+        if pid is None:
+            return None
+        stamp = fingerprint(pid)
+        if stamp is None or not _is_running(pid, stamp):
+            return None
+        record = PidRecord(
+            replica=replica,
+            pid=pid,
+            fingerprint=stamp,
+            command=[str(a) for a in data.get("command", [])],
+            started_at=float(data.get("started_at", time.time())),
+        )
+        self._write_pid_file(record)
+        return record
 
     def _start(self, replica: int, program: str) -> PidRecord:
         assert self.spec.command  # _program() checked it
         argv = [program, *self.spec.command[1:]]
         log_path = self.state_dir / f"replica-{replica}.log"
+        # The intent first: a worker killed between the start and the pid file leaves this
+        # behind, and the next call adopts the replica by its start id (see _live).
+        start_id = uuid.uuid4().hex
+        started_at = time.time()
+        intent = self._intent_file(replica)
+        intent.write_text(
+            json.dumps({"start_id": start_id, "command": argv, "started_at": started_at})
+        )
+        try:
+            return self._spawn(replica, argv, log_path, start_id, started_at)
+        finally:
+            intent.unlink(missing_ok=True)
+
+    def _spawn(
+        self, replica: int, argv: list[str], log_path: Path, start_id: str, started_at: float
+    ) -> PidRecord:
         with open(log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"--- docktor: starting replica {replica} at {stamp}\n".encode())
@@ -294,7 +392,7 @@ class ProcessScaler:
             try:
                 child = subprocess.Popen(
                     argv,
-                    env=self._env(replica),
+                    env={**self._env(replica), START_ID_VAR: start_id},
                     cwd=self.spec.workdir or None,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -320,13 +418,9 @@ class ProcessScaler:
             pid=child.pid,
             fingerprint=fingerprint(child.pid) or "gone",
             command=argv,
-            started_at=time.time(),
+            started_at=started_at,
         )
-        # Write then rename so a concurrent reader never sees half a pid file.
-        pid_file = self._pid_file(replica)
-        tmp = pid_file.with_name(pid_file.name + ".tmp")
-        tmp.write_text(record.to_json())
-        os.replace(tmp, pid_file)
+        self._write_pid_file(record)
         return record
 
     async def _stop(self, record: PidRecord) -> None:

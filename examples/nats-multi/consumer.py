@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
 
 import nats
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
@@ -36,6 +38,11 @@ ACK_WAIT_SECONDS = 30.0
 # withholding messages (which would look like backlog and mislead the autoscaler).
 MAX_ACK_PENDING = 1000
 REPORT_EVERY_SECONDS = 5.0
+# Between reconnect attempts while the server is away; the client keeps trying until stopped,
+# since a replica that gave up would have to be restarted by hand after an outage.
+RECONNECT_WAIT_SECONDS = 2.0
+# At the end, how long to wait for the server to confirm the last acks before closing anyway.
+FLUSH_TIMEOUT_SECONDS = 2.0
 STREAM_MAX_AGE_SECONDS = 3600.0  # keep in step with producer.py
 
 
@@ -121,6 +128,55 @@ async def ensure_consumer(js: JetStreamContext, stream: str, durable: str, subje
         await js.consumer_info(stream, durable)
 
 
+def problem(exc: BaseException) -> str:
+    """An error as one line: its type and message (the message may be empty or span lines)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def connect(url: str, replica: str, log: str, stop: asyncio.Event) -> NATS:
+    """A connection that reconnects for as long as the replica runs, reporting each problem
+    in one line (the client's default error callback logs a traceback per failed attempt)."""
+
+    async def on_error(exc: Exception) -> None:
+        print(f"{log} nats: {problem(exc)}", flush=True)
+
+    async def on_disconnect() -> None:
+        if not stop.is_set():  # closing at the end disconnects too: not worth a line
+            print(f"{log} disconnected from {url}; reconnecting", flush=True)
+
+    async def on_reconnect() -> None:
+        print(f"{log} reconnected to {url}", flush=True)
+
+    return await nats.connect(
+        url,
+        name=f"docktor-example-consumer-{replica}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=RECONNECT_WAIT_SECONDS,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    """Wait a moment before trying again, but not a moment longer once asked to stop."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def close(nc: NATS) -> None:
+    """Get the acks written so far to the server when it is there, then close at once.
+
+    Not drain(): while the server is away it refuses (or waits up to its 30 s timeout), and a
+    replica asked to stop must stop. An ack that does not reach the server is no loss: that
+    message is redelivered after ack_wait."""
+    if nc.is_connected:
+        with contextlib.suppress(NatsError, asyncio.TimeoutError, OSError):
+            await nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+    await nc.close()
+
+
 async def run(args: argparse.Namespace) -> int:
     replica = os.environ.get("DOCKTOR_REPLICA", "0")
     log = f"[consumer {replica}]"
@@ -129,7 +185,7 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    nc = await nats.connect(args.url, name=f"docktor-example-consumer-{replica}")
+    nc = await connect(args.url, replica, log, stop)
     js = nc.jetstream()
     await ensure_stream(js, args.stream, args.subject, log)
     await ensure_consumer(js, args.stream, args.durable, args.subject)
@@ -144,20 +200,34 @@ async def run(args: argparse.Namespace) -> int:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(args.batch, timeout=FETCH_TIMEOUT_SECONDS)
-            except NatsTimeoutError:
-                msgs = []  # an empty queue is the normal idle state, not an error
-            for index, msg in enumerate(msgs):
-                if stop.is_set():
-                    # Stopping: hand the rest of the batch back at once, so another replica
-                    # takes it now rather than after ack_wait.
-                    for rest in msgs[index:]:
-                        await rest.nak()
-                    handed_back += len(msgs) - index
-                    break
-                # Stands in for real work; the message finishes even if SIGTERM arrives now.
-                await asyncio.sleep(work_seconds)
-                await msg.ack()
-                done += 1
+            except TimeoutError:
+                # Nothing came within the pull's timeout: an empty queue (the normal idle
+                # state) or a server that is away, which the connection callbacks report. The
+                # client raises its own TimeoutError or, near the deadline, asyncio's plain one.
+                msgs = []
+            except (NatsError, OSError) as exc:
+                # The connection callbacks have reported an outage once already, so only a
+                # problem on a live connection gets its own line.
+                if nc.is_connected:
+                    print(f"{log} fetch failed: {problem(exc)}", flush=True)
+                await pause_unless_stopped(stop, FETCH_TIMEOUT_SECONDS)
+                continue
+            try:
+                for index, msg in enumerate(msgs):
+                    if stop.is_set():
+                        # Stopping: hand the rest of the batch back at once, so another
+                        # replica takes it now rather than after ack_wait.
+                        for rest in msgs[index:]:
+                            await rest.nak()
+                        handed_back += len(msgs) - index
+                        break
+                    # Stands in for real work; the message finishes even if SIGTERM arrives now.
+                    await asyncio.sleep(work_seconds)
+                    await msg.ack()
+                    done += 1
+            except (NatsError, OSError) as exc:
+                # Lost the server mid-batch: the unacked rest comes back after ack_wait.
+                print(f"{log} ack failed: {problem(exc)}", flush=True)
 
             now = time.monotonic()
             if now - reported_at >= REPORT_EVERY_SECONDS:
@@ -165,9 +235,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"{log} processed {done} ({rate:.1f} msg/s)", flush=True)
                 reported_at, done_at_report = now, done
     finally:
-        # drain() flushes the acks and naks written above before the connection closes;
-        # close() could drop them and cause needless redeliveries.
-        await nc.drain()
+        await close(nc)
         print(f"{log} stopped after {done} messages ({handed_back} handed back)", flush=True)
     return 0
 

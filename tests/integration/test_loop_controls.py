@@ -8,17 +8,19 @@ tests' own (tests/workflow/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from docktor.config import LLMSpec
 from docktor.embedded import EmbeddedTemporal
-from docktor.model import ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.model import Decision, ManualScale, PauseRequest, SpecUpdate, Verdict
 from tests.workflow.conftest import (
     ScriptedWorld,
     decisions_after,
@@ -199,3 +201,76 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
     assert world.replicas == 3
     await handle.cancel()
     await handle.result()  # stopped for good: no later test's worker serves it
+
+
+# ---- cancellation while a scale is in flight -------------------------------------------------
+
+
+async def cancel_taken(handle: WorkflowHandle) -> bool:
+    """The worker has handled the cancel request: a workflow task completed after it."""
+    events = [event.event_type async for event in handle.fetch_history_events()]
+    requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    if requested not in events:
+        return False
+    after = events[events.index(requested) :]
+    return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after
+
+
+def recorded(world: ScriptedWorld, handle: WorkflowHandle) -> list[tuple[str, int, int]]:
+    """The loop's decisions as its record activity got them: (action, from, to)."""
+    mine: list[Decision] = [d for d in world.recorded if d.workflow_id == handle.id]
+    return [(d.action, d.current_replicas, d.target_replicas) for d in mine]
+
+
+async def test_cancel_during_a_manual_scale_waits_for_it_and_records_it(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    handle = await start(env.client, service_spec(check_interval=TICK))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    world.apply_gate = asyncio.Event()
+    update = await handle.start_update(
+        ServiceAutoscaler.scale_to,
+        ManualScale(replicas=4, reason="sale", by="ana"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+
+    async def scaling() -> bool:
+        return world.applying > 0
+
+    await until(env, scaling, step_seconds=POLL)
+    await handle.cancel()
+    await until(env, lambda: cancel_taken(handle), step_seconds=POLL)
+    # While it stops, a stopping loop takes no new scale.
+    assert "is stopping" in await refusal(
+        handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=2))
+    )
+    world.apply_gate.set()
+
+    # The operator is told what happened: the scale went through.
+    manual = await asyncio.wait_for(update.result(), 30)
+    assert (manual.action, manual.current_replicas, manual.target_replicas) == ("manual", 1, 4)
+    final = await asyncio.wait_for(handle.result(), 30)
+    assert final.replicas == 4 == world.replicas
+    assert recorded(world, handle)[-2:] == [("manual", 1, 4), ("stopped", 4, 4)]
+
+
+async def test_cancel_during_the_loops_own_scale_records_the_scale_then_stopped(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900
+    world.apply_gate = asyncio.Event()
+    handle = await start(env.client, service_spec(check_interval=TICK))
+
+    async def scaling() -> bool:
+        return world.applying > 0
+
+    await until(env, scaling, step_seconds=POLL)
+    await handle.cancel()
+    await until(env, lambda: cancel_taken(handle), step_seconds=POLL)
+    world.apply_gate.set()
+
+    final = await asyncio.wait_for(handle.result(), 30)
+    assert final.replicas == 3 == world.replicas
+    assert recorded(world, handle) == [("scale_up", 1, 3), ("stopped", 3, 3)]
+    decisions = await handle.query(ServiceAutoscaler.decisions, 10)
+    assert [d.sequence for d in decisions] == [1, 2]

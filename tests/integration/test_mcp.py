@@ -25,7 +25,7 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from helpers import async_wait_for, serving_loops, stop_loop_within, wait_for
+from helpers import IDLE_COMMAND, async_wait_for, serving_loops, stop_loop_within, wait_for
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -40,7 +40,6 @@ from docktor.scalers.processes import ProcessScaler
 
 pytestmark = pytest.mark.integration
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 BACKLOG = 500
 READ_ONLY = {
     "list_services",
@@ -57,7 +56,7 @@ def service(name: str, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": name,
         "backend": "processes",
-        "command": SLEEPER,
+        "command": IDLE_COMMAND,
         "min_replicas": 1,
         "max_replicas": 4,
         # Only the first iteration and the test's nudges decide anything.

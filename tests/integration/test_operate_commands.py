@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import async_wait_for, stop_loop_within
+from helpers import async_wait_for, serving_loops, stop_loop_within
+from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -33,7 +35,7 @@ from docktor.config import DocktorConfig, load_config
 from docktor.control import loop_status, start_loop, stop_loop
 from docktor.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
-from docktor.model import Decision, LoopStatus, Provenance
+from docktor.model import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
 from docktor.scalers.processes import ProcessScaler
 from docktor.views import mattered, model_label
 from workflows import ServiceAutoscaler
@@ -394,6 +396,100 @@ async def test_failures_are_one_clear_line(make_stack: StackFactory) -> None:
     assert unreachable.stderr.startswith(f"error: cannot reach Temporal at {nowhere}")
     assert len(unreachable.stderr.splitlines()) == 1
     assert (await stack.run("scale", "consumer", "2", "--address", nowhere)).returncode == 1
+
+
+async def test_updates_without_a_worker_say_the_loop_has_not_answered(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    # The loop ran on a worker that has gone away since: the update is never accepted. The
+    # command must give up after its deadline with one line, not wait for ever.
+    tag = uuid.uuid4().hex[:8]
+    document = {
+        "project": f"op-{tag}",
+        "journal": "decisions.jsonl",
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-gone-{tag}"},
+        "services": [service("consumer", check_interval="1h")],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    async with serving_loops(config) as client:
+        stack = Stack(config, path, client)
+        await stack.start("consumer")
+        await stack.settled("consumer")
+    stack.client = await connect(config)
+    try:
+        for args in (("scale", "consumer", "2"), ("pause", "consumer")):
+            began = time.monotonic()
+            result = await stack.run(*args, "--timeout", "2")
+            took = time.monotonic() - began
+            assert result.returncode == 1, (args, result.stderr)
+            assert result.stderr == (
+                "error: the loop for service 'consumer' has not answered within 2s "
+                f"(is a worker running on task queue '{config.temporal.task_queue}'?)\n"
+            )
+            assert took < 15, f"docktor {' '.join(args)} took {took:.1f}s"
+    finally:
+        handle = stack.client.get_workflow_handle(config.workflow_id("consumer"))
+        await handle.terminate(reason="test teardown: its worker is gone")
+        await stack.scaler("consumer").stop_all()
+
+
+class StuckApply:
+    """An `apply` that does not return until released: a scale that never finishes, as when
+    the worker that accepted an update dies in the middle of it."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    @activity.defn(name="apply")
+    async def apply(self, request: ApplyInput) -> ApplyResult:
+        self.calls += 1
+        await self.release.wait()
+        return ApplyResult(replicas=request.target_replicas)
+
+
+async def test_an_update_accepted_but_never_finished_is_given_up_on(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    document = {
+        "project": f"op-{tag}",
+        "journal": "decisions.jsonl",
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-stuck-{tag}"},
+        "services": [service("consumer", check_interval="1h")],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    client = await connect(config)
+    real, stuck = LoopActivities(), StuckApply()
+    worker = Worker(
+        client,
+        task_queue=config.temporal.task_queue,
+        workflows=[ServiceAutoscaler],
+        activities=[real.observe, real.evaluate, real.advise, stuck.apply, real.record],
+    )
+    stack = Stack(config, path, client)
+    async with worker:
+        await stack.start("consumer")
+
+        async def applying() -> bool:
+            return stuck.calls > 0  # the loop's own 0 -> 1 hangs, so will the operator's
+
+        await async_wait_for(applying, 30, "the loop's first scale")
+        try:
+            result = await stack.run("scale", "consumer", "3", "--timeout", "2")
+            assert result.returncode == 1, result.stderr
+            assert result.stderr == (
+                "error: the loop for service 'consumer' accepted the request but has not "
+                "finished it within 2s; it may still do so (see `docktor status`)\n"
+            )
+        finally:
+            stuck.release.set()
+            await stack.stop("consumer")
+    await real.close()
 
 
 async def test_explain_falls_back_to_the_decision_log(make_stack: StackFactory) -> None:

@@ -6,12 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import IO
 
 import yaml
-from helpers import wait_for
+from helpers import async_wait_for, wait_for
 
+from docktor.client import connect
+from docktor.config import load_config
+from docktor.control import loop_decisions, start_loop
 from docktor.embedded import EmbeddedTemporal, free_port
+from docktor.scalers.processes import ProcessScaler
 
 REPO = Path(__file__).parents[2]
 
@@ -28,14 +34,16 @@ def write_config(tmp_path: Path, temporal: EmbeddedTemporal, llm: dict[str, obje
     return path
 
 
-def run_worker(config: Path, **env: str) -> subprocess.Popen[str]:
+def run_worker(config: Path, output: IO[str] | None = None, **env: str) -> subprocess.Popen[str]:
+    """`python -m worker`; its output (stdout and stderr) to a pipe, or to `output` when the
+    test lets it run long enough to fill a pipe nobody reads."""
     environment = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     environment.update(env)
     return subprocess.Popen(
         [sys.executable, "-m", "worker", "--config", str(config)],
         cwd=REPO,
         env=environment,
-        stdout=subprocess.PIPE,
+        stdout=output if output is not None else subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -95,3 +103,67 @@ def test_invalid_config_exits_2_with_the_field(tmp_path: Path) -> None:
     output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 2
     assert "services[0].max_replicas" in output and "Traceback" not in output
+
+
+async def test_retried_observe_failures_are_one_line_each_with_the_traceback_at_debug(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    # NATS is down (nothing listens at the queue's URL): every observe attempt fails and is
+    # retried. An outage is expected: one line per failure, no traceback, unless asked for.
+    nats_url = f"nats://127.0.0.1:{free_port()}"
+    document = {
+        "project": f"outage-{uuid.uuid4().hex[:6]}",
+        "state_dir": str(tmp_path / "state"),
+        "journal": str(tmp_path / "decisions.jsonl"),
+        "temporal": {"address": temporal_dev.address, "task_queue": "docktor-outage"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": ["sleep", "600"],
+                "check_interval": "1s",
+                "queue": {"kind": "nats", "url": nats_url, "stream": "JOBS", "consumer": "w"},
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    client = await connect(config)
+
+    async def decisions() -> int:
+        return len(await loop_decisions(client, config, "consumer", tail=50))
+
+    async def serve(level: str, iterations: int) -> str:
+        """Run the worker at this log level for a few more decisions; what it logged."""
+        log = tmp_path / f"worker-{level}.log"
+        with log.open("w") as output:
+            worker = run_worker(path, output, DOCKTOR_LOG_LEVEL=level)
+            try:
+                before = await decisions()
+
+                async def more() -> bool:
+                    # Each iteration fails twice before it goes on without the metrics.
+                    return await decisions() >= before + iterations
+
+                await async_wait_for(more, 60, f"{iterations} decisions at log level {level}")
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(timeout=60) == 0
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+        return log.read_text()
+
+    await start_loop(client, config, config.services[0])
+    try:
+        info = await serve("INFO", iterations=2)
+        failures = [line for line in info.splitlines() if nats_url in line]
+        assert len(failures) >= 4, info
+        assert "Traceback" not in info
+        # One line each: nothing in the log continues a line (as a traceback's lines do).
+        assert not [line for line in info.splitlines() if line[:1].isspace()], info
+        assert "Traceback" in await serve("DEBUG", iterations=1)
+    finally:
+        handle = client.get_workflow_handle(config.workflow_id("consumer"))
+        await handle.terminate(reason="test teardown")
+        await ProcessScaler(config.services[0], project=config.project or "").stop_all()

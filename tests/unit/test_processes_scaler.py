@@ -256,6 +256,51 @@ async def test_new_scaler_adopts_replicas_of_a_previous_worker(replicas: Replica
     assert replicas.pid_files() == {}
 
 
+async def test_replica_of_a_worker_killed_before_its_pid_file_is_adopted_not_doubled(
+    replicas: Replicas,
+) -> None:
+    # A real worker SIGKILLed at the worst moment: its replica has started (Popen returned)
+    # but no pid file says so yet. The retried scale must find that replica, not start a
+    # second replica 1 beside it.
+    spec = replicas.spec(grace=5.0)
+    killed_worker = (
+        "import asyncio, os, signal, subprocess, sys\n"
+        "from docktor.config import ServiceSpec\n"
+        "from docktor.scalers.processes import ProcessScaler\n"
+        "class Popen(subprocess.Popen):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        super().__init__(*args, **kwargs)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "subprocess.Popen = Popen\n"
+        "spec = ServiceSpec.model_validate_json(sys.argv[1])\n"
+        "asyncio.run(ProcessScaler(spec).scale_to(1))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", killed_worker, spec.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    orphan = await wait_for(lambda: list(replicas.seen()), message="the orphan to announce itself")
+    assert len(orphan) == 1 and replicas.pid_files() == {}
+
+    scaler = ProcessScaler(spec)
+    assert await scaler.replicas() == 1
+    assert await scaler.scale_to(1) == 1
+    assert replicas.live_by_replica() == {1: orphan[0]}
+    assert await scaler.scale_to(2) == 2
+    live = replicas.live_by_replica()
+    assert sorted(live) == [1, 2]
+    await wait_seen(replicas, set(live.values()))
+    # Only the new replica 2 started: one replica 1 ever ran.
+    assert sorted(seen["replica"] for seen in replicas.seen().values()) == ["1", "2"]
+
+    assert await scaler.scale_to(0) == 0
+    assert not alive(orphan[0])
+
+
 async def test_replica_ignoring_sigterm_is_killed_after_the_grace_period(
     replicas: Replicas,
 ) -> None:

@@ -7,6 +7,7 @@ test double stands in for a load the test cannot produce. The evaluate step is t
 
 from __future__ import annotations
 
+import asyncio
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,9 @@ class ScriptedWorld:
         self.apply_failures_left = 0
         self.observe_attempts = 0
         self.apply_calls: list[int] = []
+        # Set to hold every apply until the test sets the event: a scale in flight.
+        self.apply_gate: asyncio.Event | None = None
+        self.applying = 0
         self.recorded: list[Decision] = []
 
     @activity.defn(name="observe")
@@ -60,6 +64,12 @@ class ScriptedWorld:
     @activity.defn(name="apply")
     async def apply(self, request: ApplyInput) -> ApplyResult:
         self.apply_calls.append(request.target_replicas)
+        if self.apply_gate is not None:
+            self.applying += 1
+            try:
+                await self.apply_gate.wait()
+            finally:
+                self.applying -= 1
         if self.apply_error is not None:
             raise self.apply_error
         if self.apply_failures_left > 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from docktor.journal import decision_key
 from docktor.model import DECISION_RING
 from tests.workflow.conftest import ScriptedWorld, service_spec, start
 from workflows import ServiceAutoscaler
@@ -57,6 +58,9 @@ async def test_recent_decisions_and_cooldown_survive_continue_as_new(
     decisions = decisions[:12]
     assert [d.iteration for d in decisions] == list(range(1, 13))
     assert len({d.run_id for d in decisions}) >= 4  # 3 iterations per run
+    # One chain of runs: its first run names every decision, so the log's keys stay unique.
+    assert {d.first_run_id for d in decisions} == {handle.first_execution_run_id}
+    assert len({decision_key(d) for d in decisions}) == len(decisions)
     # The 40 s up-cooldown spans runs: scale-ups only every 8th 5 s tick, never two in a row.
     ups = [d.iteration for d in decisions if d.action == "scale_up"]
     assert ups[:2] == [1, 9]

@@ -1,0 +1,42 @@
+"""The decision log's idempotency key: a retry of one decision is written once, the same
+sequence number in another chain of runs (a loop stopped and started again) is a new line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from docktor.journal import append_decision, decision_key, read_decisions
+from docktor.model import Decision
+
+
+def _decision(**fields: object) -> Decision:
+    base: dict[str, object] = {
+        "timestamp": datetime(2025, 1, 1, tzinfo=UTC),
+        "service": "consumer",
+        "action": "hold",
+        "current_replicas": 1,
+        "target_replicas": 1,
+        "reason": "r",
+        "workflow_id": "docktor-shop-consumer",
+        "sequence": 1,
+    }
+    return Decision.model_validate({**base, **fields})
+
+
+def test_same_sequence_in_two_chains_is_two_lines_and_a_retry_is_none(tmp_path: Path) -> None:
+    journal = tmp_path / "decisions.jsonl"
+    first, second = _decision(first_run_id="run-a"), _decision(first_run_id="run-b")
+    assert append_decision(journal, first)
+    assert not append_decision(journal, first)  # a retried record activity
+    assert append_decision(journal, second)
+    assert [d.first_run_id for d in read_decisions(journal)] == ["run-a", "run-b"]
+
+
+def test_a_decision_from_before_the_chain_id_decodes_with_its_old_key() -> None:
+    old = '{"timestamp": "2025-01-01T00:00:00Z", "service": "consumer", "action": "hold",'
+    old += ' "current_replicas": 1, "target_replicas": 1, "reason": "r",'
+    old += ' "workflow_id": "docktor-shop-consumer", "sequence": 7}'
+    decision = Decision.model_validate_json(old)
+    assert decision.first_run_id == ""
+    assert decision_key(decision) == "docktor-shop-consumer#7"
