@@ -28,6 +28,7 @@ from docktor.config import DocktorConfig, parse_duration
 from docktor.journal import read_decisions
 from docktor.model import (
     Decision,
+    ForecastView,
     LoopState,
     LoopStatus,
     ManualScale,
@@ -345,6 +346,13 @@ async def scale(
         lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
         by,
     )
+
+
+async def forecast(config: DocktorConfig, service: str, address: str | None = None) -> ForecastView:
+    """What the running loop has learnt of its load's rhythm (a query: it changes nothing)."""
+    check_service(config, service)
+    client = await _connect(config, address)
+    return await _call(config, address, service, control.query_forecast(client, config, service))
 
 
 async def nudge(
