@@ -22,6 +22,7 @@ from docktor.exits import (  # the handlers return these codes
     leave,
     report_config_error,
 )
+from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
 
 
 class UsageError(Exception):
@@ -148,8 +149,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError("--tail must be at least 1")
 
     def work(config: DocktorConfig) -> int:
+        since = operate.parse_since(args.since, datetime.now(UTC)) if args.since else None
         explained = asyncio.run(
-            operate.collect_decisions(config, args.tail, args.service, args.address)
+            operate.collect_decisions(config, args.tail, args.service, args.address, since)
         )
         for note in explained.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -293,6 +295,9 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
         "--tail", type=int, default=10, metavar="N", help="how many decisions (default 10)"
     )
     explain.add_argument("--service", default=None, metavar="S", help="only this service")
+    explain.add_argument(
+        "--since", default=None, metavar="T", help="only decisions since T: 10m, 2h or an ISO time"
+    )
     explain.add_argument("--json", action="store_true", help="print a JSON list instead")
     explain.set_defaults(handler=cmd_explain)
 
@@ -443,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_operate_parsers(commands)
     register_bench(commands)
+    register_mcp(commands)
     return parser
 
 

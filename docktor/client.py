@@ -32,13 +32,18 @@ class TemporalUnreachable(Exception):
     pass
 
 
-async def connect(config: DocktorConfig, address: str | None = None) -> Client:
+async def connect(
+    config: DocktorConfig, address: str | None = None, identity: str | None = None
+) -> Client:
+    """`identity` names the caller in the history of every signal and update it sends (the
+    SDK's default is pid@host); `docktor mcp` passes `mcp:<client name>`."""
     target = address or config.temporal.address
     try:
         return await Client.connect(
             target,
             namespace=config.temporal.namespace,
             data_converter=pydantic_data_converter,
+            identity=identity,
         )
     except Exception as exc:  # the SDK raises RuntimeError for every connect failure
         raise TemporalUnreachable(

@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor import names
 from docktor.client import autoscaler_input, missing_search_attributes
 from docktor.config import DocktorConfig, ServiceSpec
-from docktor.model import Decision, ForecastView, LoopStatus, SpecUpdate
+from docktor.model import Decision, ForecastView, LoopState, LoopStatus, SpecUpdate
 
 WORKFLOW_NAME = names.WORKFLOW
 
@@ -136,23 +136,32 @@ class LoopNotAnswering(Exception):
 
 async def query_status(client: Client, config: DocktorConfig, service: str) -> LoopStatus:
     """`loop_status` with a deadline: a stalled worker is reported, not waited for."""
-    handle = await running_handle(client, config, service)
-    try:
-        return await handle.query("status", result_type=LoopStatus, rpc_timeout=ANSWER_TIMEOUT)
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None
-        raise
+    return await _query(client, config, service, names.STATUS, None, LoopStatus)
 
 
 async def query_decisions(
     client: Client, config: DocktorConfig, service: str, tail: int
 ) -> list[Decision]:
+    return await _query(client, config, service, names.DECISIONS, tail, list[Decision])
+
+
+async def query_loop_state(client: Client, config: DocktorConfig, service: str) -> LoopState:
+    """The loop's whole state (policy memory, last sample, last scales), read-only."""
+    return await _query(client, config, service, names.LOOP_STATE, None, LoopState)
+
+
+async def _query(
+    client: Client,
+    config: DocktorConfig,
+    service: str,
+    query: str,
+    arg: object | None,
+    result_type: type[T],
+) -> T:
     handle = await running_handle(client, config, service)
+    args = [] if arg is None else [arg]
     try:
-        return await handle.query(
-            "decisions", tail, result_type=list[Decision], rpc_timeout=ANSWER_TIMEOUT
-        )
+        return await handle.query(query, *args, result_type=result_type, rpc_timeout=ANSWER_TIMEOUT)
     except RPCError as exc:
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None

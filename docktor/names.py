@@ -19,6 +19,9 @@ RECORD = "record"
 # Queries, signals and updates of the workflow
 STATUS = "status"
 DECISIONS = "decisions"
+# The whole LoopState (policy memory, last sample, last scale times), read-only: a dry run
+# (`docktor mcp`'s what_if) decides from exactly what the loop's next iteration will see.
+LOOP_STATE = "loop_state"
 FORECAST = "forecast"
 NUDGE = "nudge"
 PAUSE = "pause"

@@ -13,26 +13,33 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from pydantic import BaseModel, Field
+from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from docktor import control
+from docktor import control, policy
 from docktor.client import TemporalUnreachable, connect
-from docktor.config import DocktorConfig
+from docktor.config import DocktorConfig, parse_duration
 from docktor.journal import read_decisions
 from docktor.model import (
     Decision,
     ForecastView,
+    LoopState,
     LoopStatus,
     ManualScale,
+    Observation,
     PauseRequest,
     PendingApproval,
+    Proposal,
     Verdict,
 )
+from docktor.sampling import Sampler
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
 
 T = TypeVar("T")
 
@@ -49,6 +56,10 @@ class UnknownService(OperateError):
 
 class NoLoop(OperateError):
     """The service is configured, but no loop runs for it."""
+
+
+class BadArgument(OperateError):
+    exit_code = 2
 
 
 class UpdateRefused(OperateError):
@@ -96,9 +107,11 @@ def _address(config: DocktorConfig, address: str | None) -> str:
     return address or config.temporal.address
 
 
-async def _connect(config: DocktorConfig, address: str | None) -> Client:
+async def _connect(
+    config: DocktorConfig, address: str | None, identity: str | None = None
+) -> Client:
     try:
-        return await connect(config, address)
+        return await connect(config, address, identity)
     except TemporalUnreachable as exc:
         raise OperateError(str(exc)) from None
 
@@ -141,6 +154,15 @@ async def collect_status(config: DocktorConfig, address: str | None = None) -> l
     return rows
 
 
+async def service_status(
+    config: DocktorConfig, service: str, address: str | None = None
+) -> LoopStatus:
+    """One service's loop, where a missing loop is an error (NoLoop) rather than a row."""
+    check_service(config, service)
+    client = await _connect(config, address)
+    return await _call(config, address, service, control.query_status(client, config, service))
+
+
 def _no_loop(config: DocktorConfig, service: str, exc: control.NoRunningLoop) -> str:
     workflow_id = config.workflow_id(service)
     # control words "not running" with the workflow's final state in parentheses.
@@ -160,8 +182,10 @@ async def collect_decisions(
     tail: int = 10,
     service: str | None = None,
     address: str | None = None,
+    since: datetime | None = None,
 ) -> Explained:
-    """The last `tail` decisions across the services (or one), merged by time.
+    """The last `tail` decisions across the services (or one), merged by time; with `since`,
+    only those at or after it.
 
     Read from the loops through the `decisions` query. When Temporal cannot be reached at all,
     from the JSONL log instead, with a note saying so; a service whose loop is not running has
@@ -182,7 +206,7 @@ async def collect_decisions(
                 f"Temporal not reachable at {_address(config, address)}, and there is no "
                 f"decision log at {journal}"
             ) from None
-        return Explained(_from_journal(journal, names, tail), notes)
+        return Explained(_from_journal(journal, names, tail, since), notes)
 
     found: list[Decision] = []
     from_log: list[str] = []
@@ -200,17 +224,40 @@ async def collect_decisions(
             from_log.append(name)
             notes.append(f"{exc}; its decisions come from the decision log {journal}")
     if from_log:
-        found += _from_journal(journal, from_log, tail)
-    return Explained(_latest(found, tail), notes)
+        found += _from_journal(journal, from_log, tail, since)
+    return Explained(_latest(found, tail, since), notes)
 
 
-def _from_journal(journal: str, names: list[str], tail: int) -> list[Decision]:
+def parse_since(text: str, now: datetime) -> datetime:
+    """`explain --since`: a duration back from now (`10m`, `2h`) or an ISO 8601 time (UTC
+    unless it names its offset)."""
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadArgument(
+            f"since: expected a duration such as 10m or a time such as 2025-06-01T10:30:00Z, "
+            f"not {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _from_journal(
+    journal: str, names: list[str], tail: int, since: datetime | None = None
+) -> list[Decision]:
     # The log may be shared by several configs: keep only this config's services.
     wanted = set(names)
-    return _latest([d for d in read_decisions(journal) if d.service in wanted], tail)
+    return _latest([d for d in read_decisions(journal) if d.service in wanted], tail, since)
 
 
-def _latest(decisions: list[Decision], tail: int) -> list[Decision]:
+def _latest(decisions: list[Decision], tail: int, since: datetime | None = None) -> list[Decision]:
+    # Filtering after each loop's own tail is exact: a loop's decisions are in time order, so
+    # those since a moment are a suffix of them.
+    if since is not None:
+        decisions = [d for d in decisions if d.timestamp >= since]
     ordered = sorted(decisions, key=lambda d: (d.timestamp, d.service, d.sequence))
     return ordered[-tail:] if tail > 0 else []
 
@@ -224,9 +271,11 @@ async def _update(
     service: str,
     verb: str,
     run: Callable[[Client], Awaitable[T]],
+    by: str | None = None,
 ) -> T:
     check_service(config, service)
-    client = await _connect(config, address)
+    # A caller that names itself (docktor mcp) is named in the history of the update too.
+    client = await _connect(config, address, identity=by)
     try:
         return await _call(config, address, service, run(client))
     except WorkflowUpdateFailedError as exc:
@@ -240,20 +289,25 @@ def _refusal(exc: WorkflowUpdateFailedError) -> str:
     return str(cause or exc)
 
 
+# `by` is who acted, recorded with the change; the CLI leaves it to operator() ($USER).
+
+
 async def pause(
     config: DocktorConfig,
     service: str,
     reason: str = "",
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
+    by: str | None = None,
 ) -> LoopStatus:
-    request = PauseRequest(reason=reason, by=operator())
+    request = PauseRequest(reason=reason, by=by or operator())
     return await _update(
         config,
         address,
         service,
         "pause",
         lambda c: control.send_update(c, config, service, "pause", request, LoopStatus, timeout),
+        by,
     )
 
 
@@ -262,6 +316,7 @@ async def resume(
     service: str,
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
+    by: str | None = None,
 ) -> LoopStatus:
     return await _update(
         config,
@@ -269,6 +324,7 @@ async def resume(
         service,
         "resume",
         lambda c: control.send_update(c, config, service, "resume", None, LoopStatus, timeout),
+        by,
     )
 
 
@@ -279,14 +335,16 @@ async def scale(
     reason: str = "",
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
+    by: str | None = None,
 ) -> Decision:
-    request = ManualScale(replicas=replicas, reason=reason, by=operator())
+    request = ManualScale(replicas=replicas, reason=reason, by=by or operator())
     return await _update(
         config,
         address,
         service,
         "scale",
         lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
+        by,
     )
 
 
@@ -297,9 +355,11 @@ async def forecast(config: DocktorConfig, service: str, address: str | None = No
     return await _call(config, address, service, control.query_forecast(client, config, service))
 
 
-async def nudge(config: DocktorConfig, service: str, address: str | None = None) -> None:
+async def nudge(
+    config: DocktorConfig, service: str, address: str | None = None, by: str | None = None
+) -> None:
     check_service(config, service)
-    client = await _connect(config, address)
+    client = await _connect(config, address, identity=by)
     await _call(config, address, service, control.send_nudge(client, config, service))
 
 
@@ -310,13 +370,150 @@ async def verdict(
     reason: str = "",
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
+    by: str | None = None,
 ) -> PendingApproval:
     verb = "approve" if approve else "reject"
-    request = Verdict(by=operator(), reason=reason)
+    request = Verdict(by=by or operator(), reason=reason)
     return await _update(
         config,
         address,
         service,
         verb,
         lambda c: control.send_update(c, config, service, verb, request, PendingApproval, timeout),
+        by,
     )
+
+
+# ---- dry runs: observe and decide, apply nothing ---------------------------------------------
+
+
+class Observed(BaseModel):
+    """A fresh sample of a service, as the loop's observe activity takes it."""
+
+    service: str
+    observation: Observation
+    # Rates need two samples: these are against the loop's last one, when a loop runs.
+    rates: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+class DryRun(BaseModel):
+    """What the service's policy would decide for an observation; nothing is applied."""
+
+    service: str
+    observation: Observation
+    proposal: Proposal
+    # True: decided from the loop's own memory, previous sample and last scale times, so it
+    # is what the loop's next iteration decides for the same observation.
+    from_loop: bool
+    notes: list[str] = Field(default_factory=list)
+
+
+async def observe_now(
+    config: DocktorConfig, service: str, sampler: Sampler, address: str | None = None
+) -> Observed:
+    check_service(config, service)
+    observation = await _observe(config, service, sampler)
+    state, why = await _loop_state(config, service, address)
+    notes = [f"{e} (this metric source could not be read)" for e in observation.errors]
+    previous = state.last_sample if state else None
+    if previous is None:
+        notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
+    rates = policy.derive_rates(observation, previous)
+    return Observed(service=service, observation=observation, rates=rates, notes=notes)
+
+
+async def what_if(
+    config: DocktorConfig,
+    service: str,
+    sampler: Sampler,
+    metrics: dict[str, float] | None = None,
+    replicas: int | None = None,
+    address: str | None = None,
+    now: datetime | None = None,
+) -> DryRun:
+    """Run the real policy (docktor.policy.decide) on the given metrics, or on a fresh
+    observation, from the loop's own state when its loop runs."""
+    spec = config.service(check_service(config, service))
+    now = now or datetime.now(UTC)
+    state, why = await _loop_state(config, service, address)
+    if metrics is None:
+        observation = await _observe(config, service, sampler)
+        if replicas is not None:
+            observation.replicas = replicas
+    else:
+        if replicas is None and state is not None:
+            replicas = state.replicas
+        if replicas is None:
+            replicas = await _count_replicas(config, service)
+        observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
+    loop = state or LoopState()
+    proposal = policy.decide(
+        spec,
+        observation,
+        loop.last_sample,
+        now,
+        loop.last_scale_up_at,
+        loop.last_scale_down_at,
+        loop.memory,
+    )
+    # The memory is the policy's bookkeeping for the next call, not part of the answer.
+    proposal.memory = None
+    notes = []
+    if state is None:
+        notes.append(
+            f"decided from a fresh policy memory (no windows, learned rate, cooldowns or "
+            f"previous sample): {why}"
+        )
+    if loop.paused:
+        notes.append(
+            f"the loop is paused ({loop.pause_reason or 'no reason given'}): "
+            "it would record this and apply nothing"
+        )
+    if spec.approval == "manual" and proposal.target_replicas != proposal.current_replicas:
+        notes.append("approval is manual: this scale would wait for `docktor approve`")
+    if config.llm.provider != "none":
+        notes.append(
+            f"the loop also asks {config.llm.provider} {config.llm.model}; "
+            "its advice is not part of this dry run"
+        )
+    return DryRun(
+        service=service,
+        observation=observation,
+        proposal=proposal,
+        from_loop=state is not None,
+        notes=notes,
+    )
+
+
+async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Observation:
+    try:
+        observation, _ = await sampler.observe(config.service(service), config.project or "")
+    except (ScalerConfigError, ScalerUnavailable) as exc:
+        raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
+    return observation
+
+
+async def _count_replicas(config: DocktorConfig, service: str) -> int:
+    try:
+        return await scaler_for(config.service(service), project=config.project or "").replicas()
+    except (ScalerConfigError, ScalerUnavailable) as exc:
+        raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
+
+
+async def _loop_state(
+    config: DocktorConfig, service: str, address: str | None
+) -> tuple[LoopState | None, str | None]:
+    """The loop's state, or None and why not: a dry run without a loop still runs the policy,
+    and says what it could not know."""
+    try:
+        client = await _connect(config, address)
+        state = await _call(
+            config, address, service, control.query_loop_state(client, config, service)
+        )
+    except OperateError as exc:
+        return None, str(exc)
+    except WorkflowQueryFailedError as exc:
+        # A worker of a release before the loop_state query.
+        return None, f"the loop does not answer the loop_state query ({exc})"
+    return state, None

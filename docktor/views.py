@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from docktor.config import DocktorConfig, format_number
-from docktor.model import Decision, ForecastView, LoopStatus, Provenance
+from docktor.model import Decision, ForecastView, LoopStatus, PendingApproval, Provenance
 from docktor.operate import ServiceState
 
 STATUS_HEADERS = [
@@ -144,42 +145,64 @@ def status_cells(state: ServiceState, now: datetime) -> list[str]:
     ]
 
 
+class StatusRow(BaseModel):
+    """One service in `docktor status --json` and `docktor mcp`'s service_status: the same
+    keys on every row, null where there is no loop."""
+
+    service: str
+    workflow_id: str
+    running: bool
+    problem: str | None = None
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    paused: bool | None = None
+    pause_reason: str | None = None
+    iteration: int | None = None
+    last_decision: Decision | None = None
+    last_decision_age_s: float | None = None
+    cooldown_up_left_s: float | None = None
+    cooldown_down_left_s: float | None = None
+    pending_approval: PendingApproval | None = None
+    approval_expires_in_s: float | None = None
+
+
+def status_row(state: ServiceState, now: datetime) -> StatusRow:
+    status = state.status
+    row = StatusRow(
+        service=state.service,
+        workflow_id=state.workflow_id,
+        running=status is not None,
+        problem=state.problem,
+    )
+    if status is None:
+        return row
+    last, pending = status.last_decision, status.pending_approval
+    return row.model_copy(
+        update={
+            "replicas": status.replicas,
+            "min_replicas": status.min_replicas,
+            "max_replicas": status.max_replicas,
+            "paused": status.paused,
+            "pause_reason": status.pause_reason,
+            "iteration": status.iteration,
+            "last_decision": last,
+            "last_decision_age_s": (
+                round((now - last.timestamp).total_seconds(), 1) if last else None
+            ),
+            "cooldown_up_left_s": _rounded(seconds_until(status.cooldown_up_until, now)),
+            "cooldown_down_left_s": _rounded(seconds_until(status.cooldown_down_until, now)),
+            "pending_approval": pending,
+            "approval_expires_in_s": _rounded(
+                seconds_until(pending.expires_at, now) if pending else None
+            ),
+        }
+    )
+
+
 def status_json(states: Sequence[ServiceState], now: datetime) -> list[dict[str, Any]]:
-    """The same facts for scripts: the same keys on every row, null where there is no loop."""
-    rows = []
-    for state in states:
-        status = state.status
-        last = status.last_decision if status else None
-        pending = status.pending_approval if status else None
-        rows.append(
-            {
-                "service": state.service,
-                "workflow_id": state.workflow_id,
-                "running": status is not None,
-                "problem": state.problem,
-                "replicas": status.replicas if status else None,
-                "min_replicas": status.min_replicas if status else None,
-                "max_replicas": status.max_replicas if status else None,
-                "paused": status.paused if status else None,
-                "pause_reason": status.pause_reason if status else None,
-                "iteration": status.iteration if status else None,
-                "last_decision": last.model_dump(mode="json") if last else None,
-                "last_decision_age_s": (
-                    round((now - last.timestamp).total_seconds(), 1) if last else None
-                ),
-                "cooldown_up_left_s": _rounded(
-                    seconds_until(status.cooldown_up_until, now) if status else None
-                ),
-                "cooldown_down_left_s": _rounded(
-                    seconds_until(status.cooldown_down_until, now) if status else None
-                ),
-                "pending_approval": pending.model_dump(mode="json") if pending else None,
-                "approval_expires_in_s": _rounded(
-                    seconds_until(pending.expires_at, now) if pending else None
-                ),
-            }
-        )
-    return rows
+    """The same facts for scripts."""
+    return [status_row(state, now).model_dump(mode="json") for state in states]
 
 
 def print_status(
@@ -216,17 +239,24 @@ def explain_cells(decision: Decision, config: DocktorConfig | None) -> list[str]
     ]
 
 
+class ExplainedDecision(Decision):
+    """A decision whole, plus what the table derives: `observed` (what mattered, in that
+    order) and `model` (the label). `explain --json` and `docktor mcp` both give these."""
+
+    observed: dict[str, float]
+    model: str
+
+
+def explained(decision: Decision, config: DocktorConfig | None) -> ExplainedDecision:
+    return ExplainedDecision(
+        **dict(decision),
+        observed=mattered(decision, config),
+        model=model_label(decision.metadata),
+    )
+
+
 def explain_json(decisions: Sequence[Decision], config: DocktorConfig | None) -> list[dict]:
-    """Each decision whole, plus what the table derives: `observed` (what mattered, in that
-    order) and `model` (the label)."""
-    return [
-        {
-            **decision.model_dump(mode="json"),
-            "observed": mattered(decision, config),
-            "model": model_label(decision.metadata),
-        }
-        for decision in decisions
-    ]
+    return [explained(decision, config).model_dump(mode="json") for decision in decisions]
 
 
 def print_explain(

@@ -71,6 +71,26 @@ async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
         await loop_activities.close()
 
 
+async def stop_loop_within(
+    client: Client, config: DocktorConfig, service: str, timeout: float = 20.0
+) -> None:
+    """Cancel a service's loop (if it runs) and wait for its end. A cancel that lands while an
+    activity is in flight can be swallowed by the workflow (it catches the resulting
+    ActivityError), so a loop that has not ended within `timeout` is terminated instead of
+    hanging the teardown."""
+    from docktor.control import NoRunningLoop, running_handle
+
+    try:
+        handle = await running_handle(client, config, service)
+    except NoRunningLoop:
+        return
+    await handle.cancel()
+    try:
+        await asyncio.wait_for(handle.result(), timeout)
+    except TimeoutError:
+        await handle.terminate(reason="test teardown: the cancel was not honoured")
+
+
 def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dict[str, object]:
     """A `consumer` service that reacts within seconds: up on a backlog over 100, down when the
     queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs."""

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         EvaluateInput,
         ForecastView,
+        LoopState,
         LoopStatus,
         ManualScale,
         Observation,
@@ -441,6 +442,12 @@ class ServiceAutoscaler:
     @workflow.query(name=names.DECISIONS)
     def decisions(self, tail: int = 10) -> list[Decision]:
         return self.state.decisions[-tail:] if tail > 0 else []
+
+    @workflow.query(name=names.LOOP_STATE)
+    def loop_state(self) -> LoopState:
+        """What the next evaluation starts from, for a dry run of the policy elsewhere. A query,
+        so it adds nothing to history: running loops replay unchanged."""
+        return self.state
 
     @workflow.query(name=names.FORECAST)
     def forecast(self) -> ForecastView:

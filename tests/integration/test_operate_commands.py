@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import async_wait_for, serving_loops
+from helpers import async_wait_for, serving_loops, stop_loop_within
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -32,7 +32,7 @@ from temporalio.worker import Worker
 from activities import LoopActivities
 from docktor.client import connect
 from docktor.config import DocktorConfig, load_config
-from docktor.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
+from docktor.control import loop_status, start_loop, stop_loop
 from docktor.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
 from docktor.model import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
@@ -98,18 +98,7 @@ class Stack:
         await start_loop(self.client, self.config, self.config.service(name))
 
     async def stop(self, name: str) -> None:
-        """Cancel the loop and wait for its end. A cancel that lands while an activity is in
-        flight can be swallowed by the workflow (it catches the resulting ActivityError), so a
-        loop that has not ended within a while is terminated instead of hanging the teardown."""
-        try:
-            handle = await running_handle(self.client, self.config, name)
-        except NoRunningLoop:
-            return
-        await handle.cancel()
-        try:
-            await asyncio.wait_for(handle.result(), STOP_WAIT)
-        except TimeoutError:
-            await handle.terminate(reason="test teardown: the cancel was not honoured")
+        await stop_loop_within(self.client, self.config, name, STOP_WAIT)
 
     async def settled(self, name: str, decisions: int = 1) -> None:
         """Wait until the loop has written `decisions` decisions to the log: the record

@@ -1,0 +1,326 @@
+"""The tools: each one calls the code behind a CLI command and returns its models as
+structured output. Arguments use the CLI's words: service, replicas, reason, tail, since."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field
+
+from docktor import operate, views
+from docktor.config import ConfigError, load_config
+from docktor.mcp.server import Docktor, actor, tool_errors
+from docktor.model import Decision, PendingApproval
+
+log = logging.getLogger("docktor.mcp")
+
+Service = Annotated[str, Field(description="a service name from the config (see list_services)")]
+Reason = Annotated[
+    str,
+    Field(min_length=1, description="why, in a sentence; recorded with who acted"),
+]
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+
+
+# ---- outputs that have no model of their own elsewhere --------------------------------------
+
+
+class ServiceSummary(BaseModel):
+    name: str
+    backend: str
+    policy: str
+    min_replicas: int
+    max_replicas: int
+    check_interval_s: float
+    workflow_id: str
+    # None: Temporal could not be asked (see ServiceList.note).
+    running: bool | None
+    replicas: int | None = None
+    paused: bool | None = None
+    problem: str | None = None
+
+
+class ServiceList(BaseModel):
+    project: str
+    services: list[ServiceSummary]
+    note: str | None = None
+
+
+class Explanation(BaseModel):
+    """Decisions oldest first, and where they came from when not from the loops."""
+
+    decisions: list[views.ExplainedDecision]
+    notes: list[str] = Field(default_factory=list)
+
+
+class CheckLine(BaseModel):
+    ok: bool
+    subject: str
+    detail: str = ""
+
+
+class ConfigReport(BaseModel):
+    file: str
+    ok: bool
+    project: str | None = None
+    services: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list)
+    checks: list[CheckLine] = Field(default_factory=list)
+
+
+class ControlResult(BaseModel):
+    service: str
+    action: str
+    by: str
+    reason: str
+    message: str
+    status: views.StatusRow | None = None
+    decision: Decision | None = None
+    pending: PendingApproval | None = None
+
+
+# ---- read-only -------------------------------------------------------------------------------
+
+
+def register_read_only(server: MCPServer, app: Docktor) -> None:
+    async def list_services() -> ServiceList:
+        """List the configured services: backend, bounds, and whether each loop is running."""
+        with tool_errors():
+            config = app.config()
+            note = None
+            try:
+                rows = {r.service: r for r in await operate.collect_status(config, app.address)}
+            except operate.OperateError as exc:
+                rows, note = {}, str(exc)
+            summaries = []
+            for spec in config.services:
+                row = rows.get(spec.name)
+                status = row.status if row else None
+                summaries.append(
+                    ServiceSummary(
+                        name=spec.name,
+                        backend=spec.backend,
+                        policy=spec.policy,
+                        min_replicas=spec.min_replicas,
+                        max_replicas=spec.max_replicas,
+                        check_interval_s=spec.check_interval,
+                        workflow_id=config.workflow_id(spec.name),
+                        running=None if row is None else status is not None,
+                        replicas=status.replicas if status else None,
+                        paused=status.paused if status else None,
+                        problem=row.problem if row else None,
+                    )
+                )
+            return ServiceList(project=config.project or "", services=summaries, note=note)
+
+    async def service_status(service: Service) -> views.StatusRow:
+        """A service's loop now: replicas, bounds, paused, last decision, cooldowns, approval."""
+        with tool_errors():
+            config = app.config()
+            status = await operate.service_status(config, service, app.address)
+            state = operate.ServiceState(service, config.workflow_id(service), status)
+            return views.status_row(state, datetime.now(UTC))
+
+    async def explain_decisions(
+        service: Annotated[
+            str | None, Field(description="only this service (default: every service)")
+        ] = None,
+        tail: Annotated[int, Field(ge=1, le=500, description="how many decisions")] = 10,
+        since: Annotated[
+            str | None,
+            Field(description="only decisions since: a duration back (10m, 2h) or an ISO time"),
+        ] = None,
+    ) -> Explanation:
+        """Recent scaling decisions, oldest first, each with its reason, observations and model."""
+        with tool_errors():
+            config = app.config()
+            moment = operate.parse_since(since, datetime.now(UTC)) if since else None
+            found = await operate.collect_decisions(config, tail, service, app.address, moment)
+            return Explanation(
+                decisions=[views.explained(d, config) for d in found.decisions],
+                notes=found.notes,
+            )
+
+    async def observe_now(service: Service) -> operate.Observed:
+        """Take a fresh observation of a service's metrics and replicas; decides nothing."""
+        with tool_errors():
+            return await operate.observe_now(app.config(), service, app.sampler, app.address)
+
+    async def what_if(
+        service: Service,
+        metrics: Annotated[
+            dict[str, float] | None,
+            Field(
+                description='metrics to decide on, e.g. {"queue.backlog": 800}; '
+                "default: observe them now"
+            ),
+        ] = None,
+        replicas: Annotated[
+            int | None, Field(ge=0, description="the current replica count to assume")
+        ] = None,
+    ) -> operate.DryRun:
+        """Dry-run the service's real policy on given or current metrics; nothing is applied."""
+        with tool_errors():
+            config = app.config()
+            return await operate.what_if(
+                config, service, app.sampler, metrics, replicas, app.address
+            )
+
+    async def validate_config(
+        online: Annotated[
+            bool, Field(description="also check that streams, backends and the LLM answer")
+        ] = False,
+    ) -> ConfigReport:
+        """Validate the server's docktor.yaml as it is on disk now (docktor config validate)."""
+        report = ConfigReport(file=str(app.config_path), ok=True)
+        try:
+            config = load_config(app.config_path)
+        except ConfigError as exc:
+            report.ok, report.problems = False, list(exc.problems)
+            return report
+        report.project, report.services = config.project, config.service_names()
+        if online:
+            from docktor.checks import run_checks
+
+            results = await run_checks(config)
+            report.checks = [
+                CheckLine(ok=r.ok, subject=r.subject, detail=r.detail) for r in results
+            ]
+            report.ok = all(r.ok for r in results)
+        return report
+
+    for tool in (list_services, service_status, explain_decisions, observe_now, what_if):
+        server.add_tool(tool, annotations=READ_ONLY)
+    # Online checks open connections to what the file names: read-only, but not closed-world.
+    server.add_tool(validate_config, annotations=ToolAnnotations(read_only_hint=True))
+
+
+# ---- control (only with --allow-control) -----------------------------------------------------
+
+
+def register_control(server: MCPServer, app: Docktor) -> None:
+    async def pause(service: Service, reason: Reason, ctx: Context) -> ControlResult:
+        """Stop applying automatic decisions for a service; it keeps observing and recording."""
+        by = _audit(ctx, "pause", service, reason)
+        with tool_errors():
+            config = app.config()
+            # The loop keeps a pause's reason but not its author: the author goes in the reason,
+            # so `docktor status` shows who paused.
+            status = await operate.pause(config, service, f"{reason} (by {by})", app.address, by=by)
+            row = views.status_row(
+                operate.ServiceState(service, config.workflow_id(service), status),
+                datetime.now(UTC),
+            )
+        return ControlResult(
+            service=service,
+            action="pause",
+            by=by,
+            reason=reason,
+            message=f"paused {service}: it observes and records, but applies nothing until resumed",
+            status=row,
+        )
+
+    async def resume(service: Service, reason: Reason, ctx: Context) -> ControlResult:
+        """Apply a paused service's automatic decisions again."""
+        by = _audit(ctx, "resume", service, reason)
+        with tool_errors():
+            config = app.config()
+            status = await operate.resume(config, service, app.address, by=by)
+            row = views.status_row(
+                operate.ServiceState(service, config.workflow_id(service), status),
+                datetime.now(UTC),
+            )
+        return ControlResult(
+            service=service,
+            action="resume",
+            by=by,
+            reason=reason,
+            message=f"resumed {service}: automatic decisions apply again",
+            status=row,
+        )
+
+    async def scale_to(
+        service: Service,
+        replicas: Annotated[int, Field(ge=0, description="the replica count, within the bounds")],
+        reason: Reason,
+        ctx: Context,
+    ) -> ControlResult:
+        """Set a service's replica count now (within its bounds); recorded as a manual decision."""
+        by = _audit(ctx, "scale_to", service, reason, replicas)
+        with tool_errors():
+            decision = await operate.scale(
+                app.config(), service, replicas, reason, app.address, by=by
+            )
+        return ControlResult(
+            service=service,
+            action="scale_to",
+            by=by,
+            reason=reason,
+            message=(
+                f"scaled {service} {decision.current_replicas} -> {decision.target_replicas} "
+                "(a manual decision; the cooldown applies from now)"
+            ),
+            decision=decision,
+        )
+
+    async def nudge(service: Service, reason: Reason, ctx: Context) -> ControlResult:
+        """Make a service's loop evaluate now instead of at its next tick."""
+        by = _audit(ctx, "nudge", service, reason)
+        with tool_errors():
+            await operate.nudge(app.config(), service, app.address, by=by)
+        return ControlResult(
+            service=service,
+            action="nudge",
+            by=by,
+            reason=reason,
+            message=f"nudged {service}: it evaluates now; see explain_decisions for the result",
+        )
+
+    async def approve(service: Service, reason: Reason, ctx: Context) -> ControlResult:
+        """Approve the scale decision of a service that awaits approval (approval: manual)."""
+        return await _verdict(ctx, service, reason, approve=True)
+
+    async def reject(service: Service, reason: Reason, ctx: Context) -> ControlResult:
+        """Reject the scale decision of a service that awaits approval (approval: manual)."""
+        return await _verdict(ctx, service, reason, approve=False)
+
+    async def _verdict(ctx: Context, service: str, reason: str, approve: bool) -> ControlResult:
+        verb = "approve" if approve else "reject"
+        by = _audit(ctx, verb, service, reason)
+        with tool_errors():
+            pending = await operate.verdict(
+                app.config(), service, approve, reason, app.address, by=by
+            )
+        change = f"{service} {pending.current_replicas} -> {pending.target_replicas}"
+        return ControlResult(
+            service=service,
+            action=verb,
+            by=by,
+            reason=reason,
+            message=(
+                f"approved {change}; the loop applies it now"
+                if approve
+                else f"rejected {change}; it stays at {pending.current_replicas}"
+            ),
+            pending=pending,
+        )
+
+    changes = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+    for tool in (pause, resume, scale_to, nudge, approve, reject):
+        server.add_tool(tool, annotations=changes)
+
+
+def _audit(ctx: Context, tool: str, service: str, reason: str, *args: object) -> str:
+    """Who asked for what and why, on the server's log (stderr), before it is tried. A blank
+    reason is refused here: the schema's min_length lets spaces through."""
+    if not reason.strip():
+        raise ToolError(f"{tool} needs a reason: say why; it is recorded with who acted")
+    by = actor(ctx)
+    extra = " ".join(str(a) for a in args)
+    log.info("%s: %s %s%s (%s)", by, tool, service, f" {extra}" if extra else "", reason)
+    return by

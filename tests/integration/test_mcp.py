@@ -1,0 +1,474 @@
+"""`docktor mcp` driven through the official `mcp` client, as an agent's host drives it: a
+subprocess over stdio (what desktop clients launch) or over streamable HTTP, against loops on
+the real stack (the session's Temporal dev server and nats-server, an in-process worker with
+the real activities, the `processes` backend).
+
+The `consumer` service reads a NATS consumer that nothing drains, so its backlog stays where
+the test put it; with an hour between ticks, only the first iteration (up to min_replicas) and
+the nudges the test sends make decisions. Every step is therefore deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import yaml
+from helpers import IDLE_COMMAND, async_wait_for, serving_loops, stop_loop_within, wait_for
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, Implementation
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from docktor.config import DocktorConfig, load_config
+from docktor.control import loop_status, start_loop
+from docktor.embedded import EmbeddedNats, EmbeddedTemporal, free_port, port_in_use, start_temporal
+from docktor.scalers.processes import ProcessScaler
+
+pytestmark = pytest.mark.integration
+
+BACKLOG = 500
+READ_ONLY = {
+    "list_services",
+    "service_status",
+    "explain_decisions",
+    "observe_now",
+    "what_if",
+    "validate_config",
+}
+CONTROL = {"pause", "resume", "scale_to", "nudge", "approve", "reject"}
+
+
+def service(name: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "name": name,
+        "backend": "processes",
+        "command": IDLE_COMMAND,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        # Only the first iteration and the test's nudges decide anything.
+        "check_interval": "1h",
+        "stop_grace_period": "1s",
+        "cooldown": {"up": "0s", "down": "0s"},
+    }
+    spec.update(overrides)
+    return spec
+
+
+def queue_service(nats_url: str, stream: str, subject: str) -> dict[str, Any]:
+    return service(
+        "consumer",
+        rules={"scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}]},
+        queue={
+            "kind": "nats",
+            "url": nats_url,
+            "stream": stream,
+            "consumer": "workers",
+            "subject": subject,
+        },
+    )
+
+
+@dataclass
+class Stack:
+    config: DocktorConfig
+    path: Path
+    client: Client
+    logs: Path
+
+    def environment(self) -> dict[str, str]:
+        # The config names the Temporal to use; an inherited TEMPORAL_ADDRESS would override it.
+        environment = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
+        environment["DOCKTOR_CONFIG"] = str(self.path)
+        return environment
+
+    @asynccontextmanager
+    async def stdio(self, *flags: str, client: str = "pytest") -> AsyncIterator[ClientSession]:
+        """`docktor mcp --config FILE FLAGS` launched and spoken to as a desktop client does;
+        the SDK's client stops the process on the way out."""
+        parameters = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "docktor", "mcp", "--config", str(self.path), *flags],
+            env=self.environment(),
+        )
+        with (self.logs / f"mcp-{uuid.uuid4().hex[:6]}.log").open("w") as errlog:
+            async with (
+                stdio_client(parameters, errlog=errlog) as (read, write),
+                ClientSession(read, write, client_info=_client(client)) as session,
+            ):
+                await session.initialize()
+                yield session
+
+    @asynccontextmanager
+    async def http(self, *flags: str, client: str = "pytest") -> AsyncIterator[ClientSession]:
+        """`docktor mcp --transport http` on a free loopback port, stopped by its pid."""
+        port = free_port()
+        log = (self.logs / f"mcp-http-{port}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "docktor", "mcp", "--config", str(self.path)]
+            + ["--transport", "http", "--host", "127.0.0.1", "--port", str(port), *flags],
+            env=self.environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: port_in_use(port) or process.poll() is not None, 30, "the HTTP server")
+            assert process.poll() is None, (self.logs / f"mcp-http-{port}.log").read_text()
+            async with (
+                streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
+                ClientSession(read, write, client_info=_client(client)) as session,
+            ):
+                await session.initialize()
+                yield session
+        finally:
+            process.terminate()
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+            log.close()
+
+    async def cli(self, *args: str) -> str:
+        """`docktor ARGS`, in a thread: the worker answering it runs on this event loop."""
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "docktor", *args],
+            capture_output=True,
+            text=True,
+            env=self.environment(),
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    async def recorded(self, name: str) -> int:
+        """How many decisions the loop has recorded (its iteration counter moves before the
+        iteration's decision is made, so it would race)."""
+        last = (await loop_status(self.client, self.config, name)).last_decision
+        return last.sequence if last else 0
+
+
+def _client(name: str) -> Implementation:
+    return Implementation(name=name, version="1.0")
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
+    """A tool's structured output; the call must succeed."""
+    result = await session.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    assert not result.is_error, f"{tool}: {_text(result)}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def refused(session: ClientSession, tool: str, **arguments: Any) -> str:
+    """A tool's error message; the call must fail as a tool error, not a protocol error."""
+    result = await session.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    assert result.is_error, f"{tool} should have failed: {result.structured_content}"
+    return _text(result)
+
+
+def _text(result: CallToolResult) -> str:
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+@asynccontextmanager
+async def running_stack(
+    tmp_path: Path, temporal_address: str, services: list[dict[str, Any]], start: list[str]
+) -> AsyncIterator[Stack]:
+    """Write the config, serve its task queue with the real workflow and activities, start the
+    named loops; at the end stop every loop and every replica."""
+    tag = uuid.uuid4().hex[:8]
+    document = {
+        "project": f"mcp-{tag}",
+        "journal": "decisions.jsonl",
+        "temporal": {"address": temporal_address, "task_queue": f"docktor-mcp-{tag}"},
+        "services": services,
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    async with serving_loops(config) as client:
+        stack = Stack(config, path, client, tmp_path)
+        try:
+            for name in start:
+                await start_loop(client, config, config.service(name))
+            yield stack
+        finally:
+            for name in config.service_names():
+                await stop_loop_within(client, config, name)
+                await ProcessScaler(config.service(name), project=config.project or "").stop_all()
+
+
+@pytest.fixture
+async def stack(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal, nats_server: EmbeddedNats
+) -> AsyncIterator[Stack]:
+    """`consumer` (a backlog of 500 on its NATS consumer, running) and `idle` (never started)."""
+    tag = uuid.uuid4().hex[:8]
+    stream, subject = f"MCP_{tag}", f"mcp.{tag}"
+    connection = await nats.connect(nats_server.url)
+    try:
+        jetstream = connection.jetstream()
+        await jetstream.add_stream(name=stream, subjects=[subject])
+        await jetstream.add_consumer(stream, durable_name="workers")
+        for index in range(BACKLOG):
+            await jetstream.publish(subject, f"job {index}".encode())
+        services = [queue_service(nats_server.url, stream, subject), service("idle")]
+        async with running_stack(tmp_path, temporal_dev.address, services, ["consumer"]) as s:
+            # The first iteration brings consumer up to min_replicas and records it.
+            async def first() -> bool:
+                return (await s.recorded("consumer")) >= 1 and _journal_lines(s) >= 1
+
+            await async_wait_for(first, 30, "consumer's first decision")
+            yield s
+    finally:
+        await connection.close()
+
+
+def _journal_lines(stack: Stack) -> int:
+    path = Path(stack.config.journal_path)
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+# ---- what is offered ------------------------------------------------------------------------
+
+
+async def test_control_tools_only_with_the_flag(stack: Stack) -> None:
+    async with stack.stdio() as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert set(tools) == READ_ONLY
+        for tool in tools.values():
+            assert tool.description and "\n" not in tool.description
+            assert tool.output_schema is not None  # structured output
+            assert tool.annotations is not None and tool.annotations.read_only_hint
+        assert tools["service_status"].input_schema["required"] == ["service"]
+        assert set(tools["explain_decisions"].input_schema["properties"]) == {
+            "service",
+            "tail",
+            "since",
+        }
+        templates = (await session.list_resource_templates()).resource_templates
+        assert {t.uri_template for t in templates} == {
+            "docktor://services/{name}/status",
+            "docktor://services/{name}/decisions",
+        }
+        listed = {str(r.uri) for r in (await session.list_resources()).resources}
+        assert "docktor://services/consumer/status" in listed
+        prompts = (await session.list_prompts()).prompts
+        assert [p.name for p in prompts] == ["investigate-scaling"]
+        # Not offered is not callable either.
+        assert "pause" in await refused(session, "pause", service="consumer", reason="x")
+
+    async with stack.stdio("--allow-control") as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        assert set(tools) == READ_ONLY | CONTROL
+        for name in CONTROL:
+            assert "reason" in tools[name].input_schema["required"], name
+        assert tools["scale_to"].input_schema["required"] == ["service", "replicas", "reason"]
+
+
+# ---- reading a running loop -----------------------------------------------------------------
+
+
+async def test_status_and_decisions_of_a_running_loop(stack: Stack) -> None:
+    workflow_id = stack.config.workflow_id("consumer")
+    async with stack.stdio() as session:
+        listed = await call(session, "list_services")
+        by_name = {s["name"]: s for s in listed["services"]}
+        assert by_name["consumer"]["running"] is True and by_name["idle"]["running"] is False
+        assert (by_name["consumer"]["min_replicas"], by_name["consumer"]["max_replicas"]) == (1, 4)
+        assert by_name["consumer"]["backend"] == "processes"
+
+        status = await call(session, "service_status", service="consumer")
+        assert status["workflow_id"] == workflow_id and status["running"] is True
+        assert (status["replicas"], status["min_replicas"], status["max_replicas"]) == (1, 1, 4)
+        assert status["paused"] is False
+        assert status["last_decision"]["action"] == "scale_up"
+        # The same row as `docktor status --json`, apart from the ages that tick.
+        cli_row = json.loads(await stack.cli("status", "--json"))[0]
+        for key in ("service", "workflow_id", "replicas", "iteration", "last_decision"):
+            assert status[key] == cli_row[key], key
+
+        explained = await call(session, "explain_decisions", service="consumer", tail=5)
+        first = explained["decisions"][0]
+        assert (first["action"], first["current_replicas"], first["target_replicas"]) == (
+            "scale_up",
+            0,
+            1,
+        )
+        assert "below min_replicas" in first["reason"] and first["model"] == "rules"
+        recent = await call(session, "explain_decisions", since="1h")
+        assert [d["sequence"] for d in recent["decisions"]] == [
+            d["sequence"] for d in explained["decisions"]
+        ]
+        later = await call(session, "explain_decisions", since="2999-01-01T00:00:00Z")
+        assert later["decisions"] == []
+        assert "since" in await refused(session, "explain_decisions", since="yesterday-ish")
+
+        observed = await call(session, "observe_now", service="consumer")
+        assert observed["observation"]["replicas"] == 1
+        assert observed["observation"]["metrics"]["queue.backlog"] == BACKLOG
+        # Against the loop's previous sample: nothing arrived or was acknowledged since.
+        assert observed["rates"] == {"queue.rate_in": 0.0, "queue.rate_out": 0.0}
+
+        resource = await session.read_resource("docktor://services/consumer/status")
+        assert json.loads(resource.contents[0].text)["workflow_id"] == workflow_id
+        resource = await session.read_resource("docktor://services/consumer/decisions")
+        assert json.loads(resource.contents[0].text)[0]["action"] == "scale_up"
+
+        prompt = await session.get_prompt("investigate-scaling", {"service": "consumer"})
+        text = prompt.messages[0].content.text
+        assert text.index("service_status") < text.index("explain_decisions")
+        assert text.index("explain_decisions") < text.index("observe_now")
+
+        # Failures are tool errors with the CLI's words, and the server carries on.
+        assert await refused(session, "service_status", service="nosuch") == (
+            "Error executing tool service_status: "
+            "unknown service 'nosuch'; the config has: consumer, idle"
+        )
+        idle = await refused(session, "service_status", service="idle")
+        assert "no running loop for service 'idle'" in idle
+        assert "python -m starter --service idle" in idle
+        assert (await call(session, "service_status", service="consumer"))["running"]
+
+
+# ---- a dry run matches the loop -------------------------------------------------------------
+
+
+async def test_what_if_is_what_the_loop_then_decides(stack: Stack) -> None:
+    async with stack.stdio("--allow-control") as session:
+        dry = await call(session, "what_if", service="consumer")
+        assert dry["from_loop"] is True
+        proposal = dry["proposal"]
+        assert (proposal["action"], proposal["current_replicas"], proposal["target_replicas"]) == (
+            "scale_up",
+            1,
+            2,
+        )
+        before = await stack.recorded("consumer")
+        await call(session, "nudge", service="consumer", reason="compare with the dry run")
+
+        async def decided() -> bool:
+            return await stack.recorded("consumer") > before
+
+        await async_wait_for(decided, 30, "the nudged decision")
+        latest = (await call(session, "explain_decisions", service="consumer", tail=1))[
+            "decisions"
+        ][0]
+        for key in ("action", "current_replicas", "target_replicas", "reason", "matched_rules"):
+            assert latest[key] == proposal[key], key
+        assert latest["observations"] == proposal["observations"]
+
+        # Given metrics instead of a fresh observation: a quiet queue holds.
+        calm = await call(
+            session, "what_if", service="consumer", metrics={"queue.backlog": 5}, replicas=2
+        )
+        assert calm["proposal"]["action"] == "hold"
+        assert calm["observation"]["replicas"] == 2
+
+        # The nudge names its sender in the loop's history, as Temporal records signals.
+        handle = stack.client.get_workflow_handle(stack.config.workflow_id("consumer"))
+        signals = [
+            event.workflow_execution_signaled_event_attributes.identity
+            async for event in handle.fetch_history_events()
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        ]
+        assert signals == ["mcp:pytest"]
+
+
+# ---- control over HTTP ----------------------------------------------------------------------
+
+
+async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None:
+    async with stack.http("--allow-control", client="ops-agent") as session:
+        refusal = await refused(session, "scale_to", service="consumer", replicas=99, reason="x")
+        assert refusal.endswith("scale refused: 99 is outside [1, 4] for consumer")
+        blank = await refused(session, "scale_to", service="consumer", replicas=2, reason="  ")
+        assert "needs a reason" in blank
+
+        scaled = await call(session, "scale_to", service="consumer", replicas=3, reason="load test")
+        assert scaled["by"] == "mcp:ops-agent"
+        decision = scaled["decision"]
+        assert (decision["action"], decision["target_replicas"]) == ("manual", 3)
+        assert "by mcp:ops-agent: load test" in decision["reason"]
+        scaler = ProcessScaler(stack.config.service("consumer"), project=stack.config.project or "")
+        assert await scaler.replicas() == 3
+
+        paused = await call(session, "pause", service="consumer", reason="hold for the sale")
+        assert paused["status"]["paused"] is True
+        # The loop, asked by the CLI, shows the pause with who asked for it.
+        row = next(
+            line for line in (await stack.cli("status")).splitlines() if line.startswith("consumer")
+        )
+        assert "yes: hold for the sale (by mcp:ops-agent)" in row
+        again = await refused(session, "pause", service="consumer", reason="twice")
+        assert "pause refused: already paused (hold for the sale (by mcp:ops-agent))" in again
+        await call(session, "resume", service="consumer", reason="sale over")
+        assert (await call(session, "service_status", service="consumer"))["paused"] is False
+
+        nothing = await refused(session, "approve", service="consumer", reason="ok")
+        assert "approve refused: no decision of consumer is awaiting approval" in nothing
+        idle = await refused(session, "nudge", service="idle", reason="wake up")
+        assert "no running loop for service 'idle'" in idle
+
+
+# ---- Temporal goes away and comes back -------------------------------------------------------
+
+
+async def test_the_server_survives_a_temporal_restart(tmp_path: Path) -> None:
+    # A Temporal of this test's own: the session's must stay up for the other tests.
+    temporal = start_temporal(tmp_path / "temporal")
+    try:
+        async with running_stack(
+            tmp_path, temporal.address, [service("consumer")], ["consumer"]
+        ) as stack:
+            await async_wait_for(lambda: _has_journal(stack), 30, "the first decision")
+            async with stack.stdio() as session:
+                before = await call(session, "service_status", service="consumer")
+                assert before["running"] is True
+
+                temporal.stop()
+                down = await refused(session, "service_status", service="consumer")
+                assert f"cannot reach Temporal at {temporal.address}" in down
+                listed = await call(session, "list_services")
+                assert listed["services"][0]["running"] is None
+                assert "cannot reach Temporal" in listed["note"]
+                # explain falls back to the decision log, as the CLI does, and says so.
+                logged = await call(session, "explain_decisions", service="consumer")
+                assert logged["decisions"][0]["action"] == "scale_up"
+                assert stack.config.journal_path in " ".join(logged["notes"])
+
+                temporal = start_temporal(
+                    tmp_path / "temporal", port=temporal.port, ui_port=temporal.ui_port
+                )
+
+                async def answering() -> dict[str, Any] | None:
+                    result = await session.call_tool("service_status", {"service": "consumer"})
+                    return None if result.is_error else result.structured_content
+
+                after = await async_wait_for(answering, 60, "the loop answering again")
+                assert isinstance(after, dict)
+                assert after["workflow_id"] == before["workflow_id"]
+                assert after["iteration"] >= before["iteration"]
+    finally:
+        temporal.stop()
+
+
+async def _has_journal(stack: Stack) -> bool:
+    return _journal_lines(stack) >= 1
