@@ -171,20 +171,13 @@ async def _query(
 async def query_forecast(client: Client, config: DocktorConfig, service: str) -> ForecastView:
     """The `forecast` query with a deadline. A loop started by a release without the query
     answers with a failed query, worded here as one line."""
-    handle = await running_handle(client, config, service)
     try:
-        return await handle.query(
-            names.FORECAST, result_type=ForecastView, rpc_timeout=ANSWER_TIMEOUT
-        )
+        return await _query(client, config, service, names.FORECAST, None, ForecastView)
     except WorkflowQueryFailedError as exc:
         raise LoopNotAnswering(
             f"the loop for '{service}' cannot answer the forecast query ({exc.message}); it "
             "may run an older release: restart it with the current worker"
         ) from None
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None
-        raise
 
 
 async def send_update(
