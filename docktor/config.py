@@ -686,6 +686,17 @@ def _one_line(text: str) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
+def user_config_problems(model: BaseModel) -> list[str]:
+    """What the checks of a user's file say about a model that arrived some other way (an
+    `update_spec` payload): the wire models accept anything a past release wrote, a change to
+    a running loop must pass what a config file must."""
+    try:
+        type(model).model_validate(model.model_dump(), context=USER_CONFIG)
+    except ValidationError as exc:
+        return [_describe(err, type(model)) for err in exc.errors()]
+    return []
+
+
 def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data, context=USER_CONFIG)
