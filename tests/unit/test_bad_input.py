@@ -588,3 +588,71 @@ def test_settle_keeps_any_model_target_within_bounds(proposed: int) -> None:
     for raw in (-(10**30), -1, 0, MIN, MAX, MAX + 1, 10**30):
         settled = settle(SPEC, proposed, raw, PolicyMemory(), datetime(2026, 1, 1, tzinfo=UTC))
         assert MIN <= settled.replicas <= MAX
+
+
+# ---- metric values ---------------------------------------------------------------------------
+
+METRIC_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -1.0, 1e15, 1e300, -1e300, 5e-324]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    backlog=METRIC_VALUES,
+    cpu=METRIC_VALUES,
+    seq=METRIC_VALUES,
+    floor=METRIC_VALUES,
+    replicas=st.integers(min_value=0, max_value=MAX + 3),
+    learned=st.one_of(st.none(), st.floats(min_value=1e-300, max_value=1e6)),
+    policy=st.sampled_from(["queue", "cpu", "rules"]),
+)
+def test_no_metric_value_breaks_a_decision_or_its_payload(
+    backlog: float,
+    cpu: float,
+    seq: float,
+    floor: float,
+    replicas: int,
+    learned: float | None,
+    policy: str,
+) -> None:
+    """Metric values are not trusted: NaN, infinities, enormous and tiny values, as a source
+    might report them, go through the sampler's filter and the policy, and the proposal is
+    within bounds and survives the JSON payload the workflow decodes."""
+    from docktor.model import Observation
+    from docktor.policy import decide
+    from docktor.sampling import COUNTER_LIMIT, METRIC_LIMIT, finite_values
+
+    fields: dict[str, Any] = {
+        "queue": {"name": "consumer", "queue": {"stream": "S", "consumer": "c"}},
+        "cpu": {"name": "consumer", "target": {"cpu.avg_pct": 60}},
+        "rules": {
+            "name": "consumer",
+            "rules": {"scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 5}]},
+        },
+    }[policy]
+    spec = ServiceSpec(min_replicas=MIN, max_replicas=MAX, **fields)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def observed(at: datetime, counter_scale: float) -> Observation:
+        observation = Observation(taken_at=at, replicas=replicas)
+        gauges = {"queue.backlog": backlog, "queue.ack_pending": backlog, "cpu.avg_pct": cpu}
+        counters = {"queue.stream_seq": seq * counter_scale, "queue.ack_floor": floor}
+        observation.metrics = finite_values("nats", gauges, observation.errors, METRIC_LIMIT)
+        observation.counters = finite_values("nats", counters, observation.errors, COUNTER_LIMIT)
+        return observation
+
+    previous, current = observed(now - timedelta(seconds=4), 0.5), observed(now, 1.0)
+    memory = PolicyMemory(per_replica_rate=learned)
+    proposal = decide(spec, current, previous, now, memory=memory)
+    assert MIN <= proposal.target_replicas <= MAX
+    for value in (backlog, cpu):
+        if not math.isfinite(value):
+            assert any("not a finite number" in e for e in current.errors)
+    converter = pydantic_data_converter.payload_converter
+    for payload_model in (current, proposal):
+        [back] = converter.from_payloads(
+            converter.to_payloads([payload_model]), [type(payload_model)]
+        )
+        assert back == payload_model
