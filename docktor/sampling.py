@@ -85,6 +85,11 @@ class Sampler:
             )
         return observation, failures
 
+    async def close(self) -> None:
+        for source in self._sources.values():
+            await source.close()
+        self._sources.clear()
+
 
 # Metric values are not trusted (SECURITY.md). A non-finite one travels in the observation's
 # JSON payload as null, which the workflow cannot decode, and the target policy cannot round
@@ -105,8 +110,3 @@ def finite_values(
             continue
         kept[name] = max(-limit, min(limit, value))
     return kept
-
-    async def close(self) -> None:
-        for source in self._sources.values():
-            await source.close()
-        self._sources.clear()
