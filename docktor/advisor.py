@@ -48,6 +48,13 @@ RECENT_DECISIONS = 5
 # DMR and most local servers ignore the key, but the client insists on one.
 NO_KEY = "not-needed"
 REASON_PREFIX = "LLM: "
+# A well-formed answer is well under 1 KB; anything much longer is not an answer, and holding
+# it (and recording it) costs memory and history space.
+REPLY_MAX_CHARS = 16_000
+# The model's reason is recorded in every decision, kept in the loop's state (50 of them) and
+# in history: one readable sentence, cut to this length.
+REASON_MAX_CHARS = 300
+REDACTED = "[redacted]"
 
 SYSTEM_PROMPT = """\
 You advise an autoscaler for one service. You are shown its replica bounds, the current \
@@ -86,7 +93,9 @@ class ModelAnswer(BaseModel):
     @field_validator("reason")
     @classmethod
     def _reason_not_blank(cls, value: str) -> str:
-        value = " ".join(value.split())
+        # One line of printable text: the reason is shown in terminals (`docktor explain`),
+        # where escape sequences or bidi overrides from a model would act, not be read.
+        value = "".join(ch for ch in " ".join(value.split()) if ch.isprintable())
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -130,6 +139,7 @@ async def advise(request: AdviseInput, api_key: str | None = None) -> Advice:
     started = time.monotonic()
     try:
         answer = await _ask(llm, api_key, build_messages(request))
+        answer.reason = _shorten(_redact(answer.reason, api_key))
         advice = _use(request, answer)
     except _Fallback as exc:
         return _fallback(request, str(exc), started)
@@ -179,6 +189,16 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
         metadata=provenance,
         memory=memory,
     )
+
+
+def _redact(text: str, api_key: str | None) -> str:
+    """A server that echoes the request's Authorization header back into the answer must not
+    get the key recorded in the decision (and so in history and the JSONL)."""
+    return text.replace(api_key, REDACTED) if api_key else text
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
 
 
 def _last_scales(request: AdviseInput, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -271,6 +291,8 @@ _FENCE_RE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?\s*```$", re.DOTALL | re.IGN
 def parse_answer(content: str) -> ModelAnswer:
     """A JSON object, alone or inside one ```json fence; nothing else is accepted (no digging
     for braces in prose: an answer that needs guessing is not an answer)."""
+    if len(content) > REPLY_MAX_CHARS:
+        raise _Fallback(f"reply too long ({len(content)} characters)")
     text = content.strip()
     fenced = _FENCE_RE.match(text)
     if fenced:

@@ -12,11 +12,14 @@ import difflib
 import math
 import os
 import re
+import reprlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,22 +50,87 @@ def parse_duration(value: Any) -> float:
         raise ValueError("must be a duration such as 30, '30s' or '2m'")
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise ValueError(f"must be a finite duration, not {value!r}")
+            raise ValueError(f"must be a finite duration, not {_short(value)}")
         return float(value)
     if isinstance(value, str):
         match = _DURATION_RE.match(value)
         if match:
             return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    raise ValueError(f"must be a duration such as 30, '30s' or '2m', not {value!r}")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-NonNegativeDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+    raise ValueError(f"must be a duration such as 30, '30s' or '2m', not {_short(value)}")
 
 
 # The validation context of a file a user wrote (see Strict).
 USER_CONFIG = {"user_config": True}
+
+# The longest duration a user's file may set. Every duration becomes a durable timer or a
+# timedelta in the workflow, and one beyond what those can hold (timedelta stops at ~2.7e6
+# years) would fail the loop's workflow task on every attempt instead of being refused here.
+MAX_DURATION_S = 366 * 24 * 3600.0
+# The most replicas a user's file may ask for: Kubernetes' int32, and it keeps every count
+# within the Int (int64) search attribute DocktorReplicas.
+MAX_REPLICAS = 2**31 - 1
+# A name is a workflow id part, a Compose label, a DNS alias on the service's networks (so at
+# most one 63-character DNS label) and a folder under state_dir.
+MAX_NAME_LENGTH = 63
+# A service name: a Compose service name that is also a plain file name (no '/', no '..' of
+# its own, nothing a shell or a label would need quoted).
+SERVICE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# Compose's own rule for project names (compose-go's NormalizeProjectName / its validation).
+PROJECT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def _in_user_config(info: ValidationInfo) -> bool:
+    return bool((info.context or {}).get("user_config"))
+
+
+def _duration_limit(value: float, info: ValidationInfo) -> float:
+    """Checked only in a user's file: a payload of a running loop keeps decoding whatever the
+    limit of the release that reads it."""
+    if _in_user_config(info) and value > MAX_DURATION_S:
+        raise ValueError(f"must be at most 366 days ({MAX_DURATION_S:.0f}s), not {value:g}s")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_duration_limit)]
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+NonNegativeDuration = Annotated[Duration, Field(ge=0)]
+
+
+def check_replica_limit(value: int, info: ValidationInfo) -> int:
+    if _in_user_config(info) and value > MAX_REPLICAS:
+        raise ValueError(f"must be at most {MAX_REPLICAS}")
+    return value
+
+
+def check_service_name(value: str, info: ValidationInfo) -> str:
+    """The length limit of a service name, in a user's file (the pattern applies everywhere)."""
+    if _in_user_config(info) and len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"is {len(value)} characters long; at most {MAX_NAME_LENGTH} are allowed")
+    return value
+
+
+def check_project_name(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or not _in_user_config(info):
+        return value
+    if not PROJECT_NAME_RE.fullmatch(value) or len(value) > MAX_NAME_LENGTH:
+        raise ValueError(
+            f"{_short(value)} is not a valid project name: use at most {MAX_NAME_LENGTH} "
+            "lowercase letters, digits, '-' or '_', starting with a letter or digit (as Compose "
+            "requires)"
+        )
+    return value
+
+
+# Values quoted in error lines: short, whatever the file holds (a long string, or a YAML alias
+# that expands to an enormous nested list, must not become an enormous message).
+_REPR = reprlib.Repr()
+_REPR.maxstring = 80
+_REPR.maxother = 80
+_REPR.maxlevel = 3
+
+
+def _short(value: Any) -> str:
+    return _REPR.repr(value)
 
 
 class Strict(BaseModel):
@@ -72,7 +140,9 @@ class Strict(BaseModel):
     (any validation without the USER_CONFIG context) unknown keys are dropped, and every field
     has a default so a missing one is filled in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # allow_inf_nan=False: a payload is JSON, where NaN and infinity become null, so a file
+    # that says `value: .inf` would start a loop whose input no worker can decode.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -243,7 +313,7 @@ class QueueSpec(Strict):
 
 
 class ServiceSpec(Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, pattern=SERVICE_NAME_PATTERN)
     backend: Backend = "compose"
     min_replicas: int = Field(default=1, ge=0, strict=True)
     max_replicas: int = Field(default=10, ge=1, strict=True)
@@ -287,13 +357,23 @@ class ServiceSpec(Strict):
     workdir: str | None = None
     state_dir: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name_length(cls, value: str, info: ValidationInfo) -> str:
+        return check_service_name(value, info)
+
+    @field_validator("min_replicas")
+    @classmethod
+    def _min_limit(cls, value: int, info: ValidationInfo) -> int:
+        return check_replica_limit(value, info)
+
     @field_validator("max_replicas")
     @classmethod
     def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
         low = info.data.get("min_replicas")
         if low is not None and value < low:
             raise ValueError(f"must be >= min_replicas ({low})")
-        return value
+        return check_replica_limit(value, info)
 
     @field_validator("command")
     @classmethod
@@ -411,6 +491,11 @@ class DocktorConfig(Strict):
     llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     services: list[ServiceSpec] = Field(min_length=1)
 
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_project_name(value, info)
+
     @model_validator(mode="after")
     def _unique_names(self) -> DocktorConfig:
         seen: dict[str, int] = {}
@@ -453,6 +538,11 @@ class LegacyScaling(Strict):
     check_interval: PositiveDuration = 10.0
     metrics_window: PositiveDuration = 10.0
 
+    @field_validator("min_replicas")
+    @classmethod
+    def _min_limit(cls, value: int, info: ValidationInfo) -> int:
+        return check_replica_limit(value, info)
+
     @field_validator("max_replicas")
     @classmethod
     def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
@@ -469,12 +559,24 @@ class LegacyScaling(Strict):
 
 class LegacyConfig(Strict):
     version: int | str | None = None
-    service: str = Field(min_length=1)
+    # The same rule as a service's name, so a bad one is reported at `service`, where the
+    # file has it, not at the services[0].name it becomes.
+    service: str = Field(min_length=1, pattern=SERVICE_NAME_PATTERN)
     compose_file: str | None = None
     project: str | None = None
     scaling: LegacyScaling = Field(default_factory=LegacyScaling)
     llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
+
+    @field_validator("service")
+    @classmethod
+    def _name_length(cls, value: str, info: ValidationInfo) -> str:
+        return check_service_name(value, info)
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_project_name(value, info)
 
     def to_multi(self) -> dict[str, Any]:
         s = self.scaling
@@ -525,6 +627,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                # As SafeLoader itself says it (`? [a, b]: 1`); a set lookup would raise a
+                # TypeError instead.
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -546,6 +657,13 @@ def load_config(path: str | Path | None = None) -> DocktorConfig:
         raise ConfigError([f"{config_path}: no such file"]) from None
     except OSError as exc:
         raise ConfigError([f"{config_path}: cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [
+                f"{config_path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                f"{exc.start})"
+            ]
+        ) from None
     return parse_config(text, base_dir=config_path.resolve().parent, source=str(config_path))
 
 
@@ -556,19 +674,67 @@ def parse_config(text: str, base_dir: Path, source: str = DEFAULT_CONFIG_NAME) -
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
+        raise ConfigError([_one_line(f"{where}: YAML syntax error: {problem}")]) from None
+    except RecursionError:
+        # PyYAML composes nested blocks recursively; a config is never this deep.
+        raise ConfigError([f"{source}: YAML nested too deeply"]) from None
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError([f"{source}: must be a mapping of settings, but the file is {kind}"])
+    if problems := _non_text_keys(data, source):
+        raise ConfigError(problems)
 
-    if "services" not in data and ("service" in data or "scaling" in data):
-        legacy = _validate(LegacyConfig, data)
-        data = legacy.to_multi()
-    config = _validate(DocktorConfig, data)
-    return _resolve(config, base_dir)
+    try:
+        if "services" not in data and ("service" in data or "scaling" in data):
+            legacy = _validate(LegacyConfig, data)
+            data = legacy.to_multi()
+        config = _validate(DocktorConfig, data)
+        return _resolve(config, base_dir, source)
+    except RecursionError:
+        # A YAML alias can make a structure that contains itself.
+        raise ConfigError([f"{source}: a value contains itself (a recursive YAML alias)"]) from None
+
+
+def _non_text_keys(data: Any, source: str) -> list[str]:
+    """Every mapping key that is not a string (`1:`, `~:`, `on:` in YAML 1.1), by its path.
+    Validation would report such a key at a path indistinguishable from a list index. Each
+    object is visited once: YAML aliases may share (or nest) one structure many times."""
+    problems: list[str] = []
+    seen: set[int] = set()
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while todo:
+        value, loc = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    where = _path(loc) or source
+                    problems.append(f"{where}: key {_short(key)} must be text (quote it)")
+                else:
+                    todo.append((item, (*loc, key)))
+        elif isinstance(value, list):
+            todo.extend((item, (*loc, index)) for index, item in enumerate(value))
+    return sorted(problems)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def user_config_problems(model: BaseModel) -> list[str]:
+    """What the checks of a user's file say about a model that arrived some other way (an
+    `update_spec` payload): the wire models accept anything a past release wrote, a change to
+    a running loop must pass what a config file must."""
+    try:
+        type(model).model_validate(model.model_dump(), context=USER_CONFIG)
+    except ValidationError as exc:
+        return [_describe(err, type(model)) for err in exc.errors()]
+    return []
 
 
 def _validate(model: type[M], data: dict[str, Any]) -> M:
@@ -591,13 +757,17 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
         message = f"must be one of {error['ctx']['expected']}, not {error['input']!r}"
     elif kind == "string_pattern_mismatch":
         message = (
-            f"{error['input']!r} is not a valid name: use letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit"
+            f"{_short(error['input'])} is not a valid name: use letters, digits, '-', '_' or "
+            "'.', starting with a letter or digit" + _lookalike(error["input"])
         )
     elif kind == "too_short" and loc and loc[-1] == "services":
         message = "must list at least one service"
+    elif kind == "finite_number":
+        message = f"must be a finite number, not {_short(error['input'])}"
     elif kind.endswith("_type") or kind.endswith("_parsing"):
-        message = f"{message}, got {error['input']!r}"
+        message = f"{message}, got {_short(error['input'])}"
+    # One problem, one line, whatever a value or a message quoted.
+    message = _one_line(message)
     if not path:
         return message
     field = message.split(":", 1)[0]
@@ -607,6 +777,17 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
     return f"{path}: {message}"
 
 
+def _lookalike(value: Any) -> str:
+    """Names a non-ASCII character, which may look exactly like an ASCII one ('а', U+0430)."""
+    for char in str(value):
+        if not char.isascii():
+            return f" (it has the non-ASCII character {char!r}, U+{ord(char):04X})"
+    return ""
+
+
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
 def _path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -614,8 +795,12 @@ def _path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif str(part).startswith("function-"):
             continue
-        else:
+        elif _PLAIN_KEY_RE.match(str(part)):
             out += f".{part}" if out else str(part)
+        else:
+            # A key with spaces, brackets, newlines...: quoted, so the path stays one line and
+            # says exactly which key.
+            out += f"[{_short(str(part))}]"
     return out
 
 
@@ -647,7 +832,9 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _resolve(config: DocktorConfig, base_dir: Path) -> DocktorConfig:
+def _resolve(
+    config: DocktorConfig, base_dir: Path, source: str = DEFAULT_CONFIG_NAME
+) -> DocktorConfig:
     """Fill in what depends on where the file lives and on the environment."""
     if config.compose_file and not Path(config.compose_file).is_absolute():
         config.compose_file = str(base_dir / config.compose_file)
@@ -655,6 +842,13 @@ def _resolve(config: DocktorConfig, base_dir: Path) -> DocktorConfig:
         # Compose names a project after the folder of its file; so do we.
         folder = Path(config.compose_file).parent if config.compose_file else base_dir
         config.project = _project_name(folder.name)
+        if len(config.project) > MAX_NAME_LENGTH:
+            raise ConfigError(
+                [
+                    f"{source}: project: the folder name {_short(folder.name)} makes a project "
+                    f"name longer than {MAX_NAME_LENGTH} characters; set `project:` in the file"
+                ]
+            )
     state_dir = Path(config.state_dir)
     if not state_dir.is_absolute():
         config.state_dir = str(base_dir / state_dir)
@@ -685,5 +879,7 @@ def _resolve_arg(arg: str, base_dir: Path, index: int) -> str:
 
 
 def _project_name(folder: str) -> str:
-    name = re.sub(r"[^a-z0-9_-]", "", folder.lower())
+    """Compose's normalisation (compose-go's NormalizeProjectName): lower case, only
+    [a-z0-9_-], no leading '-' or '_'; so docktor finds the containers Compose labelled."""
+    name = re.sub(r"[^a-z0-9_-]", "", folder.lower()).lstrip("-_")
     return name or "default"

@@ -275,7 +275,9 @@ class RecordInput(BaseModel):
 
 
 class ManualScale(BaseModel):
-    replicas: int
+    # Strict: `"3"`, `3.0` or `true` from a client other than docktor's is refused, not read as
+    # a count (an update whose payload does not decode is rejected before it is accepted).
+    replicas: int = Field(strict=True)
     reason: str = ""
     by: str = ""
 
@@ -290,6 +292,24 @@ class Verdict(BaseModel):
 
     by: str = ""
     reason: str = ""
+
+
+# What an operator's `by` and `reason` may be: they are recorded in a decision, kept in the
+# loop's state (50 decisions, handed to every continue-as-new, where one payload may not exceed
+# 2 MB) and printed in terminals by `docktor status|explain`.
+OPERATOR_TEXT_MAX = 500
+
+
+def operator_text_problems(**fields: str) -> list[str]:
+    """Why the operator's texts cannot be recorded, one line per field; empty when they can."""
+    problems = []
+    for name, value in fields.items():
+        if len(value) > OPERATOR_TEXT_MAX:
+            problems.append(f"{name} is {len(value)} characters long (at most {OPERATOR_TEXT_MAX})")
+        elif not value.isprintable():
+            bad = next(ch for ch in value if not ch.isprintable())
+            problems.append(f"{name} holds the control character {bad!r}: one line of text only")
+    return problems
 
 
 class SpecUpdate(BaseModel):

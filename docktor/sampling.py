@@ -7,6 +7,7 @@ every service it serves instead of being opened per call.
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime
 
 from docktor.config import ServiceSpec
@@ -76,11 +77,36 @@ class Sampler:
                 observation.errors.append(f"{kind}: {sample}")
                 continue
             gauges, counters = sample
-            observation.metrics.update(gauges)
-            observation.counters.update(counters)
+            observation.metrics.update(
+                finite_values(kind, gauges, observation.errors, METRIC_LIMIT)
+            )
+            observation.counters.update(
+                finite_values(kind, counters, observation.errors, COUNTER_LIMIT)
+            )
         return observation, failures
 
     async def close(self) -> None:
         for source in self._sources.values():
             await source.close()
         self._sources.clear()
+
+
+# Metric values are not trusted (SECURITY.md). A non-finite one travels in the observation's
+# JSON payload as null, which the workflow cannot decode, and the target policy cannot round
+# it to a replica count: it is left out as not observed, and the decision says why. A finite
+# one beyond these limits is no real backlog, rate or percentage: it is capped, so that the
+# policy's arithmetic stays finite (and the bounds then decide).
+METRIC_LIMIT = 1e15
+COUNTER_LIMIT = 1e30
+
+
+def finite_values(
+    kind: str, values: dict[str, float], errors: list[str], limit: float
+) -> dict[str, float]:
+    kept: dict[str, float] = {}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            errors.append(f"{kind}: {name} is not a finite number ({value}); not used")
+            continue
+        kept[name] = max(-limit, min(limit, value))
+    return kept

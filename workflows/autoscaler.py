@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
     from docktor import names
-    from docktor.config import ServiceSpec
+    from docktor.config import ServiceSpec, user_config_problems
     from docktor.model import (
         Advice,
         AdviseInput,
@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RecordInput,
         SpecUpdate,
         Verdict,
+        operator_text_problems,
     )
     from docktor.policy import cooldown_left, latest
     from docktor.policy import predict as forecast_view
@@ -469,6 +470,7 @@ class ServiceAutoscaler:
 
     @pause.validator
     def _validate_pause(self, request: PauseRequest) -> None:
+        _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if self.state.paused:
             raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
 
@@ -505,6 +507,7 @@ class ServiceAutoscaler:
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
+        _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if self.stopping:
             raise ValueError(f"the loop for {self.spec.name} is stopping")
         low, high = self.spec.min_replicas, self.spec.max_replicas
@@ -517,6 +520,7 @@ class ServiceAutoscaler:
 
     @approve.validator
     def _validate_approve(self, verdict: Verdict) -> None:
+        _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
 
     @workflow.update(name=names.REJECT)
@@ -525,6 +529,7 @@ class ServiceAutoscaler:
 
     @reject.validator
     def _validate_reject(self, verdict: Verdict) -> None:
+        _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
 
     def _require_pending(self) -> None:
@@ -551,6 +556,19 @@ class ServiceAutoscaler:
     def _validate_spec(self, change: SpecUpdate) -> None:
         if change.service.name != self.spec.name:
             raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
+        # The payload decoded as a wire model, which takes what any release wrote; a new spec
+        # must also pass the checks of a config file (a check_interval no timer can hold would
+        # otherwise fail every workflow task from the next iteration on).
+        _refuse(
+            [f"service.{p}" for p in user_config_problems(change.service)]
+            + [f"llm.{p}" for p in user_config_problems(change.llm)]
+        )
+
+
+def _refuse(problems: list[str]) -> None:
+    """A validator's refusal: every problem, on one line."""
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 def _reraise_cancellation(err: ActivityError) -> None:
