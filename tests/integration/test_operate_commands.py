@@ -174,7 +174,9 @@ async def _replicas(stack: Stack, name: str, count: int) -> bool:
 
 
 async def test_status_and_explain_show_the_running_loop(make_stack: StackFactory) -> None:
-    stack = await make_stack([service("consumer")])
+    # 2 s checks: the loop keeps its last 50 decisions, and the first one (the scale_up
+    # explained below) must still be among them after the CLI calls of a slow machine.
+    stack = await make_stack([service("consumer", check_interval="2s")])
     workflow_id = stack.config.workflow_id("consumer")
     # The first iteration brings the count up to min_replicas: a scale_up 0 -> 1.
     await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "first replica")
