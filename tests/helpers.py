@@ -144,9 +144,7 @@ class WorkerProcess:
                 self.process.wait(timeout=10)
 
 
-def start_worker(
-    config: Path, log_path: Path, module: str = "worker", **env: str
-) -> WorkerProcess:
+def start_worker(config: Path, log_path: Path, module: str = "worker", **env: str) -> WorkerProcess:
     """Run a worker module (`worker`, or a test's wrapper of it) on `config`."""
     environment = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     environment.update(env)
@@ -189,3 +187,22 @@ def replica_pids(project: str, service: str) -> list[int]:
 def assert_gapless(sequences: list[int], what: str) -> None:
     """Decision sequence numbers 1..n, each once, in order."""
     assert sequences == list(range(1, len(sequences) + 1)), f"{what}: {sequences}"
+
+
+async def queue_with_backlog(nats_url: str, stream: str, subject: str, messages: int) -> None:
+    """A JetStream stream, its durable pull consumer `workers` and `messages` waiting in it,
+    which nobody consumes: a backlog that stays put for as long as a test needs it."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        await js.add_stream(name=stream, subjects=[subject])
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT)
+        )
+        for index in range(messages):
+            await js.publish(subject, f"job {index}".encode())
+    finally:
+        await connection.close()
