@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import openai
@@ -166,16 +166,9 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
     # The model's target replaces the rules' recommendation: the memory as it was before
     # this evaluation, so the rules' recommendation does not also count in the windows.
     memory = request.memory.model_copy(deep=True)
-    settled = settle(
-        spec,
-        current,
-        target,
-        memory,
-        request.now or datetime.now(UTC),
-        request.last_scale_up_at,
-        request.last_scale_down_at,
-        max_step=llm.max_step,
-    )
+    now = request.now or datetime.now(UTC)
+    last_up, last_down = _last_scales(request, now)
+    settled = settle(spec, current, target, memory, now, last_up, last_down, max_step=llm.max_step)
     reason = REASON_PREFIX + answer.reason
     if settled.notes:
         reason += f" (guardrails: {'; '.join(settled.notes)})"
@@ -186,6 +179,18 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
         metadata=provenance,
         memory=memory,
     )
+
+
+def _last_scales(request: AdviseInput, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """The last scale-up and scale-down, as the workflow sends them; a request that carries only
+    the seconds of cooldown left (an older workflow's) gets moments that leave exactly those."""
+    last_up, last_down = request.last_scale_up_at, request.last_scale_down_at
+    cooldown = request.service.cooldown
+    if last_up is None and request.cooldown_up_left > 0:
+        last_up = now - timedelta(seconds=cooldown.up - request.cooldown_up_left)
+    if last_up is None and last_down is None and request.cooldown_down_left > 0:
+        last_down = now - timedelta(seconds=cooldown.down - request.cooldown_down_left)
+    return last_up, last_down
 
 
 def _rules(proposal: Proposal, provenance: Provenance) -> Advice:

@@ -326,6 +326,9 @@ class ServiceSpec(Strict):
         names = {c.metric for c in rules}
         if self.policy == "target":
             names |= {m.removesuffix(PER_REPLICA_SUFFIX) for m in self.target}
+            if self.queue is not None and self.rate.enabled:
+                # The feed-forward reads these; `explain` shows what the policy looked at.
+                names |= {"queue.backlog", "queue.rate_in", "queue.rate_out"}
         return names
 
 

@@ -11,6 +11,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge results, not speed: a loaded 2-core CI machine must not fail one on
+# hypothesis's per-example deadline.
+settings.register_profile("docktor", deadline=None)
+settings.load_profile("docktor")
 
 # `import helpers` from any test folder, whether or not tests/ becomes a package later.
 sys.path.insert(0, str(Path(__file__).parent))

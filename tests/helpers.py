@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 if TYPE_CHECKING:
     from temporalio.client import Client
 
@@ -206,3 +208,35 @@ async def queue_with_backlog(nats_url: str, stream: str, subject: str, messages:
             await js.publish(subject, f"job {index}".encode())
     finally:
         await connection.close()
+
+
+# A replica that does nothing for long enough; the tests stop it.
+IDLE_COMMAND = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def write_idle_config(
+    tmp_path: Path, temporal_address: str, prefix: str, tag: str, journal: bool = True
+) -> Path:
+    """A docktor.yaml with one `consumer` of idle processes, 1..2 replicas, 1 s checks, on its
+    own project and task queue. No replicas yet and min 1: the first iteration scales 0 -> 1."""
+    document: dict[str, object] = {
+        "project": f"{prefix}-{tag}",
+        "state_dir": str(tmp_path / "state"),
+        "temporal": {"address": temporal_address, "task_queue": f"docktor-{prefix}-{tag}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": IDLE_COMMAND,
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "check_interval": "1s",
+                "stop_grace_period": "2s",
+            }
+        ],
+    }
+    if journal:
+        document["journal"] = str(tmp_path / "decisions.jsonl")
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path

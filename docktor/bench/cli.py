@@ -38,10 +38,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     control.add_argument(
         "--config",
+        action="append",
         default=None,
         metavar="FILE",
         help="a docktor.yaml: each of its services runs as policy config:<service>, with its "
-        "own bounds and check_interval",
+        "own bounds and check_interval; repeat to compare several (e.g. before and after)",
     )
     control.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     control.add_argument(
@@ -121,8 +122,11 @@ def cmd_bench_control(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.scenario] if args.scenario else default_scenarios()
     scenarios = [load_scenario(path) for path in paths]
-    config = load_config(args.config) if args.config else None
-    results = [run_scenario(scenario, config) for scenario in scenarios]
+    configs = [load_config(path) for path in args.config or []]
+    names = [f"config:{s.name}" for c in configs for s in c.services]
+    if duplicated := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError([f"--config: service names must differ across files: {duplicated}"])
+    results = [run_scenario(scenario, configs) for scenario in scenarios]
     print_tables(results)
     if args.json:
         write_json(results, Path(args.json))

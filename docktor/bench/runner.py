@@ -42,22 +42,27 @@ def default_spec(scenario: Scenario) -> ServiceSpec:
     return ServiceSpec.model_validate(data)
 
 
-def controllers(scenario: Scenario, config: DocktorConfig | None) -> list[Controller]:
+def controllers(
+    scenario: Scenario, config: DocktorConfig | list[DocktorConfig] | None
+) -> list[Controller]:
     low, high = scenario.min_replicas, scenario.max_replicas
     out: list[Controller] = [
         Seed(low, high),
         KedaHpa(low, high),
         DocktorController("docktor-default", default_spec(scenario)),
     ]
-    if config is not None:
+    configs = config if isinstance(config, list) else [config] if config is not None else []
+    for each in configs:
         # A config's services keep their own bounds and check interval: they are measured as
         # they would run.
-        out += [DocktorController(f"config:{s.name}", s) for s in config.services]
+        out += [DocktorController(f"config:{s.name}", s) for s in each.services]
     out.append(Oracle(low, high))
     return out
 
 
-def run_scenario(scenario: Scenario, config: DocktorConfig | None = None) -> ScenarioResult:
+def run_scenario(
+    scenario: Scenario, config: DocktorConfig | list[DocktorConfig] | None = None
+) -> ScenarioResult:
     base = scenario.base_rates(DT)
     rates = scenario.rates(DT)
     result = ScenarioResult(scenario=scenario, base_rates=base)

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import async_wait_for
+from helpers import async_wait_for, write_idle_config
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -30,31 +28,7 @@ from docktor.scalers.processes import ProcessScaler
 from docktor.telemetry import DocktorMetrics
 from workflows import ServiceAutoscaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 DECISIONS = 4
-
-
-def write_config(tmp_path: Path, temporal: EmbeddedTemporal, tag: str) -> Path:
-    config = {
-        "project": f"retries-{tag}",
-        "state_dir": str(tmp_path / "state"),
-        "journal": str(tmp_path / "decisions.jsonl"),
-        "temporal": {"address": temporal.address, "task_queue": f"docktor-retries-{tag}"},
-        "services": [
-            {
-                "name": "consumer",
-                "backend": "processes",
-                "command": IDLE,
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "check_interval": "1s",
-                "stop_grace_period": "2s",
-            }
-        ],
-    }
-    path = tmp_path / "docktor.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 class FlakyRecord:
@@ -78,7 +52,9 @@ class FlakyRecord:
 async def stack(
     tmp_path: Path, temporal_dev: EmbeddedTemporal
 ) -> AsyncIterator[tuple[DocktorConfig, Client, FlakyRecord, DocktorMetrics]]:
-    config = load_config(write_config(tmp_path, temporal_dev, uuid.uuid4().hex[:6]))
+    config = load_config(
+        write_idle_config(tmp_path, temporal_dev.address, "retries", uuid.uuid4().hex[:6])
+    )
     client = await connect(config)
     metrics = DocktorMetrics()
     real = LoopActivities(metrics=metrics)

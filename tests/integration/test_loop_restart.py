@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import async_wait_for, serving_loops
+from helpers import async_wait_for, serving_loops, write_idle_config
 from temporalio.client import Client
 
 from docktor.config import DocktorConfig, load_config
@@ -23,7 +21,6 @@ from docktor.embedded import EmbeddedTemporal
 from docktor.model import Decision
 from docktor.scalers.processes import ProcessScaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 # Decisions each run makes before it is stopped: the first (0 -> 1, min_replicas) and holds.
 PER_RUN = 3
 STOP_WAIT = 30.0
@@ -33,26 +30,7 @@ STOP_WAIT = 30.0
 async def stack(
     tmp_path: Path, temporal_dev: EmbeddedTemporal
 ) -> AsyncIterator[tuple[DocktorConfig, Client]]:
-    tag = uuid.uuid4().hex[:6]
-    document = {
-        "project": f"restart-{tag}",
-        "state_dir": str(tmp_path / "state"),
-        "journal": str(tmp_path / "decisions.jsonl"),
-        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-restart-{tag}"},
-        "services": [
-            {
-                "name": "consumer",
-                "backend": "processes",
-                "command": IDLE,
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "check_interval": "1s",
-                "stop_grace_period": "2s",
-            }
-        ],
-    }
-    path = tmp_path / "docktor.yaml"
-    path.write_text(yaml.safe_dump(document))
+    path = write_idle_config(tmp_path, temporal_dev.address, "restart", uuid.uuid4().hex[:6])
     config = load_config(path)
     try:
         async with serving_loops(config) as client:

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import async_wait_for, wait_for
+from helpers import async_wait_for, wait_for, write_idle_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from docktor.client import connect
@@ -25,31 +24,6 @@ from docktor.embedded import EmbeddedTemporal, free_port
 from docktor.scalers.processes import ProcessScaler
 
 REPO = Path(__file__).parents[2]
-# A replica that does nothing for long enough; the test stops it.
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
-
-
-def write_config(tmp_path: Path, temporal: EmbeddedTemporal, tag: str) -> Path:
-    config = {
-        "project": f"metrics-{tag}",
-        "state_dir": str(tmp_path / "state"),
-        "temporal": {"address": temporal.address, "task_queue": f"docktor-metrics-{tag}"},
-        "services": [
-            {
-                "name": "consumer",
-                "backend": "processes",
-                "command": IDLE,
-                # No replicas yet and min 1: the first iteration scales 0 -> 1.
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "check_interval": "1s",
-                "stop_grace_period": "2s",
-            }
-        ],
-    }
-    path = tmp_path / "docktor.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def scrape(url: str) -> str | None:
@@ -78,7 +52,9 @@ def value(text: str, name: str, **labels: str) -> float | None:
 @pytest.fixture
 def worker(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> Iterator[tuple[Path, str]]:
     """A worker process with --metrics-port; yields (config path, metrics URL)."""
-    config = write_config(tmp_path, temporal_dev, uuid.uuid4().hex[:6])
+    config = write_idle_config(
+        tmp_path, temporal_dev.address, "metrics", uuid.uuid4().hex[:6], journal=False
+    )
     port = free_port()
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
