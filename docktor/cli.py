@@ -206,6 +206,17 @@ def cmd_scale(args: argparse.Namespace) -> int:
     return _operate(args, work)
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from docktor import operate, views
+
+    def work(config: DocktorConfig) -> int:
+        learnt = asyncio.run(operate.forecast(config, args.service, args.address))
+        views.print_forecast(learnt, sys.stdout, as_json=args.json)
+        return EXIT_OK
+
+    return _operate(args, work)
+
+
 def cmd_nudge(args: argparse.Namespace) -> int:
     from docktor import operate
 
@@ -296,6 +307,14 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     scale.add_argument("replicas", type=int, metavar="N", help="the replica count")
     scale.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
     scale.set_defaults(handler=cmd_scale)
+
+    forecast = operate_parser(
+        "forecast",
+        "what the running loop has learnt of its load's rhythm: period, confidence, the next "
+        "expected peak (predict: in the service's config)",
+    )
+    forecast.add_argument("--json", action="store_true", help="print JSON instead")
+    forecast.set_defaults(handler=cmd_forecast)
 
     nudge = operate_parser("nudge", "evaluate now instead of at the next tick")
     nudge.set_defaults(handler=cmd_nudge)

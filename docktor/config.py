@@ -187,6 +187,33 @@ class RateTracking(Strict):
     smoothing: float = Field(default=0.5, gt=0, le=1)
 
 
+class Predict(Strict):
+    """Predictive pre-scaling (docktor/policy/forecast.py): learn the rhythm of queue.rate_in
+    and, when confident, have capacity for the rate expected `lead` seconds from now.
+
+    lead: how far ahead to look; unset, one check interval plus `startup` (a replica asked for
+    now serves after `startup`, and the next check is one interval away). The recommendation is
+    never lowered by a forecast, and passes the same windows, limits and bounds.
+    """
+
+    enabled: bool = False
+    lead: PositiveDuration | None = None
+    # Seconds from asking for a replica to its first message, for the default lead.
+    startup: NonNegativeDuration = 5.0
+    # Chance-corrected share of the rate's variance that the rhythm explains (0..1).
+    min_confidence: float = Field(default=0.8, gt=0, le=1)
+    # Cycles the rhythm must have repeated (and the cycles a period is judged on).
+    min_cycles: int = Field(default=3, ge=2, le=10, strict=True)
+    # Capacity above the predicted rate, as a fraction (bursts vary in size).
+    headroom: float = Field(default=0.1, ge=0, le=10)
+    # While the rhythm is trusted, the scale-down window is at most this long: the forecast,
+    # not the window, brings the capacity back before the next burst.
+    down_window: NonNegativeDuration = 0.0
+
+    def lead_for(self, check_interval: float) -> float:
+        return self.lead if self.lead is not None else check_interval + self.startup
+
+
 class Activation(Strict):
     """Scale to zero (min_replicas 0): wake when more than `threshold` messages wait; go to
     zero only after the queue has been idle (nothing waiting, in flight or arriving) for
@@ -242,6 +269,7 @@ class ServiceSpec(Strict):
     rate: RateTracking = Field(default_factory=RateTracking)
     behavior: Behavior = Field(default_factory=Behavior)
     activation: Activation = Field(default_factory=Activation)
+    predict: Predict = Field(default_factory=Predict)
     fallback: Fallback | None = None
     queue: QueueSpec | None = None
     command: list[str] | None = None
@@ -319,6 +347,15 @@ class ServiceSpec(Strict):
             if "behavior" not in given:
                 # The step rules had no windows; an old file keeps behaving as it did.
                 self.behavior = Behavior(down=Direction())
+        return self
+
+    @model_validator(mode="after")
+    def _predict_needs_rate(self) -> ServiceSpec:
+        if self.predict.enabled and (self.queue is None or not self.rate.enabled):
+            raise ValueError(
+                "predict: needs a queue with rate tracking (it learns the rhythm of "
+                "queue.rate_in); add `queue:` or set predict.enabled: false"
+            )
         return self
 
     def metric_names(self) -> set[str]:

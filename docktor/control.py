@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor import names
 from docktor.client import autoscaler_input, missing_search_attributes
 from docktor.config import DocktorConfig, ServiceSpec
-from docktor.model import Decision, LoopStatus, SpecUpdate
+from docktor.model import Decision, ForecastView, LoopStatus, SpecUpdate
 
 WORKFLOW_NAME = names.WORKFLOW
 
@@ -128,6 +128,7 @@ from datetime import timedelta  # noqa: E402
 from typing import TypeVar  # noqa: E402
 
 from temporalio.client import (  # noqa: E402
+    WorkflowQueryFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
@@ -166,6 +167,25 @@ async def query_decisions(
         return await handle.query(
             "decisions", tail, result_type=list[Decision], rpc_timeout=ANSWER_TIMEOUT
         )
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None
+        raise
+
+
+async def query_forecast(client: Client, config: DocktorConfig, service: str) -> ForecastView:
+    """The `forecast` query with a deadline. A loop started by a release without the query
+    answers with a failed query, worded here as one line."""
+    handle = await running_handle(client, config, service)
+    try:
+        return await handle.query(
+            names.FORECAST, result_type=ForecastView, rpc_timeout=ANSWER_TIMEOUT
+        )
+    except WorkflowQueryFailedError as exc:
+        raise LoopNotAnswering(
+            f"the loop for '{service}' cannot answer the forecast query ({exc.message}); it "
+            "may run an older release: restart it with the current worker"
+        ) from None
     except RPCError as exc:
         if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             raise LoopNotAnswering(_not_answering(config, service, ANSWER_TIMEOUT)) from None

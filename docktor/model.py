@@ -50,6 +50,32 @@ class ScaleEvent(BaseModel):
     to_replicas: int
 
 
+class Ring(BaseModel):
+    """Per-bucket mean rates at one resolution (docktor/policy/forecast.py)."""
+
+    step: float
+    # Index (epoch seconds // step) of the bucket being filled, and its running sum and count.
+    index: int | None = None
+    open_sum: float = 0.0
+    open_count: int = 0
+    # Closed buckets, oldest first, ending with bucket index - 1; -1 marks one without a sample.
+    # Rounded, because this list travels in workflow history twice per iteration.
+    values: list[float] = Field(default_factory=list)
+    # Cache of the last detection [lag in buckets, confidence, cycles seen] ([0, 0, 0]: none),
+    # for `period_cycles`; cleared when a bucket closes.
+    period: list[float] | None = None
+    period_cycles: int = 0
+
+
+class ForecastMemory(BaseModel):
+    """The rate history the forecast learns from; a few KB whatever the period."""
+
+    rings: list[Ring] = Field(default_factory=list)
+    # When the rate last rose well above what the rhythm expected: the forecast is not relied
+    # on to give capacity back (its short scale-down window) for a period after that.
+    surprised_at: datetime | None = None
+
+
 class PolicyMemory(BaseModel):
     """What the policy remembers between iterations. Returned by each evaluation and handed to
     the next one, so the policy stays a pure function; carried across continue-as-new."""
@@ -62,6 +88,8 @@ class PolicyMemory(BaseModel):
     failed_observations: int = 0
     # Since when the queue has been idle (for scale to zero).
     idle_since: datetime | None = None
+    # queue.rate_in history for predictive pre-scaling (None unless `predict.enabled`).
+    forecast: ForecastMemory | None = None
 
     def forget_before(self, moment: datetime) -> None:
         self.recommendations = [r for r in self.recommendations if r.at >= moment]
@@ -83,6 +111,8 @@ class Proposal(BaseModel):
     # this evaluation (None from a release that had none).
     recommended: int | None = None
     memory: PolicyMemory | None = None
+    # The forecast raised the recommendation: capacity for load expected, not yet seen.
+    predicted: bool = False
 
 
 class Provenance(BaseModel):
@@ -93,6 +123,8 @@ class Provenance(BaseModel):
     llm_used: bool = False
     fallback: str | None = None
     latency_ms: float | None = None
+    # A scale-up taken ahead of load, for the burst the forecast expects.
+    predicted: bool = False
 
 
 class Decision(BaseModel):
@@ -291,3 +323,25 @@ class LoopStatus(BaseModel):
     pending_approval: PendingApproval | None = None
     # Set while the JSONL decision log cannot be written: why, and since which decision.
     journal_error: str | None = None
+
+
+class ForecastView(BaseModel):
+    """The answer to the `forecast` query: what the loop has learnt of its load's rhythm."""
+
+    service: str
+    enabled: bool = False
+    # The period found (None: no rhythm yet), how well it explains the rate (0..1) and how
+    # many cycles in a row it has fitted.
+    period_s: float | None = None
+    confidence: float = 0.0
+    cycles: int = 0
+    trusted: bool = False
+    # The highest rate the rhythm expects within the next period, and when it comes.
+    next_peak_at: datetime | None = None
+    next_peak_rate: float | None = None
+    lead_s: float = 0.0
+    min_confidence: float = 0.0
+    min_cycles: int = 0
+    # Seconds of rate history the forecast holds, and its size in the loop's state.
+    history_s: float = 0.0
+    state_bytes: int = 0

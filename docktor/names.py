@@ -19,6 +19,7 @@ RECORD = "record"
 # Queries, signals and updates of the workflow
 STATUS = "status"
 DECISIONS = "decisions"
+FORECAST = "forecast"
 NUDGE = "nudge"
 PAUSE = "pause"
 RESUME = "resume"

@@ -24,7 +24,15 @@ from docktor import control
 from docktor.client import TemporalUnreachable, connect
 from docktor.config import DocktorConfig
 from docktor.journal import read_decisions
-from docktor.model import Decision, LoopStatus, ManualScale, PauseRequest, PendingApproval, Verdict
+from docktor.model import (
+    Decision,
+    ForecastView,
+    LoopStatus,
+    ManualScale,
+    PauseRequest,
+    PendingApproval,
+    Verdict,
+)
 
 T = TypeVar("T")
 
@@ -280,6 +288,13 @@ async def scale(
         "scale",
         lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
     )
+
+
+async def forecast(config: DocktorConfig, service: str, address: str | None = None) -> ForecastView:
+    """What the running loop has learnt of its load's rhythm (a query: it changes nothing)."""
+    check_service(config, service)
+    client = await _connect(config, address)
+    return await _call(config, address, service, control.query_forecast(client, config, service))
 
 
 async def nudge(config: DocktorConfig, service: str, address: str | None = None) -> None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from docktor.config import DocktorConfig, format_number
-from docktor.model import Decision, LoopStatus, Provenance
+from docktor.model import Decision, ForecastView, LoopStatus, Provenance
 from docktor.operate import ServiceState
 
 STATUS_HEADERS = [
@@ -207,7 +207,8 @@ def explain_cells(decision: Decision, config: DocktorConfig | None) -> list[str]
     return [
         f"{decision.timestamp:%Y-%m-%d %H:%M:%S}",
         decision.service,
-        decision.action,
+        # A scale-up taken ahead of load says so where the action is read.
+        f"{decision.action} (predicted)" if decision.metadata.predicted else decision.action,
         f"{decision.current_replicas} -> {decision.target_replicas}",
         model_label(decision.metadata),
         _observed_text(mattered(decision, config)),
@@ -251,6 +252,39 @@ def print_explain(
         Console(file=out).print(table)
         return
     out.write(columns(EXPLAIN_HEADERS, rows))
+
+
+def forecast_lines(learnt: ForecastView) -> list[str]:
+    """`docktor forecast` as plain lines: what was learnt, and whether it is acted on."""
+    lines = [f"service      {learnt.service}"]
+    if not learnt.enabled:
+        lines.append("predict      off (predict.enabled: false in the service's config)")
+    if learnt.history_s:
+        lines.append(
+            f"history      {span(learnt.history_s)} of queue.rate_in ({learnt.state_bytes:,} bytes)"
+        )
+    if learnt.period_s is None:
+        lines.append("period       none found yet")
+        return lines
+    acted = "pre-scaling" if learnt.trusted and learnt.enabled else "not acted on"
+    lines.append(f"period       {span(learnt.period_s)} (seen {learnt.cycles} times in a row)")
+    lines.append(
+        f"confidence   {learnt.confidence:.2f} (needs {learnt.min_confidence:.2f} and "
+        f"{learnt.min_cycles} cycles: {acted})"
+    )
+    if learnt.next_peak_at is not None and learnt.next_peak_rate is not None:
+        lines.append(
+            f"next peak    {learnt.next_peak_at:%Y-%m-%d %H:%M:%S} UTC, "
+            f"{format_number(learnt.next_peak_rate)} msg/s (lead {span(learnt.lead_s)})"
+        )
+    return lines
+
+
+def print_forecast(learnt: ForecastView, out: TextIO, as_json: bool = False) -> None:
+    if as_json:
+        out.write(json.dumps(learnt.model_dump(mode="json"), indent=2) + "\n")
+        return
+    out.write("\n".join(forecast_lines(learnt)) + "\n")
 
 
 # ---- rich and plain tables -------------------------------------------------------------------

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         AutoscalerInput,
         Decision,
         EvaluateInput,
+        ForecastView,
         LoopStatus,
         ManualScale,
         Observation,
@@ -39,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
     )
     from docktor.policy import cooldown_left, latest
+    from docktor.policy import predict as forecast_view
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
@@ -216,7 +218,8 @@ class ServiceAutoscaler:
             action=proposal.action,
             target_replicas=proposal.target_replicas,
             reason=proposal.reason,
-            metadata=Provenance(),
+            # A scale-up taken ahead of load says so (False in proposals of older releases).
+            metadata=Provenance(predicted=proposal.predicted),
         )
         if llm.provider == "none":
             return rules
@@ -507,6 +510,11 @@ class ServiceAutoscaler:
     @workflow.query(name=names.DECISIONS)
     def decisions(self, tail: int = 10) -> list[Decision]:
         return self.state.decisions[-tail:] if tail > 0 else []
+
+    @workflow.query(name=names.FORECAST)
+    def forecast(self) -> ForecastView:
+        """What the loop has learnt of its load's rhythm (`docktor forecast`)."""
+        return forecast_view.view(self.spec, self.state.memory, workflow.now())
 
     @workflow.signal(name=names.NUDGE)
     def nudge(self) -> None:

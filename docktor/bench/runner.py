@@ -42,6 +42,14 @@ def default_spec(scenario: Scenario) -> ServiceSpec:
     return ServiceSpec.model_validate(data)
 
 
+def predict_spec(scenario: Scenario) -> ServiceSpec:
+    """docktor-default with `predict.enabled` and the scenario's start-up as predict.startup
+    (the figure a live loop would be configured with); nothing else differs."""
+    spec = default_spec(scenario)
+    spec.predict = spec.predict.model_copy(update={"enabled": True, "startup": scenario.startup})
+    return spec
+
+
 def controllers(
     scenario: Scenario, config: DocktorConfig | list[DocktorConfig] | None
 ) -> list[Controller]:
@@ -50,6 +58,8 @@ def controllers(
         Seed(low, high),
         KedaHpa(low, high),
         DocktorController("docktor-default", default_spec(scenario)),
+        # The same defaults with predictive pre-scaling on: reactive vs predictive side by side.
+        DocktorController("docktor-predict", predict_spec(scenario)),
     ]
     configs = config if isinstance(config, list) else [config] if config is not None else []
     for each in configs:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from docktor.config import ServiceSpec
 from docktor.model import Observation, PolicyMemory, Proposal
+from docktor.policy import predict as forecast_stage
 from docktor.policy import recommend, stages
 from docktor.policy.rates import derive_rates
 
@@ -117,9 +118,23 @@ def _decide(
     else:
         raw = recommend.step(spec, current, metrics, missing)
 
-    settled = settle(spec, current, raw.replicas, memory, now, last_scale_up_at, last_scale_down_at)
+    ahead = forecast_stage.pre_scale(spec, raw, metrics, memory, now)
+    settled = settle(
+        spec,
+        current,
+        raw.replicas,
+        memory,
+        now,
+        last_scale_up_at,
+        last_scale_down_at,
+        down_window=ahead.down_window,
+    )
     reason = "; ".join([raw.reason, *settled.notes])
-    return proposal(settled.replicas, reason, raw.matched, settled.cooldown_blocked, raw.replicas)
+    result = proposal(settled.replicas, reason, raw.matched, settled.cooldown_blocked, raw.replicas)
+    # Only a scale-up the forecast asked for counts as predicted: one the load already wanted
+    # would have happened anyway.
+    result.predicted = ahead.raised and result.action == "scale_up"
+    return result
 
 
 def settle(
@@ -131,10 +146,11 @@ def settle(
     last_scale_up_at: datetime | None = None,
     last_scale_down_at: datetime | None = None,
     max_step: int | None = None,
+    down_window: float | None = None,
 ) -> stages.Settled:
     """Stabilise, limit, bounds: the stages after a recommendation, whatever made it.
     Updates `memory` (the recommendation joins the windows)."""
-    stabilised, window_note = stages.stabilise(spec, current, raw, memory, now)
+    stabilised, window_note = stages.stabilise(spec, current, raw, memory, now, down_window)
     settled = stages.limit(
         spec, current, stabilised, memory, now, last_scale_up_at, last_scale_down_at, max_step
     )

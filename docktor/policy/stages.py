@@ -43,12 +43,24 @@ def action_for(current: int, target: int) -> str:
 
 
 def stabilise(
-    spec: ServiceSpec, current: int, raw: int, memory: PolicyMemory, now: datetime
+    spec: ServiceSpec,
+    current: int,
+    raw: int,
+    memory: PolicyMemory,
+    now: datetime,
+    down_window: float | None = None,
 ) -> tuple[int, str | None]:
     """The HPA's windows: up to the lowest recommendation of the up window, down to the highest
-    of the down window, else stay. `raw` joins the memory first."""
+    of the down window, else stay. `raw` joins the memory first. `down_window` shortens the
+    configured one (a trusted forecast brings capacity back before the next burst)."""
     memory.recommendations.append(Recommendation(at=now, replicas=raw))
-    up_window, down_window = spec.behavior.up.window, spec.behavior.down.window
+    up_window, down_window = (
+        spec.behavior.up.window,
+        min(
+            spec.behavior.down.window,
+            spec.behavior.down.window if down_window is None else down_window,
+        ),
+    )
     up_floor = min(_within(memory, now, up_window), default=raw)
     down_ceiling = max(_within(memory, now, down_window), default=raw)
     if up_floor > current:

@@ -42,7 +42,14 @@ def test_json_shape(tmp_path: Path, short: Path) -> None:
     [scenario] = data["scenarios"]
     assert scenario["name"] == "short"
     policies = [r["policy"] for r in scenario["results"]]
-    assert policies == ["seed", "keda-hpa", "docktor-default", "config:consumer", "oracle"]
+    assert policies == [
+        "seed",
+        "keda-hpa",
+        "docktor-default",
+        "docktor-predict",
+        "config:consumer",
+        "oracle",
+    ]
     for result in scenario["results"]:
         for key in ("backlog_s", "peak_backlog", "replica_s", "actions", "wait_p95_s"):
             assert isinstance(result[key], int | float)

@@ -1,0 +1,274 @@
+"""Forecast: learn the rhythm of queue.rate_in from the loop's own samples, and predict it.
+
+Pure: no I/O, no clock. The history lives in `ForecastMemory` (inside the policy's memory), which
+is an input *and* an output of the `evaluate` local activity on every iteration, so its size lands
+in workflow history twice per iteration: it is kept to a few KB whatever the period.
+
+History: three rings of per-bucket mean rates (rounded), at three resolutions, so that periods
+from seconds to a day are seen with a bounded number of values:
+
+    fine    one bucket per check interval, 240 buckets  (4 s checks: 16 min, periods <= 5 min)
+    medium  60 s buckets,                   240 buckets  (4 h, periods <= 80 min)
+    coarse  15 min buckets,                 288 buckets  (3 days, periods <= 1 day)
+
+Periods: seasonal averaging. For a lag of L buckets, the last `cycles` x L buckets are folded
+into an average profile; how much of the variance that profile explains (R²), corrected for what
+L free means explain in pure noise ((L - 1) / (m - 1) of it), is the confidence. Noise, a step
+and a ramp explain little beyond chance when folded; a rhythm explains nearly all. Only the
+last `cycles` cycles are looked at, so a changed period takes over after that many cycles and a
+rhythm that stopped loses its confidence within one or two.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from docktor.model import ForecastMemory, Ring
+
+# (bucket seconds, capacity); the fine ring's bucket is the check interval (None here).
+FINE_CAPACITY = 240
+RINGS: list[tuple[float | None, int]] = [(None, FINE_CAPACITY), (60.0, 240), (900.0, 288)]
+MISSING = -1.0
+# A lag shorter than this many buckets is not a period (a rhythm needs a shape to fold).
+MIN_LAG = 3
+# Buckets without a sample that a window may have before it is not judged at all.
+MAX_MISSING = 0.2
+# Among lags whose confidence is within this of the best, the shortest wins (its multiples fit
+# as well, and the shortest is the period).
+HARMONIC_SLACK = 0.05
+# A cycle "was seen" when the average profile explains at least this much of it.
+CYCLE_FIT = 0.5
+# How far off its time a burst may come, as a fraction of the period.
+JITTER = 0.1
+
+
+@dataclass(frozen=True)
+class Period:
+    """A rhythm found in one ring."""
+
+    seconds: float
+    buckets: int
+    step: float
+    confidence: float
+    cycles: int  # complete cycles, counted back from now, that the profile fits
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The rate expected over the next `lead` seconds, and when it peaks."""
+
+    period: Period
+    rate: float
+    at: datetime
+
+
+def fine_step(check_interval: float) -> float:
+    """The fine ring's bucket: one check interval, in whole seconds (at least 1)."""
+    return float(max(1, round(check_interval)))
+
+
+def _store(rate: float) -> float:
+    # Small values keep a decimal; the rest are whole numbers: what the JSON costs matters.
+    return round(rate, 1) if rate < 10 else float(round(rate))
+
+
+def observe(memory: ForecastMemory, at: datetime, rate: float, check_interval: float) -> None:
+    """Add one rate sample (the mean over the interval ending at `at`). Mutates `memory`.
+
+    Each ring gets it in the bucket of the interval's middle. A ring whose bucket no longer
+    matches (the check interval changed) starts again; the others keep their history.
+    """
+    if not math.isfinite(rate) or rate < 0:
+        return
+    middle = at - timedelta(seconds=check_interval / 2)
+    moment = middle.timestamp()
+    steps = [fine_step(check_interval) if step is None else step for step, _ in RINGS]
+    if len(memory.rings) != len(RINGS) or any(
+        ring.step != step for ring, step in zip(memory.rings, steps, strict=False)
+    ):
+        old = {ring.step: ring for ring in memory.rings}
+        memory.rings = [old.get(step) or Ring(step=step) for step in steps]
+    for ring, (_, capacity) in zip(memory.rings, RINGS, strict=True):
+        _add(ring, math.floor(moment / ring.step), rate, capacity)
+
+
+def _add(ring: Ring, bucket: int, rate: float, capacity: int) -> None:
+    if ring.index is None or bucket > ring.index:
+        if ring.index is not None:
+            closed = _store(ring.open_sum / ring.open_count) if ring.open_count else MISSING
+            gap = min(bucket - ring.index - 1, capacity)
+            ring.values.append(closed)
+            ring.values.extend([MISSING] * gap)
+            del ring.values[:-capacity]
+            # A new closed bucket: the period this ring found is stale.
+            ring.period = None
+        ring.index, ring.open_sum, ring.open_count = bucket, 0.0, 0
+    elif bucket < ring.index:
+        return  # a clock that went back: the sample belongs to a bucket already closed
+    ring.open_sum = round(ring.open_sum + rate, 3)
+    ring.open_count += 1
+
+
+def detect(ring: Ring, cycles: int) -> Period | None:
+    """The ring's period over its last `cycles` cycles, or None (too little history, no
+    variation). Cached in the ring until the next bucket closes."""
+    if ring.period is not None and ring.period_cycles == cycles:
+        return _cached(ring)
+    found = _detect(ring.values, ring.step, cycles)
+    ring.period_cycles = cycles
+    if found is None:
+        ring.period = [0.0, 0.0, 0.0]
+        return None
+    ring.period = [float(found.buckets), round(found.confidence, 3), float(found.cycles)]
+    return found
+
+
+def _cached(ring: Ring) -> Period | None:
+    assert ring.period is not None
+    buckets, confidence, seen = ring.period
+    if buckets <= 0:
+        return None
+    return Period(buckets * ring.step, int(buckets), ring.step, confidence, int(seen))
+
+
+def _detect(values: list[float], step: float, cycles: int) -> Period | None:
+    cycles = max(2, cycles)
+    best: list[tuple[int, float]] = []
+    for lag in range(MIN_LAG, len(values) // cycles + 1):
+        window = values[-lag * cycles :]
+        score = _fit(window, lag)
+        if score is not None:
+            best.append((lag, score))
+    if not best:
+        return None
+    top = max(score for _, score in best)
+    if top <= 0:
+        return None
+    lag, confidence = next((lag, s) for lag, s in best if s >= top - HARMONIC_SLACK)
+    seen = _cycles_seen(values, lag, cycles)
+    return Period(lag * step, lag, step, confidence, seen)
+
+
+def _profile(window: list[float], lag: int) -> list[float | None]:
+    sums, counts = [0.0] * lag, [0] * lag
+    for i, value in enumerate(window):
+        if value >= 0:
+            sums[i % lag] += value
+            counts[i % lag] += 1
+    return [s / c if c else None for s, c in zip(sums, counts, strict=True)]
+
+
+def _fit(window: list[float], lag: int) -> float | None:
+    """Chance-corrected R² of the folded profile; None when the window cannot be judged."""
+    valid = [v for v in window if v >= 0]
+    if len(valid) < len(window) * (1 - MAX_MISSING) or len(valid) <= lag + 1:
+        return None
+    mean = sum(valid) / len(valid)
+    total = sum((v - mean) ** 2 for v in valid)
+    # A flat load has no rhythm to learn: at least 1 msg/s or 5% of the mean of spread.
+    if total / len(valid) < max(1.0, 0.05 * mean) ** 2:
+        return None
+    profile = _profile(window, lag)
+    error = 0.0
+    for i, value in enumerate(window):
+        expected = profile[i % lag]
+        if value >= 0 and expected is not None:
+            error += (value - expected) ** 2
+    r2 = 1 - error / total
+    chance = (lag - 1) / (len(valid) - 1)
+    return (r2 - chance) / (1 - chance)
+
+
+def _cycles_seen(values: list[float], lag: int, cycles: int) -> int:
+    """Complete cycles, newest first, that the profile of the last `cycles` fits."""
+    profile = _profile(values[-lag * cycles :], lag)
+    seen = 0
+    end = len(values)
+    offset = len(values) % lag  # phase of values[i] is (i - offset) % lag, as in the profile
+    while end - lag >= 0:
+        cycle = values[end - lag : end]
+        pairs = [
+            (v, profile[(end - lag + j - offset) % lag])
+            for j, v in enumerate(cycle)
+            if v >= 0 and profile[(end - lag + j - offset) % lag] is not None
+        ]
+        if len(pairs) < lag * (1 - MAX_MISSING) or _r2(pairs) < CYCLE_FIT:
+            break
+        seen += 1
+        end -= lag
+    return seen
+
+
+def _r2(pairs: list[tuple[float, float | None]]) -> float:
+    values = [v for v, _ in pairs]
+    mean = sum(values) / len(values)
+    total = sum((v - mean) ** 2 for v in values)
+    if total == 0:
+        return 0.0
+    error = sum((v - (p or 0.0)) ** 2 for v, p in pairs)
+    return 1 - error / total
+
+
+def best_period(memory: ForecastMemory, cycles: int) -> tuple[Ring, Period] | None:
+    """The most confident period over all rings; a finer ring wins a near tie (it times the
+    burst better)."""
+    found: list[tuple[Ring, Period]] = []
+    for ring in memory.rings:
+        period = detect(ring, cycles)
+        if period is not None:
+            found.append((ring, period))
+    if not found:
+        return None
+    top = max(p.confidence for _, p in found)
+    return next((r, p) for r, p in found if p.confidence >= top - HARMONIC_SLACK)
+
+
+def predict(memory: ForecastMemory, now: datetime, lead: float, cycles: int) -> Prediction | None:
+    """The highest rate the rhythm expects from now to `lead` seconds from now: each future
+    bucket is the largest of the same phase in the last `cycles` cycles."""
+    chosen = best_period(memory, cycles)
+    if chosen is None:
+        return None
+    ring, period = chosen
+    if ring.index is None:
+        return None
+    step, lag = ring.step, period.buckets
+    # Bursts do not keep perfect time: look a tenth of a period (at least a bucket) further
+    # either side, so a burst a little early or late still finds its capacity there.
+    spread = max(1, round(lag * JITTER))
+    first = math.floor(now.timestamp() / step) - spread
+    last = math.floor((now.timestamp() + lead) / step) + spread
+    newest_closed = ring.index - 1  # values[-1] is this bucket
+    expected: list[tuple[int, float]] = []
+    for bucket in range(first, last + 1):
+        back = bucket - lag
+        while back > newest_closed:
+            back -= lag
+        seen = []
+        for _ in range(cycles):
+            position = len(ring.values) - 1 - (newest_closed - back)
+            if position < 0:
+                break
+            if ring.values[position] >= 0:
+                seen.append(ring.values[position])
+            back -= lag
+        if seen:
+            # The largest of the cycles: capacity for a burst as big as the recent ones.
+            expected.append((bucket, max(seen)))
+    if not expected:
+        return None
+    peak = max(rate for _, rate in expected)
+    # The burst is expected where the rate first comes near its peak: that is what must be met.
+    when = next(b for b, rate in expected if rate >= 0.9 * peak)
+    at = datetime.fromtimestamp(max(when * step, now.timestamp()), tz=UTC)
+    return Prediction(period=period, rate=peak, at=at)
+
+
+def next_peak(memory: ForecastMemory, now: datetime, cycles: int) -> Prediction | None:
+    """The next time within one period the rhythm peaks (for `docktor forecast`)."""
+    chosen = best_period(memory, cycles)
+    if chosen is None:
+        return None
+    return predict(memory, now, chosen[1].seconds, cycles)

@@ -1,0 +1,130 @@
+"""Stage 1b, pre-scale: after the reactive recommendation, before the windows and limits.
+
+When the forecast (forecast.py) trusts a rhythm in queue.rate_in, the recommendation becomes the
+larger of the reactive one and the capacity the predicted rate needs `lead` seconds from now. It
+is never lowered here, and it still passes stabilise, limit and bounds like any recommendation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from docktor.config import ServiceSpec
+from docktor.model import ForecastMemory, ForecastView, PolicyMemory
+from docktor.policy import forecast
+from docktor.policy.recommend import RATE_IN, Raw, _n
+
+
+@dataclass
+class Ahead:
+    """What the stage did: whether it raised the recommendation, and the scale-down window to
+    use while the rhythm is trusted (None: the configured one)."""
+
+    raised: bool = False
+    down_window: float | None = None
+
+
+def pre_scale(
+    spec: ServiceSpec,
+    raw: Raw,
+    metrics: dict[str, float],
+    memory: PolicyMemory,
+    now: datetime,
+) -> Ahead:
+    """Learn from this sample's rate_in, then raise `raw` if a trusted forecast needs more."""
+    settings = spec.predict
+    if not settings.enabled:
+        return Ahead()
+    if memory.forecast is None:
+        memory.forecast = ForecastMemory()
+    rate_in = metrics.get(RATE_IN)
+    if rate_in is not None:
+        forecast.observe(memory.forecast, now, rate_in, spec.check_interval)
+    lead = settings.lead_for(spec.check_interval)
+    prediction = forecast.predict(memory.forecast, now, lead, settings.min_cycles)
+    if prediction is None or not trusted(spec, prediction.period):
+        return Ahead()
+    period = prediction.period
+    if rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom):
+        memory.forecast.surprised_at = now
+    recently = memory.forecast.surprised_at
+    if recently is not None and (now - recently).total_seconds() <= period.seconds:
+        ahead = Ahead()  # pre-scaling only adds capacity; giving it back early needs trust
+    else:
+        ahead = Ahead(down_window=settings.down_window)
+    per_replica = spec.rate.per_replica or memory.per_replica_rate
+    if not per_replica:
+        return ahead  # the rate is known, what one replica handles not yet
+    # Headroom only for a rise: on the rate that already arrives it would just cost replicas,
+    # while inside a burst the forecast still keeps its capacity through the dips of the noise.
+    rising = rate_in is None or prediction.rate > rate_in * (1 + settings.headroom)
+    factor = 1 + settings.headroom if rising else 1.0
+    needed = math.ceil(prediction.rate * factor / per_replica - 1e-9)
+    if needed <= raw.replicas:
+        return ahead
+    raw.reason += (
+        f"; pre-scaling for the burst expected at {prediction.at:%H:%M:%S} "
+        f"(period {describe_seconds(period.seconds)}, seen {period.cycles} times, "
+        f"confidence {period.confidence:.2f}): {_n(prediction.rate)}/s needs {needed}"
+    )
+    raw.replicas = needed
+    ahead.raised = True
+    return ahead
+
+
+def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:
+    """The rate now is well above anything the rhythm expected around now (a burst it did not
+    foresee: the period changed, or another rhythm is on top)."""
+    expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW)
+    if expected is None:
+        return False
+    return rate_in > expected.rate * (1 + headroom) * SURPRISE
+
+
+# Surprise: above 1.5x the expected rate (plus headroom), judged on the last cycles' maximum.
+SURPRISE = 1.5
+_CYCLES_NOW = 3
+
+
+def trusted(spec: ServiceSpec, period: forecast.Period) -> bool:
+    settings = spec.predict
+    return period.confidence >= settings.min_confidence and period.cycles >= settings.min_cycles
+
+
+def describe_seconds(seconds: float) -> str:
+    """60s, 15m, 24h: the period as an operator would say it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def view(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> ForecastView:
+    """What the loop has learnt, for `docktor forecast`. Pure, like the rest of the policy.
+    Works on a copy: detection caches its result in the rings, and a query changes nothing."""
+    settings = spec.predict
+    answer = ForecastView(
+        service=spec.name,
+        enabled=settings.enabled,
+        lead_s=settings.lead_for(spec.check_interval),
+        min_confidence=settings.min_confidence,
+        min_cycles=settings.min_cycles,
+    )
+    if memory.forecast is None:
+        return answer
+    learnt = memory.forecast.model_copy(deep=True)
+    answer.state_bytes = len(learnt.model_dump_json())
+    answer.history_s = max((len(ring.values) * ring.step for ring in learnt.rings), default=0.0)
+    peak = forecast.next_peak(learnt, now, settings.min_cycles)
+    if peak is None:
+        return answer
+    period = peak.period
+    answer.period_s = period.seconds
+    answer.confidence = round(period.confidence, 3)
+    answer.cycles = period.cycles
+    answer.trusted = trusted(spec, period)
+    answer.next_peak_at = peak.at
+    answer.next_peak_rate = round(peak.rate, 1)
+    return answer

@@ -1,0 +1,261 @@
+"""The forecast alone (docktor/policy/forecast.py) and the pre-scale stage through decide()."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from docktor.config import ConfigError, ServiceSpec, parse_config
+from docktor.model import ForecastMemory, Observation, PolicyMemory
+from docktor.policy import decide, forecast
+from docktor.policy.predict import view
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+STEP = 4.0
+
+
+def feed(rate: Callable[[float], float], seconds: float, memory: ForecastMemory | None = None):
+    memory = memory or ForecastMemory()
+    t = STEP
+    while t <= seconds:
+        forecast.observe(memory, T0 + timedelta(seconds=t), rate(t), STEP)
+        t += STEP
+    return memory
+
+
+def bursts(period: float = 60, length: float = 12, base: float = 100, peak: float = 500):
+    return lambda t: peak if (t % period) >= period - length else base
+
+
+def found(memory: ForecastMemory, cycles: int = 3) -> forecast.Period | None:
+    chosen = forecast.best_period(memory, cycles)
+    return chosen[1] if chosen else None
+
+
+def test_periodic_bursts_give_their_period_with_high_confidence() -> None:
+    period = found(feed(bursts(), 600))
+    assert period is not None
+    assert period.seconds == 60
+    assert period.confidence > 0.9
+    assert period.cycles >= 5
+
+
+def test_a_long_period_is_found_in_the_coarser_ring() -> None:
+    # 20-minute rhythm over 2 hours: beyond the fine ring, seen in the 60 s buckets.
+    period = found(feed(bursts(period=1200, length=240), 7200))
+    assert period is not None
+    assert period.seconds == 1200
+    assert period.confidence > 0.8
+
+
+@pytest.mark.parametrize(
+    "rate",
+    [
+        lambda t: 100.0,  # flat
+        lambda t: 100.0 if t < 200 else 400.0,  # step
+        lambda t: t / 2,  # ramp
+    ],
+    ids=["flat", "step", "ramp"],
+)
+def test_no_rhythm_in_flat_step_or_ramp(rate: Callable[[float], float]) -> None:
+    period = found(feed(rate, 900))
+    assert period is None or period.confidence < 0.6
+
+
+def test_noise_has_low_confidence() -> None:
+    draw = random.Random(3)
+    noise = {t: 100 * (1 + draw.uniform(-0.5, 0.5)) for t in range(0, 901, 4)}
+    period = found(feed(lambda t: noise[int(t)], 900))
+    assert period is None or period.confidence < 0.6
+
+
+def test_predicts_the_burst_within_the_lead() -> None:
+    memory = feed(bursts(), 600)  # last sample at 600 s: a burst just ended (588-600)
+    now = T0 + timedelta(seconds=640)
+    soon = forecast.predict(memory, now, lead=12.0, cycles=3)
+    assert soon is not None and soon.rate == 500
+    # The next burst starts at 648 s: expected within a tenth of a period of it.
+    assert abs((soon.at - (T0 + timedelta(seconds=648))).total_seconds()) <= 6
+    calm = forecast.predict(memory, T0 + timedelta(seconds=604), lead=8.0, cycles=3)
+    assert calm is not None and calm.rate == 100
+
+
+def test_state_stays_small_whatever_the_history() -> None:
+    draw = random.Random(1)
+    memory = ForecastMemory()
+    # Three days of 4 s samples with large, irregular rates: every ring full.
+    t = 0.0
+    while t < 3 * 86400:
+        t += STEP * 30  # sampled coarsely to keep the test quick; buckets fill the same way
+        forecast.observe(memory, T0 + timedelta(seconds=t), draw.uniform(0, 99999), STEP)
+    for ring, (_, capacity) in zip(memory.rings, forecast.RINGS, strict=True):
+        assert len(ring.values) <= capacity
+    assert len(memory.model_dump_json()) < 8 * 1024
+
+
+def test_each_sample_adds_a_bounded_number_of_values() -> None:
+    memory = feed(bursts(), 300)
+    before = sum(len(r.values) for r in memory.rings)
+    forecast.observe(memory, T0 + timedelta(seconds=304), 100, STEP)
+    assert sum(len(r.values) for r in memory.rings) - before <= len(forecast.RINGS)
+    # A long gap (worker down) is bounded by the rings' capacity, not by its length.
+    forecast.observe(memory, T0 + timedelta(days=30), 100, STEP)
+    assert all(
+        len(r.values) <= cap for r, (_, cap) in zip(memory.rings, forecast.RINGS, strict=True)
+    )
+
+
+def test_a_changed_period_is_taken_within_three_cycles() -> None:
+    memory = feed(bursts(period=60), 600)
+    t = 600.0
+    while t < 600 + 3 * 96:
+        t += STEP
+        forecast.observe(memory, T0 + timedelta(seconds=t), bursts(period=96)(t - 600), STEP)
+    period = found(memory)
+    assert period is not None and period.seconds == 96
+    assert period.confidence > 0.8
+
+
+def test_a_vanished_rhythm_loses_its_confidence_within_two_cycles() -> None:
+    memory = feed(bursts(), 600)
+    t = 600.0
+    while t < 600 + 2 * 60:
+        t += STEP
+        forecast.observe(memory, T0 + timedelta(seconds=t), 100, STEP)
+    period = found(memory)
+    assert period is None or period.confidence < 0.6 or period.cycles < 3
+
+
+# ---- the stage, through decide() -----------------------------------------------------------
+
+
+def spec(**predict: object) -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "name": "consumer",
+            "backend": "compose",
+            "queue": {"stream": "JOBS", "consumer": "workers"},
+            "min_replicas": 1,
+            "max_replicas": 12,
+            "rate": {"per_replica": 50},
+            "predict": {"enabled": True, "startup": 3, **predict},
+        }
+    )
+
+
+def run(service: ServiceSpec, until: float, replicas: int = 2):
+    """Drive decide() as the workflow does over bursts every 60 s; the last proposal."""
+    memory, previous, arrived = PolicyMemory(), None, 0.0
+    proposal = None
+    rate = bursts()
+    t = 0.0
+    while t <= until:
+        arrived += rate(t) * STEP
+        sample = Observation(
+            taken_at=T0 + timedelta(seconds=t),
+            replicas=replicas,
+            metrics={"queue.backlog": 0.0, "queue.ack_pending": 0.0},
+            counters={"queue.stream_last_seq": arrived, "queue.ack_floor": arrived},
+        )
+        proposal = decide(service, sample, previous, sample.taken_at, memory=memory)
+        memory, previous = proposal.memory, sample
+        replicas = proposal.target_replicas
+        t += STEP
+    return proposal
+
+
+def test_pre_scales_before_the_burst_and_says_why() -> None:
+    # Bursts at 648-660 s: the scale-up comes before it, the first burst the forecast may act
+    # on once it has seen three cycles.
+    proposals = [(t, run(spec(), t)) for t in range(600, 652, 4)]
+    ahead = [(t, p) for t, p in proposals if p is not None and p.predicted]
+    assert ahead, [p.reason for _, p in proposals if p]
+    t, first = ahead[0]
+    assert 610 < t < 648
+    assert first.action == "scale_up"
+    assert first.target_replicas == math.ceil(500 * 1.1 / 50) == first.recommended
+    assert "pre-scaling for the burst expected at 10:10:4" in first.reason
+    assert "(period 1m, seen 10 times, confidence 1.00): 500/s needs 11" in first.reason
+    # The capacity is kept until the burst: no scale-down in between.
+    assert all(p.target_replicas >= 11 for t2, p in proposals if p and t < t2 < 648)
+
+
+def test_never_above_max_replicas() -> None:
+    limited = run(spec().model_copy(update={"max_replicas": 6}), 640)
+    assert limited is not None
+    assert limited.target_replicas == 6
+    assert "needs 11; clamped to max_replicas 6: 11 -> 6" in limited.reason
+
+
+def test_never_below_reactive_and_off_by_default() -> None:
+    off = spec(enabled=False)
+    proposal = run(off, 644)
+    assert proposal is not None and not proposal.predicted
+    assert proposal.memory is not None and proposal.memory.forecast is None
+    # In the middle of a calm stretch the forecast adds nothing: the reactive count stands.
+    calm = run(spec(), 620)
+    assert calm is not None and not calm.predicted and calm.target_replicas == 2
+
+
+def test_memory_stays_small_in_the_loop() -> None:
+    proposal = run(spec(), 900)
+    assert proposal is not None and proposal.memory is not None
+    assert len(json.dumps(proposal.memory.model_dump(mode="json"))) < 8 * 1024
+
+
+def test_view_reports_what_was_learnt() -> None:
+    proposal = run(spec(), 640)
+    assert proposal is not None and proposal.memory is not None
+    learnt = view(spec(), proposal.memory, T0 + timedelta(seconds=640))
+    assert learnt.period_s == 60 and learnt.trusted and learnt.cycles >= 3
+    assert learnt.next_peak_rate == 500
+    assert learnt.next_peak_at is not None
+    assert (
+        timedelta(0) <= learnt.next_peak_at - (T0 + timedelta(seconds=640)) <= timedelta(seconds=60)
+    )
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+
+def load(predict: str, queue: bool = True) -> None:
+    text = (
+        "services:\n  - name: consumer\n    backend: compose\n"
+        + ("    queue: {stream: JOBS, consumer: workers}\n" if queue else "")
+        + f"    predict: {predict}\n"
+    )
+    parse_config(text, base_dir=__import__("pathlib").Path("."))
+
+
+def test_predict_defaults() -> None:
+    service = spec(enabled=False)
+    assert service.predict.min_cycles == 3
+    assert service.predict.lead_for(4) == 4 + 3
+    assert ServiceSpec.model_validate({"name": "x"}).predict.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("predict", "message"),
+    [
+        ("{enabled: true, min_confidence: 2}", "services[0].predict.min_confidence"),
+        ("{enabled: true, min_cycles: 1}", "services[0].predict.min_cycles"),
+        ("{enabled: true, lead: -3}", "services[0].predict.lead"),
+        ("{enabled: true, headroom: -1}", "services[0].predict.headroom"),
+        ("{enabeld: true}", "services[0].predict.enabeld: unknown field"),
+    ],
+)
+def test_predict_config_errors_name_the_field(predict: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(predict)
+    assert message in str(caught.value), str(caught.value)
+
+
+def test_predict_needs_a_queue() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load("{enabled: true}", queue=False)
+    assert "predict: needs a queue" in str(caught.value), str(caught.value)
