@@ -4,6 +4,7 @@ into Temporal's terms (retryable or not)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,6 +35,18 @@ HEARTBEAT_EVERY = 5.0
 # Attempts at reading metrics that are unavailable before the observation goes ahead without
 # them (and the policy holds). The workflow's observe retry policy allows exactly this many.
 OBSERVE_ATTEMPTS = 3
+
+# Errors writing the decision log that a retry within seconds will not cure.
+LASTING_WRITE_ERRORS = {
+    errno.ENOSPC,  # disk full
+    errno.EDQUOT,  # quota exceeded
+    errno.EROFS,  # read-only file system
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,  # a file where a folder of the path should be
+    errno.EEXIST,  # ... the same, seen by mkdir
+    errno.EISDIR,  # a folder where the file should be
+}
 
 log = logging.getLogger("docktor.activities")
 
@@ -73,6 +86,7 @@ class LoopActivities:
             request.last_scale_up_at,
             request.last_scale_down_at,
             request.memory,
+            request.expected_replicas,
         )
 
     @activity.defn(name=names.ADVISE)
@@ -104,7 +118,21 @@ class LoopActivities:
 
     @activity.defn(name=names.RECORD)
     async def record(self, request: RecordInput) -> bool:
-        written = await asyncio.to_thread(append_decision, request.path, request.decision)
+        try:
+            written = await asyncio.to_thread(append_decision, request.path, request.decision)
+        except OSError as exc:
+            if exc.errno not in LASTING_WRITE_ERRORS:
+                raise
+            # A full disk or a folder that is a file does not heal in the seconds a retry
+            # waits: fail at once (the decision is safe in the workflow) instead of holding
+            # the loop up for every decision. BENIGN: the SDK logs no traceback; the workflow
+            # reports the gap once.
+            raise ApplicationError(
+                f"cannot write {request.path}: {exc.strerror or exc}",
+                type="JournalUnwritable",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
         # Counted only when this call wrote the line: a retry finds it written and counts nothing.
         self.metrics.recorded(request.decision, written)
         return written

@@ -87,11 +87,25 @@ async def running_handle(client: Client, config: DocktorConfig, service: str) ->
     return handle
 
 
-async def stop_loop(client: Client, config: DocktorConfig, service: str) -> LoopStatus:
-    """Cancel the loop and wait for its final `stopped` decision."""
+async def stop_loop(
+    client: Client, config: DocktorConfig, service: str, timeout: float | None = None
+) -> LoopStatus:
+    """Cancel the loop and wait for its final `stopped` decision, at most `timeout` seconds
+    (None: as long as it takes). No answer in time is LoopNotAnswering: the cancel request
+    stays, and the loop stops when a worker picks it up."""
     handle = await running_handle(client, config, service)
     await handle.cancel()
-    return await handle.result()
+    try:
+        # One deadline for the whole wait: the SDK polls for the result without a limit, so
+        # a loop whose worker is gone would be waited for for ever.
+        async with asyncio.timeout(timeout):
+            return await handle.result()
+    except TimeoutError:
+        raise LoopNotAnswering(
+            f"the loop for service '{service}' was asked to stop but has not stopped within "
+            f"{timeout:g}s (is a worker running on task queue '{config.temporal.task_queue}'?); "
+            "it stops when a worker picks it up"
+        ) from None
 
 
 async def loop_status(client: Client, config: DocktorConfig, service: str) -> LoopStatus:

@@ -178,6 +178,10 @@ class LoopState(BaseModel):
     paused: bool = False
     pause_reason: str | None = None
     memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    # The JSONL log cannot be written (disk full, folder gone): why, and the first decision
+    # missing from it. Kept so the gap is reported once, not at every iteration.
+    journal_error: str | None = None
+    journal_gap_from: int | None = None
 
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -226,6 +230,9 @@ class EvaluateInput(BaseModel):
     last_scale_up_at: datetime | None = None
     last_scale_down_at: datetime | None = None
     memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    # The count the loop last set or saw confirmed: fewer running means replicas died on their
+    # own, and the decision says so (None from a release that did not send it).
+    expected_replicas: int | None = None
 
 
 class AdviseInput(BaseModel):
@@ -334,6 +341,8 @@ class LoopStatus(BaseModel):
     cooldown_up_until: datetime | None
     cooldown_down_until: datetime | None
     pending_approval: PendingApproval | None = None
+    # Set while the JSONL decision log cannot be written: why, and since which decision.
+    journal_error: str | None = None
 
 
 class ForecastView(BaseModel):

@@ -12,7 +12,7 @@ import sys
 
 from docktor.client import TemporalUnreachable, connect, ui_url
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
-from docktor.control import NoRunningLoop, start_loop, stop_loop
+from docktor.control import UPDATE_TIMEOUT, LoopNotAnswering, NoRunningLoop, start_loop, stop_loop
 from docktor.exits import leave, report_config_error
 
 
@@ -32,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--address", default=None, help="Temporal address (overrides config)")
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=UPDATE_TIMEOUT,
+        help=f"with --stop: seconds to wait for each loop's final decision "
+        f"(default {UPDATE_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--ui", default=os.environ.get("TEMPORAL_UI_URL"), help="Web UI base URL for the links"
     )
     return parser.parse_args(argv)
@@ -44,9 +51,13 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
         workflow_id = config.workflow_id(name)
         if args.stop:
             try:
-                status = await stop_loop(client, config, name)
+                status = await stop_loop(client, config, name, timeout=args.timeout)
             except NoRunningLoop as exc:
                 print(f"{name}: {exc}")
+                continue
+            except LoopNotAnswering as exc:
+                print(f"error: {name}: {exc}", file=sys.stderr)
+                code = 1
                 continue
             print(f"{name}: stopped {workflow_id} at {status.replicas} replicas")
             continue

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +25,7 @@ if TYPE_CHECKING:
 
 # Between polls: short enough that a test never waits long after the condition holds.
 POLL_INTERVAL = 0.02
+REPO = Path(__file__).parents[1]
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> object:
@@ -119,6 +126,108 @@ def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dic
             "subject": subject,
         },
     }
+
+
+# ---- real processes for the fault tests (tests/faults) ------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    """`python -m worker` as a child process, its output in a log file; stopped by its pid."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def identity(self) -> str:
+        """The identity Temporal records for its tasks (the SDK's default, pid@host)."""
+        return f"{self.pid}@{socket.gethostname()}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to the server, as a crash or an OOM kill."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_worker(config: Path, log_path: Path, module: str = "worker", **env: str) -> WorkerProcess:
+    """Run a worker module (`worker`, or a test's wrapper of it) on `config`."""
+    environment = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    environment.update(env)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(config)],
+            cwd=REPO,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return WorkerProcess(process, log_path)
+
+
+def replica_pids(project: str, service: str) -> list[int]:
+    """The live replica processes of a `processes` service, found the hard way: every process
+    whose environment names the project and service and that leads its own process group (a
+    replica's children share its group). Counts what really runs, whatever pid files say."""
+    markers = {f"DOCKTOR_PROJECT={project}".encode(), f"DOCKTOR_SERVICE={service}".encode()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = set((entry / "environ").read_bytes().split(b"\0"))
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state = stat[stat.rfind(")") + 2 :].split()[0]
+        pid = int(entry.name)
+        if markers <= environ and state != "Z":
+            with contextlib.suppress(OSError):
+                if os.getpgid(pid) == pid:
+                    found.append(pid)
+    return sorted(found)
+
+
+def assert_gapless(sequences: list[int], what: str) -> None:
+    """Decision sequence numbers 1..n, each once, in order."""
+    assert sequences == list(range(1, len(sequences) + 1)), f"{what}: {sequences}"
+
+
+async def queue_with_backlog(nats_url: str, stream: str, subject: str, messages: int) -> None:
+    """A JetStream stream, its durable pull consumer `workers` and `messages` waiting in it,
+    which nobody consumes: a backlog that stays put for as long as a test needs it."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    connection = await nats.connect(nats_url)
+    try:
+        js = connection.jetstream()
+        await js.add_stream(name=stream, subjects=[subject])
+        await js.add_consumer(
+            stream, ConsumerConfig(durable_name="workers", ack_policy=AckPolicy.EXPLICIT)
+        )
+        for index in range(messages):
+            await js.publish(subject, f"job {index}".encode())
+    finally:
+        await connection.close()
 
 
 # A replica that does nothing for long enough; the tests stop it.

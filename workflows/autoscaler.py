@@ -72,6 +72,9 @@ APPLY_RETRY = RetryPolicy(
 ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+# workflow.patched ids: a branch added after loops were already running takes the old path when
+# such a loop's history is replayed (see tests/replay/record.py).
+PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -123,6 +126,8 @@ class ServiceAutoscaler:
         if epoch != self.manual_epoch:
             # An operator scaled while this iteration was looking; their count stands.
             self.state.last_sample = observation
+            if workflow.patched(PATCH_RECORD_OVERRIDDEN_ITERATION):
+                await self.record_overridden(proposal, advice)
             return
         # The windows remember the recommendation that was followed: the model's when it
         # advised, the policy's own otherwise.
@@ -136,6 +141,27 @@ class ServiceAutoscaler:
             current=proposal.current_replicas,
             target=replicas,
             reason=reason,
+            observations=proposal.observations,
+            matched_rules=proposal.matched_rules,
+            metadata=advice.metadata,
+        )
+
+    async def record_overridden(self, proposal: Proposal, advice: Advice) -> None:
+        """Each iteration ends in exactly one recorded decision, this one too: a hold that says
+        what the loop would have done and that the operator's count stands instead."""
+        # The operator's scale may still be running: wait for it (it holds the scaling lock),
+        # so the hold tells the count it left, after its own `manual` decision.
+        async with self.scaling:
+            current = self.state.replicas if self.state.replicas is not None else 0
+        await self.record(
+            action="hold",
+            current=current,
+            target=current,
+            reason=(
+                f"an operator scaled to {current} while this iteration decided "
+                f"({advice.action} to {advice.target_replicas}: {advice.reason}); "
+                "the operator's count stands"
+            ),
             observations=proposal.observations,
             matched_rules=proposal.matched_rules,
             metadata=advice.metadata,
@@ -165,19 +191,26 @@ class ServiceAutoscaler:
     async def evaluate(self, observation: Observation) -> Proposal:
         # A local activity, so the result is in history: changing policy code later never
         # breaks the replay of a loop that is running now.
-        return await workflow.execute_local_activity_method(
-            LoopActivities.evaluate,
-            EvaluateInput(
-                service=self.spec,
-                observation=observation,
-                previous=self.state.last_sample,
-                now=workflow.now(),
-                last_scale_up_at=self.state.last_scale_up_at,
-                last_scale_down_at=self.state.last_scale_down_at,
-                memory=self.state.memory,
-            ),
-            start_to_close_timeout=timedelta(seconds=10),
-        )
+        try:
+            return await workflow.execute_local_activity_method(
+                LoopActivities.evaluate,
+                EvaluateInput(
+                    service=self.spec,
+                    observation=observation,
+                    previous=self.state.last_sample,
+                    now=workflow.now(),
+                    last_scale_up_at=self.state.last_scale_up_at,
+                    last_scale_down_at=self.state.last_scale_down_at,
+                    memory=self.state.memory,
+                    expected_replicas=self.state.replicas,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+        except ActivityError as err:
+            # A cancel that lands while the policy runs must stop the loop gracefully (with
+            # its `stopped` decision) like one during observe or advise, not fail it.
+            _reraise_cancellation(err)
+            raise
 
     async def advise(self, proposal: Proposal) -> Advice:
         """Ask the configured model; without one, or when it fails, the rules' proposal stands
@@ -359,8 +392,38 @@ class ServiceAutoscaler:
                 raise
             except ActivityError as err:
                 # The decision is safe in workflow state and history; only the file copy failed.
-                workflow.logger.warning("decision log not written: %s", _cause(err))
+                self._journal_failed(decision, _cause(err))
+            else:
+                self._journal_written(decision)
         return decision
+
+    def _journal_failed(self, decision: Decision, why: str) -> None:
+        """Report a gap in the decision log once, when it opens, not at every iteration: a
+        full disk would otherwise add a warning per decision to an outage."""
+        if self.state.journal_error is not None:
+            return
+        self.state.journal_error = why
+        self.state.journal_gap_from = decision.sequence
+        workflow.logger.warning(
+            "decision log %s not written from decision %d on: %s; decisions stay in the "
+            "loop's state and history (the `decisions` query); reported once until it is "
+            "writable again",
+            self.request.journal_path,
+            decision.sequence,
+            why,
+        )
+
+    def _journal_written(self, decision: Decision) -> None:
+        if self.state.journal_error is None:
+            return
+        workflow.logger.warning(
+            "decision log %s writable again; decisions %d to %d are missing from it",
+            self.request.journal_path,
+            self.state.journal_gap_from or decision.sequence,
+            decision.sequence - 1,
+        )
+        self.state.journal_error = None
+        self.state.journal_gap_from = None
 
     async def wait_for_next_tick(self) -> None:
         """A durable timer: survives worker restarts; a nudge cuts it short."""
@@ -438,6 +501,12 @@ class ServiceAutoscaler:
             cooldown_up_until=now + timedelta(seconds=up_left) if up_left else None,
             cooldown_down_until=now + timedelta(seconds=down_left) if down_left else None,
             pending_approval=self.state.pending,
+            journal_error=(
+                f"decisions from {self.state.journal_gap_from} on not written: "
+                f"{self.state.journal_error}"
+                if self.state.journal_error is not None
+                else None
+            ),
         )
 
     @workflow.query(name=names.DECISIONS)

@@ -25,9 +25,49 @@ def decide(
     last_scale_up_at: datetime | None = None,
     last_scale_down_at: datetime | None = None,
     memory: PolicyMemory | None = None,
+    expected: int | None = None,
 ) -> Proposal:
     """What to do now and why. Pure: the memory handed in is not changed; the one to hand to
-    the next call comes back in `Proposal.memory`."""
+    the next call comes back in `Proposal.memory`.
+
+    `expected` is the count the loop last set: fewer running means replicas died on their own
+    (a crash, an OOM kill), which the decision names and, unless the policy wants fewer
+    anyway, puts right."""
+    proposal = _decide(
+        spec, observation, previous, now, last_scale_up_at, last_scale_down_at, memory
+    )
+    if expected is None or observation.replicas >= expected:
+        return proposal
+    return _restore_missing(spec, proposal, expected)
+
+
+def _restore_missing(spec: ServiceSpec, proposal: Proposal, expected: int) -> Proposal:
+    """Replicas the loop started and that are gone come back at once, cooldown or not: losing
+    them was no decision, so putting them back is none either (as a count below min_replicas
+    is corrected at once). A policy that asks for fewer than run now is followed."""
+    current = proposal.current_replicas
+    note = f"{expected - current} of {expected} replicas found missing ({current} running)"
+    restored, _ = stages.bounds(spec, expected)
+    if proposal.action == "scale_down" or proposal.target_replicas >= restored:
+        return proposal.model_copy(update={"reason": f"{note}; {proposal.reason}"})
+    return proposal.model_copy(
+        update={
+            "action": stages.action_for(current, restored),
+            "target_replicas": restored,
+            "reason": f"{note}: restoring {restored}; {proposal.reason}",
+        }
+    )
+
+
+def _decide(
+    spec: ServiceSpec,
+    observation: Observation,
+    previous: Observation | None,
+    now: datetime,
+    last_scale_up_at: datetime | None,
+    last_scale_down_at: datetime | None,
+    memory: PolicyMemory | None,
+) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
     current = observation.replicas
     metrics = {**observation.metrics, **derive_rates(observation, previous)}

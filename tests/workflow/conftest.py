@@ -51,6 +51,9 @@ class ScriptedWorld:
         # Set to hold every apply until the test sets the event: a scale in flight.
         self.apply_gate: asyncio.Event | None = None
         self.applying = 0
+        # The same for observe: an iteration caught while it looks.
+        self.observe_gate: asyncio.Event | None = None
+        self.observing = 0
         self.recorded: list[Decision] = []
         # Optional arrival rate (msg/s) as a function of the server's clock in seconds since
         # the first observation: the queue counters then advance as a real stream's would, all
@@ -62,6 +65,12 @@ class ScriptedWorld:
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
         self.observe_attempts += 1
+        if self.observe_gate is not None:
+            self.observing += 1
+            try:
+                await self.observe_gate.wait()
+            finally:
+                self.observing -= 1
         if self.observe_error is not None:
             raise self.observe_error
         metrics = {} if self.backlog is None else {"queue.backlog": self.backlog}

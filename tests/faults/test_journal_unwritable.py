@@ -1,0 +1,162 @@
+"""The JSONL decision log cannot be written: its folder is a file (what an unwritable folder is
+to root, who ignores permissions), or its disk is full (a tiny tmpfs, filled). The loop goes on
+at its own pace, every decision stays in the workflow's state and history, the gap is reported
+once (one warning line, `status.journal_error`), and once the file can be written again the
+log resumes and the gap's extent is reported, once too."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import assert_gapless, async_wait_for, serving_loops
+
+from docktor.config import load_config
+from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.embedded import EmbeddedTemporal
+from docktor.journal import read_decisions
+from docktor.model import Decision
+from docktor.scalers.processes import ProcessScaler
+
+IDLE = ["sleep", "600"]
+# Decisions while the log is broken: several iterations, each of which could have warned.
+BROKEN_FOR = 6
+
+Breakage = tuple[Path, Callable[[], None]]  # the journal path, and how to mend it
+
+
+def folder_is_a_file(tmp_path: Path) -> Iterator[Breakage]:
+    blocker = tmp_path / "journal"
+    blocker.write_text("not a folder\n")
+    yield blocker / "decisions.jsonl", blocker.unlink
+
+
+def disk_full(tmp_path: Path) -> Iterator[Breakage]:
+    mount = tmp_path / "full"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        filler = mount / "filler"
+        # Unbuffered, so the write that finds the disk full is this loop's, not a close's.
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+        yield mount / "decisions.jsonl", filler.unlink
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+BREAKAGES = {"folder_is_a_file": folder_is_a_file, "disk_full": disk_full}
+
+
+@pytest.fixture(params=sorted(BREAKAGES))
+def breakage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Breakage]:
+    yield from BREAKAGES[request.param](tmp_path)
+
+
+async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
+    tmp_path: Path,
+    temporal_dev: EmbeddedTemporal,
+    breakage: Breakage,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal, mend = breakage
+    tag = uuid.uuid4().hex[:6]
+    document = {
+        "project": f"journal-{tag}",
+        "state_dir": str(tmp_path / "state"),
+        "journal": str(journal),
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-journal-{tag}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": IDLE,
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "check_interval": "500ms",
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    service = config.services[0]
+    caplog.set_level(logging.WARNING)
+
+    async def decisions() -> list[Decision]:
+        return await loop_decisions(client, config, service.name, tail=1000)
+
+    try:
+        async with serving_loops(config) as client:
+            await start_loop(client, config, service)
+
+            async def made(count: int) -> bool:
+                return len(await decisions()) >= count
+
+            # No retries wait on a write that cannot succeed: half-second ticks stay short.
+            await async_wait_for(lambda: made(BROKEN_FOR), 20, f"{BROKEN_FOR} decisions")
+            status = await loop_status(client, config, service.name)
+            assert status.journal_error is not None
+            assert status.journal_error.startswith("decisions from 1 on not written: cannot write")
+            assert status.replicas == 1
+            assert not journal.exists() or not journal.read_text().strip()
+            gap_warnings = [r for r in caplog.records if "not written from decision" in r.message]
+            assert len(gap_warnings) == 1, [
+                (r.created, r.name, r.message[-200:]) for r in gap_warnings
+            ]
+            assert "Traceback" not in caplog.text
+
+            mend()
+            await async_wait_for(lambda: _nonempty(journal), 20, "the log written again")
+            status = await loop_status(client, config, service.name)
+            assert status.journal_error is None
+            await stop_loop(client, config, service.name, timeout=30)
+
+            handle = client.get_workflow_handle(config.workflow_id(service.name))
+            kept = await handle.query("decisions", 1000, result_type=list[Decision])
+            # Every decision, the unwritten ones too, is in the record activity's input in the
+            # history, as well as in the workflow's state.
+            scheduled = [
+                event
+                async for event in handle.fetch_history_events()
+                if event.activity_task_scheduled_event_attributes.activity_type.name == "record"
+            ]
+    finally:
+        await ProcessScaler(service, project=config.project or "").stop_all()
+
+    assert_gapless([d.sequence for d in kept], "decisions in the workflow's state")
+    assert len(scheduled) == len(kept)
+    written = read_decisions(journal)
+    first_written = written[0].sequence
+    assert first_written > BROKEN_FOR
+    assert [d.sequence for d in written] == list(range(first_written, len(kept) + 1))
+    reopened = [r.message for r in caplog.records if "writable again; decisions" in r.message]
+    assert len(reopened) == 1
+    assert reopened[0].startswith(
+        f"decision log {journal} writable again; decisions 1 to {first_written - 1} are "
+        "missing from it"
+    )
+
+
+async def _nonempty(path: Path) -> bool:
+    return path.exists() and bool(path.read_text().strip())

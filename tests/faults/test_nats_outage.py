@@ -1,0 +1,124 @@
+"""NATS goes down for several iterations and comes back on the same port and store. The loop
+holds and says why, then goes *up* to the configured fallback count, never down; when NATS is
+back it reads the backlog again, without a restart of anything."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from helpers import (
+    assert_gapless,
+    async_wait_for,
+    queue_with_backlog,
+    replica_pids,
+    serving_loops,
+)
+
+from docktor.config import load_config
+from docktor.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.embedded import EmbeddedTemporal, start_nats
+from docktor.model import Decision, ManualScale
+from docktor.scalers.processes import ProcessScaler
+
+IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
+BACKLOG = 50  # between the rules' thresholds: with data, the loop holds
+FALLBACK = {"after": 2, "replicas": 3}
+
+
+async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    nats = start_nats(tmp_path / "nats")
+    tag = uuid.uuid4().hex[:6]
+    stream, subject = f"OUT_{tag}", f"out.{tag}"
+    document = {
+        "project": f"outage-{tag}",
+        "state_dir": str(tmp_path / "state"),
+        "journal": str(tmp_path / "decisions.jsonl"),
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-outage-{tag}"},
+        "services": [
+            {
+                "name": "consumer",
+                "backend": "processes",
+                "command": IDLE,
+                "min_replicas": 1,
+                "max_replicas": 4,
+                "check_interval": "1s",
+                "stop_grace_period": "1s",
+                "cooldown": {"up": 0, "down": 0},
+                "fallback": FALLBACK,
+                "rules": {
+                    "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
+                    # Holds on missing data are the point: without the backlog, a rule that
+                    # scaled down on "not above" would take replicas away here.
+                    "scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 10}],
+                },
+                "queue": {"kind": "nats", "url": nats.url, "stream": stream, "consumer": "workers"},
+            }
+        ],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    config = load_config(path)
+    project = config.project or ""
+    try:
+        await queue_with_backlog(nats.url, stream, subject, BACKLOG)
+        async with serving_loops(config) as client:
+
+            async def decisions() -> list[Decision]:
+                return await loop_decisions(client, config, "consumer", tail=1000)
+
+            async def observed_backlog_since(moment: datetime) -> bool:
+                return any(
+                    d.observations.get("queue.backlog") == BACKLOG
+                    for d in await decisions()
+                    if d.timestamp > moment
+                )
+
+            await start_loop(client, config, config.services[0])
+            await send_update(
+                client, config, "consumer", "scale_to", ManualScale(replicas=2), Decision
+            )
+            await async_wait_for(
+                lambda: observed_backlog_since(datetime.now(UTC)), 20, "a backlog read at 2"
+            )
+
+            nats.stop()
+            down_at = datetime.now(UTC)
+
+            async def fell_back() -> bool:
+                return any(
+                    d.timestamp > down_at and d.action == "scale_up" for d in await decisions()
+                )
+
+            # Several iterations without data: holds, then the fallback count.
+            await async_wait_for(fell_back, 60, "the fallback after failed observations")
+            during = [d for d in await decisions() if d.timestamp > down_at]
+
+            nats = start_nats(tmp_path / "nats", port=nats.port, monitor_port=nats.monitor_port)
+            up_at = datetime.now(UTC)
+            await async_wait_for(lambda: observed_backlog_since(up_at), 60, "the backlog again")
+            await stop_loop(client, config, "consumer", timeout=30)
+            handle = client.get_workflow_handle(config.workflow_id("consumer"))
+            made = await handle.query("decisions", 1000, result_type=list[Decision])
+            replicas_at_end = len(replica_pids(project, "consumer"))
+    finally:
+        await ProcessScaler(config.services[0], project=project).stop_all()
+        nats.stop()
+
+    holds = [d for d in during if d.action == "hold"]
+    assert len(holds) >= FALLBACK["after"] - 1 and during[0].action == "hold"
+    for hold in holds:
+        assert "no metrics could be observed" in hold.reason and "nats" in hold.reason, hold
+        assert hold.target_replicas == hold.current_replicas == 2
+    fallback = next(d for d in during if d.action == "scale_up")
+    assert (fallback.current_replicas, fallback.target_replicas) == (2, 3)
+    assert "fallback to 3" in fallback.reason
+    # Never down on missing data, nor after: the backlog read again holds the count.
+    assert not [d for d in made if d.action == "scale_down"]
+    assert made[-1].action == "stopped" and made[-1].target_replicas == 3 == replicas_at_end
+    assert_gapless([d.sequence for d in made], "decision sequences")

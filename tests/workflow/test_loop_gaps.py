@@ -1,0 +1,135 @@
+"""Three gaps in the loop's story, each closed: a cancel that lands while the policy runs, an
+operator's scale that lands mid-iteration, and replicas that die on their own between two
+iterations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowUpdateStage
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import LoopActivities
+from docktor.model import EvaluateInput, ManualScale, Proposal
+from tests.workflow.conftest import (
+    TASK_QUEUE,
+    ScriptedWorld,
+    decisions_after,
+    service_spec,
+    start,
+    until,
+)
+from workflows import ServiceAutoscaler
+
+POLL = 0.5
+
+
+class GatedEvaluate:
+    """The real policy, held at the gate while the test cancels the loop."""
+
+    def __init__(self) -> None:
+        self.gate: asyncio.Event | None = None
+        self.running = 0
+        self.real = LoopActivities()
+
+    @activity.defn(name="evaluate")
+    async def evaluate(self, request: EvaluateInput) -> Proposal:
+        if self.gate is not None:
+            self.running += 1
+            try:
+                await self.gate.wait()
+            finally:
+                self.running -= 1
+        return await self.real.evaluate(request)
+
+
+@pytest.fixture
+async def gated_worker(
+    env: WorkflowEnvironment, world: ScriptedWorld
+) -> AsyncIterator[GatedEvaluate]:
+    gated = GatedEvaluate()
+    async with Worker(
+        env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[ServiceAutoscaler],
+        activities=[world.observe, world.apply, world.record, gated.evaluate],
+    ):
+        yield gated
+
+
+async def test_cancel_during_evaluate_stops_the_loop_with_a_stopped_decision(
+    env: WorkflowEnvironment, world: ScriptedWorld, gated_worker: GatedEvaluate
+) -> None:
+    handle = await start(env.client, service_spec(check_interval=1))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    gated_worker.gate = asyncio.Event()
+
+    async def evaluating() -> bool:
+        return gated_worker.running > 0
+
+    await until(env, evaluating, step_seconds=POLL)
+    await handle.cancel()
+    # Without the fix the cancelled local activity fails the run: CANCELED, no `stopped`.
+    final = await asyncio.wait_for(handle.result(), 30)
+    gated_worker.gate.set()
+    assert final.last_decision is not None and final.last_decision.action == "stopped"
+    decisions = await handle.query(ServiceAutoscaler.decisions, 100)
+    assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
+
+
+async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 900  # the loop wants to scale up: 1 -> 3
+    handle = await start(env.client, service_spec(check_interval=1, cooldown={"up": 0}))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    world.observe_gate = asyncio.Event()
+
+    async def observing() -> bool:
+        return world.observing > 0
+
+    await until(env, observing, step_seconds=POLL)
+    iteration = (await handle.query(ServiceAutoscaler.status)).iteration
+    update = await handle.start_update(
+        ServiceAutoscaler.scale_to,
+        ManualScale(replicas=2, reason="load test", by="ana"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    manual = await asyncio.wait_for(update.result(), 30)
+    world.observe_gate.set()
+    world.observe_gate = None
+
+    decisions = await decisions_after(env, handle, manual.sequence + 1, step_seconds=POLL)
+    after = decisions[manual.sequence]  # the decision right after the operator's
+    assert after.iteration == iteration, "the interrupted iteration recorded nothing"
+    assert (after.action, after.current_replicas, after.target_replicas) == ("hold", 2, 2)
+    assert "operator's count stands" in after.reason and "scale_up" in after.reason
+    assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
+    await handle.cancel()
+    await handle.result()
+
+
+async def test_replicas_that_died_are_restored_and_the_decision_says_so(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    world.backlog = 100  # in the hold band: nothing but the loss would change the count
+    handle = await start(env.client, service_spec(check_interval=1))
+    await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=4))
+    seen = len(await decisions_after(env, handle, 2, step_seconds=POLL))
+    world.replicas = 1  # three replicas die on their own
+
+    decisions = await decisions_after(env, handle, seen + 1, step_seconds=POLL)
+    restored = decisions[seen]
+    assert (restored.action, restored.current_replicas, restored.target_replicas) == (
+        "scale_up",
+        1,
+        4,
+    )
+    assert "3 of 4 replicas found missing (1 running): restoring 4" in restored.reason
+    assert world.replicas == 4
+    await handle.cancel()
+    await handle.result()
