@@ -2,7 +2,7 @@
 dev server, driven through every path of the workflow (scale up, scale down, hold, pause, manual
 scale, approval granted/refused/lapsed, LLM fallback, continue-as-new, cancel).
 
-    .venv/bin/python -m tests.replay.record      # rewrites tests/replay/histories/*.json
+    .venv/bin/python -m tests.replay.record TAG  # writes tests/replay/histories/*.TAG.*.json
 
 Re-record only when a change to the workflow is *meant* to be incompatible with running loops,
 i.e. never for a release that loops are running on. For anything else, keep the old histories:
@@ -13,6 +13,7 @@ histories take the old path, new runs the new one) and add a new recording besid
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -146,7 +147,7 @@ SCENARIOS = {
 }
 
 
-async def record() -> None:
+async def record(tag: str) -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     server = start_temporal(Path(tempfile.mkdtemp(prefix="docktor-record-")))
     try:
@@ -168,7 +169,7 @@ async def record() -> None:
                 handles = await scenario(client, world)
             for index, handle in enumerate(handles):
                 history = await handle.fetch_history()
-                path = HISTORIES / f"{name}.{index}.json"
+                path = HISTORIES / f"{name}.{tag}.{index}.json"
                 path.write_text(history.to_json() + "\n", encoding="utf-8")
                 print(f"{path}: {len(history.events)} events")
     finally:
@@ -176,4 +177,8 @@ async def record() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    # A tag per recording (e.g. the release), so new recordings land beside the old ones: the
+    # old histories are what the loops started by older releases look like.
+    if len(sys.argv) != 2 or not sys.argv[1].isidentifier():
+        sys.exit("usage: python -m tests.replay.record TAG   (TAG: letters, digits, _)")
+    asyncio.run(record(sys.argv[1]))
