@@ -18,7 +18,6 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import async_wait_for, wait_for
+from helpers import IDLE_COMMAND, async_wait_for, wait_for
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -42,7 +41,6 @@ from docktor.scalers.processes import ProcessScaler
 from workflows import ServiceAutoscaler
 
 CHROMIUM = "/usr/bin/chromium"
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 # As root (CI, these machines) Chromium needs --no-sandbox; the rest keeps it off the network
 # and quiet (see ../shared/ENVIRONMENT.md).
 FLAGS = [
@@ -228,7 +226,7 @@ def write_config(tmp_path: Path, temporal: EmbeddedTemporal, tag: str) -> Path:
             {
                 "name": "consumer",
                 "backend": "processes",
-                "command": IDLE,
+                "command": IDLE_COMMAND,
                 # No replica yet and min 1: the first iteration scales 0 -> 1, a real apply.
                 "min_replicas": 1,
                 "max_replicas": 3,

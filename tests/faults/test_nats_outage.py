@@ -4,13 +4,13 @@ back it reads the backlog again, without a restart of anything."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from helpers import (
+    IDLE_COMMAND,
     assert_gapless,
     async_wait_for,
     queue_with_backlog,
@@ -24,7 +24,6 @@ from docktor.embedded import EmbeddedTemporal, start_nats
 from docktor.model import Decision, ManualScale
 from docktor.scalers.processes import ProcessScaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 BACKLOG = 50  # between the rules' thresholds: with data, the loop holds
 FALLBACK = {"after": 2, "replicas": 3}
 
@@ -44,7 +43,7 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
             {
                 "name": "consumer",
                 "backend": "processes",
-                "command": IDLE,
+                "command": IDLE_COMMAND,
                 "min_replicas": 1,
                 "max_replicas": 4,
                 "check_interval": "1s",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ import docker
 import pytest
 import yaml
 from docker_engine import DockerEngine
-from helpers import assert_gapless, async_wait_for, replica_pids, serving_loops
+from helpers import IDLE_COMMAND, assert_gapless, async_wait_for, replica_pids, serving_loops
 from temporalio.client import Client
 
 from docktor.config import DocktorConfig, load_config
@@ -28,7 +27,6 @@ from docktor.embedded import EmbeddedTemporal
 from docktor.model import Decision, ManualScale
 from docktor.scalers.processes import ProcessScaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 SET = 3  # the count the operator sets, before one replica dies
 
 
@@ -103,7 +101,7 @@ def check_restore(decision: Decision) -> None:
 async def test_a_killed_consumer_process_is_replaced_and_the_decision_says_so(
     tmp_path: Path, temporal_dev: EmbeddedTemporal
 ) -> None:
-    config = write_config(tmp_path, temporal_dev, backend="processes", command=IDLE)
+    config = write_config(tmp_path, temporal_dev, backend="processes", command=IDLE_COMMAND)
     project = config.project or ""
 
     async def running() -> int:

@@ -4,12 +4,12 @@ cooldown where it was, and nobody runs the starter again."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
 import yaml
 from helpers import (
+    IDLE_COMMAND,
     WorkerProcess,
     assert_gapless,
     async_wait_for,
@@ -25,7 +25,6 @@ from docktor.embedded import EmbeddedNats, start_temporal
 from docktor.model import Decision
 from docktor.scalers.processes import ProcessScaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 COOLDOWN_UP = 600  # far longer than the test: it must still be running after the restart
 
 
@@ -45,7 +44,7 @@ async def test_loops_resume_after_a_temporal_restart_with_cooldowns_intact(
             {
                 "name": "consumer",
                 "backend": "processes",
-                "command": IDLE,
+                "command": IDLE_COMMAND,
                 "min_replicas": 1,
                 "max_replicas": 4,
                 "check_interval": "1s",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import (
+    IDLE_COMMAND,
     WorkerProcess,
     assert_gapless,
     async_wait_for,
@@ -31,7 +31,6 @@ from docktor.embedded import EmbeddedTemporal
 from docktor.model import Decision
 from docktor.scalers.processes import ProcessScaler
 
-IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 # The apply activity's heartbeat timeout (workflows/autoscaler.py): a dead worker's activity is
 # retried elsewhere after this long.
 HEARTBEAT_TIMEOUT = 30.0
@@ -48,7 +47,7 @@ def write_config(tmp_path: Path, temporal: EmbeddedTemporal, services: dict[str,
             {
                 "name": name,
                 "backend": "processes",
-                "command": IDLE,
+                "command": IDLE_COMMAND,
                 "min_replicas": replicas,
                 "max_replicas": replicas + 2,
                 "check_interval": "1s",

@@ -4,14 +4,13 @@ workflow history, the memo or the decision log."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import async_wait_for, serving_loops
+from helpers import IDLE_COMMAND, async_wait_for, serving_loops
 from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.client import Client
 
@@ -56,7 +55,7 @@ async def loop(
             {
                 "name": "api",
                 "backend": "processes",
-                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command": IDLE_COMMAND,
                 "min_replicas": 1,
                 "max_replicas": 3,
                 "check_interval": "1h",  # one decision per nudge: the test sets the pace

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import async_wait_for, serving_loops, stop_loop_within
+from helpers import IDLE_COMMAND, async_wait_for, serving_loops, stop_loop_within
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -42,7 +42,6 @@ from workflows import ServiceAutoscaler
 
 pytestmark = pytest.mark.integration
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 OPERATOR = "tester"
 # How long a cancelled loop gets to record `stopped` and end before teardown terminates it.
 STOP_WAIT = 20.0
@@ -52,7 +51,7 @@ def service(name: str, **overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "name": name,
         "backend": "processes",
-        "command": SLEEPER,
+        "command": IDLE_COMMAND,
         "min_replicas": 1,
         "max_replicas": 4,
         "check_interval": "1s",

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from docker.models.containers import Container
 from docker_engine import DockerEngine
-from helpers import async_wait_for, wait_for
+from helpers import IDLE_COMMAND, async_wait_for, wait_for
 from openai_stub import OpenAIStub, Reply, running_stub
 
 from docktor.client import connect
@@ -277,7 +277,7 @@ def llm_config(tmp_path: Path, temporal: EmbeddedTemporal, stub: OpenAIStub) -> 
             {
                 "name": "api",
                 "backend": "processes",
-                "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+                "command": IDLE_COMMAND,
                 "min_replicas": 1,
                 "max_replicas": 3,
                 "check_interval": "1h",  # one decision per nudge
