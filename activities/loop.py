@@ -87,6 +87,7 @@ class LoopActivities:
             request.last_scale_down_at,
             request.memory,
             request.expected_replicas,
+            request.hold,
         )
 
     @activity.defn(name=names.ADVISE)

@@ -196,16 +196,68 @@ def cmd_scale(args: argparse.Namespace) -> int:
     def work(config: DocktorConfig) -> int:
         decision = asyncio.run(
             operate.scale(
-                config, args.service, args.replicas, args.reason, args.address, args.timeout
+                config,
+                args.service,
+                args.replicas,
+                args.reason,
+                args.address,
+                args.timeout,
+                hold_s=args.hold,
             )
+        )
+        # The loop words the hold (its length is the service's default unless --hold says).
+        held = " ".join(part for part in decision.reason.split("; ") if part.startswith("held by"))
+        then = (
+            f"{held}; `docktor resume {args.service}` ends it early"
+            if held
+            else "the policy decides again from the next check"
         )
         print(
             f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
-            f"(recorded as a manual decision; the cooldown applies from now)"
+            f"(recorded as a manual decision; {then})"
         )
         return EXIT_OK
 
     return _operate(args, work)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        names = [operate.check_service(config, n) for n in args.services]
+        names = names or config.service_names()
+        if args.replicas and not args.yes and not _confirmed(config, names):
+            print("nothing stopped", file=sys.stderr)
+            return EXIT_FAILED
+        results = asyncio.run(
+            operate.down(config, names, args.replicas, args.address, args.timeout)
+        )
+        for result in results:
+            for line in result.done:
+                print(f"{result.service}: {line}")
+            for line in result.failures:
+                print(f"error: {result.service}: {line}", file=sys.stderr)
+        if not args.replicas:
+            print("replicas keep running (`docktor down --replicas` stops them too)")
+        return EXIT_FAILED if any(r.failures for r in results) else EXIT_OK
+
+    return _operate(args, work)
+
+
+def _confirmed(config: DocktorConfig, names: list[str]) -> bool:
+    """Ask on the terminal before stopping services; without one, --yes is required."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "down --replicas stops the services themselves and there is no terminal to "
+            "confirm on: add --yes"
+        )
+    which = ", ".join(f"{n} ({config.service(n).backend})" for n in names)
+    try:
+        answer = input(f"Stop the loops and every replica of {which}? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -308,10 +360,46 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     resume = update_parser("resume", "apply automatic decisions again")
     resume.set_defaults(handler=cmd_resume)
 
-    scale = update_parser("scale", "set the replica count now, within the bounds")
+    scale = update_parser(
+        "scale", "set the replica count now, within the bounds; the loop then holds it a while"
+    )
     scale.add_argument("replicas", type=int, metavar="N", help="the replica count")
     scale.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
+    scale.add_argument(
+        "--hold",
+        type=_hold,
+        default=None,
+        metavar="DURATION",
+        help="keep this count, up and down, for this long (30s, 10m, 2h); 0: no hold "
+        "(default: the longer of the service's cooldowns, else of its scale windows); "
+        "`docktor resume` or another scale ends it early",
+    )
     scale.set_defaults(handler=cmd_scale)
+
+    down = operate_parser(
+        "down",
+        "stop the loops (each records `stopped`); with --replicas also the replicas they "
+        "manage, on every backend",
+        service=False,
+    )
+    down.add_argument(
+        "services", nargs="*", metavar="SERVICE", help="services to stop (default: all of them)"
+    )
+    down.add_argument(
+        "--replicas",
+        action="store_true",
+        help="also stop every replica of the services (below min_replicas, to 0); asks first "
+        "on a terminal",
+    )
+    down.add_argument("--yes", action="store_true", help="do not ask: needed without a terminal")
+    down.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for each loop's final decision (default 30)",
+    )
+    down.set_defaults(handler=cmd_down)
 
     forecast = operate_parser(
         "forecast",
@@ -328,6 +416,20 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
         verdict = update_parser(name, f"{what} the scale decision awaiting approval")
         verdict.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
         verdict.set_defaults(handler=cmd_verdict)
+
+
+def _hold(text: str) -> float:
+    """--hold: a duration of 0 or more (30s, 10m, 2h; a bare number is seconds)."""
+    from docktor.config import parse_duration
+    from docktor.policy.hold import problem
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if why := problem(value):
+        raise argparse.ArgumentTypeError(why)
+    return value
 
 
 def _seconds(text: str) -> float:

@@ -1,15 +1,24 @@
-"""`docktor dev`: the embedded stack for local work, until Ctrl-C."""
+"""`docktor dev`: the embedded stack for local work, until Ctrl-C.
+
+Ctrl-C (or SIGTERM) stops the servers and then the replicas the `processes` backend runs for
+the config's services: they are local processes started for this stack, and left behind they
+would retry a NATS that is gone for ever. Compose and Swarm replicas are the engine's to keep
+(`docktor down --replicas` stops those).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from docktor.config import DocktorConfig, load_config
+from docktor.config import DocktorConfig, ServiceSpec, load_config
 from docktor.embedded import EmbeddedError, ManagedProcess, start_nats, start_temporal
+from docktor.scalers.base import ScalerConfigError, ScalerUnavailable
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -26,6 +35,28 @@ def local_nats_port(config: DocktorConfig) -> int | None:
 
 def temporal_port(config: DocktorConfig) -> int:
     return int(config.temporal.address.rsplit(":", 1)[-1])
+
+
+async def stop_local_replicas(config: DocktorConfig) -> list[str]:
+    """Stop every replica of the config's `processes` services (found by their pid files in
+    the config's state_dir); one line per service that had some, or that failed."""
+    from docktor.scalers.processes import ProcessScaler
+
+    async def stop(spec: ServiceSpec) -> str | None:
+        scaler = ProcessScaler(spec, project=config.project or "")
+        if not scaler.state_dir.is_dir():
+            return None  # never ran here (and stop_all would create the folder)
+        try:
+            stopped = await scaler.stop_all()
+        except (ScalerConfigError, ScalerUnavailable, OSError) as exc:
+            return f"error: cannot stop the replicas of {spec.name}: {exc}"
+        if not stopped:
+            return None
+        return f"stopped {stopped} replica{'s' if stopped != 1 else ''} of {spec.name}"
+
+    services = [s for s in config.services if s.backend == "processes"]
+    lines = await asyncio.gather(*(stop(spec) for spec in services))
+    return [line for line in lines if line]
 
 
 def run_dev(args: argparse.Namespace) -> int:
@@ -61,3 +92,7 @@ def run_dev(args: argparse.Namespace) -> int:
     finally:
         for process in reversed(started):
             process.stop()
+        # After Temporal: with the servers gone no loop can start a replica again.
+        if started:
+            for line in asyncio.run(stop_local_replicas(config)):
+                print(line, file=sys.stderr if line.startswith("error:") else sys.stdout)

@@ -164,6 +164,15 @@ class PendingApproval(BaseModel):
     why: str | None = None
 
 
+class ManualHold(BaseModel):
+    """An operator's count that the loop keeps, in both directions, until `until` (workflow
+    time): set by `docktor scale`, ended early by `docktor resume` or the next scale."""
+
+    replicas: int
+    until: datetime
+    by: str = ""
+
+
 class LoopState(BaseModel):
     """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
 
@@ -182,6 +191,9 @@ class LoopState(BaseModel):
     # missing from it. Kept so the gap is reported once, not at every iteration.
     journal_error: str | None = None
     journal_gap_from: int | None = None
+    # The last manual scale's hold; None when there is none (or from a release without holds).
+    # Kept after it ends: whether it is in force is a question of workflow time.
+    hold: ManualHold | None = None
 
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -233,6 +245,8 @@ class EvaluateInput(BaseModel):
     # The count the loop last set or saw confirmed: fewer running means replicas died on their
     # own, and the decision says so (None from a release that did not send it).
     expected_replicas: int | None = None
+    # An operator's hold: while it is in force, the policy's target is the held count.
+    hold: ManualHold | None = None
 
 
 class AdviseInput(BaseModel):
@@ -287,6 +301,10 @@ class ManualScale(BaseModel):
     replicas: int = Field(strict=True)
     reason: str = ""
     by: str = ""
+    # Seconds the loop keeps this count (both directions) before deciding again; None: the
+    # service's default (docktor/policy/hold.py), 0: no hold. A loop of a release before holds
+    # ignores it.
+    hold_s: float | None = None
 
 
 class PauseRequest(BaseModel):
@@ -343,6 +361,8 @@ class LoopStatus(BaseModel):
     pending_approval: PendingApproval | None = None
     # Set while the JSONL decision log cannot be written: why, and since which decision.
     journal_error: str | None = None
+    # A manual scale's hold while it is in force (None otherwise, and from older releases).
+    hold: ManualHold | None = None
 
 
 class ForecastView(BaseModel):

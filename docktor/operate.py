@@ -1,5 +1,5 @@
-"""What `docktor status | explain | pause | resume | scale | nudge | approve | reject` do, apart
-from printing: find the service, reach its loop through Temporal, and turn every way that can
+"""What `docktor status | explain | pause | resume | scale | nudge | approve | reject | down` do,
+apart from printing: find the service, reach its loop through Temporal, and turn every way that can
 fail into one exception whose message is the line the operator reads.
 
 The Temporal calls themselves live in docktor/control.py; this module only orchestrates them and
@@ -8,6 +8,7 @@ words the failures. Rendering is docktor/views.py.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -336,8 +337,11 @@ async def scale(
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
     by: str | None = None,
+    hold_s: float | None = None,
 ) -> Decision:
-    request = ManualScale(replicas=replicas, reason=reason, by=by or operator())
+    """Scale now; the loop then holds the count for `hold_s` seconds (None: the service's
+    default, 0: no hold)."""
+    request = ManualScale(replicas=replicas, reason=reason, by=by or operator(), hold_s=hold_s)
     return await _update(
         config,
         address,
@@ -382,6 +386,90 @@ async def verdict(
         lambda c: control.send_update(c, config, service, verb, request, PendingApproval, timeout),
         by,
     )
+
+
+# ---- down: stop the loops, and with them (when asked) the replicas ---------------------------
+
+
+@dataclass
+class Down:
+    """What `docktor down` did for one service, as lines for the operator."""
+
+    service: str
+    done: list[str] = field(default_factory=list)
+    # What could not be done; the command exits 1 when any service has one.
+    failures: list[str] = field(default_factory=list)
+
+
+async def down(
+    config: DocktorConfig,
+    services: list[str],
+    replicas: bool = False,
+    address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
+) -> list[Down]:
+    """Cancel each service's loop (it records `stopped`) and, with `replicas`, scale what the
+    backend runs to 0, min_replicas notwithstanding: stopping the service is the point. A loop
+    that is already gone is said so, and its replicas are stopped all the same."""
+    names = [check_service(config, name) for name in services] or config.service_names()
+    try:
+        client: Client | None = await connect(config, address)
+        unreachable = None
+    except TemporalUnreachable as exc:
+        client, unreachable = None, str(exc)
+    results = [Down(name) for name in names]
+
+    async def one(result: Down) -> None:
+        if client is None:
+            result.failures.append(f"{unreachable}: its loop was not cancelled")
+        else:
+            await _stop_loop(client, config, address, result, timeout)
+        # After the loop has stopped, so that it does not start them again.
+        if replicas:
+            await _stop_replicas(config, result)
+
+    await asyncio.gather(*(one(result) for result in results))
+    return results
+
+
+async def _stop_loop(
+    client: Client, config: DocktorConfig, address: str | None, result: Down, timeout: float
+) -> None:
+    name = result.service
+    workflow_id = config.workflow_id(name)
+    try:
+        status = await _call(
+            config, address, name, control.stop_loop(client, config, name, timeout=timeout)
+        )
+    except NoLoop as exc:
+        ended = re.search(r"\(workflow \S+ is (\w+)", str(exc))
+        state = f"{workflow_id} is {ended.group(1)}" if ended else f"no workflow {workflow_id}"
+        result.done.append(f"no loop was running ({state})")
+        return
+    except OperateError as exc:
+        result.failures.append(str(exc))
+        return
+    count = "?" if status.replicas is None else status.replicas
+    result.done.append(f"loop stopped: {workflow_id} recorded `stopped` at {count} replicas")
+
+
+async def _stop_replicas(config: DocktorConfig, result: Down) -> None:
+    spec = config.service(result.service)
+    what = f"{spec.backend} backend"
+    try:
+        scaler = scaler_for(spec, project=config.project or "")
+        running = await scaler.replicas()
+        if running == 0:
+            result.done.append(f"no replicas running ({what})")
+            return
+        left = await scaler.scale_to(0)
+    except (ScalerConfigError, ScalerUnavailable) as exc:
+        result.failures.append(f"cannot stop the replicas ({what}): {exc}")
+        return
+    if left:
+        result.failures.append(f"{left} of {running} replicas still running ({what})")
+    else:
+        result.done.append(f"stopped {running} replica{'s' if running != 1 else ''} ({what})")
 
 
 # ---- dry runs: observe and decide, apply nothing ---------------------------------------------
