@@ -206,6 +206,15 @@ def replica_pids(project: str, service: str) -> list[int]:
     return sorted(found)
 
 
+def process_alive(pid: int) -> bool:
+    """True while pid runs; a zombie has exited (only its parent has yet to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
+
+
 def assert_gapless(sequences: list[int], what: str) -> None:
     """Decision sequence numbers 1..n, each once, in order."""
     assert sequences == list(range(1, len(sequences) + 1)), f"{what}: {sequences}"
