@@ -230,17 +230,17 @@ def cmd_down(args: argparse.Namespace) -> int:
         if args.replicas and not args.yes and not _confirmed(config, names):
             print("nothing stopped", file=sys.stderr)
             return EXIT_FAILED
-        results = asyncio.run(
-            operate.down(config, names, args.replicas, args.address, args.timeout)
-        )
-        for result in results:
+        report = asyncio.run(operate.down(config, names, args.replicas, args.address, args.timeout))
+        if report.unreachable:
+            print(f"error: {report.unreachable}", file=sys.stderr)
+        for result in report.services:
             for line in result.done:
                 print(f"{result.service}: {line}")
             for line in result.failures:
                 print(f"error: {result.service}: {line}", file=sys.stderr)
         if not args.replicas:
             print("replicas keep running (`docktor down --replicas` stops them too)")
-        return EXIT_FAILED if any(r.failures for r in results) else EXIT_OK
+        return EXIT_FAILED if report.failed else EXIT_OK
 
     return _operate(args, work)
 

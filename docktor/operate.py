@@ -401,35 +401,44 @@ class Down:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass
+class DownReport:
+    services: list[Down]
+    # Temporal could not be reached: no loop was cancelled (replicas are still stopped).
+    unreachable: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.unreachable is not None or any(s.failures for s in self.services)
+
+
 async def down(
     config: DocktorConfig,
     services: list[str],
     replicas: bool = False,
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
-) -> list[Down]:
+) -> DownReport:
     """Cancel each service's loop (it records `stopped`) and, with `replicas`, scale what the
     backend runs to 0, min_replicas notwithstanding: stopping the service is the point. A loop
     that is already gone is said so, and its replicas are stopped all the same."""
     names = [check_service(config, name) for name in services] or config.service_names()
+    report = DownReport([Down(name) for name in names])
     try:
         client: Client | None = await connect(config, address)
-        unreachable = None
     except TemporalUnreachable as exc:
-        client, unreachable = None, str(exc)
-    results = [Down(name) for name in names]
+        # No loop can act while Temporal is away, so the replicas can still be stopped.
+        client, report.unreachable = None, f"{exc}; no loop was cancelled"
 
     async def one(result: Down) -> None:
-        if client is None:
-            result.failures.append(f"{unreachable}: its loop was not cancelled")
-        else:
+        if client is not None:
             await _stop_loop(client, config, address, result, timeout)
         # After the loop has stopped, so that it does not start them again.
         if replicas:
             await _stop_replicas(config, result)
 
-    await asyncio.gather(*(one(result) for result in results))
-    return results
+    await asyncio.gather(*(one(result) for result in report.services))
+    return report
 
 
 async def _stop_loop(

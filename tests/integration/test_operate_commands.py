@@ -427,6 +427,16 @@ async def test_down_without_replicas_leaves_them_and_a_later_down_stops_them(
     assert replica_pids(project, "consumer") == []
     assert len(replica_pids(project, "api")) == 1
 
+    # Temporal out of reach: no loop can be cancelled (said once), the replicas still stop
+    # (api's loop, still running on the real server, may well start one again).
+    nowhere = f"127.0.0.1:{free_port()}"
+    cut_off = await stack.run("down", "api", "--replicas", "--yes", "--address", nowhere)
+    assert cut_off.returncode == 1
+    assert cut_off.stderr.startswith(f"error: cannot reach Temporal at {nowhere}")
+    assert cut_off.stderr.rstrip().endswith("; no loop was cancelled")
+    assert len(cut_off.stderr.splitlines()) == 1
+    assert cut_off.stdout.splitlines()[0] == "api: stopped 1 replica (processes backend)"
+
     unknown = await stack.run("down", "nosuch", "--replicas", "--yes")
     assert unknown.returncode == 2
     assert (
