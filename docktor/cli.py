@@ -205,20 +205,26 @@ def cmd_scale(args: argparse.Namespace) -> int:
                 hold_s=args.hold,
             )
         )
-        # The loop words the hold (its length is the service's default unless --hold says).
-        held = " ".join(part for part in decision.reason.split("; ") if part.startswith("held by"))
-        then = (
-            f"{held}; `docktor resume {args.service}` ends it early"
-            if held
-            else "the policy decides again from the next check"
-        )
         print(
             f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
-            f"(recorded as a manual decision; {then})"
+            f"(recorded as a manual decision; {_hold_words(decision.reason, args.service)})"
         )
         return EXIT_OK
 
     return _operate(args, work)
+
+
+def _hold_words(reason: str, service: str) -> str:
+    """What the loop did with the count, from the end of its manual decision's reason (the
+    loop words the hold: its length is the service's default unless --hold says)."""
+    from docktor.policy.hold import HELD_PREFIX, NOT_HELD
+
+    last = reason.rsplit("; ", 1)[-1]
+    if last.startswith(HELD_PREFIX):
+        return f"{last}; `docktor resume {service}` ends it early"
+    if last == NOT_HELD:
+        return "not held: the policy decides again from the next check"
+    return "the cooldown applies from now"  # a loop of a release before holds
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -304,7 +304,7 @@ class ManualScale(BaseModel):
     # Seconds the loop keeps this count (both directions) before deciding again; None: the
     # service's default (docktor/policy/hold.py), 0: no hold. A loop of a release before holds
     # ignores it.
-    hold_s: float | None = None
+    hold_s: float | None = Field(default=None, strict=True)
 
 
 class PauseRequest(BaseModel):

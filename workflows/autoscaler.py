@@ -577,18 +577,19 @@ class ServiceAutoscaler:
             raise ApplicationError(failure, type="ScaleFailed")
         reason = f"manual scale{who}: {why}"
         if workflow.patched(PATCH_MANUAL_HOLD):
-            # The operator's count stands for a while; this scale's hold replaces any earlier one.
-            hold = manual_hold.start(
-                self.spec, request.replicas, request.hold_s, workflow.now(), request.by
-            )
+            # The operator's count stands for a while; this scale's hold replaces any earlier
+            # one. The reason ends with the hold, as `docktor scale` reports it.
+            now = workflow.now()
+            hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
             self.state.hold = hold
-            reason += f"; {manual_hold.describe(hold) if hold else 'not held'}"
+            reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
         return await self.record(action="manual", current=current, target=replicas, reason=reason)
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
-        _refuse([p for p in [manual_hold.problem(request.hold_s)] if p])
+        if hold_problem := manual_hold.problem(request.hold_s):
+            raise ValueError(hold_problem)
         if self.stopping:
             raise ValueError(f"the loop for {self.spec.name} is stopping")
         low, high = self.spec.min_replicas, self.spec.max_replicas

@@ -16,6 +16,10 @@ from docktor.config import MAX_DURATION_S, ServiceSpec
 from docktor.model import ManualHold, Proposal
 from docktor.policy import stages
 
+# How a manual decision's reason ends when the scale was not held (`--hold 0`).
+NOT_HELD = "not held"
+HELD_PREFIX = "held by manual scale until"
+
 
 def default_seconds(spec: ServiceSpec) -> float:
     """How long a manual scale holds unless the operator says: the longer of the cooldowns,
@@ -54,9 +58,11 @@ def in_force(hold: ManualHold | None, now: datetime) -> bool:
     return hold is not None and now < hold.until
 
 
-def describe(hold: ManualHold) -> str:
-    """`held by manual scale until 14:03:12 UTC`, as decisions and `docktor status` say it."""
-    return f"held by manual scale until {hold.until:%H:%M:%S} UTC"
+def describe(hold: ManualHold, now: datetime) -> str:
+    """`held by manual scale until 14:03:12 UTC`, as decisions say it (with the date when the
+    hold ends on another day than `now`)."""
+    when = "%H:%M:%S" if hold.until.date() == now.date() else "%Y-%m-%d %H:%M:%S"
+    return f"{HELD_PREFIX} {hold.until.strftime(when)} UTC"
 
 
 def apply(
@@ -67,7 +73,7 @@ def apply(
         return proposal
     current = proposal.current_replicas
     target, _ = stages.bounds(spec, hold.replicas)
-    note = describe(hold)
+    note = describe(hold, now)
     if proposal.target_replicas == target:
         reason = f"{proposal.reason}; {note}"
     else:

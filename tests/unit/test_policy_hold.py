@@ -82,3 +82,8 @@ def test_reasonable_holds_are_taken() -> None:
     assert manual_hold.problem(None) is None
     assert manual_hold.problem(0) is None
     assert manual_hold.problem(3600) is None
+
+
+def test_a_hold_that_ends_on_another_day_names_the_date() -> None:
+    proposal = decide(spec(), obs(3, **BUSY), None, NOW, hold=held(3, seconds=2 * 86400))
+    assert proposal.reason.startswith("held by manual scale until 2026-01-03 12:00:00 UTC")
