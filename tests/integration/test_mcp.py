@@ -402,11 +402,18 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         blank = await refused(session, "scale_to", service="consumer", replicas=2, reason="  ")
         assert "needs a reason" in blank
 
-        scaled = await call(session, "scale_to", service="consumer", replicas=3, reason="load test")
+        never = await refused(
+            session, "scale_to", service="consumer", replicas=2, reason="x", hold="soon"
+        )
+        assert "hold: must be a duration" in never
+
+        scaled = await call(
+            session, "scale_to", service="consumer", replicas=3, reason="load test", hold="10m"
+        )
         assert scaled["by"] == "mcp:ops-agent"
         decision = scaled["decision"]
         assert (decision["action"], decision["target_replicas"]) == ("manual", 3)
-        assert "by mcp:ops-agent: load test" in decision["reason"]
+        assert "by mcp:ops-agent: load test; held by manual scale until" in decision["reason"]
         scaler = ProcessScaler(stack.config.service("consumer"), project=stack.config.project or "")
         assert await scaler.replicas() == 3
 
