@@ -363,7 +363,9 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     pause.add_argument("--reason", default="", metavar="R", help="why, shown by status")
     pause.set_defaults(handler=cmd_pause)
 
-    resume = update_parser("resume", "apply automatic decisions again")
+    resume = update_parser(
+        "resume", "apply automatic decisions again: ends a pause and a manual scale's hold"
+    )
     resume.set_defaults(handler=cmd_resume)
 
     scale = update_parser(
