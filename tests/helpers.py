@@ -128,6 +128,21 @@ def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dic
     }
 
 
+def require_redis_server() -> None:
+    """Skip where Debian's redis-server is not installed; fail under CI, where `make test`
+    installs it first (scripts/install-test-deps.sh)."""
+    import pytest
+
+    from docktor.embedded import EmbeddedError, find_binary
+
+    try:
+        find_binary("redis-server")
+    except EmbeddedError:
+        if os.environ.get("CI"):
+            pytest.fail("no redis-server on this CI machine: scripts/install-test-deps.sh adds it")
+        pytest.skip("no redis-server here (install Debian's redis-server to run these tests)")
+
+
 # ---- real processes for the fault tests (tests/faults) ------------------------------------------
 
 
