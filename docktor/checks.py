@@ -73,7 +73,7 @@ async def _metric_check(
         await _deadline(sources[kind].validate(spec))
     except Exception as exc:
         problem = _problem(exc)
-        if spec.queue is not None:
+        if kind == "nats" and spec.queue is not None:
             # The NATS source names its URL first; the subject already does.
             problem = problem.removeprefix(f"{spec.queue.url}: ")
         return CheckResult(False, subject, problem)

@@ -11,24 +11,37 @@ import math
 from datetime import UTC, datetime
 
 from docktor.config import ServiceSpec
-from docktor.metrics import MetricConfigError, MetricSource, source_class
+from docktor.metrics import MetricConfigError, MetricSource, providers, source_class
 from docktor.model import Observation
 from docktor.scalers import scaler_for
 
-# Metric name prefix -> the source kind that provides it (queue.* comes from spec.queue.kind).
-PREFIX_SOURCES = {"cpu.": "docker", "mem.": "docker"}
-
 
 def source_kinds(spec: ServiceSpec) -> list[str]:
-    """The metric source kinds this service needs."""
+    """The metric source kinds this service needs: its queue's kind, and the source that
+    provides each other metric its rules and targets name (as each source declares)."""
     kinds: list[str] = []
     if spec.queue is not None:
         kinds.append(spec.queue.kind)
+    provided_by = providers()
     for metric in sorted(spec.metric_names()):
-        for prefix, kind in PREFIX_SOURCES.items():
-            if metric.startswith(prefix) and kind not in kinds:
-                kinds.append(kind)
+        kind = provided_by.get(metric)
+        if kind is not None and kind not in kinds:
+            kinds.append(kind)
     return kinds
+
+
+def wanted(
+    source: MetricSource, names: list[str], gauges: dict[str, float], counters: dict[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Only the metrics a `queue.metrics` list names (empty: all), with the counters that the
+    rates it names are derived from."""
+    if not names:
+        return gauges, counters
+    keep = set(names)
+    return (
+        {k: v for k, v in gauges.items() if k in keep},
+        {k: v for k, v in counters.items() if k in keep or source.rates.get(k) in keep},
+    )
 
 
 class Sampler:
@@ -77,11 +90,18 @@ class Sampler:
                 observation.errors.append(f"{kind}: {sample}")
                 continue
             gauges, counters = sample
+            source = self.source(kind)
+            if spec.queue is not None and kind == spec.queue.kind:
+                gauges, counters = wanted(source, spec.queue.metrics, gauges, counters)
             observation.metrics.update(
                 finite_values(kind, gauges, observation.errors, METRIC_LIMIT)
             )
             observation.counters.update(
                 finite_values(kind, counters, observation.errors, COUNTER_LIMIT)
+            )
+            # Which rate each counter makes, as its source declares: the policy knows no names.
+            observation.counter_rates.update(
+                {c: source.rates[c] for c in counters if c in source.rates}
             )
         return observation, failures
 

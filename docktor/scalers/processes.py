@@ -221,6 +221,12 @@ class ProcessScaler:
 
     # ---- the Scaler protocol ----------------------------------------------------------------
 
+    @staticmethod
+    def check(spec: ServiceSpec) -> None:
+        """Offline, while the config is read: a process needs a program to run."""
+        if not spec.command:
+            raise ValueError("command: required when backend is 'processes'")
+
     async def validate(self) -> None:
         self._program()
         self._ensure_state_dir()
