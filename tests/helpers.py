@@ -98,9 +98,25 @@ async def stop_loop_within(
         await handle.terminate(reason="test teardown: the cancel was not honoured")
 
 
-def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dict[str, object]:
+def burst_service(
+    backend: str,
+    nats_url: str = "",
+    stream: str = "",
+    subject: str = "",
+    queue: dict[str, object] | None = None,
+) -> dict[str, object]:
     """A `consumer` service that reacts within seconds: up on a backlog over 100, down when the
-    queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs."""
+    queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs. Its
+    queue is a NATS stream unless another `queue:` block is given: the same rules work on any
+    queue kind."""
+    if queue is None:
+        queue = {
+            "kind": "nats",
+            "url": nats_url,
+            "stream": stream,
+            "consumer": "workers",
+            "subject": subject,
+        }
     return {
         "name": "consumer",
         "backend": backend,
@@ -118,13 +134,7 @@ def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dic
                 {"metric": "queue.ack_pending", "op": "<", "value": 20},
             ],
         },
-        "queue": {
-            "kind": "nats",
-            "url": nats_url,
-            "stream": stream,
-            "consumer": "workers",
-            "subject": subject,
-        },
+        "queue": queue,
     }
 
 
