@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -295,6 +295,27 @@ def _timed_out(managed: ManagedProcess, what: str, timeout: float, why: str) -> 
     )
 
 
+def _wait_ready(
+    managed: ManagedProcess, ready: Callable[[], bool], timeout: float, check: str
+) -> None:
+    """Poll `ready` until it holds; a server that exits or does not get ready in time is an
+    EmbeddedError with its log tail, and is stopped: never a half-started server left behind,
+    whatever interrupted the wait."""
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not managed.running:
+                raise _died(managed, managed.name)
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise _timed_out(managed, managed.name, timeout, check)
+            time.sleep(_POLL_INTERVAL)
+    except BaseException:
+        managed.stop()
+        raise
+
+
 # ---- NATS ------------------------------------------------------------------------------------
 
 
@@ -341,20 +362,12 @@ def start_nats(
         port=port,
         monitor_port=monitor_port,
     )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not nats.running:
-                raise _died(nats, "nats-server")
-            if _accepts_connections(port) and _nats_healthy(nats.monitor_url):
-                return nats
-            if time.monotonic() > deadline:
-                raise _timed_out(nats, "nats-server", timeout, "JetStream health check")
-            time.sleep(_POLL_INTERVAL)
-    except BaseException:
-        # Never leave a half-started server behind, whatever interrupted the wait.
-        nats.stop()
-        raise
+
+    def ready() -> bool:
+        return _accepts_connections(port) and _nats_healthy(nats.monitor_url)
+
+    _wait_ready(nats, ready, timeout, "JetStream health check")
+    return nats
 
 
 # ---- Redis -----------------------------------------------------------------------------------
@@ -395,19 +408,8 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20) -
         url=f"redis://{LOCALHOST}:{port}/0",
         port=port,
     )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not redis.running:
-                raise _died(redis, "redis-server")
-            if _redis_answers(port):
-                return redis
-            if time.monotonic() > deadline:
-                raise _timed_out(redis, "redis-server", timeout, "PING")
-            time.sleep(_POLL_INTERVAL)
-    except BaseException:
-        redis.stop()
-        raise
+    _wait_ready(redis, lambda: _redis_answers(port), timeout, "PING")
+    return redis
 
 
 # ---- Temporal --------------------------------------------------------------------------------
