@@ -63,8 +63,7 @@ EXIT_USAGE = 2
 
 REPO_ROOT = Path(docktor.__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO_ROOT / "examples"
-EXAMPLE_DIR = EXAMPLES_DIR / DEFAULT_EXAMPLE
-EXAMPLE_CONFIG = EXAMPLE_DIR / "docktor.yaml"
+EXAMPLE_CONFIG = EXAMPLES_DIR / DEFAULT_EXAMPLE / "docktor.yaml"
 
 # The ports the docs and the examples use; taken ports fall back to free ones.
 PREFERRED_TEMPORAL_PORT = 7233
@@ -74,17 +73,18 @@ PREFERRED_NATS_MONITOR_PORT = 8222
 
 @dataclass(frozen=True)
 class Broker:
-    """A queue kind the demo can start a server for: its default port and the environment
-    variable the examples' scripts read its URL from."""
+    """A queue kind the demo can start a server for: its default port, the environment
+    variable the examples' scripts read its URL from, and the example whose producer feeds it."""
 
     kind: str
     default_port: int
     url_variable: str
+    example: str
 
 
 BROKERS = {
-    "nats": Broker("nats", 4222, "NATS_URL"),
-    "redis": Broker("redis", 6379, "REDIS_URL"),
+    "nats": Broker("nats", 4222, "NATS_URL", "nats-multi"),
+    "redis": Broker("redis", 6379, "REDIS_URL", "redis-streams"),
 }
 
 # The producer's own default period is 60 s with the burst at its end, so the first burst would
@@ -134,10 +134,11 @@ def resolve_config_path(given: str | None, example: str | None = None) -> Path:
     )
 
 
-def producer_script(config_path: Path) -> Path:
-    """The producer next to the config (a copy of the example), else nats-multi's."""
+def producer_script(config_path: Path, kind: str = "nats") -> Path:
+    """The producer next to the config (a copy of the example), else the one of the example
+    for this queue kind."""
     beside = config_path.resolve().parent / "producer.py"
-    return beside if beside.is_file() else EXAMPLE_DIR / "producer.py"
+    return beside if beside.is_file() else EXAMPLES_DIR / BROKERS[kind].example / "producer.py"
 
 
 def queue_kinds(config: DocktorConfig) -> list[str]:
@@ -389,8 +390,8 @@ class Demo:
             self.say("producer  none (no service has a queue)")
             return
         # The example's producer feeds the queue of the first service that has one.
-        url = next(iter(self.brokers.values()))
-        script = producer_script(self.config_path)
+        kind, url = next(iter(self.brokers.items()))
+        script = producer_script(self.config_path, kind)
         extra = shlex.split(getattr(self.args, "producer_args", None) or "")
         args = [sys.executable, str(script), "--url", url, *DEMO_PRODUCER_ARGS, *extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
