@@ -26,18 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console, RenderableType
-from rich.live import Live
+from rich.console import Console
 
 import docktor
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
 from docktor.demo import DEFAULT_EXAMPLE
 from docktor.demo.view import (
     Journal,
+    LiveView,
     ServiceView,
     decision_line,
     producer_phase,
-    render,
     summary_lines,
 )
 from docktor.devstack import local_queue_port, temporal_port
@@ -93,10 +92,6 @@ BROKERS = {
 # --producer-args is appended, and argparse lets the later flag win.
 DEMO_PRODUCER_ARGS = ["--burst-every", "40", "--burst-seconds", "10"]
 
-# How often the view (or the plain log) is brought up to date; rich redraws at the same pace.
-REFRESH_SECONDS = 0.5
-# A query answered by a busy worker can take a moment; past this the view shows the old value.
-QUERY_TIMEOUT = 2.0
 # Startup deadline for the worker to poll the task queue.
 WORKER_READY_TIMEOUT = 30.0
 # How long to wait for a cancelled loop's final `stopped` decision.
@@ -404,65 +399,32 @@ class Demo:
     # -- while it runs --
 
     async def watch(self, client: Client) -> None:
-        started = time.monotonic()
-        end = started + self.duration
+        from docktor.control import loop_status
 
-        if self.live:
-            with Live(
-                self._render(end), console=self.console, refresh_per_second=2, transient=False
-            ) as live:
-                while await self._tick(client, end):
-                    live.update(self._render(end))
-                live.update(self._render(end))
-        else:
+        if not self.live:
             self.say(f"running for {self.duration:g}s; one line per decision (Ctrl-C stops)")
-            while await self._tick(client, end):
-                pass
+        view = LiveView(self.views, self.journal, self.state_dir, self.live, self.say, self.console)
+        await view.show(
+            lambda name: loop_status(client, self.config, name),
+            end=time.monotonic() + self.duration,
+            stop=self.stop,
+            failed=self._worker_failed,
+            load=lambda: producer_phase(self.producer.log_path) if self.producer else "",
+        )
         if not self.stop.is_set() and self.failure is None:
             self.say(f"{self.duration:g}s are up; stopping...")
         else:
             self.say("stopping...")
 
-    async def _tick(self, client: Client, end: float) -> bool:
-        """Refresh statuses and decisions once; False when the demo should end."""
-        await self._refresh(client)
-        if self.worker is not None and not self.worker.running:
-            self.failure = (
-                f"the worker exited (code {self.worker.process.returncode}) while the demo ran; "
-                f"log: {self.worker.log_path}"
-            )
+    def _worker_failed(self) -> bool:
+        """The worker died under the demo: nothing would decide any more, so it ends."""
+        if self.worker is None or self.worker.running:
             return False
-        if self.stop.is_set() or time.monotonic() >= end:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self.stop.wait(), timeout=min(REFRESH_SECONDS, max(0.0, end - time.monotonic()))
-            )
-        return not self.stop.is_set() and time.monotonic() < end
-
-    async def _refresh(self, client: Client) -> None:
-        from docktor.control import loop_status
-
-        async def one(view: ServiceView) -> None:
-            try:
-                view.status = await asyncio.wait_for(
-                    loop_status(client, self.config, view.name), QUERY_TIMEOUT
-                )
-            except Exception:
-                # A query the worker could not answer in time: keep showing the last answer.
-                return
-            if view.status.replicas is not None:
-                view.history.append(view.status.replicas)
-
-        if self.live:
-            await asyncio.gather(*(one(view) for view in self.views))
-        for decision in self.journal.read_new():
-            if not self.live:
-                self.say(decision_line(decision))
-
-    def _render(self, end: float) -> RenderableType:
-        load = producer_phase(self.producer.log_path) if self.producer else ""
-        return render(self.views, end - time.monotonic(), self.journal.path, self.state_dir, load)
+        self.failure = (
+            f"the worker exited (code {self.worker.process.returncode}) while the demo ran; "
+            f"log: {self.worker.log_path}"
+        )
+        return True
 
     # -- the end --
 

@@ -7,14 +7,17 @@ stack) and the JSONL decision log, so it can be redrawn as often as the terminal
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -22,6 +25,10 @@ from rich.text import Text
 from docktor.config import format_number
 from docktor.model import Decision, LoopStatus
 
+# How often the view (or the plain log) is brought up to date; rich redraws at the same pace.
+REFRESH_SECONDS = 0.5
+# A query answered by a busy worker can take a moment; past this the view shows the old value.
+QUERY_TIMEOUT = 2.0
 # Replica history kept for the live view's bar (one sample per refresh).
 HISTORY = 60
 BARS = " ▁▂▃▄▅▆▇█"
@@ -171,6 +178,68 @@ def render(
     footer.add_row("logs", f"{state_dir}/*.log, {state_dir}/<service>/replica-*.log")
     parts.append(footer)
     return Group(*parts)
+
+
+@dataclass
+class LiveView:
+    """Draws the loops while the demo runs: a rich panel per service redrawn twice a second on
+    a terminal, else one plain line per new decision (CI logs, --no-live)."""
+
+    views: list[ServiceView]
+    journal: Journal
+    state_dir: Path
+    live: bool
+    say: Callable[[str], None]
+    console: Console = field(default_factory=Console)
+
+    async def show(
+        self,
+        status: Callable[[str], Awaitable[LoopStatus]],
+        end: float,
+        stop: asyncio.Event,
+        failed: Callable[[], bool],
+        load: Callable[[], str],
+    ) -> None:
+        """Until the monotonic time `end`, `stop`, or `failed()`. `status(service)` queries a
+        loop; `load()` is the producer's latest report."""
+
+        def draw() -> RenderableType:
+            time_left = end - time.monotonic()
+            return render(self.views, time_left, self.journal.path, self.state_dir, load())
+
+        async def tick() -> bool:
+            await self._refresh(status)
+            if failed() or stop.is_set() or time.monotonic() >= end:
+                return False
+            with contextlib.suppress(TimeoutError):
+                wait = min(REFRESH_SECONDS, max(0.0, end - time.monotonic()))
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            return not stop.is_set() and time.monotonic() < end
+
+        if not self.live:
+            while await tick():
+                pass
+            return
+        with Live(draw(), console=self.console, refresh_per_second=2, transient=False) as live:
+            while await tick():
+                live.update(draw())
+            live.update(draw())
+
+    async def _refresh(self, status: Callable[[str], Awaitable[LoopStatus]]) -> None:
+        async def one(view: ServiceView) -> None:
+            try:
+                view.status = await asyncio.wait_for(status(view.name), QUERY_TIMEOUT)
+            except Exception:
+                # A query the worker could not answer in time: keep showing the last answer.
+                return
+            if view.status.replicas is not None:
+                view.history.append(view.status.replicas)
+
+        if self.live:
+            await asyncio.gather(*(one(view) for view in self.views))
+        for decision in self.journal.read_new():
+            if not self.live:
+                self.say(decision_line(decision))
 
 
 def summary_lines(
