@@ -24,6 +24,7 @@ from docktor.exits import (  # the handlers return these codes
     report_config_error,
 )
 from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
+from docktor.plugins_cli import add_parser as register_plugins  # `docktor plugins`
 
 
 class UsageError(Exception):
@@ -465,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operate_parsers(commands)
     register_bench(commands)
     register_mcp(commands)
+    register_plugins(commands)
     return parser
 
 

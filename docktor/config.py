@@ -341,11 +341,13 @@ class _QueueKind(BaseModel):
         from docktor import metrics  # not at import time: sources import this module
 
         known = metrics.queue_kinds()
-        if value not in known:
-            raise ValueError(
-                f"unknown queue kind {_short(value)} (installed: {', '.join(known) or 'none'})"
-            )
-        return value
+        if value in known:
+            return value
+        installed = f"(installed: {', '.join(known) or 'none'})"
+        if value in metrics.kinds():
+            # docker: a source picked by the metrics the rules name, with no block of its own.
+            raise ValueError(f"the {value} source is not configured by a queue: block {installed}")
+        raise ValueError(f"unknown queue kind {_short(value)} {installed}")
 
 
 def _queue_of_its_kind(value: Any, info: ValidationInfo) -> Any:

@@ -81,9 +81,15 @@ def _load(group: str, name: str) -> Any:
         ) from None
 
 
-def load(group: str, name: str) -> Any:
-    """The class registered under name; NotInstalled (one line naming what is installed)."""
-    return _load(group, name)
+def load(group: str, name: str, error: type[Exception] = NotInstalled) -> Any:
+    """The class registered under name; else `error` with one line naming what is installed
+    (each caller raises its own kind of config error)."""
+    try:
+        return _load(group, name)
+    except NotInstalled as exc:
+        if error is NotInstalled:
+            raise
+        raise error(str(exc)) from None
 
 
 def forget() -> None:

@@ -1,7 +1,8 @@
 """One observation of a service: its replica count plus every metric its rules can use.
 
 The worker keeps one Sampler, so metric sources (and their pooled connections) are shared by
-every service it serves instead of being opened per call.
+every service it serves instead of being opened per call; the replica count comes from the
+worker's backend instances (docktor.scalers.Backends), which the Sampler is given.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from docktor.config import ServiceSpec
 from docktor.metrics import MetricConfigError, MetricSource, providers, source_class
 from docktor.model import Observation
-from docktor.scalers import scaler_for
+from docktor.scalers import Backends
 
 
 def source_kinds(spec: ServiceSpec) -> list[str]:
@@ -45,8 +46,11 @@ def wanted(
 
 
 class Sampler:
-    def __init__(self) -> None:
+    def __init__(self, backends: Backends | None = None) -> None:
         self._sources: dict[str, MetricSource] = {}
+        # Given: the owner (LoopActivities) closes them; made here: closed with the sampler.
+        self._own_backends = backends is None
+        self.backends = backends or Backends()
 
     def source(self, kind: str) -> MetricSource:
         if kind not in self._sources:
@@ -64,7 +68,7 @@ class Sampler:
         cannot count replicas raises.
         """
         kinds = source_kinds(spec)
-        scaler = scaler_for(spec, project=project)
+        backend = self.backends.of(spec)
         failures: list[BaseException] = []
         sources: list[MetricSource | None] = []
         for kind in kinds:
@@ -74,7 +78,7 @@ class Sampler:
                 failures.append(exc)
                 sources.append(None)
         results = await asyncio.gather(
-            scaler.replicas(),
+            backend.replicas(spec, project),
             *(s.sample(spec) for s in sources if s is not None),
             return_exceptions=True,
         )
@@ -109,6 +113,8 @@ class Sampler:
         for source in self._sources.values():
             await source.close()
         self._sources.clear()
+        if self._own_backends:
+            await self.backends.close()
 
 
 # Metric values are not trusted (SECURITY.md). A non-finite one travels in the observation's

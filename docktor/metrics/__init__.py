@@ -31,10 +31,7 @@ def kinds() -> list[str]:
 
 
 def source_class(kind: str) -> type[MetricSource]:
-    try:
-        return plugins.load(plugins.SOURCES, kind)
-    except plugins.NotInstalled as exc:
-        raise MetricConfigError(str(exc)) from None
+    return plugins.load(plugins.SOURCES, kind, MetricConfigError)
 
 
 def queue_kinds() -> list[str]:

@@ -262,6 +262,12 @@ def test_default_file_name_is_docktor_yaml(tmp_path: Path, monkeypatch: pytest.M
             id="queue-kind",
         ),
         pytest.param(
+            "services:\n  - name: web\n    queue: {kind: docker}\n",
+            "services[0].queue.kind: the docker source is not configured by a queue: block "
+            f"(installed: {', '.join(queue_kinds())})",
+            id="queue-kind-not-a-queue",
+        ),
+        pytest.param(
             "services:\n  - name: web\n    queue: {stream: S, consumer: c, strem: T}\n",
             "services[0].queue.strem: unknown field (did you mean 'stream'?)",
             id="queue-unknown-field",
