@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -50,32 +52,22 @@ def test_dev_starts_temporal_and_nats_and_ctrl_c_stops_both(tmp_path: Path) -> N
     temporal_port, nats_port = free_port(), free_port()
     ui_port, monitor_port = free_port(), free_port()
     config = write_config(tmp_path, temporal_port, nats_port)
-    process = dev(
-        config,
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--temporal-ui-port",
-        str(ui_port),
-        "--nats-monitor-port",
-        str(monitor_port),
-    )
-    try:
-        text = wait_ready(process)
+    state, ui, monitor = str(tmp_path / "state"), str(ui_port), str(monitor_port)
+    extra = ("--state-dir", state, "--temporal-ui-port", ui, "--nats-monitor-port", monitor)
+    with running_dev(config, *extra) as (process, text):
         assert f"127.0.0.1:{temporal_port}" in text
         assert f"http://127.0.0.1:{ui_port}" in text
         assert f"nats://127.0.0.1:{nats_port}" in text
         assert port_in_use(temporal_port) and port_in_use(nats_port)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 0
     assert not port_in_use(temporal_port) and not port_in_use(nats_port)
 
 
-def wait_ready(process: subprocess.Popen[str]) -> str:
-    """What `docktor dev` printed up to its "Ctrl-C stops everything" line."""
+@contextmanager
+def running_dev(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`docktor dev` and what it printed up to its "Ctrl-C stops everything" line; Ctrl-C
+    at the end (killed if it does not stop)."""
+    process = dev(config, *extra)
     lines: list[str] = []
 
     def ready() -> bool:
@@ -83,8 +75,15 @@ def wait_ready(process: subprocess.Popen[str]) -> str:
         lines.append(line)
         return "Ctrl-C stops everything" in line or line == ""
 
-    wait_for(ready, timeout=90, message="docktor dev ready")
-    return "".join(lines)
+    try:
+        wait_for(ready, timeout=90, message="docktor dev ready")
+        yield process, "".join(lines)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:
@@ -93,19 +92,11 @@ def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:
     url = f"redis://127.0.0.1:{redis_port}/0"
     queue = {"kind": "redis", "url": url, "stream": "s", "group": "g"}
     config = write_config(tmp_path, temporal_port, 0, queue)
-    process = dev(
-        config, "--state-dir", str(tmp_path / "state"), "--temporal-ui-port", str(ui_port)
-    )
-    try:
-        text = wait_ready(process)
+    extra = ("--state-dir", str(tmp_path / "state"), "--temporal-ui-port", str(ui_port))
+    with running_dev(config, *extra) as (process, text):
         assert f"redis://127.0.0.1:{redis_port}/0" in text
         assert "nats" not in text.lower()
         assert port_in_use(redis_port)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 0
     assert not port_in_use(temporal_port) and not port_in_use(redis_port)
 
