@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -73,6 +74,9 @@ class RedisQueueSpec(QueueSpec):
     url: str = "redis://127.0.0.1:6379/0"
     stream: str = Field(min_length=1)
     group: str = Field(min_length=1)
+    # The environment variable of the worker that holds the password. The block travels in
+    # workflow inputs and history, so a password written into `url` would too (SECURITY.md).
+    password_env: str | None = Field(default=None, min_length=1)
 
     @field_validator("url")
     @classmethod
@@ -105,12 +109,13 @@ class RedisStreamSource:
 
     @property
     def clients(self) -> dict[str, aioredis.Redis]:
-        """The pool (URL -> client), read-only by convention; tests assert on it."""
+        """The pool (URL, with `+$VARIABLE` when the password comes from one -> client),
+        read-only by convention; tests assert on it."""
         return self._clients
 
     async def sample(self, spec: ServiceSpec) -> tuple[dict[str, float], dict[str, float]]:
         queue = _queue(spec)
-        client = self._client(queue.url)
+        client = self._client(queue)
         try:
             stream, group = await self._infos(client, queue)
             pending = int(group.get("pending") or 0)
@@ -132,7 +137,7 @@ class RedisStreamSource:
 
     async def validate(self, spec: ServiceSpec) -> None:
         queue = _queue(spec)
-        client = self._client(queue.url)
+        client = self._client(queue)
         try:
             await self._infos(client, queue)
         except (MetricConfigError, MetricUnavailable):
@@ -152,11 +157,21 @@ class RedisStreamSource:
 
     # ---- internals ---------------------------------------------------------------------------
 
-    def _client(self, url: str) -> aioredis.Redis:
-        client = self._clients.get(url)
+    def _client(self, queue: RedisQueueSpec) -> aioredis.Redis:
+        key = queue.url if queue.password_env is None else f"{queue.url}+${queue.password_env}"
+        client = self._clients.get(key)
         if client is None:
+            password: dict[str, str] = {}
+            if queue.password_env is not None:
+                value = os.environ.get(queue.password_env)
+                if not value:
+                    raise MetricConfigError(
+                        f"queue.password_env: {queue.password_env} is not set in the "
+                        "worker's environment"
+                    )
+                password["password"] = value
             pool = aioredis.BlockingConnectionPool.from_url(
-                url,
+                queue.url,
                 max_connections=POOL_SIZE,
                 timeout=self.request_timeout,  # waiting for the pooled connection
                 socket_connect_timeout=self.connect_timeout,
@@ -164,9 +179,10 @@ class RedisStreamSource:
                 retry=Retry(NoBackoff(), 0),
                 decode_responses=True,
                 client_name="docktor",
+                **password,
             )
             client = aioredis.Redis.from_pool(pool)
-            self._clients[url] = client
+            self._clients[key] = client
         return client
 
     async def _infos(

@@ -9,14 +9,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from helpers import async_wait_for
+from helpers import async_wait_for, require_redis_server
 
 import docktor.metrics.redis as redis_source
 from docktor.config import ServiceSpec
-from docktor.embedded import EmbeddedRedis, free_port
+from docktor.embedded import EmbeddedRedis, free_port, start_redis
 from docktor.metrics import MetricConfigError, MetricUnavailable, source_class
 from docktor.metrics.redis import RedisQueueSpec, RedisStreamSource
 from docktor.model import Observation
@@ -287,3 +288,50 @@ async def test_metrics_filter_keeps_named_gauges_and_needed_counters(
     gauges, counters = wanted(source, ["queue.backlog", "queue.rate_out"], *sample)
     assert gauges == {"queue.backlog": 2}
     assert counters == {"queue.entries_acked": 0}
+
+
+@pytest.fixture
+async def password_server(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """A redis-server of this test's own that requires a password (CONFIG SET requirepass)."""
+    require_redis_server()
+    server = start_redis(tmp_path)
+    try:
+        client = aioredis.Redis.from_url(server.url)
+        await client.xgroup_create("jobs", GROUP, id="0", mkstream=True)
+        await client.config_set("requirepass", "s3cret")
+        await client.aclose()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_password_comes_from_the_workers_environment_never_the_spec(
+    password_server: EmbeddedRedis, source: RedisStreamSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = RedisQueueSpec(
+        url=password_server.url, stream="jobs", group=GROUP, password_env="JOBS_REDIS_PASSWORD"
+    )
+    spec = ServiceSpec(name="consumer", backend="compose", queue=queue)
+
+    with pytest.raises(MetricConfigError) as error:
+        await source.sample(spec)
+    assert str(error.value) == (
+        "queue.password_env: JOBS_REDIS_PASSWORD is not set in the worker's environment"
+    )
+
+    monkeypatch.setenv("JOBS_REDIS_PASSWORD", "s3cret")
+    gauges, _ = await source.sample(spec)
+    assert gauges["queue.backlog"] == 0
+    assert "s3cret" not in spec.model_dump_json()
+
+
+async def test_a_wrong_or_missing_password_is_a_config_error(
+    password_server: EmbeddedRedis, source: RedisStreamSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JOBS_REDIS_PASSWORD", "wrong")
+    url = password_server.url
+    for password_env in ("JOBS_REDIS_PASSWORD", None):
+        queue = RedisQueueSpec(url=url, stream="jobs", group=GROUP, password_env=password_env)
+        spec = ServiceSpec(name="consumer", backend="compose", queue=queue)
+        with pytest.raises(MetricConfigError, match=f"^{url}: authentication failed"):
+            await source.sample(spec)
