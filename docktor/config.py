@@ -898,7 +898,7 @@ def _lookalike(value: Any) -> str:
     return ""
 
 
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -908,7 +908,7 @@ def _path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif str(part).startswith("function-"):
             continue
-        elif _PLAIN_KEY_RE.match(str(part)):
+        elif _PLAIN_KEY_RE.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             # A key with spaces, brackets, newlines...: quoted, so the path stays one line and
