@@ -345,7 +345,12 @@ class _QueueKind(BaseModel):
             return value
         installed = f"(installed: {', '.join(known) or 'none'})"
         if value in metrics.kinds():
-            # docker: a source picked by the metrics the rules name, with no block of its own.
+            # Installed, but its class cannot be loaded (that says why), or it is a source
+            # picked by the metrics the rules name, with no block of its own (docker).
+            try:
+                metrics.source_class(value)
+            except metrics.MetricConfigError as exc:
+                raise ValueError(str(exc)) from None
             raise ValueError(f"the {value} source is not configured by a queue: block {installed}")
         raise ValueError(f"unknown queue kind {_short(value)} {installed}")
 
@@ -398,6 +403,10 @@ def _installed_backend(value: str, info: ValidationInfo) -> str:
             f"must be one of the installed backends ({', '.join(known) or 'none'}), "
             f"not {_short(value)}"
         )
+    try:
+        plugins.load(plugins.BACKENDS, value)
+    except plugins.NotInstalled as exc:  # installed, but its class cannot be loaded: say why
+        raise ValueError(str(exc)) from None
     return value
 
 
@@ -493,7 +502,7 @@ class ServiceSpec(Strict):
         try:
             backend = plugins.load(plugins.BACKENDS, self.backend)
         except plugins.NotInstalled:
-            return self  # already reported at `backend`
+            return self  # reported at `backend` already
         check = getattr(backend, "check", None)
         if check is not None:
             check(self)
@@ -898,7 +907,7 @@ def _lookalike(value: Any) -> str:
     return ""
 
 
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -908,7 +917,7 @@ def _path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif str(part).startswith("function-"):
             continue
-        elif _PLAIN_KEY_RE.match(str(part)):
+        elif _PLAIN_KEY_RE.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             # A key with spaces, brackets, newlines...: quoted, so the path stays one line and

@@ -3,7 +3,7 @@
 examples/plugin-http-queue is installed with pip (as an operator would, from a copy of the
 folder) into the environment the tests run in, and removed after. Its `queue: {kind: http}`
 block is then validated by its own model, `docktor plugins` lists it, and a real loop (dev
-server, the real workflow and activities, processes replicas) scales on the queue depth a
+server, `python -m worker`, processes replicas) scales on the queue depth a
 local HTTP server reports through it, with the rates the plugin declares."""
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import IDLE_COMMAND, REPO, async_wait_for, serving_loops, stop_loop_within
+from helpers import IDLE_COMMAND, REPO, async_wait_for, start_worker, stop_loop_within
 
 from docktor import plugins
+from docktor.client import connect
 from docktor.config import ConfigError, load_config, parse_config
 from docktor.control import loop_decisions, loop_status, start_loop
 from docktor.embedded import EmbeddedTemporal
@@ -179,52 +180,50 @@ def test_the_plugin_validates_its_own_queue_block(
     assert caught.value.problems == [expected]
 
 
-@pytest.fixture
-async def project(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    yield {"name": f"plugin-{tag}", "task_queue": f"docktor-plugin-{tag}"}
-
-
 async def test_a_real_loop_scales_on_the_plugins_metric(
     http_plugin: None,
     endpoint: QueueEndpoint,
     temporal_dev: EmbeddedTemporal,
     tmp_path: Path,
-    project: dict[str, str],
 ) -> None:
+    tag = uuid.uuid4().hex[:6]
     path = tmp_path / "docktor.yaml"
     document = {
-        "project": project["name"],
+        "project": f"plugin-{tag}",
         "state_dir": str(tmp_path / "state"),
-        "temporal": {"address": temporal_dev.address, "task_queue": project["task_queue"]},
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-plugin-{tag}"},
         "services": [service(endpoint.url)],
     }
     path.write_text(yaml.safe_dump(document))
     config = load_config(path)
     spec = config.services[0]
     endpoint.arrivals = 50
+    # `python -m worker` in a process of its own: it finds the plugin as any worker started
+    # after the install would, through the entry point, with nothing in docktor told of it.
+    worker = start_worker(path, tmp_path / "worker.log")
     try:
-        async with serving_loops(config) as client:
-            await start_loop(client, config, spec)
+        client = await connect(config)
+        await start_loop(client, config, spec)
 
-            async def replicas(count: int) -> bool:
-                return (await loop_status(client, config, spec.name)).replicas == count
+        async def replicas(count: int) -> bool:
+            return (await loop_status(client, config, spec.name)).replicas == count
 
-            await async_wait_for(lambda: replicas(1), 60, "min_replicas on a quiet queue")
-            endpoint.depth = 500
-            up = await _decision(client, config, "scale_up", backlog=500)
-            # The plugin's gauge, read by the rule, and the rate made from its counter.
-            assert up.observations["queue.backlog"] == 500
-            assert any("queue.backlog" in rule for rule in up.matched_rules)
-            assert up.observations["queue.rate_in"] > 0
-            await async_wait_for(lambda: replicas(3), 60, "max_replicas under the backlog")
+        await async_wait_for(lambda: replicas(1), 60, "min_replicas on a quiet queue")
+        endpoint.depth = 500
+        up = await _decision(client, config, "scale_up", backlog=500)
+        # The plugin's gauge, read by the rule, and the rate made from its counter.
+        assert any("queue.backlog" in rule for rule in up.matched_rules)
+        assert up.observations["queue.rate_in"] > 0
+        await async_wait_for(lambda: replicas(3), 60, "max_replicas under the backlog")
 
-            endpoint.depth = 0
-            await _decision(client, config, "scale_down", backlog=0)
-            await async_wait_for(lambda: replicas(1), 60, "back to min_replicas")
-            await stop_loop_within(client, config, spec.name)
+        endpoint.depth = 0
+        await _decision(client, config, "scale_down", backlog=0)
+        await async_wait_for(lambda: replicas(1), 60, "back to min_replicas")
+        await stop_loop_within(client, config, spec.name)
     finally:
+        worker.stop()
         await ProcessScaler(spec, project=config.project or "").stop_all()
+    assert "Traceback" not in worker.log()
 
 
 async def _decision(client: Any, config: Any, action: str, backlog: float) -> Decision:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import LoopActivities
 from docktor import plugins
-from docktor.config import AnyQueue, ServiceSpec, parse_config
+from docktor.cli import main
+from docktor.config import AnyQueue, ConfigError, ServiceSpec, parse_config
 from docktor.metrics import MetricConfigError, queue_block, queue_kinds, source_class
 from docktor.metrics.nats import NatsQueueSpec
 from docktor.model import ApplyInput, AutoscalerInput, Observation, ObserveInput
@@ -171,3 +173,49 @@ async def test_the_worker_keeps_one_backend_for_observe_and_apply(tmp_path: Path
     # Closed with the worker; a later call would build a new instance.
     assert loop.backends.of(spec) is not backend
     await loop.close()
+
+
+@pytest.fixture
+def broken_plugins(tmp_path: Path) -> Iterator[None]:
+    """An installed distribution whose classes cannot be imported (as after a half-removed
+    install): its dist-info on the path, the modules its entry points name absent."""
+    site = tmp_path / "site"
+    dist = site / "docktor_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: docktor-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[docktor.metrics]\nbroken = docktor_broken_gone:Source\n"
+        "[docktor.scalers]\nbroken = docktor_broken_gone:Backend\n"
+    )
+    sys.path.insert(0, str(site))
+    plugins.forget()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(site))
+        plugins.forget()
+
+
+def test_a_plugin_that_cannot_load_fails_only_what_names_it(
+    broken_plugins: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugins"]) == 1
+    out = capsys.readouterr().out
+    assert "broken  docktor-broken  0.1" in out
+    assert "No module named 'docktor_broken_gone'" in out
+
+    # A service naming it: one line, at the field, saying which package and why.
+    def problems(service: str) -> list[str]:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"services:\n  - {service}\n", base_dir=tmp_path)
+        return caught.value.problems
+
+    [queue] = problems("{name: a, queue: {kind: broken}}")
+    assert queue.startswith(
+        "services[0].queue.kind: the metric source kind 'broken' from docktor-broken 0.1 "
+        "cannot be loaded (docktor_broken_gone:Source: No module named"
+    )
+    [backend] = problems("{name: a, backend: broken}")
+    assert backend.startswith("services[0].backend: the backend 'broken' from docktor-broken")
+    # Every other service still loads.
+    parse_config("services:\n  - {name: a, queue: {stream: S, consumer: w}}\n", base_dir=tmp_path)
