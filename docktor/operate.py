@@ -40,7 +40,7 @@ from docktor.model import (
     Verdict,
 )
 from docktor.sampling import Sampler
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, one_backend
 
 T = TypeVar("T")
 
@@ -465,13 +465,15 @@ async def _stop_loop(
 async def _stop_replicas(config: DocktorConfig, result: Down) -> None:
     spec = config.service(result.service)
     what = f"{spec.backend} backend"
+    project = config.project or ""
     try:
-        scaler = scaler_for(spec, project=config.project or "")
-        running = await scaler.replicas()
-        if running == 0:
-            result.done.append(f"no replicas running ({what})")
-            return
-        left = await scaler.scale_to(0)
+        async with one_backend(spec) as backend:
+            running = await backend.replicas(spec, project)
+            if running == 0:
+                result.done.append(f"no replicas running ({what})")
+                return
+            # 0 whatever min_replicas says: bounds are the policy's, not the backend's.
+            left = await backend.scale_to(spec, project, 0)
     except (ScalerConfigError, ScalerUnavailable) as exc:
         result.failures.append(f"cannot stop the replicas ({what}): {exc}")
         return
@@ -592,8 +594,10 @@ async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Obs
 
 
 async def _count_replicas(config: DocktorConfig, service: str) -> int:
+    spec = config.service(service)
     try:
-        return await scaler_for(config.service(service), project=config.project or "").replicas()
+        async with one_backend(spec) as backend:
+            return await backend.replicas(spec, config.project or "")
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
 

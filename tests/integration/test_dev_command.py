@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,7 @@ from helpers import (
     REPO,
     process_alive,
     replica_pids,
+    require_redis_server,
     start_worker,
     wait_for,
     write_idle_config,
@@ -27,7 +30,10 @@ from docktor.embedded import free_port, port_in_use
 from docktor.scalers.processes import ProcessScaler
 
 
-def write_config(tmp_path: Path, temporal_port: int, nats_port: int) -> Path:
+def write_config(
+    tmp_path: Path, temporal_port: int, nats_port: int, queue: dict[str, str] | None = None
+) -> Path:
+    """One processes service on a local NATS queue (or the `queue:` block given)."""
     config = {
         "temporal": {"address": f"127.0.0.1:{temporal_port}"},
         "services": [
@@ -35,26 +41,14 @@ def write_config(tmp_path: Path, temporal_port: int, nats_port: int) -> Path:
                 "name": "consumer",
                 "backend": "processes",
                 "command": ["python", "consumer.py"],
-                "queue": {"url": f"nats://127.0.0.1:{nats_port}", "stream": "S", "consumer": "c"},
+                "queue": queue
+                or {"url": f"nats://127.0.0.1:{nats_port}", "stream": "S", "consumer": "c"},
             }
         ],
     }
     path = tmp_path / "docktor.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def wait_ready(process: subprocess.Popen[str]) -> str:
-    """The dev stack's output up to its `Ctrl-C stops everything` line."""
-    lines: list[str] = []
-
-    def ready() -> bool:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        lines.append(line)
-        return "Ctrl-C stops everything" in line or line == ""
-
-    wait_for(ready, timeout=90, message="docktor dev ready")
-    return "".join(lines)
 
 
 def dev(config: Path, *extra: str) -> subprocess.Popen[str]:
@@ -71,28 +65,53 @@ def test_dev_starts_temporal_and_nats_and_ctrl_c_stops_both(tmp_path: Path) -> N
     temporal_port, nats_port = free_port(), free_port()
     ui_port, monitor_port = free_port(), free_port()
     config = write_config(tmp_path, temporal_port, nats_port)
-    process = dev(
-        config,
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--temporal-ui-port",
-        str(ui_port),
-        "--nats-monitor-port",
-        str(monitor_port),
-    )
-    try:
-        text = wait_ready(process)
+    state, ui, monitor = str(tmp_path / "state"), str(ui_port), str(monitor_port)
+    extra = ("--state-dir", state, "--temporal-ui-port", ui, "--nats-monitor-port", monitor)
+    with running_dev(config, *extra) as (process, text):
         assert f"127.0.0.1:{temporal_port}" in text
         assert f"http://127.0.0.1:{ui_port}" in text
         assert f"nats://127.0.0.1:{nats_port}" in text
         assert port_in_use(temporal_port) and port_in_use(nats_port)
+    assert process.returncode == 0
+    assert not port_in_use(temporal_port) and not port_in_use(nats_port)
+
+
+@contextmanager
+def running_dev(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`docktor dev` and what it printed up to its "Ctrl-C stops everything" line; Ctrl-C
+    at the end (killed if it does not stop)."""
+    process = dev(config, *extra)
+    lines: list[str] = []
+
+    def ready() -> bool:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        return "Ctrl-C stops everything" in line or line == ""
+
+    try:
+        wait_for(ready, timeout=90, message="docktor dev ready")
+        yield process, "".join(lines)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+
+
+def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:
+    require_redis_server()
+    temporal_port, redis_port, ui_port = free_port(), free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    queue = {"kind": "redis", "url": url, "stream": "s", "group": "g"}
+    config = write_config(tmp_path, temporal_port, 0, queue)
+    extra = ("--state-dir", str(tmp_path / "state"), "--temporal-ui-port", str(ui_port))
+    with running_dev(config, *extra) as (process, text):
+        assert f"redis://127.0.0.1:{redis_port}/0" in text
+        assert "nats" not in text.lower()
+        assert port_in_use(redis_port)
     assert process.returncode == 0
-    assert not port_in_use(temporal_port) and not port_in_use(nats_port)
+    assert not port_in_use(temporal_port) and not port_in_use(redis_port)
 
 
 def test_dev_says_which_port_is_taken(tmp_path: Path) -> None:
@@ -108,36 +127,30 @@ def test_dev_says_which_port_is_taken(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_the_replicas_the_loops_started(tmp_path: Path) -> None:
-    # A processes service without a queue (so no NATS): the loop brings it up to min_replicas 1.
+    # A processes service without a queue (so no broker): the loop brings it up to min 1.
     tag = uuid.uuid4().hex[:8]
     path = write_idle_config(tmp_path, f"127.0.0.1:{free_port()}", "dev", tag)
     project = f"dev-{tag}"
-    process = dev(path, "--temporal-ui-port", str(free_port()))
     worker = None
     try:
-        wait_ready(process)
-        worker = start_worker(path, tmp_path / "worker.log")
-        started = subprocess.run(
-            [sys.executable, "-m", "starter", "--service", "consumer", "--config", str(path)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert started.returncode == 0, started.stderr
-        pids = wait_for(
-            lambda: replica_pids(project, "consumer"), timeout=60, message="the loop's replica"
-        )
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
-        assert process.returncode == 0, output
-        assert "stopped 1 replica of consumer" in output
+        with running_dev(path, "--temporal-ui-port", str(free_port())) as (process, _):
+            worker = start_worker(path, tmp_path / "worker.log")
+            started = subprocess.run(
+                [sys.executable, "-m", "starter", "--service", "consumer", "--config", str(path)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert started.returncode == 0, started.stderr
+            pids = wait_for(
+                lambda: replica_pids(project, "consumer"), timeout=60, message="the loop's replica"
+            )
+        # Ctrl-C: the servers, then the replica, with the worker still running beside it.
+        assert process.returncode == 0
         assert replica_pids(project, "consumer") == []
         assert not any(process_alive(pid) for pid in pids)  # type: ignore[union-attr]
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
         if worker is not None:
             worker.stop()
         config = load_config(path)
