@@ -15,7 +15,7 @@ import re
 import reprlib
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -143,6 +144,10 @@ class Strict(BaseModel):
     # allow_inf_nan=False: a payload is JSON, where NaN and infinity become null, so a file
     # that says `value: .inf` would start a loop whose input no worker can decode.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+    # Fields that still load because older files set them, but that change nothing: field ->
+    # why. Setting one in a file gives one warning line (ignored_settings), not an error.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
     @classmethod
@@ -302,6 +307,13 @@ class Fallback(Strict):
 
 
 class QueueSpec(Strict):
+    # The Go tool's files set these; docktor reads the durable consumer `consumer` of `stream`,
+    # whose own filter decides which subjects it sees.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {
+        "jetstream": "docktor always reads a JetStream consumer",
+        "subject": "the consumer's own filter decides what it reads",
+    }
+
     kind: Literal["nats"] = "nats"
     url: str = "nats://127.0.0.1:4222"
     jetstream: bool = True
@@ -320,7 +332,9 @@ class ServiceSpec(Strict):
     # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 4 s for
     # target.
     check_interval: PositiveDuration = STEP_INTERVAL
-    metrics_window: PositiveDuration = 60.0
+    # CPU is averaged and rates measured over about this long (see `window`); unset: one
+    # check interval, which is what every release before it did whatever the file said.
+    metrics_window: PositiveDuration | None = None
     scale_up_by: int = Field(default=1, ge=1, strict=True)
     scale_down_by: int = Field(default=1, ge=1, strict=True)
     # step: 30 s up / 120 s down unless set; target: none unless set (its windows do that job).
@@ -438,6 +452,11 @@ class ServiceSpec(Strict):
             )
         return self
 
+    @property
+    def window(self) -> float:
+        """Seconds the metrics are averaged over: `metrics_window`, or one check interval."""
+        return self.metrics_window or self.check_interval
+
     def metric_names(self) -> set[str]:
         rules = self.rules.scale_up_when + self.rules.scale_down_when
         names = {c.metric for c in rules}
@@ -481,7 +500,12 @@ class LLMSpec(Strict):
         return self
 
 
+_VERSION_IGNORED = "there is one format; a file needs no version"
+
+
 class DocktorConfig(Strict):
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {"version": _VERSION_IGNORED}
+
     version: int = 1
     project: str | None = None
     compose_file: str | None = None
@@ -490,6 +514,8 @@ class DocktorConfig(Strict):
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
     llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     services: list[ServiceSpec] = Field(min_length=1)
+    # One line per setting of the file that loads but changes nothing (ignored_settings).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("project")
     @classmethod
@@ -498,15 +524,13 @@ class DocktorConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> DocktorConfig:
-        seen: dict[str, int] = {}
-        for index, service in enumerate(self.services):
-            if service.name in seen:
-                raise ValueError(
-                    f"services[{index}].name: duplicate service name '{service.name}' "
-                    f"(also services[{seen[service.name]}])"
-                )
-            seen[service.name] = index
+        if problems := duplicate_names([service.name for service in self.services]):
+            raise ValueError(problems[0])
         return self
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
 
     def service(self, name: str) -> ServiceSpec:
         for service in self.services:
@@ -558,6 +582,8 @@ class LegacyScaling(Strict):
 
 
 class LegacyConfig(Strict):
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {"version": _VERSION_IGNORED}
+
     version: int | str | None = None
     # The same rule as a service's name, so a bad one is reported at `service`, where the
     # file has it, not at the services[0].name it becomes.
@@ -581,7 +607,6 @@ class LegacyConfig(Strict):
     def to_multi(self) -> dict[str, Any]:
         s = self.scaling
         return {
-            "version": 1,
             "project": self.project,
             "compose_file": self.compose_file,
             "llm": self.llm.model_dump(),
@@ -687,8 +712,11 @@ def parse_config(text: str, base_dir: Path, source: str = DEFAULT_CONFIG_NAME) -
     try:
         if "services" not in data and ("service" in data or "scaling" in data):
             legacy = _validate(LegacyConfig, data)
-            data = legacy.to_multi()
-        config = _validate(DocktorConfig, data)
+            config = _validate(DocktorConfig, legacy.to_multi())
+            config._warnings = ignored_settings(legacy)
+        else:
+            config = _validate(DocktorConfig, data, _raw_duplicates(data))
+            config._warnings = ignored_settings(config)
         return _resolve(config, base_dir, source)
     except RecursionError:
         # A YAML alias can make a structure that contains itself.
@@ -737,11 +765,61 @@ def user_config_problems(model: BaseModel) -> list[str]:
     return []
 
 
-def _validate(model: type[M], data: dict[str, Any]) -> M:
+def _validate(model: type[M], data: dict[str, Any], also: list[str] | None = None) -> M:
+    """The model, or every problem at once: validation's and `also` (checks made on the raw
+    data that validation would only reach once everything else is right)."""
+    problems: list[str] = []
     try:
-        return model.model_validate(data, context=USER_CONFIG)
+        result = model.model_validate(data, context=USER_CONFIG)
     except ValidationError as exc:
-        raise ConfigError([_describe(err, model) for err in exc.errors()]) from None
+        problems = [_describe(err, model) for err in exc.errors()]
+    problems += [line for line in also or [] if line not in problems]
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def duplicate_names(names: list[Any]) -> list[str]:
+    """One line per service name used again, naming both places."""
+    seen: dict[Any, int] = {}
+    problems = []
+    for index, name in enumerate(names):
+        if isinstance(name, str) and name in seen:
+            problems.append(
+                f"services[{index}].name: duplicate service name '{name}' "
+                f"(also services[{seen[name]}])"
+            )
+        elif isinstance(name, str):
+            seen[name] = index
+    return problems
+
+
+def _raw_duplicates(data: dict[str, Any]) -> list[str]:
+    """Duplicate names in the file as written, so they are reported with every other problem
+    (the model's own check runs only once all the rest is valid)."""
+    services = data.get("services")
+    if not isinstance(services, list):
+        return []
+    return duplicate_names([s.get("name") if isinstance(s, dict) else None for s in services])
+
+
+def ignored_settings(model: BaseModel, loc: tuple[Any, ...] = ()) -> list[str]:
+    """`path: ignored (why)` for each IGNORED_FIELDS setting the file made, anywhere in it."""
+    lines = []
+    ignored = getattr(model, "IGNORED_FIELDS", {})
+    for name in type(model).model_fields:
+        if name not in model.model_fields_set:
+            continue
+        if name in ignored:
+            lines.append(f"{_path((*loc, name))}: ignored ({ignored[name]})")
+            continue
+        value = getattr(model, name)
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, BaseModel):
+                where = (*loc, name) if index is None else (*loc, name, index)
+                lines.extend(ignored_settings(item, where))
+    return lines
 
 
 def _describe(error: Any, model: type[BaseModel]) -> str:

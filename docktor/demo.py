@@ -41,7 +41,6 @@ from docktor.config import (
     DocktorConfig,
     default_config_path,
     format_number,
-    load_config,
 )
 from docktor.devstack import local_nats_port, temporal_port
 from docktor.embedded import (
@@ -53,6 +52,7 @@ from docktor.embedded import (
     start_nats,
     start_temporal,
 )
+from docktor.exits import read_config
 from docktor.model import Decision, LoopStatus
 
 if TYPE_CHECKING:
@@ -667,7 +667,7 @@ def run_demo(args: argparse.Namespace) -> int:
     A bad config raises ConfigError, which the CLI prints and turns into exit code 2.
     """
     config_path = resolve_config_path(args.config)
-    config = load_config(config_path)
+    config = read_config(config_path)
     if args.duration is not None and float(args.duration) <= 0:
         print("error: --duration must be greater than 0", file=sys.stderr)
         return 2

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
-from docktor.config import DocktorConfig, load_config
+from docktor.config import DocktorConfig
 from docktor.embedded import EmbeddedError, ManagedProcess, start_nats, start_temporal
+from docktor.exits import EXIT_OK, error, read_config
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -29,7 +30,7 @@ def temporal_port(config: DocktorConfig) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = read_config(args.config)
     state_dir = Path(args.state_dir or config.state_dir)
     nats_port = args.nats_port or local_nats_port(config)
     started: list[ManagedProcess] = []
@@ -51,13 +52,12 @@ def run_dev(args: argparse.Namespace) -> int:
                 started.append(nats)
                 print(f"NATS      {nats.url}  (JetStream, monitoring {nats.monitor_url})")
         except EmbeddedError as exc:
-            print(f"error: {exc}")
-            return 1
+            return error(exc)
         print(f"state in {state_dir.resolve()}; Ctrl-C stops everything")
         print("next: python -m worker --config ...  and  python -m starter --service NAME")
         stop.wait()
         print("stopping...")
-        return 0
+        return EXIT_OK
     finally:
         for process in reversed(started):
             process.stop()

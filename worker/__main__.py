@@ -11,16 +11,15 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.embedded import free_port
-from docktor.exits import leave, report_config_error
+from docktor.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
 from docktor.telemetry import MetricsServer
 from workflows import ServiceAutoscaler
 
@@ -166,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = read_config(args.config)
     except ConfigError as exc:
         return report_config_error(exc)
     try:
@@ -175,12 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     except LLMRequired as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc, EXIT_USAGE)
     except (TemporalUnreachable, MetricsPortUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return error(exc)
+    return EXIT_OK
 
 
 if __name__ == "__main__":
