@@ -392,7 +392,8 @@ class Observed(BaseModel):
 
     service: str
     observation: Observation
-    # Rates need two samples: these are against the loop's last one, when a loop runs.
+    # Rates need two samples: these are against the loop's own (over its metrics_window), when
+    # a loop runs.
     rates: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -419,7 +420,9 @@ async def observe_now(
     previous = state.last_sample if state else None
     if previous is None:
         notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
-    rates = policy.derive_rates(observation, previous)
+    spec = config.service(service)
+    samples = state.memory.rate_samples if state else []
+    rates = policy.window_rates(observation, previous, samples, spec.window)
     return Observed(service=service, observation=observation, rates=rates, notes=notes)
 
 
