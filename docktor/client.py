@@ -84,11 +84,17 @@ def autoscaler_input(
     )
 
 
-def ui_url(config: DocktorConfig, workflow_id: str | None = None, base: str | None = None) -> str:
-    """The Web UI link; the dev server serves it on port 8233 of the API's host."""
+def ui_url(
+    config: DocktorConfig,
+    workflow_id: str | None = None,
+    base: str | None = None,
+    address: str | None = None,
+) -> str:
+    """The Web UI link under `base`; without one, where Temporal's dev server puts its UI by
+    default: the API's port + 1000 on the API's host (7233 -> 8233)."""
     if base is None:
-        host = config.temporal.address.rsplit(":", 1)[0]
-        base = f"http://{host}:8233"
+        host, _, port = (address or config.temporal.address).rpartition(":")
+        base = f"http://{host}:{int(port) + 1000}" if port.isdigit() else f"http://{host}:8233"
     url = f"{base.rstrip('/')}/namespaces/{config.temporal.namespace}/workflows"
     return f"{url}/{workflow_id}" if workflow_id else url
 

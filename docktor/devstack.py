@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import signal
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
 from docktor.config import DocktorConfig
-from docktor.embedded import EmbeddedError, ManagedProcess, start_nats, start_temporal
+from docktor.embedded import (
+    EmbeddedError,
+    EmbeddedTemporal,
+    ManagedProcess,
+    start_nats,
+    start_temporal,
+)
 from docktor.exits import EXIT_OK, error, read_config
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Where a running `docktor dev` says where its Web UI is, in the config's state_dir, so the
+# starter links to it whatever port it took.
+UI_FILE = "dev-web-ui.json"
 
 
 def local_nats_port(config: DocktorConfig) -> int | None:
@@ -29,11 +40,44 @@ def temporal_port(config: DocktorConfig) -> int:
     return int(config.temporal.address.rsplit(":", 1)[-1])
 
 
+def record_ui(state_dir: Path, temporal: EmbeddedTemporal) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / UI_FILE
+    path.write_text(json.dumps({"address": temporal.address, "ui_url": temporal.ui_url}))
+    return path
+
+
+def recorded_ui_url(config: DocktorConfig, address: str | None = None) -> str | None:
+    """The Web UI of the `docktor dev` serving this config's Temporal, when one runs."""
+    try:
+        recorded = json.loads((Path(config.state_dir) / UI_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("address") != (
+        address or config.temporal.address
+    ):
+        return None
+    url = recorded.get("ui_url")
+    return url if isinstance(url, str) else None
+
+
+def next_steps(args: argparse.Namespace, config: DocktorConfig, address: str) -> list[str]:
+    """The commands that use this stack, as they would be typed."""
+    options = ["--config", args.config] if args.config else []
+    if address != config.temporal.address:
+        options += ["--address", address]
+    where = f" {shlex.join(options)}" if options else ""
+    services = config.service_names()
+    service = f"--service {shlex.quote(services[0])}" if len(services) == 1 else "--all"
+    return [f"python -m worker{where}", f"python -m starter {service}{where}"]
+
+
 def run_dev(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     state_dir = Path(args.state_dir or config.state_dir)
     nats_port = args.nats_port or local_nats_port(config)
     started: list[ManagedProcess] = []
+    ui_file: Path | None = None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -53,11 +97,16 @@ def run_dev(args: argparse.Namespace) -> int:
                 print(f"NATS      {nats.url}  (JetStream, monitoring {nats.monitor_url})")
         except EmbeddedError as exc:
             return error(exc)
+        ui_file = record_ui(Path(config.state_dir), temporal)
+        print("next, in other terminals:")
+        for command in next_steps(args, config, temporal.address):
+            print(f"  {command}")
         print(f"state in {state_dir.resolve()}; Ctrl-C stops everything")
-        print("next: python -m worker --config ...  and  python -m starter --service NAME")
         stop.wait()
         print("stopping...")
         return EXIT_OK
     finally:
+        if ui_file is not None:
+            ui_file.unlink(missing_ok=True)
         for process in reversed(started):
             process.stop()

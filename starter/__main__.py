@@ -12,6 +12,7 @@ import os
 from docktor.client import TemporalUnreachable, connect, ui_url
 from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.control import UPDATE_TIMEOUT, LoopNotAnswering, NoRunningLoop, start_loop, stop_loop
+from docktor.devstack import recorded_ui_url
 from docktor.exits import (
     EXIT_OK,
     EXIT_USAGE,
@@ -45,13 +46,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {UPDATE_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--ui", default=os.environ.get("TEMPORAL_UI_URL"), help="Web UI base URL for the links"
+        "--ui",
+        default=os.environ.get("TEMPORAL_UI_URL"),
+        help="Web UI base URL for the links (default: $TEMPORAL_UI_URL, else the UI of the "
+        "`docktor dev` serving this Temporal, else the API port + 1000)",
     )
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str]) -> int:
     client = await connect(config, args.address)
+    # The UI of the `docktor dev` serving this Temporal, wherever it is; else the dev server's
+    # default place.
+    ui = args.ui or recorded_ui_url(config, args.address)
     code = EXIT_OK
     for name in names:
         workflow_id = config.workflow_id(name)
@@ -69,7 +76,7 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
         result = await start_loop(client, config, config.service(name))
         verb = "started" if result.started else "already running; config updated in place:"
         print(f"{name}: {verb} {workflow_id}")
-        print(f"  Web UI: {ui_url(config, workflow_id, args.ui)}")
+        print(f"  Web UI: {ui_url(config, workflow_id, ui, args.address)}")
     return code
 
 
