@@ -679,7 +679,9 @@ def load_config(path: str | Path | None = None) -> DocktorConfig:
     try:
         text = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{config_path}: no such file"]) from None
+        # A file nobody named: say how to name one.
+        hint = "" if path else " (pass --config FILE, or set DOCKTOR_CONFIG)"
+        raise ConfigError([f"{config_path}: no such file{hint}"]) from None
     except OSError as exc:
         raise ConfigError([f"{config_path}: cannot read ({exc.strerror})"]) from None
     except UnicodeDecodeError as exc:

@@ -12,7 +12,14 @@ import logging
 import os
 import signal
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import Worker
 
 from activities import LoopActivities
@@ -77,6 +84,24 @@ async def check_llm_at_start(config: DocktorConfig) -> None:
         log.warning("LLM not available (%s); deciding by rules and recording the fallback", problem)
 
 
+def sdk_runtime(metrics_port: int | None = None) -> Runtime:
+    """The SDK's runtime for this process: its core's log lines (warnings such as a poll that
+    keeps failing) go through Python logging, in the worker's one format and without the
+    terminal colours the core writes itself; with `metrics_port`, its metrics on that loopback
+    port. Must be made the default before anything creates the SDK's own default Runtime."""
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(
+            logger=logging.getLogger("temporalio.core"), prepend_target_on_message=False
+        ),
+    )
+    metrics = PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}") if metrics_port else None
+    runtime = Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics))
+    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
+    Runtime.set_default(runtime, error_if_already_set=True)
+    return runtime
+
+
 class MetricsPortUnavailable(Exception):
     """--metrics-port cannot be bound (taken, or not ours to use)."""
 
@@ -89,11 +114,7 @@ def start_metrics(host: str, port: int) -> MetricsServer:
     Must run before anything in this process creates the SDK's default Runtime.
     """
     sdk_port = free_port()
-    runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{sdk_port}"))
-    )
-    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
-    Runtime.set_default(runtime, error_if_already_set=True)
+    sdk_runtime(sdk_port)
     try:
         server = MetricsServer(host, port, extra_urls=[f"http://127.0.0.1:{sdk_port}/metrics"])
     except OSError as exc:
@@ -109,7 +130,11 @@ async def serve(
     config: DocktorConfig, address: str | None, metrics: tuple[str, int] | None = None
 ) -> None:
     await check_llm_at_start(config)
-    metrics_server = start_metrics(*metrics) if metrics else None
+    if metrics:
+        metrics_server: MetricsServer | None = start_metrics(*metrics)
+    else:
+        sdk_runtime()
+        metrics_server = None
     try:
         await _serve(config, address)
     finally:

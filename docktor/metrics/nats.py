@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 
 from docktor.config import QueueSpec, ServiceSpec
 from docktor.metrics.base import MetricConfigError, MetricUnavailable
+from docktor.reasons import first_line
 
 log = logging.getLogger(__name__)
 
@@ -201,5 +202,4 @@ def _describe_connect_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(exc)
