@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 150
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/docktor: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(BIN)/docktor
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
+
+# The unit and workflow tests on two cores: no Temporal dev server, NATS or dockerd (a test that
+# asks for one fails here), only the time-skipping test server; without the tests marked slow.
+test-fast: $(BIN)/docktor
+	DOCKTOR_TEST_FAST=1 $(BIN)/python -m pytest tests/unit tests/workflow -m "not slow" -q -n 2
 
 lint: $(BIN)/docktor
 	$(BIN)/ruff check .
