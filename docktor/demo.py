@@ -52,14 +52,11 @@ from docktor.embedded import (
     start_nats,
     start_temporal,
 )
-from docktor.exits import read_config
+from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 from docktor.model import Decision, LoopStatus
 
 if TYPE_CHECKING:
     from temporalio.client import Client
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 REPO_ROOT = Path(docktor.__file__).resolve().parents[1]
 EXAMPLE_DIR = REPO_ROOT / "examples" / "nats-multi"
@@ -669,7 +666,6 @@ def run_demo(args: argparse.Namespace) -> int:
     config_path = resolve_config_path(args.config)
     config = read_config(config_path)
     if args.duration is not None and float(args.duration) <= 0:
-        print("error: --duration must be greater than 0", file=sys.stderr)
-        return 2
+        return error("--duration must be greater than 0", EXIT_USAGE)
     demo = Demo(args, config_path, config)
     return asyncio.run(demo.run())

@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor import control, policy
 from docktor.client import TemporalUnreachable, connect
 from docktor.config import DocktorConfig, parse_duration
+from docktor.exits import EXIT_FAILED, EXIT_USAGE
 from docktor.journal import read_decisions
 from docktor.model import (
     Decision,
@@ -47,11 +48,11 @@ T = TypeVar("T")
 class OperateError(Exception):
     """A command that could not do what was asked; `exit_code` says how the CLI leaves."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class UnknownService(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class NoLoop(OperateError):
@@ -59,7 +60,7 @@ class NoLoop(OperateError):
 
 
 class BadArgument(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UpdateRefused(OperateError):
