@@ -775,10 +775,47 @@ def _validate(model: type[M], data: dict[str, Any], also: list[str] | None = Non
         result = model.model_validate(data, context=USER_CONFIG)
     except ValidationError as exc:
         problems = [_describe(err, model) for err in exc.errors()]
+        if model is DocktorConfig:
+            problems += _service_checks_behind(data, exc.errors())
     problems += [line for line in also or [] if line not in problems]
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=_service_order))
     return result
+
+
+def _service_order(line: str) -> tuple[int, int]:
+    """The file's settings first, then each service's problems in the order of the services."""
+    match = re.match(r"services\[(\d+)\]", line)
+    return (1, int(match.group(1))) if match else (0, 0)
+
+
+def _service_checks_behind(data: dict[str, Any], errors: list[Any]) -> list[str]:
+    """The checks across a service's fields (a command for `processes`, rules or target, ...)
+    that pydantic skips while one of its fields is invalid: run on the service without those
+    fields, so they are reported now, not after the next edit. A line that names a field left
+    out is dropped: it would speak of a default the file did not set."""
+    services = data.get("services")
+    invalid: dict[int, set[str]] = {}
+    for error in errors:
+        loc = error["loc"]
+        if len(loc) >= 3 and loc[0] == "services" and isinstance(loc[1], int):
+            invalid.setdefault(loc[1], set()).add(str(loc[2]))
+    lines: list[str] = []
+    for index, fields in invalid.items():
+        raw = services[index] if isinstance(services, list) else None
+        if not isinstance(raw, dict):
+            continue
+        rest = {key: value for key, value in raw.items() if key not in fields}
+        try:
+            ServiceSpec.model_validate(rest, context=USER_CONFIG)
+        except ValidationError as exc:
+            for error in exc.errors():
+                if error["loc"]:
+                    continue  # a field's own problem: reported by the first pass, or left out
+                line = _describe({**error, "loc": ("services", index)}, DocktorConfig)
+                if not fields & set(re.findall(r"[a-z_]+", line)):
+                    lines.append(line)
+    return lines
 
 
 def duplicate_names(names: list[Any]) -> list[str]:

@@ -464,3 +464,26 @@ def test_metrics_window_is_kept_when_set_and_one_interval_when_not(tmp_path: Pat
     config = load_config(write(tmp_path, text))
     assert config.service("a").window == 60.0
     assert config.service("b").window == 7.0
+
+
+def test_checks_across_a_services_fields_are_reported_with_its_field_problems(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "services:\n"
+        "  - {name: web, backend: processes, max_replicas: 0}\n"
+        "  - name: db\n"
+        "    rules: {scale_up_when: [{metric: cpu.avg_pct, op: '>', value: 1}]}\n"
+        "    target: {cpu.avg_pct: 50}\n"
+        "    min_replicas: x\n"
+        "  - {name: q, queue: [not, a, mapping], predict: {enabled: true}}\n"
+    )
+    assert problems(text, tmp_path) == [
+        "services[0].max_replicas: must be greater than or equal to 1",
+        "services[0].command: required when backend is 'processes'",
+        "services[1].min_replicas: must be a valid integer, got 'x'",
+        "services[1].policy: both rules and target are set; choose policy: step or target",
+        # Not also `predict: needs a queue`: the file has one, however wrong.
+        "services[2].queue: must be a valid dictionary or instance of QueueSpec, got "
+        "['not', 'a', 'mapping']",
+    ]
