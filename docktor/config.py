@@ -441,6 +441,10 @@ class ServiceSpec(Strict):
             if "behavior" not in given:
                 # The step rules had no windows; an old file keeps behaving as it did.
                 self.behavior = Behavior(down=Direction())
+        if self.metrics_window is None:
+            # Filled in, not left None: a payload must decode in a release that requires a
+            # number here (every release before this one did).
+            self.metrics_window = self.check_interval
         return self
 
     @model_validator(mode="after")
@@ -454,7 +458,8 @@ class ServiceSpec(Strict):
 
     @property
     def window(self) -> float:
-        """Seconds the metrics are averaged over: `metrics_window`, or one check interval."""
+        """Seconds the metrics are averaged over: `metrics_window` (one check interval unless
+        the file set it)."""
         return self.metrics_window or self.check_interval
 
     def metric_names(self) -> set[str]:

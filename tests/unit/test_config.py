@@ -44,7 +44,7 @@ def test_minimal_multi_service_form_gets_defaults(tmp_path: Path) -> None:
     assert (service.min_replicas, service.max_replicas) == (1, 10)
     assert (service.scale_up_by, service.scale_down_by) == (1, 1)
     assert service.check_interval == 15.0
-    assert service.metrics_window is None and service.window == 15.0  # one check interval
+    assert service.metrics_window == service.window == 15.0  # one check interval
     assert (service.cooldown.up, service.cooldown.down) == (30.0, 120.0)
     assert service.rules.scale_up_when == [] and service.rules.scale_down_when == []
     assert config.temporal.address == "127.0.0.1:7233"
