@@ -12,7 +12,8 @@ from datetime import datetime
 
 from docktor.model import CounterSample, Observation
 
-# counter name -> the rate metric derived from two samples of it
+# The mapping of observations made before each metric source declared its own
+# (Observation.counter_rates): the NATS counters, the only ones there were.
 RATE_COUNTERS = {
     "queue.stream_last_seq": "queue.rate_in",
     "queue.ack_floor": "queue.rate_out",
@@ -48,7 +49,7 @@ def window_rates(
     ):
         earlier.append(CounterSample(at=previous.taken_at, counters=previous.counters))
     rates: dict[str, float] = {}
-    for counter, rate_name in RATE_COUNTERS.items():
+    for counter, rate_name in (current.counter_rates or RATE_COUNTERS).items():
         now_value = current.counters.get(counter)
         if now_value is None:
             continue
@@ -88,7 +89,8 @@ def remember(
     if window <= interval:
         return []
     kept = [s for s in samples if s.at < current.taken_at]
-    counters = {k: v for k, v in current.counters.items() if k in RATE_COUNTERS}
+    rated = current.counter_rates or RATE_COUNTERS
+    counters = {k: v for k, v in current.counters.items() if k in rated}
     if counters and (not kept or _age(kept[-1], current.taken_at) >= window / MAX_RATE_SAMPLES):
         kept.append(CounterSample(at=current.taken_at, counters=counters))
     # A sample older than the window is of use only while it is the youngest such: it stays
