@@ -92,12 +92,16 @@ def running_dev(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[st
     try:
         wait_for(ready, timeout=90, message="docktor dev ready")
         yield process, "".join(lines)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
     finally:
+        # Ctrl-C also when an assertion failed: killed outright, dev would leave the servers
+        # it started (each in its own session) running.
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:
