@@ -7,7 +7,7 @@ DURATION ?= 150
 # the demo runs nats-multi (or $DOCKTOR_CONFIG).
 EXAMPLE ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/docktor: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(BIN)/docktor
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
+
+# The unit and workflow tests on two cores: no Temporal dev server, NATS, Redis or dockerd (a
+# test that asks for one fails here), only the time-skipping test server; without the tests marked slow.
+test-fast: $(BIN)/docktor
+	DOCKTOR_TEST_FAST=1 $(BIN)/python -m pytest tests/unit tests/workflow -m "not slow" -q -n 2
 
 lint: $(BIN)/docktor
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """The `docktor` command.
 
-Every subcommand takes `--config` (default: $DOCKTOR_CONFIG or ./docktor.yaml). Exit codes:
-0 success, 1 a runtime failure (a server that cannot be reached), 2 invalid usage or config.
+Every subcommand takes `--config` (default: $DOCKTOR_CONFIG or ./docktor.yaml). Exit codes
+and error lines: docktor/exits.py.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from docktor.bench.cli import register as register_bench  # `docktor bench ...`
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.demo import DEMO_SECONDS, EXAMPLES
 from docktor.exits import (  # the handlers return these codes
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    error,
     leave,
+    read_config,
     report_config_error,
 )
 from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
@@ -38,10 +41,6 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"the docktor.yaml to use (default: $DOCKTOR_CONFIG or {default_config_path()})",
     )
-
-
-def read_config(path: str | None) -> DocktorConfig:
-    return load_config(path)
 
 
 # ---- docktor config validate -----------------------------------------------------------------
@@ -75,8 +74,7 @@ def cmd_config_list_models(args: argparse.Namespace) -> int:
     try:
         models = asyncio.run(list_models(llm, api_key_for(llm)))
     except LLMUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return error(exc)
     configured = llm.model if llm.provider != "none" else None
     for model in models:
         print(f"* {model} (configured)" if model == configured else f"  {model}")
@@ -128,8 +126,7 @@ def _operate(args: argparse.Namespace, work: Callable[[DocktorConfig], int]) -> 
     try:
         return work(config)
     except OperateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return error(exc, exc.exit_code)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -589,10 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         code = report_config_error(exc)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = error(exc, EXIT_USAGE)
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.stdout.flush()
     sys.stderr.flush()
     return code

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from docktor import names
+from docktor.reasons import connect_reason
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -531,7 +532,7 @@ async def _await_temporal(temporal: EmbeddedTemporal, deadline: float, timeout: 
             )
         except (RuntimeError, OSError, TimeoutError) as exc:
             # RuntimeError: the core client's "Failed client connect"; RPCError subclasses it.
-            last_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            last_error = connect_reason(exc)
             await asyncio.sleep(_POLL_INTERVAL)
             continue
         await _ensure_search_attributes(client, temporal, dict(listed.custom_attributes))

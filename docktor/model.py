@@ -79,6 +79,13 @@ class ForecastMemory(BaseModel):
     surprised_at: datetime | None = None
 
 
+class CounterSample(BaseModel):
+    """The rate counters of one past observation, kept for rates over `metrics_window`."""
+
+    at: datetime
+    counters: dict[str, float] = Field(default_factory=dict)
+
+
 class PolicyMemory(BaseModel):
     """What the policy remembers between iterations. Returned by each evaluation and handed to
     the next one, so the policy stays a pure function; carried across continue-as-new."""
@@ -93,6 +100,9 @@ class PolicyMemory(BaseModel):
     idle_since: datetime | None = None
     # queue.rate_in history for predictive pre-scaling (None unless `predict.enabled`).
     forecast: ForecastMemory | None = None
+    # Counters of past samples, oldest first, for rates over a metrics_window longer than one
+    # check interval (empty otherwise: the previous sample is enough).
+    rate_samples: list[CounterSample] = Field(default_factory=list)
 
     def forget_before(self, moment: datetime) -> None:
         self.recommendations = [r for r in self.recommendations if r.at >= moment]

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor import control, policy
 from docktor.client import TemporalUnreachable, connect
 from docktor.config import DocktorConfig, parse_duration
+from docktor.exits import EXIT_FAILED, EXIT_USAGE
 from docktor.journal import read_decisions
 from docktor.model import (
     Decision,
@@ -48,11 +49,11 @@ T = TypeVar("T")
 class OperateError(Exception):
     """A command that could not do what was asked; `exit_code` says how the CLI leaves."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class UnknownService(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class NoLoop(OperateError):
@@ -60,7 +61,7 @@ class NoLoop(OperateError):
 
 
 class BadArgument(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UpdateRefused(OperateError):
@@ -491,7 +492,8 @@ class Observed(BaseModel):
 
     service: str
     observation: Observation
-    # Rates need two samples: these are against the loop's last one, when a loop runs.
+    # Rates need two samples: these are against the loop's own (over its metrics_window), when
+    # a loop runs.
     rates: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -518,7 +520,9 @@ async def observe_now(
     previous = state.last_sample if state else None
     if previous is None:
         notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
-    rates = policy.derive_rates(observation, previous)
+    spec = config.service(service)
+    samples = state.memory.rate_samples if state else []
+    rates = policy.window_rates(observation, previous, samples, spec.window)
     return Observed(service=service, observation=observation, rates=rates, notes=notes)
 
 

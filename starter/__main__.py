@@ -8,12 +8,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 
 from docktor.client import TemporalUnreachable, connect, ui_url
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.control import UPDATE_TIMEOUT, LoopNotAnswering, NoRunningLoop, start_loop, stop_loop
-from docktor.exits import leave, report_config_error
+from docktor.devstack import recorded_ui_url
+from docktor.exits import (
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    leave,
+    read_config,
+    report_config_error,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,14 +46,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {UPDATE_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--ui", default=os.environ.get("TEMPORAL_UI_URL"), help="Web UI base URL for the links"
+        "--ui",
+        default=os.environ.get("TEMPORAL_UI_URL"),
+        help="Web UI base URL for the links (default: $TEMPORAL_UI_URL, else the UI of the "
+        "`docktor dev` serving this Temporal, else the API port + 1000)",
     )
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str]) -> int:
     client = await connect(config, args.address)
-    code = 0
+    # The UI of the `docktor dev` serving this Temporal, wherever it is; else the dev server's
+    # default place.
+    ui = args.ui or recorded_ui_url(config, args.address)
+    code = EXIT_OK
     for name in names:
         workflow_id = config.workflow_id(name)
         if args.stop:
@@ -56,40 +69,37 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
                 print(f"{name}: {exc}")
                 continue
             except LoopNotAnswering as exc:
-                print(f"error: {name}: {exc}", file=sys.stderr)
-                code = 1
+                code = error(f"{name}: {exc}")
                 continue
             print(f"{name}: stopped {workflow_id} at {status.replicas} replicas")
             continue
         result = await start_loop(client, config, config.service(name))
         verb = "started" if result.started else "already running; config updated in place:"
         print(f"{name}: {verb} {workflow_id}")
-        print(f"  Web UI: {ui_url(config, workflow_id, args.ui)}")
+        print(f"  Web UI: {ui_url(config, workflow_id, ui, args.address)}")
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = read_config(args.config)
     except ConfigError as exc:
         return report_config_error(exc)
     if args.all:
         names = config.service_names()
     elif args.service not in config.service_names():
-        print(
-            f"error: no service '{args.service}' in the config; "
+        return error(
+            f"no service '{args.service}' in the config; "
             f"services: {', '.join(config.service_names())}",
-            file=sys.stderr,
+            EXIT_USAGE,
         )
-        return 2
     else:
         names = [args.service]
     try:
         return asyncio.run(run(args, config, names))
     except TemporalUnreachable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
 
 
 if __name__ == "__main__":

@@ -44,8 +44,16 @@ from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
 from workflows import ServiceAutoscaler  # noqa: E402
 
 
+def no_servers_in_a_fast_run(what: str) -> None:
+    """`make test-fast` promises no servers: a test there that asks for one is in the wrong
+    folder (tests/integration is where they belong)."""
+    if os.environ.get("DOCKTOR_TEST_FAST"):
+        pytest.fail(f"{what} asked for in `make test-fast`: move the test to tests/integration")
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    no_servers_in_a_fast_run("nats-server")
     server = start_nats(tmp_path_factory.mktemp("nats"))
     try:
         yield server
@@ -56,6 +64,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """Debian's redis-server on a free port (skipped where it is not installed)."""
+    no_servers_in_a_fast_run("redis-server")
     require_redis_server()
     server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
@@ -66,6 +75,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture(scope="session")
 def temporal_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTemporal]:
+    no_servers_in_a_fast_run("the Temporal dev server")
     server = start_temporal(tmp_path_factory.mktemp("temporal"))
     try:
         yield server
@@ -77,6 +87,7 @@ def temporal_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedT
 def docker_engine() -> Iterator[DockerEngine]:
     """A private dockerd for the session. Skips on a laptop without one; fails under CI, where
     `make test` installs Debian's docker.io first."""
+    no_servers_in_a_fast_run("dockerd")
     if not dockerd_available():
         if os.environ.get("CI"):
             pytest.fail("no dockerd on this CI machine: scripts/install-test-deps.sh should add it")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 import docktor
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.demo import DEFAULT_EXAMPLE
 from docktor.demo.view import (
     Journal,
@@ -52,13 +52,10 @@ from docktor.embedded import (
     start_redis,
     start_temporal,
 )
+from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 
 if TYPE_CHECKING:
     from temporalio.client import Client
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 REPO_ROOT = Path(docktor.__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO_ROOT / "examples"
@@ -516,12 +513,10 @@ def run_demo(args: argparse.Namespace) -> int:
     """
     example = getattr(args, "example", None)
     if example and args.config:
-        print("error: --example and --config: give one or the other", file=sys.stderr)
-        return EXIT_USAGE
+        return error("--example and --config: give one or the other", EXIT_USAGE)
     config_path = resolve_config_path(args.config, example)
-    config = load_config(config_path)
+    config = read_config(config_path)
     if args.duration is not None and float(args.duration) <= 0:
-        print("error: --duration must be greater than 0", file=sys.stderr)
-        return EXIT_USAGE
+        return error("--duration must be greater than 0", EXIT_USAGE)
     demo = Demo(args, config_path, config)
     return asyncio.run(demo.run())

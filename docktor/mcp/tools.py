@@ -71,6 +71,8 @@ class ConfigReport(BaseModel):
     project: str | None = None
     services: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    # Settings the file makes that load but change nothing (`version`, `queue.subject`, ...).
+    warnings: list[str] = Field(default_factory=list)
     checks: list[CheckLine] = Field(default_factory=list)
 
 
@@ -185,6 +187,7 @@ def register_read_only(server: MCPServer, app: Docktor) -> None:
             report.ok, report.problems = False, list(exc.problems)
             return report
         report.project, report.services = config.project, config.service_names()
+        report.warnings = config.warnings
         if online:
             from docktor.checks import run_checks
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import nats
 import nats.errors
@@ -20,6 +20,7 @@ from pydantic import Field
 
 from docktor.config import QueueSpec, ServiceSpec
 from docktor.metrics.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.reasons import first_line
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,13 @@ RECONNECT_TIME_WAIT_S = 0.5
 
 class NatsQueueSpec(QueueSpec):
     """`queue: {kind: nats, url, stream, consumer}`: a JetStream stream and durable consumer."""
+
+    # The Go tool's files set these; docktor reads the durable consumer `consumer` of `stream`,
+    # whose own filter decides which subjects it sees. They load, with one warning each.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {
+        "jetstream": "docktor always reads a JetStream consumer",
+        "subject": "the consumer's own filter decides what it reads",
+    }
 
     kind: Literal["nats"] = "nats"
     url: str = "nats://127.0.0.1:4222"
@@ -201,5 +209,4 @@ def _describe_connect_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(exc)

@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from docktor.config import QueueSpec, ServiceSpec
 from docktor.metrics.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.reasons import first_line
 
 log = logging.getLogger(__name__)
 
@@ -255,14 +256,14 @@ class RedisStreamSource:
         where = _safe_url(queue.url)
         if isinstance(exc, AuthenticationError) or "NOAUTH" in str(exc):
             # No retry fixes a wrong password: said once, as a configuration problem.
-            return MetricConfigError(f"{where}: authentication failed ({_first_line(exc)})")
+            return MetricConfigError(f"{where}: authentication failed ({first_line(exc)})")
         if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError):
             return MetricUnavailable(
                 f"{where}: stream '{queue.stream}': no answer within {self.request_timeout:g}s"
             )
         if isinstance(exc, ConnectionError | OSError):
             return MetricUnavailable(f"{where}: cannot connect ({_describe_connect_error(exc)})")
-        return MetricUnavailable(f"{where}: stream '{queue.stream}': {_first_line(exc)}")
+        return MetricUnavailable(f"{where}: stream '{queue.stream}': {first_line(exc)}")
 
 
 def _queue(spec: ServiceSpec) -> RedisQueueSpec:
@@ -313,11 +314,6 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _describe_connect_error(exc: BaseException) -> str:
     """redis-py words a refused connection as "Error 111 connecting to ..."; the OSError it
     wraps says what happened."""
@@ -328,7 +324,7 @@ def _describe_connect_error(exc: BaseException) -> str:
         if isinstance(cause, TimeoutError | RedisTimeoutError):
             return "timed out"
         cause = cause.__cause__ or cause.__context__
-    text = _first_line(exc)
+    text = first_line(exc)
     if "Error 111 " in text or "refused" in text.lower():
         return "connection refused"
     if "timeout" in text.lower() or "timed out" in text.lower():

@@ -14,8 +14,7 @@ from docktor.config import ServiceSpec
 from docktor.model import ManualHold, Observation, PolicyMemory, Proposal
 from docktor.policy import hold as manual_hold
 from docktor.policy import predict as forecast_stage
-from docktor.policy import recommend, stages
-from docktor.policy.rates import derive_rates
+from docktor.policy import rates, recommend, stages
 
 
 def decide(
@@ -73,7 +72,13 @@ def _decide(
 ) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
     current = observation.replicas
-    metrics = {**observation.metrics, **derive_rates(observation, previous)}
+    # The load is read over metrics_window; what one replica handles is learnt over the last
+    # interval alone, the span over which saturation and the replica count are known.
+    windowed = rates.window_rates(observation, previous, memory.rate_samples, spec.window)
+    memory.rate_samples = rates.remember(
+        memory.rate_samples, observation, spec.window, spec.check_interval
+    )
+    metrics = {**observation.metrics, **windowed}
     wanted = sorted(spec.metric_names())
     missing = [name for name in wanted if name not in metrics]
 
@@ -111,7 +116,8 @@ def _decide(
     memory.failed_observations = 0
 
     if spec.policy == "target":
-        recommend.estimate_per_replica(spec, memory, observation, previous, metrics)
+        last_interval = {**metrics, **rates.derive_rates(observation, previous)}
+        recommend.estimate_per_replica(spec, memory, observation, previous, last_interval)
         raw, unread = recommend.target(spec, current, metrics, memory, now)
         missing = sorted(set(missing) | set(unread))
         if unread and raw.replicas < current:

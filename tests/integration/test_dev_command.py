@@ -72,6 +72,20 @@ def test_dev_starts_temporal_and_nats_and_ctrl_c_stops_both(tmp_path: Path) -> N
         assert f"http://127.0.0.1:{ui_port}" in text
         assert f"nats://127.0.0.1:{nats_port}" in text
         assert port_in_use(temporal_port) and port_in_use(nats_port)
+        # What to run next, as it would be typed: no placeholder.
+        assert f"python -m worker --config {config}\n" in text
+        assert f"python -m starter --service consumer --config {config}\n" in text
+
+        # The starter links to this stack's Web UI, on whatever port it took.
+        started = subprocess.run(
+            [sys.executable, "-m", "starter", "--service", "consumer", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "TEMPORAL_UI_URL"},
+        )
+        assert started.returncode == 0, started.stderr
+        assert f"Web UI: http://127.0.0.1:{ui_port}/namespaces/default/workflows/" in started.stdout
     assert process.returncode == 0
     assert not port_in_use(temporal_port) and not port_in_use(nats_port)
 
@@ -91,12 +105,16 @@ def running_dev(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[st
     try:
         wait_for(ready, timeout=90, message="docktor dev ready")
         yield process, "".join(lines)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
     finally:
+        # Ctrl-C also when an assertion failed: killed outright, dev would leave the servers
+        # it started (each in its own session) running.
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:

@@ -295,6 +295,14 @@ async def test_status_and_decisions_of_a_running_loop(stack: Stack) -> None:
         assert (by_name["consumer"]["min_replicas"], by_name["consumer"]["max_replicas"]) == (1, 4)
         assert by_name["consumer"]["backend"] == "processes"
 
+        # The config's `queue.subject` loads and changes nothing: the agent is told, as a
+        # warning, not a problem.
+        checked = await call(session, "validate_config")
+        assert checked["ok"] is True and checked["problems"] == []
+        assert checked["warnings"] == [
+            "services[0].queue.subject: ignored (the consumer's own filter decides what it reads)"
+        ]
+
         status = await call(session, "service_status", service="consumer")
         assert status["workflow_id"] == workflow_id and status["running"] is True
         assert (status["replicas"], status["min_replicas"], status["max_replicas"]) == (1, 1, 4)
