@@ -47,7 +47,8 @@ def pre_scale(
     if prediction is None or not trusted(spec, prediction.period):
         return Ahead()
     period = prediction.period
-    if rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom):
+    surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
+    if surprised or forecast.missed(memory.forecast, settings.min_cycles, SURPRISE):
         memory.forecast.surprised_at = now
     recently = memory.forecast.surprised_at
     if recently is not None and (now - recently).total_seconds() <= period.seconds:
@@ -77,7 +78,7 @@ def pre_scale(
 def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:
     """The rate now is well above anything the rhythm expected around now (a burst it did not
     foresee: the period changed, or another rhythm is on top)."""
-    expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW)
+    expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
     if expected is None:
         return False
     return rate_in > expected.rate * (1 + headroom) * SURPRISE

@@ -131,6 +131,55 @@ def test_a_vanished_rhythm_loses_its_confidence_within_two_cycles() -> None:
     assert period is None or period.confidence < 0.6 or period.cycles < 3
 
 
+def test_a_period_between_two_check_intervals_is_found() -> None:
+    # 90 s in 4 s checks is 22.5 buckets: folded at half-bucket lags, it does not drift.
+    period = found(feed(bursts(period=90, length=10), 900))
+    assert period is not None
+    assert period.seconds == 90
+    assert period.confidence > 0.9
+
+
+def test_a_short_period_is_not_taken_from_a_coarser_ring() -> None:
+    # Four hours of 90 s bursts: the 60 s ring sees them as a 3-minute rhythm of means, which
+    # would ask for a third of the burst's rate; the fine ring, which can fold it, decides.
+    memory = feed(bursts(period=90, length=10), 4 * 3600)
+    chosen = forecast.best_period(memory, 3)
+    assert chosen is not None
+    ring, period = chosen
+    assert ring.step == STEP and period.seconds == 90
+
+
+def test_a_burst_that_does_not_come_is_missed() -> None:
+    memory = feed(bursts(), 600)
+    assert not forecast.missed(memory, 3, 1.5)
+    # The next burst (648-660) does not come: once its jitter window has passed, it is missed.
+    t, missed_at = 600.0, None
+    while t < 680 and missed_at is None:
+        t += STEP
+        forecast.observe(memory, T0 + timedelta(seconds=t), 100, STEP)
+        if forecast.missed(memory, 3, 1.5):
+            missed_at = t
+    assert missed_at is not None and 648 < missed_at <= 680
+
+
+def test_bursts_that_drift_are_not_missed() -> None:
+    draw = random.Random(11)
+    starts, t = [], 0.0
+    while t < 1200:
+        t += 60 * (1 + draw.uniform(-0.1, 0.1))
+        starts.append(t)
+
+    def rate(s: float) -> float:
+        return 500.0 if any(start - 10 <= s < start for start in starts) else 100.0
+
+    memory, t, misses = ForecastMemory(), STEP, 0
+    while t <= 1200:
+        forecast.observe(memory, T0 + timedelta(seconds=t), rate(t), STEP)
+        misses += forecast.missed(memory, 3, 1.5)
+        t += STEP
+    assert misses == 0
+
+
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
