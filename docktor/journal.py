@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from docktor.model import Decision
+from docktor.config import ServiceSpec
+from docktor.model import Decision, ForecastMemory
+from docktor.policy import forecast
+from docktor.policy.recommend import RATE_IN
+
+# How much of the end of the log a warm start reads: the forecast keeps three days at most
+# (forecast.RINGS), which at one decision every few seconds is tens of MB.
+_SEED_BYTES = 64 * 1024 * 1024
 
 # How far back from the end of the file to look for a decision already written. An activity
 # retry re-appends the same decision within moments, so the tail is where a duplicate would be.
@@ -72,3 +80,49 @@ def _recent_keys(journal: Path) -> set[str]:
         except (json.JSONDecodeError, AttributeError):
             continue
     return keys
+
+
+def forecast_seed(
+    path: str | Path, spec: ServiceSpec, workflow_id: str, now: datetime
+) -> ForecastMemory:
+    """The forecast's history rebuilt from this loop's earlier decisions in the log (their
+    queue.rate_in and time), for a loop that starts without one. Empty when the log is missing
+    or has none: a warm start is a head start, never a reason for an observation to fail."""
+    span = max(step or spec.check_interval for step, _ in forecast.RINGS) * max(
+        capacity for _, capacity in forecast.RINGS
+    )
+    try:
+        samples = rate_history(path, spec.name, workflow_id, now - timedelta(seconds=span), now)
+    except OSError:
+        samples = []
+    return forecast.seed(samples, spec.check_interval)
+
+
+def rate_history(
+    path: str | Path, service: str, workflow_id: str, since: datetime, until: datetime
+) -> list[tuple[datetime, float]]:
+    """(time, queue.rate_in) of the service's decisions between `since` and `until`, oldest
+    first. Decisions of another project's loop for a service of the same name (the same log)
+    are left out by their workflow id; lines that do not parse are skipped."""
+    journal = Path(path)
+    if not journal.exists():
+        return []
+    with journal.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - _SEED_BYTES))
+        text = handle.read().decode("utf-8", errors="replace")
+    samples = []
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+            if line.get("service") != service or line.get("workflow_id") not in ("", workflow_id):
+                continue
+            rate = line.get("observations", {}).get(RATE_IN)
+            at = datetime.fromisoformat(line["timestamp"])
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            continue
+        if isinstance(rate, int | float) and at.tzinfo is not None and since <= at <= until:
+            samples.append((at, float(rate)))
+    samples.sort(key=lambda sample: sample[0])
+    return samples

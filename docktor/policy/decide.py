@@ -69,6 +69,8 @@ def _decide(
     memory: PolicyMemory | None,
 ) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
+    # Before anything can return early: a seed that arrives in the first iteration is kept.
+    forecast_stage.warm_start(spec, memory, observation.forecast_seed)
     current = observation.replicas
     metrics = {**observation.metrics, **derive_rates(observation, previous)}
     wanted = sorted(spec.metric_names())

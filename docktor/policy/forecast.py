@@ -95,6 +95,15 @@ def observe(memory: ForecastMemory, at: datetime, rate: float, check_interval: f
         _add(ring, math.floor(moment / ring.step), rate, capacity)
 
 
+def seed(samples: list[tuple[datetime, float]], check_interval: float) -> ForecastMemory:
+    """A history rebuilt from earlier rate samples (a loop's decision log), oldest first: the
+    rings as the loop that took them would have filled them."""
+    memory = ForecastMemory()
+    for at, rate in samples:
+        observe(memory, at, rate, check_interval)
+    return memory
+
+
 def _add(ring: Ring, bucket: int, rate: float, capacity: int) -> None:
     if ring.index is None or bucket > ring.index:
         if ring.index is not None:

@@ -75,6 +75,13 @@ def pre_scale(
     return ahead
 
 
+def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: ForecastMemory | None) -> None:
+    """Take the history rebuilt from the decision log (ObserveInput.forecast_seed_from) when
+    the loop has none yet: a restarted loop need not wait `min_cycles` cycles to pre-scale."""
+    if spec.predict.enabled and memory.forecast is None and seed is not None:
+        memory.forecast = seed.model_copy(deep=True)
+
+
 def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:
     """The rate now is well above anything the rhythm expected around now (a burst it did not
     foresee: the period changed, or another rhythm is on top)."""
