@@ -7,9 +7,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from docktor.journal import append_decision, forecast_seed, rate_history
-from docktor.model import Decision, LoopState, Observation, ObserveInput, PolicyMemory
+from docktor.journal import forecast_seed, rate_history
+from docktor.model import LoopState, Observation, ObserveInput, PolicyMemory
 from docktor.policy import decide, forecast
+from tests.helpers import write_rate_log
 from tests.unit.test_forecast import STEP, spec
 
 WORKFLOW = "docktor-test-consumer"
@@ -22,26 +23,7 @@ def bursts(t: float) -> float:
 
 
 def write_log(path: Path, seconds: float, service: str = "consumer", workflow: str = WORKFLOW):
-    """`seconds` of a loop's decisions every STEP, ending at NOW, as the record activity
-    writes them: each with the mean rate_in of the interval that ends at its time."""
-    t, sequence = -seconds, 0
-    while t < 0:
-        sequence += 1
-        at = NOW + timedelta(seconds=t)
-        decision = Decision(
-            timestamp=at,
-            service=service,
-            action="hold",
-            current_replicas=2,
-            target_replicas=2,
-            reason="target: ...",
-            observations={"queue.rate_in": bursts(at.timestamp() - STEP / 2), "queue.backlog": 0},
-            sequence=sequence,
-            workflow_id=workflow,
-            first_run_id="run-1",
-        )
-        append_decision(path, decision)
-        t += STEP
+    write_rate_log(path, workflow, bursts, seconds, STEP, NOW, service=service)
 
 
 def test_the_log_gives_the_forecast_its_rhythm(tmp_path: Path) -> None:
