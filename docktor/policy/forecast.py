@@ -43,6 +43,11 @@ HARMONIC_SLACK = 0.05
 CYCLE_FIT = 0.5
 # How far off its time a burst may come, as a fraction of the period.
 JITTER = 0.1
+# A cycle counts as drifted when a shift lines it up with the one before with at most this
+# share of the unshifted error (noise alone moves the best shift by chance, not by this much).
+DRIFT_GAIN = 0.5
+# How many recent cycles are looked at for drift.
+DRIFT_CYCLES = 5
 
 
 @dataclass(frozen=True)
@@ -275,11 +280,15 @@ def predict(
     if ring.index is None:
         return None
     step, lag = ring.step, period.buckets
-    # Bursts do not keep perfect time: look a tenth of a period (at least a bucket) further
-    # either side, so a burst a little early or late still finds its capacity there.
-    spread = max(1, round(lag * JITTER))
-    first = math.floor(now.timestamp() / step) - spread
-    last = math.floor((now.timestamp() + lead) / step) + spread
+    # Bursts that do not keep perfect time: look as far either side as recent cycles drifted
+    # against each other (up to a tenth of a period), so a burst a little early or late still
+    # finds its capacity there; a rhythm that keeps time costs nothing extra.
+    spread = drift(ring.values, lag)
+    # A bucket holds a mean: one that the burst starts in reads low (part calm, part burst),
+    # so at least the bucket after the lead counts too. The sample just taken is in the bucket
+    # before now: a surprise is judged against it (`whole`).
+    first = math.floor(now.timestamp() / step) - (max(1, spread) if whole else spread)
+    last = math.floor((now.timestamp() + lead) / step) + max(1, spread)
     newest_closed = ring.index - 1  # values[-1] is this bucket
     expected: list[tuple[int, float]] = []
     for bucket in range(first, last + 1):
@@ -297,6 +306,37 @@ def predict(
     when = next(b for b, rate in expected if rate >= 0.9 * peak)
     at = datetime.fromtimestamp(max(when * step, now.timestamp()), tz=UTC)
     return Prediction(period=period, rate=peak, at=at)
+
+
+def drift(values: list[float], lag: float) -> int:
+    """How far either side (in buckets) a burst may come off the rhythm's time: a tenth of a
+    period (at least a bucket) when any of the last DRIFT_CYCLES cycles lines up clearly better
+    with the one before it shifted than not (the gaps between bursts vary: one drift seen says
+    the next can drift as far), else 0 (a rhythm that keeps time)."""
+    most = max(1, round(lag * JITTER))
+    size = len(values)
+    for k in range(1, DRIFT_CYCLES + 1):
+        start, end = size - math.ceil(lag * k), size - math.ceil(lag * (k - 1))
+        if start - math.ceil(lag) - most < 0:
+            break
+        errors = [
+            _shifted_error(values, range(start, end), lag, shift)
+            for shift in range(-most, most + 1)
+        ]
+        if min(errors) < DRIFT_GAIN * errors[most]:  # errors[most] is the unshifted one
+            return most
+    return 0
+
+
+def _shifted_error(values: list[float], positions: range, lag: float, shift: int) -> float:
+    """Mean squared difference between these buckets and the ones a period (+ shift) before."""
+    error, pairs = 0.0, 0
+    for p in positions:
+        q = math.floor(p - lag + 0.5) + shift
+        if values[p] >= 0 and values[q] >= 0:
+            error += (values[p] - values[q]) ** 2
+            pairs += 1
+    return error / pairs if pairs else math.inf
 
 
 def _expected(
@@ -347,7 +387,7 @@ def missed(memory: ForecastMemory, cycles: int, factor: float) -> bool:
     if chosen is None or chosen[0].index is None:
         return False
     ring, period = chosen
-    spread = max(1, round(period.buckets * JITTER))
+    spread = max(1, drift(ring.values, period.buckets))
     bucket = ring.index - 1 - spread
     expected = _expected(ring, bucket, period.buckets, cycles, pick=min)
     if expected is None:

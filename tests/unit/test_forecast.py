@@ -149,6 +149,28 @@ def test_a_short_period_is_not_taken_from_a_coarser_ring() -> None:
     assert ring.step == STEP and period.seconds == 90
 
 
+def drifting_bursts(seed: int = 11) -> Callable[[float], float]:
+    """10 s bursts of 500 after gaps of 60 s +-10%, each drawn anew (periodic-jitter's load)."""
+    draw = random.Random(seed)
+    starts, t = [], 0.0
+    while t < 1200:
+        t += 60 * (1 + draw.uniform(-0.1, 0.1))
+        starts.append(t)
+    return lambda s: 500.0 if any(start - 10 <= s < start for start in starts) else 100.0
+
+
+def test_a_rhythm_that_keeps_time_is_pre_scaled_for_without_a_jitter_margin() -> None:
+    steady = feed(bursts(), 600)
+    ring, period = forecast.best_period(steady, 3) or (None, None)
+    assert ring is not None and period is not None
+    assert forecast.drift(ring.values, period.buckets) == 0
+    drifting = feed(drifting_bursts(), 900)
+    ring, period = forecast.best_period(drifting, 3) or (None, None)
+    assert ring is not None and period is not None
+    # A tenth of the period either side (60 s in 4 s buckets: 2 buckets).
+    assert forecast.drift(ring.values, period.buckets) == round(period.buckets * 0.1)
+
+
 def test_a_burst_that_does_not_come_is_missed() -> None:
     memory = feed(bursts(), 600)
     assert not forecast.missed(memory, 3, 1.5)
@@ -163,15 +185,7 @@ def test_a_burst_that_does_not_come_is_missed() -> None:
 
 
 def test_bursts_that_drift_are_not_missed() -> None:
-    draw = random.Random(11)
-    starts, t = [], 0.0
-    while t < 1200:
-        t += 60 * (1 + draw.uniform(-0.1, 0.1))
-        starts.append(t)
-
-    def rate(s: float) -> float:
-        return 500.0 if any(start - 10 <= s < start for start in starts) else 100.0
-
+    rate = drifting_bursts()
     memory, t, misses = ForecastMemory(), STEP, 0
     while t <= 1200:
         forecast.observe(memory, T0 + timedelta(seconds=t), rate(t), STEP)
