@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from docktor import names, policy
-from docktor.journal import append_decision, forecast_seed
+from docktor.journal import append_decision, warm_start
 from docktor.metrics import MetricUnavailable
 from docktor.model import (
     Advice,
@@ -76,8 +76,8 @@ class LoopActivities:
             raise _unavailable(f"observe {request.service.name}", "; ".join(observation.errors))
         if request.forecast_seed_from:
             # Warm start: once, for a loop whose forecast has no history yet.
-            observation.forecast_seed = await asyncio.to_thread(
-                forecast_seed,
+            observation.warm_start = await asyncio.to_thread(
+                warm_start,
                 request.forecast_seed_from,
                 request.service,
                 activity.info().workflow_id,

@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from docktor.config import ServiceSpec
-from docktor.model import Decision, ForecastMemory
-from docktor.policy import forecast
-from docktor.policy.recommend import RATE_IN
+from docktor.model import Decision, Observation, WarmStart
+from docktor.policy import forecast, predict
 
 # How much of the end of the log a warm start reads: the forecast keeps three days at most
 # (forecast.RINGS), which at one decision every few seconds is tens of MB.
@@ -82,28 +81,30 @@ def _recent_keys(journal: Path) -> set[str]:
     return keys
 
 
-def forecast_seed(
-    path: str | Path, spec: ServiceSpec, workflow_id: str, now: datetime
-) -> ForecastMemory:
-    """The forecast's history rebuilt from this loop's earlier decisions in the log (their
-    queue.rate_in and time), for a loop that starts without one. Empty when the log is missing
-    or has none: a warm start is a head start, never a reason for an observation to fail."""
+def warm_start(path: str | Path, spec: ServiceSpec, workflow_id: str, now: datetime) -> WarmStart:
+    """What this loop's earlier decisions in the log tell a loop that starts without history:
+    the forecast's rate history (queue.rate_in and time) and what one replica handles
+    (estimated from the logged samples as the policy estimates it live). Empty when the log is
+    missing or has none: a warm start is a head start, never a reason for an observation to
+    fail."""
     span = max(step or spec.check_interval for step, _ in forecast.RINGS) * max(
         capacity for _, capacity in forecast.RINGS
     )
     try:
-        samples = rate_history(path, spec.name, workflow_id, now - timedelta(seconds=span), now)
+        samples = logged_samples(path, spec.name, workflow_id, now - timedelta(seconds=span), now)
     except OSError:
         samples = []
-    return forecast.seed(samples, spec.check_interval)
+    return predict.learn_from_log(spec, samples)
 
 
-def rate_history(
+def logged_samples(
     path: str | Path, service: str, workflow_id: str, since: datetime, until: datetime
-) -> list[tuple[datetime, float]]:
-    """(time, queue.rate_in) of the service's decisions between `since` and `until`, oldest
-    first. Decisions of another project's loop for a service of the same name (the same log)
-    are left out by their workflow id; lines that do not parse are skipped."""
+) -> list[Observation]:
+    """The samples behind the service's decisions between `since` and `until`, oldest first:
+    each decision's observations (rates included) and the replica count it saw, at its time.
+    Decisions of another project's loop for a service of the same name (the same log) are left
+    out by their workflow id; lines that do not parse, and decisions without observations (a
+    hold for missing metrics, an operator's scale), are skipped."""
     journal = Path(path)
     if not journal.exists():
         return []
@@ -118,11 +119,18 @@ def rate_history(
             line = json.loads(raw)
             if line.get("service") != service or line.get("workflow_id") not in ("", workflow_id):
                 continue
-            rate = line.get("observations", {}).get(RATE_IN)
-            at = datetime.fromisoformat(line["timestamp"])
+            sample = Observation(
+                taken_at=line["timestamp"],
+                replicas=line["current_replicas"],
+                metrics=line["observations"],
+            )
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             continue
-        if isinstance(rate, int | float) and at.tzinfo is not None and since <= at <= until:
-            samples.append((at, float(rate)))
-    samples.sort(key=lambda sample: sample[0])
+        if (
+            sample.metrics
+            and sample.taken_at.tzinfo is not None
+            and since <= sample.taken_at <= until
+        ):
+            samples.append(sample)
+    samples.sort(key=lambda sample: sample.taken_at)
     return samples

@@ -49,6 +49,14 @@ class ForecastMemory(BaseModel):
     surprised_at: datetime | None = None
 
 
+class WarmStart(BaseModel):
+    """What a loop without history takes from its decision log (docktor/journal.py)."""
+
+    forecast: ForecastMemory = Field(default_factory=ForecastMemory)
+    # msg/s one replica handles, estimated from the log's saturated samples as the policy does.
+    per_replica_rate: float | None = None
+
+
 class Observation(BaseModel):
     """One sample of a service, stamped with the time it was taken."""
 
@@ -60,9 +68,9 @@ class Observation(BaseModel):
     counters: dict[str, float] = Field(default_factory=dict)
     # One line per metric source that could not be read this time.
     errors: list[str] = Field(default_factory=list)
-    # Warm start: the forecast's history rebuilt from the decision log, when the loop asked for
-    # it (ObserveInput.forecast_seed_from); None otherwise and from older releases.
-    forecast_seed: ForecastMemory | None = None
+    # Warm start: what the decision log tells, when the loop asked for it
+    # (ObserveInput.forecast_seed_from); None otherwise and from older releases.
+    warm_start: WarmStart | None = None
 
 
 class Recommendation(BaseModel):

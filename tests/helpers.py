@@ -293,10 +293,12 @@ def write_rate_log(
     step: float,
     end: datetime,
     service: str = "consumer",
+    also: dict[str, float] | None = None,
 ) -> None:
     """`seconds` of an earlier run's decisions, one every `step` up to `end`, as the record
     activity writes them: each with the mean queue.rate_in of the interval ending at its time
-    (`rate` of the interval's middle, in epoch seconds). For warm-start tests."""
+    (`rate` of the interval's middle, in epoch seconds), a backlog of 0 and 2 replicas, unless
+    `also` says otherwise. For warm-start tests."""
     from docktor.journal import append_decision
     from docktor.model import Decision
 
@@ -305,6 +307,7 @@ def write_rate_log(
         sequence += 1
         at = end + timedelta(seconds=t)
         observations = {"queue.rate_in": rate(at.timestamp() - step / 2), "queue.backlog": 0.0}
+        observations.update(also or {})
         decision = Decision(
             timestamp=at,
             service=service,

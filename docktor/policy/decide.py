@@ -70,7 +70,7 @@ def _decide(
 ) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
     # Before anything can return early: a seed that arrives in the first iteration is kept.
-    forecast_stage.warm_start(spec, memory, observation.forecast_seed)
+    forecast_stage.warm_start(spec, memory, observation.warm_start)
     current = observation.replicas
     metrics = {**observation.metrics, **derive_rates(observation, previous)}
     wanted = sorted(spec.metric_names())

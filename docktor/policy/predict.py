@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from docktor.config import ServiceSpec
-from docktor.model import ForecastMemory, ForecastView, PolicyMemory
-from docktor.policy import forecast
-from docktor.policy.recommend import RATE_IN, Raw, _n
+from docktor.model import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
+from docktor.policy import forecast, recommend
+from docktor.policy.recommend import RATE_IN, RATE_OUT, Raw, _n
 
 
 @dataclass
@@ -75,11 +75,30 @@ def pre_scale(
     return ahead
 
 
-def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: ForecastMemory | None) -> None:
+def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: WarmStart | None) -> None:
     """Take the history rebuilt from the decision log (ObserveInput.forecast_seed_from) when
-    the loop has none yet: a restarted loop need not wait `min_cycles` cycles to pre-scale."""
-    if spec.predict.enabled and memory.forecast is None and seed is not None:
-        memory.forecast = seed.model_copy(deep=True)
+    the loop has none yet: a restarted loop need not wait `min_cycles` cycles, nor a burst to
+    learn what one replica handles, to pre-scale."""
+    if not spec.predict.enabled or memory.forecast is not None or seed is None:
+        return
+    memory.forecast = seed.forecast.model_copy(deep=True)
+    if memory.per_replica_rate is None:
+        memory.per_replica_rate = seed.per_replica_rate
+
+
+def learn_from_log(spec: ServiceSpec, samples: list[Observation]) -> WarmStart:
+    """What a loop's earlier samples (oldest first, each with the rates its decision recorded)
+    teach a loop that starts without history: the forecast's rate history, and what one
+    replica handles, estimated from them as the policy estimates it live."""
+    rates = [(s.taken_at, s.metrics[RATE_IN]) for s in samples if RATE_IN in s.metrics]
+    memory = PolicyMemory()
+    for previous, sample in zip(samples, samples[1:], strict=False):
+        rates_now = {k: v for k, v in sample.metrics.items() if k == RATE_OUT}
+        recommend.estimate_per_replica(spec, memory, sample, previous, rates_now)
+    return WarmStart(
+        forecast=forecast.seed(rates, spec.check_interval),
+        per_replica_rate=memory.per_replica_rate,
+    )
 
 
 def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:

@@ -3,7 +3,8 @@
 
 Temporal dev server, NATS JetStream, an in-process worker with the real workflow and
 activities, a `processes` backend of idle replicas. Nothing publishes: the live rate is 0, so
-the only rhythm the loop can know is the one in the log, and every pre-scale comes from it.
+the only rhythm the loop can know is the one in the log, and every pre-scale comes from it;
+what one replica handles is not configured either, but learnt from the log.
 """
 
 from __future__ import annotations
@@ -73,15 +74,17 @@ async def loop(
         max_replicas=4,
         cooldown={"up": 0, "down": 0},
         queue={"url": nats_server.url, "stream": stream, "consumer": "workers"},
-        rate={"per_replica": 50},
         predict={"enabled": True},
     )
     config = load_config(path)
     now = datetime.now(UTC)
     burst_at = now.timestamp() + NEXT_BURST_IN
-    # Twelve cycles of the earlier run, one decision a second, ending now.
+    # Twelve cycles of the earlier run, one decision a second, ending now; its two replicas
+    # busy throughout (work waiting, 100 msg/s out), which teaches 50 msg/s per replica.
     workflow_id = config.workflow_id("consumer")
-    write_rate_log(Path(config.journal_path), workflow_id, rhythm(burst_at), 240, 1.0, now)
+    busy = {"queue.backlog": 200.0, "queue.rate_out": 100.0}
+    log = Path(config.journal_path)
+    write_rate_log(log, workflow_id, rhythm(burst_at), 240, 1.0, now, also=busy)
     async with serving_loops(config) as client:
         try:
             await start_loop(client, config, config.service("consumer"))
