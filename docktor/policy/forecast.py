@@ -68,6 +68,7 @@ class Prediction:
     period: Period
     rate: float
     at: datetime
+    drift: int = 0  # buckets either side a burst may come off time (0: the rhythm keeps time)
 
 
 def fine_step(check_interval: float) -> float:
@@ -314,7 +315,7 @@ def predict(
     # The burst is expected where the rate first comes near its peak: that is what must be met.
     when = next(b for b, rate in expected if rate >= 0.9 * peak)
     at = datetime.fromtimestamp(max(when * step, now.timestamp()), tz=UTC)
-    return Prediction(period=period, rate=peak, at=at)
+    return Prediction(period=period, rate=peak, at=at, drift=spread)
 
 
 def drift(values: list[float], lag: float) -> int:

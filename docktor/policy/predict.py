@@ -103,9 +103,11 @@ def learn_from_log(spec: ServiceSpec, samples: list[Observation]) -> WarmStart:
 
 def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:
     """The rate now is well above anything the rhythm expected around now (a burst it did not
-    foresee: the period changed, or another rhythm is on top)."""
+    foresee: the period changed, or another rhythm is on top). Not for a rhythm whose bursts
+    drift: one coming early or late is what its margin is for, and a changed or vanished
+    rhythm still shows as bursts missed (forecast.missed)."""
     expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
-    if expected is None:
+    if expected is None or expected.drift > 0:
         return False
     return rate_in > expected.rate * (1 + headroom) * SURPRISE
 
