@@ -194,6 +194,20 @@ def test_bursts_that_drift_are_not_missed() -> None:
     assert misses == 0
 
 
+def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -> None:
+    from docktor.policy.predict import _surprised
+
+    # Mid-gap (t = 620 s, bursts at 648-660) a rate of 500: nothing like it was expected.
+    steady = feed(bursts(), 600)
+    assert _surprised(steady, T0 + timedelta(seconds=620), 500.0, 0.1)
+    assert not _surprised(steady, T0 + timedelta(seconds=620), 100.0, 0.1)
+    # Bursts that drift come early or late: that is what their margin is for.
+    drifting = feed(drifting_bursts(), 900)
+    assert not any(
+        _surprised(drifting, T0 + timedelta(seconds=t), 500.0, 0.1) for t in range(904, 964, 4)
+    )
+
+
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
