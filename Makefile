@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 150
+# `make demo EXAMPLE=redis-streams` runs that example (needs Debian's redis-server); unset,
+# the demo runs nats-multi (or $DOCKTOR_CONFIG).
+EXAMPLE ?=
 
 .PHONY: demo test lint clean
 
@@ -13,7 +16,7 @@ $(BIN)/docktor: pyproject.toml
 	@touch $@
 
 demo: $(BIN)/docktor
-	$(BIN)/docktor demo --duration $(DURATION)
+	$(BIN)/docktor demo --duration $(DURATION) $(if $(EXAMPLE),--example $(EXAMPLE))
 
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from docktor.bench.cli import register as register_bench  # `docktor bench ...`
 from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.demo import DEMO_SECONDS, EXAMPLES
 from docktor.exits import (  # the handlers return these codes
     EXIT_FAILED,
     EXIT_OK,
@@ -23,6 +24,7 @@ from docktor.exits import (  # the handlers return these codes
     report_config_error,
 )
 from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
+from docktor.plugins_cli import add_parser as register_plugins  # `docktor plugins`
 
 
 class UsageError(Exception):
@@ -110,7 +112,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from docktor.demo import run_demo
+    from docktor.demo.stack import run_demo
 
     return run_demo(args)
 
@@ -413,19 +415,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS port (default: the port of the queue url, 4222)",
     )
     dev.add_argument("--nats-monitor-port", type=int, default=8222, help="NATS monitoring port")
+    dev.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="redis-server port, started when a queue has kind redis (default: the port of "
+        "its url, 6379)",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
         "demo",
-        help="run the NATS example end to end on the embedded stack, with a live view",
+        help="run an example (NATS or Redis Streams) end to end on the embedded stack, with a "
+        "live view",
     )
     add_config_option(demo)
     demo.add_argument(
+        "--example",
+        choices=EXAMPLES,
+        default=None,
+        help="run this example from examples/ instead of --config (default: nats-multi, or "
+        "./docktor.yaml when there is one)",
+    )
+    demo.add_argument(
         "--duration",
         type=float,
-        default=180.0,
+        default=DEMO_SECONDS,
         metavar="S",
-        help="seconds to run before stopping everything (default 180)",
+        help=f"seconds to run before stopping everything (default {DEMO_SECONDS:g})",
     )
     demo.add_argument(
         "--state-dir",
@@ -442,13 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ARGS",
         help="extra flags for the example producer, appended after the demo's own, e.g. "
-        "'--rate 50 --burst-every 30' (see examples/nats-multi/producer.py --help)",
+        "'--rate 50 --burst-every 30' (see the example's producer.py --help)",
     )
     demo.set_defaults(handler=cmd_demo)
 
     add_operate_parsers(commands)
     register_bench(commands)
     register_mcp(commands)
+    register_plugins(commands)
     return parser
 
 

@@ -24,11 +24,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from docktor import names
 
@@ -38,7 +40,8 @@ SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")
 LOADER_FIELDS = ("project", "workdir", "state_dir")
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
-Backend = Literal["processes", "compose", "swarm"]
+# Any backend an installed package registers (docktor.plugins): processes, compose, swarm, ...
+Backend = str
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -61,6 +64,9 @@ def parse_duration(value: Any) -> float:
 
 # The validation context of a file a user wrote (see Strict).
 USER_CONFIG = {"user_config": True}
+# Added to it where plugins must not be loaded (an update validator runs inside the workflow):
+# the kind-specific checks of `queue:` and `backend:` are then left to the worker.
+NO_PLUGINS = "no_plugins"
 
 # The longest duration a user's file may set. Every duration becomes a durable timer or a
 # timedelta in the workflow, and one beyond what those can hold (timedelta stops at ~2.7e6
@@ -302,19 +308,111 @@ class Fallback(Strict):
 
 
 class QueueSpec(Strict):
-    kind: Literal["nats"] = "nats"
-    url: str = "nats://127.0.0.1:4222"
-    jetstream: bool = True
-    stream: str = Field(min_length=1)
-    consumer: str = Field(min_length=1)
-    subject: str | None = None
-    # Which queue.* metrics to collect; empty means all of them.
+    """The `queue:` block as the core knows it: the metric source kind that reads it and which
+    of its metrics to collect (empty: all). Each kind subclasses this with its own fields
+    (docktor.metrics.nats.NatsQueueSpec; docs/plugins.md), and a user's file is validated
+    against that model, found through the kind's entry point."""
+
+    kind: str = "nats"
     metrics: list[str] = Field(default_factory=list)
+
+
+class AnyQueue(QueueSpec):
+    """A `queue:` block as it travels in workflow and activity payloads: every field kept,
+    whatever the kind. The workflow never loads plugins; the worker's source reads the block
+    as its own model (docktor.metrics.queue_block)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerate_unknown_fields_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        return data  # keep them: they are the kind's own fields
+
+
+class _QueueKind(BaseModel):
+    """Only the `kind` of a queue block, so that an unknown kind is reported at queue.kind."""
+
+    kind: str = "nats"
+
+    @field_validator("kind")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        from docktor import metrics  # not at import time: sources import this module
+
+        known = metrics.queue_kinds()
+        if value in known:
+            return value
+        installed = f"(installed: {', '.join(known) or 'none'})"
+        if value in metrics.kinds():
+            # Installed, but its class cannot be loaded (that says why), or it is a source
+            # picked by the metrics the rules name, with no block of its own (docker).
+            try:
+                metrics.source_class(value)
+            except metrics.MetricConfigError as exc:
+                raise ValueError(str(exc)) from None
+            raise ValueError(f"the {value} source is not configured by a queue: block {installed}")
+        raise ValueError(f"unknown queue kind {_short(value)} {installed}")
+
+
+def _queue_of_its_kind(value: Any, info: ValidationInfo) -> Any:
+    """A user's `queue:` block is validated by its kind's own model, with that model's field
+    paths in the errors. Anywhere else (payloads, and update validators in the workflow,
+    which loads no plugins) -> AnyQueue, which keeps every field for the worker's source to read."""
+    if not isinstance(value, dict):
+        return value
+    if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+        return AnyQueue.model_validate(value, context=info.context)
+    from docktor import metrics
+
+    kind = _QueueKind.model_validate({"kind": value.get("kind", "nats")}).kind
+    source = metrics.source_class(kind)
+    assert source.config_model is not None  # queue_kinds() lists only those with one
+    queue = source.config_model.model_validate(value, context=info.context)
+    known = {*source.provides, *source.rates}
+    unknown = [name for name in queue.metrics if name not in known]
+    if unknown:
+        problem = (
+            f"unknown {kind} metric {', '.join(map(_short, unknown))} "
+            f"(known: {', '.join(source.provides)})"
+        )
+        # Raised as a validation error at queue.metrics, where the file has the names.
+        raise ValidationError.from_exception_data(
+            "QueueSpec",
+            [
+                {
+                    "type": PydanticCustomError("unknown_metric", problem),
+                    "loc": ("metrics",),
+                    "input": queue.metrics,
+                }
+            ],
+        )
+    # Kept as it will travel, so a loaded config and the payloads made of it are one thing.
+    return AnyQueue.model_validate(queue.model_dump())
+
+
+def _installed_backend(value: str, info: ValidationInfo) -> str:
+    """A user's `backend:` must name an installed backend (an entry point of docktor.scalers)."""
+    if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+        return value
+    from docktor import plugins
+
+    known = plugins.names(plugins.BACKENDS)
+    if value not in known:
+        raise ValueError(
+            f"must be one of the installed backends ({', '.join(known) or 'none'}), "
+            f"not {_short(value)}"
+        )
+    try:
+        plugins.load(plugins.BACKENDS, value)
+    except plugins.NotInstalled as exc:  # installed, but its class cannot be loaded: say why
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class ServiceSpec(Strict):
     name: str = Field(min_length=1, pattern=SERVICE_NAME_PATTERN)
-    backend: Backend = "compose"
+    backend: Backend = Field(default="compose", min_length=1)
     min_replicas: int = Field(default=1, ge=0, strict=True)
     max_replicas: int = Field(default=10, ge=1, strict=True)
     # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 4 s for
@@ -341,7 +439,8 @@ class ServiceSpec(Strict):
     activation: Activation = Field(default_factory=Activation)
     predict: Predict = Field(default_factory=Predict)
     fallback: Fallback | None = None
-    queue: QueueSpec | None = None
+    # The kind's own model in a user's file, AnyQueue in a payload (_queue_of_its_kind).
+    queue: SerializeAsAny[QueueSpec] | None = None
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     # Seconds a replica gets between SIGTERM and SIGKILL when it is stopped.
@@ -382,10 +481,31 @@ class ServiceSpec(Strict):
             raise ValueError("must name a program to run, e.g. ['python', 'consumer.py']")
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, value: str, info: ValidationInfo) -> str:
+        return _installed_backend(value, info)
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _queue_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        return _queue_of_its_kind(value, info)
+
     @model_validator(mode="after")
-    def _backend_needs(self) -> ServiceSpec:
-        if self.backend == "processes" and not self.command:
-            raise ValueError("command: required when backend is 'processes'")
+    def _backend_needs(self, info: ValidationInfo) -> ServiceSpec:
+        """What the backend itself requires of a service (the processes backend: a command),
+        asked of the backend class: `check(spec)` raises ValueError('field: problem')."""
+        if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+            return self
+        from docktor import plugins
+
+        try:
+            backend = plugins.load(plugins.BACKENDS, self.backend)
+        except plugins.NotInstalled:
+            return self  # reported at `backend` already
+        check = getattr(backend, "check", None)
+        if check is not None:
+            check(self)
         return self
 
     @field_validator("target")
@@ -729,9 +849,11 @@ M = TypeVar("M", bound=BaseModel)
 def user_config_problems(model: BaseModel) -> list[str]:
     """What the checks of a user's file say about a model that arrived some other way (an
     `update_spec` payload): the wire models accept anything a past release wrote, a change to
-    a running loop must pass what a config file must."""
+    a running loop must pass what a config file must. Inside a workflow no plugin is loaded,
+    so the checks of a kind's `queue:` fields and of a backend's needs are left out there (the
+    client that sends a change read it from a file, where they ran)."""
     try:
-        type(model).model_validate(model.model_dump(), context=USER_CONFIG)
+        type(model).model_validate(model.model_dump(), context={**USER_CONFIG, NO_PLUGINS: True})
     except ValidationError as exc:
         return [_describe(err, type(model)) for err in exc.errors()]
     return []
@@ -785,7 +907,7 @@ def _lookalike(value: Any) -> str:
     return ""
 
 
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -795,7 +917,7 @@ def _path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif str(part).startswith("function-"):
             continue
-        elif _PLAIN_KEY_RE.match(str(part)):
+        elif _PLAIN_KEY_RE.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             # A key with spaces, brackets, newlines...: quoted, so the path stays one line and
@@ -818,8 +940,22 @@ def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
             return ""
     known = list(getattr(current, "model_fields", {}))
     known = [k for k in known if k not in LOADER_FIELDS or current is DocktorConfig]
+    if current is QueueSpec:
+        known = _queue_fields()
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _queue_fields() -> list[str]:
+    """The fields of every installed queue kind's model: a typo in a `queue:` block is
+    suggested from them (the error's path does not say which kind it was)."""
+    from docktor import metrics
+
+    fields: list[str] = []
+    for kind in metrics.queue_kinds():
+        model = metrics.source_class(kind).config_model
+        fields += [f for f in getattr(model, "model_fields", {}) if f not in fields]
+    return fields
 
 
 def _inner_model(annotation: Any) -> type[BaseModel] | None:

@@ -66,6 +66,9 @@ class Observation(BaseModel):
     # Monotonic counters (stream last_seq, consumer ack floor) that rates are derived from by
     # comparing two consecutive samples; kept apart so they are not mistaken for gauges.
     counters: dict[str, float] = Field(default_factory=dict)
+    # counter -> the rate metric derived from it, as the source that reported it declares
+    # (MetricSource.rates). Empty in observations recorded before sources declared theirs.
+    counter_rates: dict[str, str] = Field(default_factory=dict)
     # One line per metric source that could not be read this time.
     errors: list[str] = Field(default_factory=list)
     # Warm start: what the decision log tells, when the loop asked for it

@@ -39,7 +39,7 @@ from docktor.model import (
     Verdict,
 )
 from docktor.sampling import Sampler
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, one_backend
 
 T = TypeVar("T")
 
@@ -495,8 +495,10 @@ async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Obs
 
 
 async def _count_replicas(config: DocktorConfig, service: str) -> int:
+    spec = config.service(service)
     try:
-        return await scaler_for(config.service(service), project=config.project or "").replicas()
+        async with one_backend(spec) as backend:
+            return await backend.replicas(spec, config.project or "")
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
 

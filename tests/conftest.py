@@ -1,5 +1,5 @@
-"""Session-wide real servers: one nats-server and one Temporal dev server for the whole run,
-each on free ports in its own temporary directory and stopped by pid at the end."""
+"""Session-wide real servers: one nats-server, one redis-server and one Temporal dev server for
+the whole run, each on free ports in its own temporary directory and stopped by pid at the end."""
 
 from __future__ import annotations
 
@@ -27,11 +27,19 @@ from docker_engine import (  # noqa: E402
     import_busybox,
     start_dockerd,
 )
+from helpers import require_redis_server  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities import LoopActivities  # noqa: E402
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal, start_nats, start_temporal  # noqa: E402
+from docktor.embedded import (  # noqa: E402
+    EmbeddedNats,
+    EmbeddedRedis,
+    EmbeddedTemporal,
+    start_nats,
+    start_redis,
+    start_temporal,
+)
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
 from workflows import ServiceAutoscaler  # noqa: E402
 
@@ -39,6 +47,17 @@ from workflows import ServiceAutoscaler  # noqa: E402
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     server = start_nats(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """Debian's redis-server on a free port (skipped where it is not installed)."""
+    require_redis_server()
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:

@@ -142,7 +142,7 @@ def cmd_bench_control(args: argparse.Namespace) -> int:
 
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from docktor.bench.live import LiveBench
-    from docktor.demo import resolve_config_path
+    from docktor.demo.stack import resolve_config_path
 
     for name in ("duration", "rate", "burst_every"):
         if getattr(args, name) <= 0:

@@ -39,6 +39,11 @@ MAX_THREADS = 64
 class DockerMetricSource:
     """MetricSource for the containers of a compose or swarm service."""
 
+    # Configured by the service itself (its backend and name), not by a `queue:` block.
+    config_model = None
+    provides = GAUGES
+    rates: dict[str, str] = {}
+
     def __init__(self, max_threads: int = MAX_THREADS) -> None:
         self._max_threads = max_threads
         self._executor: ThreadPoolExecutor | None = None

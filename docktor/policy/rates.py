@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from docktor.model import Observation
 
-# counter name -> the rate metric derived from two consecutive samples of it
+# The mapping of observations made before each metric source declared its own
+# (Observation.counter_rates): the NATS counters, the only ones there were.
 RATE_COUNTERS = {
     "queue.stream_last_seq": "queue.rate_in",
     "queue.ack_floor": "queue.rate_out",
@@ -23,7 +24,7 @@ def derive_rates(current: Observation, previous: Observation | None) -> dict[str
     if seconds <= 0:
         return {}
     rates: dict[str, float] = {}
-    for counter, rate_name in RATE_COUNTERS.items():
+    for counter, rate_name in (current.counter_rates or RATE_COUNTERS).items():
         now_value = current.counters.get(counter)
         before = previous.counters.get(counter)
         if now_value is None or before is None or now_value < before:

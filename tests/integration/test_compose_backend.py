@@ -15,7 +15,7 @@ from docker.models.containers import Container
 from docker_engine import DockerEngine
 
 from docktor.config import ServiceSpec
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.scalers.compose import ComposeScaler
 
 CONFIG_HASH = "3f1c0ffee0ddba11" * 4
@@ -101,7 +101,8 @@ def service_containers(
 
 
 def scaler(project: str, name: str = "worker", **spec: Any) -> ComposeScaler:
-    built = scaler_for(ServiceSpec(name=name, backend="compose", **spec), project=project)
+    service = ServiceSpec(name=name, backend="compose", **spec)
+    built = Backends().of(service).service(service, project)  # type: ignore[attr-defined]
     assert isinstance(built, ComposeScaler)
     return built
 

@@ -7,15 +7,20 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from helpers import wait_for
+from helpers import require_redis_server, wait_for
 
 from docktor.embedded import free_port, port_in_use
 
 
-def write_config(tmp_path: Path, temporal_port: int, nats_port: int) -> Path:
+def write_config(
+    tmp_path: Path, temporal_port: int, nats_port: int, queue: dict[str, str] | None = None
+) -> Path:
+    """One processes service on a local NATS queue (or the `queue:` block given)."""
     config = {
         "temporal": {"address": f"127.0.0.1:{temporal_port}"},
         "services": [
@@ -23,7 +28,8 @@ def write_config(tmp_path: Path, temporal_port: int, nats_port: int) -> Path:
                 "name": "consumer",
                 "backend": "processes",
                 "command": ["python", "consumer.py"],
-                "queue": {"url": f"nats://127.0.0.1:{nats_port}", "stream": "S", "consumer": "c"},
+                "queue": queue
+                or {"url": f"nats://127.0.0.1:{nats_port}", "stream": "S", "consumer": "c"},
             }
         ],
     }
@@ -46,36 +52,53 @@ def test_dev_starts_temporal_and_nats_and_ctrl_c_stops_both(tmp_path: Path) -> N
     temporal_port, nats_port = free_port(), free_port()
     ui_port, monitor_port = free_port(), free_port()
     config = write_config(tmp_path, temporal_port, nats_port)
-    process = dev(
-        config,
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--temporal-ui-port",
-        str(ui_port),
-        "--nats-monitor-port",
-        str(monitor_port),
-    )
-    lines: list[str] = []
-    try:
-
-        def ready() -> bool:
-            line = process.stdout.readline()  # type: ignore[union-attr]
-            lines.append(line)
-            return "Ctrl-C stops everything" in line or line == ""
-
-        wait_for(ready, timeout=90, message="docktor dev ready")
-        text = "".join(lines)
+    state, ui, monitor = str(tmp_path / "state"), str(ui_port), str(monitor_port)
+    extra = ("--state-dir", state, "--temporal-ui-port", ui, "--nats-monitor-port", monitor)
+    with running_dev(config, *extra) as (process, text):
         assert f"127.0.0.1:{temporal_port}" in text
         assert f"http://127.0.0.1:{ui_port}" in text
         assert f"nats://127.0.0.1:{nats_port}" in text
         assert port_in_use(temporal_port) and port_in_use(nats_port)
+    assert process.returncode == 0
+    assert not port_in_use(temporal_port) and not port_in_use(nats_port)
+
+
+@contextmanager
+def running_dev(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`docktor dev` and what it printed up to its "Ctrl-C stops everything" line; Ctrl-C
+    at the end (killed if it does not stop)."""
+    process = dev(config, *extra)
+    lines: list[str] = []
+
+    def ready() -> bool:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        lines.append(line)
+        return "Ctrl-C stops everything" in line or line == ""
+
+    try:
+        wait_for(ready, timeout=90, message="docktor dev ready")
+        yield process, "".join(lines)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+
+
+def test_dev_starts_redis_for_a_local_redis_queue(tmp_path: Path) -> None:
+    require_redis_server()
+    temporal_port, redis_port, ui_port = free_port(), free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    queue = {"kind": "redis", "url": url, "stream": "s", "group": "g"}
+    config = write_config(tmp_path, temporal_port, 0, queue)
+    extra = ("--state-dir", str(tmp_path / "state"), "--temporal-ui-port", str(ui_port))
+    with running_dev(config, *extra) as (process, text):
+        assert f"redis://127.0.0.1:{redis_port}/0" in text
+        assert "nats" not in text.lower()
+        assert port_in_use(redis_port)
     assert process.returncode == 0
-    assert not port_in_use(temporal_port) and not port_in_use(nats_port)
+    assert not port_in_use(temporal_port) and not port_in_use(redis_port)
 
 
 def test_dev_says_which_port_is_taken(tmp_path: Path) -> None:

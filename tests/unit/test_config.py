@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from docktor import plugins
 from docktor.config import ConfigError, DocktorConfig, load_config, parse_config, parse_duration
+from docktor.metrics import queue_kinds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "nats-multi"
@@ -255,12 +257,37 @@ def test_default_file_name_is_docktor_yaml(tmp_path: Path, monkeypatch: pytest.M
         ),
         pytest.param(
             "services:\n  - name: web\n    queue: {kind: kafka, stream: S, consumer: c}\n",
-            "services[0].queue.kind: must be one of 'nats', not 'kafka'",
+            "services[0].queue.kind: unknown queue kind 'kafka' "
+            f"(installed: {', '.join(queue_kinds())})",
             id="queue-kind",
         ),
         pytest.param(
+            "services:\n  - name: web\n    queue: {kind: docker}\n",
+            "services[0].queue.kind: the docker source is not configured by a queue: block "
+            f"(installed: {', '.join(queue_kinds())})",
+            id="queue-kind-not-a-queue",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S, consumer: c, strem: T}\n",
+            "services[0].queue.strem: unknown field (did you mean 'stream'?)",
+            id="queue-unknown-field",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S}\n",
+            "services[0].queue.consumer: required field is missing",
+            id="queue-missing-field",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S, consumer: c, metrics: [queue.bl]}\n",
+            "services[0].queue.metrics: unknown nats metric 'queue.bl' (known: queue.backlog, "
+            "queue.ack_pending, queue.redelivered, queue.waiting, queue.lag, queue.rate_in, "
+            "queue.rate_out)",
+            id="queue-unknown-metric",
+        ),
+        pytest.param(
             "services:\n  - name: web\n    backend: k8s\n",
-            "services[0].backend: must be one of 'processes', 'compose' or 'swarm', not 'k8s'",
+            "services[0].backend: must be one of the installed backends "
+            f"({', '.join(plugins.names(plugins.BACKENDS))}), not 'k8s'",
             id="backend",
         ),
         pytest.param(
