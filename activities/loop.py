@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from docktor import names, policy
-from docktor.journal import append_decision
+from docktor.journal import append_decision, warm_start
 from docktor.metrics import MetricUnavailable
 from docktor.model import (
     Advice,
@@ -76,6 +76,15 @@ class LoopActivities:
             # Worth another try; on the last attempt the observation goes ahead without these
             # metrics, so the replica count (and the min_replicas floor) still counts.
             raise _unavailable(f"observe {request.service.name}", "; ".join(observation.errors))
+        if request.forecast_seed_from:
+            # Warm start: once, for a loop whose forecast has no history yet.
+            observation.warm_start = await asyncio.to_thread(
+                warm_start,
+                request.forecast_seed_from,
+                request.service,
+                activity.info().workflow_id,
+                observation.taken_at,
+            )
         return observation
 
     @activity.defn(name=names.EVALUATE)

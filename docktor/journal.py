@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from docktor.model import Decision
+from docktor.config import ServiceSpec
+from docktor.model import Decision, Observation, WarmStart
+from docktor.policy import forecast, predict
+
+# How much of the end of the log a warm start reads: the forecast keeps three days at most
+# (forecast.RINGS), which at one decision every few seconds is tens of MB.
+_SEED_BYTES = 64 * 1024 * 1024
 
 # How far back from the end of the file to look for a decision already written. An activity
 # retry re-appends the same decision within moments, so the tail is where a duplicate would be.
@@ -72,3 +79,58 @@ def _recent_keys(journal: Path) -> set[str]:
         except (json.JSONDecodeError, AttributeError):
             continue
     return keys
+
+
+def warm_start(path: str | Path, spec: ServiceSpec, workflow_id: str, now: datetime) -> WarmStart:
+    """What this loop's earlier decisions in the log tell a loop that starts without history:
+    the forecast's rate history (queue.rate_in and time) and what one replica handles
+    (estimated from the logged samples as the policy estimates it live). Empty when the log is
+    missing or has none: a warm start is a head start, never a reason for an observation to
+    fail."""
+    span = max(step or spec.check_interval for step, _ in forecast.RINGS) * max(
+        capacity for _, capacity in forecast.RINGS
+    )
+    try:
+        samples = logged_samples(path, spec.name, workflow_id, now - timedelta(seconds=span), now)
+    except OSError:
+        samples = []
+    return predict.learn_from_log(spec, samples)
+
+
+def logged_samples(
+    path: str | Path, service: str, workflow_id: str, since: datetime, until: datetime
+) -> list[Observation]:
+    """The samples behind the service's decisions between `since` and `until`, oldest first:
+    each decision's observations (rates included) and the replica count it saw, at its time.
+    Decisions of another project's loop for a service of the same name (the same log) are left
+    out by their workflow id; lines that do not parse, and decisions without observations (a
+    hold for missing metrics, an operator's scale), are skipped."""
+    journal = Path(path)
+    if not journal.exists():
+        return []
+    with journal.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - _SEED_BYTES))
+        text = handle.read().decode("utf-8", errors="replace")
+    samples = []
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+            if line.get("service") != service or line.get("workflow_id") not in ("", workflow_id):
+                continue
+            sample = Observation(
+                taken_at=line["timestamp"],
+                replicas=line["current_replicas"],
+                metrics=line["observations"],
+            )
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+            continue
+        if (
+            sample.metrics
+            and sample.taken_at.tzinfo is not None
+            and since <= sample.taken_at <= until
+        ):
+            samples.append(sample)
+    samples.sort(key=lambda sample: sample.taken_at)
+    return samples

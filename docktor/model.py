@@ -22,37 +22,6 @@ Action = Literal["scale_up", "scale_down", "hold", "stopped", "manual", "expired
 DECISION_RING = 50
 
 
-class Observation(BaseModel):
-    """One sample of a service, stamped with the time it was taken."""
-
-    taken_at: datetime
-    replicas: int
-    metrics: dict[str, float] = Field(default_factory=dict)
-    # Monotonic counters (stream last_seq, consumer ack floor) that rates are derived from by
-    # comparing two consecutive samples; kept apart so they are not mistaken for gauges.
-    counters: dict[str, float] = Field(default_factory=dict)
-    # counter -> the rate metric derived from it, as the source that reported it declares
-    # (MetricSource.rates). Empty in observations recorded before sources declared theirs.
-    counter_rates: dict[str, str] = Field(default_factory=dict)
-    # One line per metric source that could not be read this time.
-    errors: list[str] = Field(default_factory=list)
-
-
-class Recommendation(BaseModel):
-    """A raw desired count, remembered for the stabilisation windows."""
-
-    at: datetime
-    replicas: int
-
-
-class ScaleEvent(BaseModel):
-    """An applied scale, remembered for the rate limits."""
-
-    at: datetime
-    from_replicas: int
-    to_replicas: int
-
-
 class Ring(BaseModel):
     """Per-bucket mean rates at one resolution (docktor/policy/forecast.py)."""
 
@@ -74,8 +43,9 @@ class ForecastMemory(BaseModel):
     """The rate history the forecast learns from; a few KB whatever the period."""
 
     rings: list[Ring] = Field(default_factory=list)
-    # When the rate last rose well above what the rhythm expected: the forecast is not relied
-    # on to give capacity back (its short scale-down window) for a period after that.
+    # When the rate last rose well above what the rhythm expected, or a burst it expected did
+    # not come: the forecast is not relied on to give capacity back (its short scale-down
+    # window) for a period after that.
     surprised_at: datetime | None = None
 
 
@@ -84,6 +54,48 @@ class CounterSample(BaseModel):
 
     at: datetime
     counters: dict[str, float] = Field(default_factory=dict)
+
+
+class WarmStart(BaseModel):
+    """What a loop without history takes from its decision log (docktor/journal.py)."""
+
+    forecast: ForecastMemory = Field(default_factory=ForecastMemory)
+    # msg/s one replica handles, estimated from the log's saturated samples as the policy does.
+    per_replica_rate: float | None = None
+
+
+class Observation(BaseModel):
+    """One sample of a service, stamped with the time it was taken."""
+
+    taken_at: datetime
+    replicas: int
+    metrics: dict[str, float] = Field(default_factory=dict)
+    # Monotonic counters (stream last_seq, consumer ack floor) that rates are derived from by
+    # comparing two consecutive samples; kept apart so they are not mistaken for gauges.
+    counters: dict[str, float] = Field(default_factory=dict)
+    # counter -> the rate metric derived from it, as the source that reported it declares
+    # (MetricSource.rates). Empty in observations recorded before sources declared theirs.
+    counter_rates: dict[str, str] = Field(default_factory=dict)
+    # One line per metric source that could not be read this time.
+    errors: list[str] = Field(default_factory=list)
+    # Warm start: what the decision log tells, when the loop asked for it
+    # (ObserveInput.forecast_seed_from); None otherwise and from older releases.
+    warm_start: WarmStart | None = None
+
+
+class Recommendation(BaseModel):
+    """A raw desired count, remembered for the stabilisation windows."""
+
+    at: datetime
+    replicas: int
+
+
+class ScaleEvent(BaseModel):
+    """An applied scale, remembered for the rate limits."""
+
+    at: datetime
+    from_replicas: int
+    to_replicas: int
 
 
 class PolicyMemory(BaseModel):
@@ -212,6 +224,13 @@ class LoopState(BaseModel):
         self.decisions.append(decision)
         del self.decisions[:-DECISION_RING]
 
+    def forecast_seed_from(self, spec: ServiceSpec, journal_path: str | None) -> str | None:
+        """The decision log the next observation should seed the forecast from: only while
+        predictive pre-scaling is on and the forecast has no history yet."""
+        if not spec.predict.enabled or self.memory.forecast is not None:
+            return None
+        return journal_path
+
     def note_scale(self, at: datetime, from_replicas: int, to_replicas: int) -> None:
         """Book an applied scale: the cooldowns and the rate limits count from it. The workflow
         and the control benchmark both call this, so they keep the same books."""
@@ -245,6 +264,9 @@ class AutoscalerInput(BaseModel):
 class ObserveInput(BaseModel):
     project: str
     service: ServiceSpec
+    # The decision log to rebuild the forecast's history from, set while the loop has none yet
+    # (a loop started beside an existing log need not wait several cycles to learn its rhythm).
+    forecast_seed_from: str | None = None
 
 
 class EvaluateInput(BaseModel):

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,6 +77,24 @@ async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
             yield client
     finally:
         await loop_activities.close()
+
+
+async def run_docktor(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`docktor ARGS` as an operator runs it, with `config` as DOCKTOR_CONFIG (and not the
+    TEMPORAL_ADDRESS of the test's own environment). In a thread, because a worker that answers
+    the command's queries and updates may run on the caller's event loop."""
+    environment = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
+    environment.update({"DOCKTOR_CONFIG": str(config), **env})
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "docktor", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        # No terminal, whatever pytest runs in: a command that would ask must not wait.
+        stdin=subprocess.DEVNULL,
+    )
 
 
 async def stop_loop_within(
@@ -314,28 +333,73 @@ IDLE_COMMAND = [sys.executable, "-c", "import time; time.sleep(600)"]
 
 
 def write_idle_config(
-    tmp_path: Path, temporal_address: str, prefix: str, tag: str, journal: bool = True
+    tmp_path: Path,
+    temporal_address: str,
+    prefix: str,
+    tag: str,
+    journal: bool = True,
+    **service: object,
 ) -> Path:
     """A docktor.yaml with one `consumer` of idle processes, 1..2 replicas, 1 s checks, on its
-    own project and task queue. No replicas yet and min 1: the first iteration scales 0 -> 1."""
+    own project and task queue, plus the `service` fields given. No replicas yet and min 1:
+    the first iteration scales 0 -> 1."""
+    consumer: dict[str, object] = {
+        "name": "consumer",
+        "backend": "processes",
+        "command": IDLE_COMMAND,
+        "min_replicas": 1,
+        "max_replicas": 2,
+        "check_interval": "1s",
+        "stop_grace_period": "2s",
+    }
+    consumer.update(service)
     document: dict[str, object] = {
         "project": f"{prefix}-{tag}",
         "state_dir": str(tmp_path / "state"),
         "temporal": {"address": temporal_address, "task_queue": f"docktor-{prefix}-{tag}"},
-        "services": [
-            {
-                "name": "consumer",
-                "backend": "processes",
-                "command": IDLE_COMMAND,
-                "min_replicas": 1,
-                "max_replicas": 2,
-                "check_interval": "1s",
-                "stop_grace_period": "2s",
-            }
-        ],
+        "services": [consumer],
     }
     if journal:
         document["journal"] = str(tmp_path / "decisions.jsonl")
     path = tmp_path / "docktor.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def write_rate_log(
+    path: Path,
+    workflow_id: str,
+    rate: Callable[[float], float],
+    seconds: float,
+    step: float,
+    end: datetime,
+    service: str = "consumer",
+    also: dict[str, float] | None = None,
+) -> None:
+    """`seconds` of an earlier run's decisions, one every `step` up to `end`, as the record
+    activity writes them: each with the mean queue.rate_in of the interval ending at its time
+    (`rate` of the interval's middle, in epoch seconds), a backlog of 0 and 2 replicas, unless
+    `also` says otherwise. For warm-start tests."""
+    from docktor.journal import append_decision
+    from docktor.model import Decision
+
+    t, sequence = -seconds, 0
+    while t < 0:
+        sequence += 1
+        at = end + timedelta(seconds=t)
+        observations = {"queue.rate_in": rate(at.timestamp() - step / 2), "queue.backlog": 0.0}
+        observations.update(also or {})
+        decision = Decision(
+            timestamp=at,
+            service=service,
+            action="hold",
+            current_replicas=2,
+            target_replicas=2,
+            reason="an earlier run",
+            observations=observations,
+            sequence=sequence,
+            workflow_id=workflow_id,
+            first_run_id="an-earlier-run",
+        )
+        append_decision(path, decision)
+        t += step

@@ -174,7 +174,13 @@ class ServiceAutoscaler:
         try:
             return await workflow.execute_activity_method(
                 LoopActivities.observe,
-                ObserveInput(project=self.request.project, service=self.spec),
+                ObserveInput(
+                    project=self.request.project,
+                    service=self.spec,
+                    forecast_seed_from=self.state.forecast_seed_from(
+                        self.spec, self.request.journal_path
+                    ),
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=OBSERVE_RETRY,
                 summary=f"observe {self.spec.name}",

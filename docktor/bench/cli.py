@@ -25,9 +25,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "control",
         help="simulate a JetStream work queue under each policy and compare backlog, waits "
         "and replica cost side by side",
-        description="Runs every scenario under seed, keda-hpa, docktor-default, each "
-        "--config service (config:<name>) and the oracle, in a deterministic fluid "
-        "simulation that drives docktor's real policy code. Exit 2 on a bad file.",
+        description="Runs every scenario under seed, keda-hpa, docktor-default, "
+        "docktor-predict (cold and warm-started), each --config service (config:<name>) and "
+        "the oracle, in a deterministic fluid simulation that drives docktor's real policy "
+        "code. Exit 2 on a bad file.",
     )
     control.add_argument(
         "--scenario",

@@ -13,17 +13,17 @@ from datetime import UTC, datetime, timedelta
 
 from docktor.bench.simulate import QueueView
 from docktor.config import ServiceSpec
-from docktor.model import LoopState, Observation
+from docktor.model import LoopState, Observation, PolicyMemory
 from docktor.policy import decide
 
 # Simulated time 0; any fixed moment works, a fixed one keeps runs identical.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def observation(view: QueueView) -> Observation:
+def observation(view: QueueView, epoch: datetime = EPOCH) -> Observation:
     """The sample a live `observe` activity would return for this queue state."""
     return Observation(
-        taken_at=EPOCH + timedelta(seconds=view.t),
+        taken_at=epoch + timedelta(seconds=view.t),
         replicas=view.replicas,
         metrics={"queue.backlog": view.undelivered, "queue.ack_pending": view.in_flight},
         counters={"queue.stream_last_seq": view.arrived_total, "queue.ack_floor": view.acked_total},
@@ -35,14 +35,23 @@ class DocktorController:
 
     instant = False
 
-    def __init__(self, name: str, spec: ServiceSpec) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: ServiceSpec,
+        memory: PolicyMemory | None = None,
+        epoch: datetime = EPOCH,
+    ) -> None:
         self.name = name
         self.spec = spec
         self.interval = spec.check_interval
-        self.state = LoopState()
+        self.state = LoopState(memory=memory or PolicyMemory())
+        self.epoch = epoch
+        # What the decision log would hold: each sample with the rates its decision recorded.
+        self.log: list[Observation] = []
 
     def check(self, view: QueueView) -> int | None:
-        sample = observation(view)
+        sample = observation(view, self.epoch)
         now = sample.taken_at
         state = self.state
         proposal = decide(
@@ -58,6 +67,7 @@ class DocktorController:
         # simulation a scale always succeeds, at once), book the scale, then keep the sample.
         if proposal.memory is not None:
             state.memory = proposal.memory
+        self.log.append(sample.model_copy(update={"metrics": proposal.observations}))
         target = proposal.target_replicas
         state.note_scale(now, view.replicas, target)
         state.last_sample = sample

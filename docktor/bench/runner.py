@@ -4,13 +4,16 @@ the tests."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from docktor.bench.driver import DocktorController
+from docktor.bench.driver import EPOCH, DocktorController
 from docktor.bench.metrics import Metrics, measure
 from docktor.bench.reference import KedaHpa, Oracle, Seed
 from docktor.bench.scenario import Scenario
 from docktor.bench.simulate import DT, Controller, Run, simulate
 from docktor.config import DocktorConfig, ServiceSpec
+from docktor.model import PolicyMemory
+from docktor.policy.predict import learn_from_log
 
 ORACLE = "oracle"
 
@@ -50,8 +53,28 @@ def predict_spec(scenario: Scenario) -> ServiceSpec:
     return spec
 
 
+def warm_predict(scenario: Scenario, rates: list[float]) -> DocktorController:
+    """docktor-predict restarted beside the decision log of a run of the same load that ended
+    as it starts: seeded from that log as a live loop is (predict.learn_from_log: the rate
+    history and what one replica handles), nothing else carried over."""
+    spec = predict_spec(scenario)
+    before = DocktorController(
+        "earlier run", spec, epoch=EPOCH - timedelta(seconds=len(rates) * DT)
+    )
+    simulate(
+        before,
+        rates,
+        per_replica_rate=scenario.per_replica_rate,
+        startup=scenario.startup,
+        initial_replicas=scenario.initial_replicas,
+    )
+    seed = learn_from_log(spec, before.log)
+    memory = PolicyMemory(forecast=seed.forecast, per_replica_rate=seed.per_replica_rate)
+    return DocktorController("docktor-predict-warm", spec, memory=memory)
+
+
 def controllers(
-    scenario: Scenario, config: DocktorConfig | list[DocktorConfig] | None
+    scenario: Scenario, config: DocktorConfig | list[DocktorConfig] | None, rates: list[float]
 ) -> list[Controller]:
     low, high = scenario.min_replicas, scenario.max_replicas
     out: list[Controller] = [
@@ -60,6 +83,8 @@ def controllers(
         DocktorController("docktor-default", default_spec(scenario)),
         # The same defaults with predictive pre-scaling on: reactive vs predictive side by side.
         DocktorController("docktor-predict", predict_spec(scenario)),
+        # ... and the same restarted with a decision log to learn from (warm start).
+        warm_predict(scenario, rates),
     ]
     configs = config if isinstance(config, list) else [config] if config is not None else []
     for each in configs:
@@ -76,7 +101,7 @@ def run_scenario(
     base = scenario.base_rates(DT)
     rates = scenario.rates(DT)
     result = ScenarioResult(scenario=scenario, base_rates=base)
-    for controller in controllers(scenario, config):
+    for controller in controllers(scenario, config, rates):
         run = simulate(
             controller,
             rates,

@@ -71,6 +71,8 @@ def _decide(
     memory: PolicyMemory | None,
 ) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
+    # Before anything can return early: a seed that arrives in the first iteration is kept.
+    forecast_stage.warm_start(spec, memory, observation.warm_start)
     current = observation.replicas
     # The load is read over metrics_window; what one replica handles is learnt over the last
     # interval alone, the span over which saturation and the replica count are known.

@@ -22,6 +22,7 @@ rhythm that stopped loses its confidence within one or two.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +43,11 @@ HARMONIC_SLACK = 0.05
 CYCLE_FIT = 0.5
 # How far off its time a burst may come, as a fraction of the period.
 JITTER = 0.1
+# A cycle counts as drifted when a shift lines it up with the one before with at most this
+# share of the unshifted error (noise alone moves the best shift by chance, not by this much).
+DRIFT_GAIN = 0.5
+# How many recent cycles are looked at for drift.
+DRIFT_CYCLES = 5
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Period:
     """A rhythm found in one ring."""
 
     seconds: float
-    buckets: int
+    buckets: float  # the period in buckets: a whole or a half number (90 s in 4 s buckets: 22.5)
     step: float
     confidence: float
     cycles: int  # complete cycles, counted back from now, that the profile fits
@@ -62,6 +68,7 @@ class Prediction:
     period: Period
     rate: float
     at: datetime
+    drift: int = 0  # buckets either side a burst may come off time (0: the rhythm keeps time)
 
 
 def fine_step(check_interval: float) -> float:
@@ -92,6 +99,15 @@ def observe(memory: ForecastMemory, at: datetime, rate: float, check_interval: f
         memory.rings = [old.get(step) or Ring(step=step) for step in steps]
     for ring, (_, capacity) in zip(memory.rings, RINGS, strict=True):
         _add(ring, math.floor(moment / ring.step), rate, capacity)
+
+
+def seed(samples: list[tuple[datetime, float]], check_interval: float) -> ForecastMemory:
+    """A history rebuilt from earlier rate samples (a loop's decision log), oldest first: the
+    rings as the loop that took them would have filled them."""
+    memory = ForecastMemory()
+    for at, rate in samples:
+        observe(memory, at, rate, check_interval)
+    return memory
 
 
 def _add(ring: Ring, bucket: int, rate: float, capacity: int) -> None:
@@ -130,15 +146,17 @@ def _cached(ring: Ring) -> Period | None:
     buckets, confidence, seen = ring.period
     if buckets <= 0:
         return None
-    return Period(buckets * ring.step, int(buckets), ring.step, confidence, int(seen))
+    return Period(buckets * ring.step, buckets, ring.step, confidence, int(seen))
 
 
 def _detect(values: list[float], step: float, cycles: int) -> Period | None:
     cycles = max(2, cycles)
-    best: list[tuple[int, float]] = []
-    for lag in range(MIN_LAG, len(values) // cycles + 1):
-        window = values[-lag * cycles :]
-        score = _fit(window, lag)
+    best: list[tuple[float, float]] = []
+    # Lags in half buckets: a period that is not a whole number of check intervals (90 s in
+    # 4 s checks) would drift a bucket every other cycle at the nearest whole lag.
+    for half in range(2 * MIN_LAG, 2 * len(values) // cycles + 1):
+        lag = half / 2
+        score = _fit(values, len(values) - math.ceil(lag * cycles), lag)
         if score is not None:
             best.append((lag, score))
     if not best:
@@ -146,58 +164,88 @@ def _detect(values: list[float], step: float, cycles: int) -> Period | None:
     top = max(score for _, score in best)
     if top <= 0:
         return None
-    lag, confidence = next((lag, s) for lag, s in best if s >= top - HARMONIC_SLACK)
+    shortest = next(lag for lag, s in best if s >= top - HARMONIC_SLACK)
+    # ... and of that lag and its neighbours, the best fit: 14.5 and 15 buckets are the same
+    # rhythm, not a harmonic.
+    lag, confidence = max(((lag, s) for lag, s in best if abs(lag - shortest) <= 1), key=_score)
     seen = _cycles_seen(values, lag, cycles)
     return Period(lag * step, lag, step, confidence, seen)
 
 
-def _profile(window: list[float], lag: int) -> list[float | None]:
-    sums, counts = [0.0] * lag, [0] * lag
-    for i, value in enumerate(window):
+def _score(candidate: tuple[float, float]) -> float:
+    return candidate[1]
+
+
+def _phase(position: int, size: int, lag: float) -> int:
+    """The profile bin of values[position]: phases are counted back from the newest value, so
+    every function here folds the same way whatever the ring's length."""
+    return math.floor((position - size) % lag)
+
+
+def _profile(values: list[float], start: int, lag: float) -> list[float | None]:
+    bins = math.ceil(lag)
+    sums, counts = [0.0] * bins, [0] * bins
+    for position in range(max(0, start), len(values)):
+        value = values[position]
         if value >= 0:
-            sums[i % lag] += value
-            counts[i % lag] += 1
+            phase = _phase(position, len(values), lag)
+            sums[phase] += value
+            counts[phase] += 1
     return [s / c if c else None for s, c in zip(sums, counts, strict=True)]
 
 
-def _fit(window: list[float], lag: int) -> float | None:
-    """Chance-corrected R² of the folded profile; None when the window cannot be judged."""
-    valid = [v for v in window if v >= 0]
-    if len(valid) < len(window) * (1 - MAX_MISSING) or len(valid) <= lag + 1:
+def _fit(values: list[float], start: int, lag: float) -> float | None:
+    """Chance-corrected R² of the profile folded from values[start:]; None when that window
+    cannot be judged. One pass: the profile's error is the sum of squares less what each
+    phase's mean explains (Σv² − Σ sum²/count), which keeps the detection of every lag of a
+    full ring to milliseconds."""
+    if start < 0:
         return None
-    mean = sum(valid) / len(valid)
-    total = sum((v - mean) ** 2 for v in valid)
+    size = len(values)
+    bins = math.ceil(lag)
+    sums, counts = [0.0] * bins, [0] * bins
+    total_sum = total_squares = 0.0
+    valid = 0
+    for position in range(start, size):
+        value = values[position]
+        if value >= 0:
+            phase = math.floor((position - size) % lag)
+            sums[phase] += value
+            counts[phase] += 1
+            total_sum += value
+            total_squares += value * value
+            valid += 1
+    if valid < (size - start) * (1 - MAX_MISSING) or valid <= bins + 1:
+        return None
+    mean = total_sum / valid
+    total = total_squares - valid * mean * mean
     # A flat load has no rhythm to learn: at least 1 msg/s or 5% of the mean of spread.
-    if total / len(valid) < max(1.0, 0.05 * mean) ** 2:
+    if total / valid < max(1.0, 0.05 * mean) ** 2:
         return None
-    profile = _profile(window, lag)
-    error = 0.0
-    for i, value in enumerate(window):
-        expected = profile[i % lag]
-        if value >= 0 and expected is not None:
-            error += (value - expected) ** 2
+    explained = sum(s * s / c for s, c in zip(sums, counts, strict=True) if c)
+    error = max(0.0, total_squares - explained)
     r2 = 1 - error / total
-    chance = (lag - 1) / (len(valid) - 1)
+    chance = (bins - 1) / (valid - 1)
     return (r2 - chance) / (1 - chance)
 
 
-def _cycles_seen(values: list[float], lag: int, cycles: int) -> int:
+def _cycles_seen(values: list[float], lag: float, cycles: int) -> int:
     """Complete cycles, newest first, that the profile of the last `cycles` fits."""
-    profile = _profile(values[-lag * cycles :], lag)
+    size = len(values)
+    profile = _profile(values, size - math.ceil(lag * cycles), lag)
     seen = 0
-    end = len(values)
-    offset = len(values) % lag  # phase of values[i] is (i - offset) % lag, as in the profile
-    while end - lag >= 0:
-        cycle = values[end - lag : end]
+    k = 0
+    while size - math.ceil(lag * (k + 1)) >= 0:
+        start, end = size - math.ceil(lag * (k + 1)), size - math.ceil(lag * k)
         pairs = [
-            (v, profile[(end - lag + j - offset) % lag])
-            for j, v in enumerate(cycle)
-            if v >= 0 and profile[(end - lag + j - offset) % lag] is not None
+            (values[p], profile[_phase(p, size, lag)])
+            for p in range(start, end)
+            if values[p] >= 0 and profile[_phase(p, size, lag)] is not None
         ]
-        if len(pairs) < lag * (1 - MAX_MISSING) or _r2(pairs) < CYCLE_FIT:
+        if len(pairs) < (end - start) * (1 - MAX_MISSING) or _r2(pairs) < CYCLE_FIT:
             break
         seen += 1
-        end -= lag
+        k += 1
     return seen
 
 
@@ -215,19 +263,26 @@ def best_period(memory: ForecastMemory, cycles: int) -> tuple[Ring, Period] | No
     """The most confident period over all rings; a finer ring wins a near tie (it times the
     burst better)."""
     found: list[tuple[Ring, Period]] = []
-    for ring in memory.rings:
+    reach = 0.0  # the longest period a finer ring folds over `cycles` cycles
+    for ring, (_, capacity) in zip(memory.rings, RINGS, strict=False):
         period = detect(ring, cycles)
-        if period is not None:
+        # A period a finer ring can fold is that ring's to judge: a coarser bucket averages a
+        # short burst away (90 s bursts seen in 60 s buckets ask for a third of their rate).
+        if period is not None and period.seconds > reach:
             found.append((ring, period))
+        reach = max(reach, capacity * ring.step / max(2, cycles))
     if not found:
         return None
     top = max(p.confidence for _, p in found)
     return next((r, p) for r, p in found if p.confidence >= top - HARMONIC_SLACK)
 
 
-def predict(memory: ForecastMemory, now: datetime, lead: float, cycles: int) -> Prediction | None:
+def predict(
+    memory: ForecastMemory, now: datetime, lead: float, cycles: int, whole: bool = False
+) -> Prediction | None:
     """The highest rate the rhythm expects from now to `lead` seconds from now: each future
-    bucket is the largest of the same phase in the last `cycles` cycles."""
+    bucket is the largest of the same phase in the last `cycles` cycles. `whole`: the whole
+    jitter window, even the part before now that this cycle has already had."""
     chosen = best_period(memory, cycles)
     if chosen is None:
         return None
@@ -235,35 +290,119 @@ def predict(memory: ForecastMemory, now: datetime, lead: float, cycles: int) -> 
     if ring.index is None:
         return None
     step, lag = ring.step, period.buckets
-    # Bursts do not keep perfect time: look a tenth of a period (at least a bucket) further
-    # either side, so a burst a little early or late still finds its capacity there.
-    spread = max(1, round(lag * JITTER))
-    first = math.floor(now.timestamp() / step) - spread
-    last = math.floor((now.timestamp() + lead) / step) + spread
+    # Bursts that do not keep perfect time: look as far either side as recent cycles drifted
+    # against each other (up to a tenth of a period), so a burst a little early or late still
+    # finds its capacity there; a rhythm that keeps time costs nothing extra.
+    spread = drift(ring.values, lag)
+    # A bucket holds a mean: one that the burst starts in reads low (part calm, part burst),
+    # so at least the bucket after the lead counts too. The sample just taken is in the bucket
+    # before now: a surprise is judged against it (`whole`).
+    first = math.floor(now.timestamp() / step) - (max(1, spread) if whole else spread)
+    last = math.floor((now.timestamp() + lead) / step) + max(1, spread)
     newest_closed = ring.index - 1  # values[-1] is this bucket
     expected: list[tuple[int, float]] = []
     for bucket in range(first, last + 1):
-        back = bucket - lag
-        while back > newest_closed:
-            back -= lag
-        seen = []
-        for _ in range(cycles):
-            position = len(ring.values) - 1 - (newest_closed - back)
-            if position < 0:
-                break
-            if ring.values[position] >= 0:
-                seen.append(ring.values[position])
-            back -= lag
-        if seen:
-            # The largest of the cycles: capacity for a burst as big as the recent ones.
-            expected.append((bucket, max(seen)))
+        rate = _expected(ring, bucket, lag, cycles)
+        if rate is not None:
+            expected.append((bucket, rate))
+    # The window reaches back for a burst that is late; one this cycle already had is over.
+    past = [rate for bucket, rate in expected if bucket <= newest_closed]
+    if past and not whole and _seen_since(ring, first) >= 0.9 * max(past):
+        expected = [(bucket, rate) for bucket, rate in expected if bucket > newest_closed]
     if not expected:
         return None
     peak = max(rate for _, rate in expected)
     # The burst is expected where the rate first comes near its peak: that is what must be met.
     when = next(b for b, rate in expected if rate >= 0.9 * peak)
     at = datetime.fromtimestamp(max(when * step, now.timestamp()), tz=UTC)
-    return Prediction(period=period, rate=peak, at=at)
+    return Prediction(period=period, rate=peak, at=at, drift=spread)
+
+
+def drift(values: list[float], lag: float) -> int:
+    """How far either side (in buckets) a burst may come off the rhythm's time: a tenth of a
+    period (at least a bucket) when any of the last DRIFT_CYCLES cycles lines up clearly better
+    with the one before it shifted than not (the gaps between bursts vary: one drift seen says
+    the next can drift as far), else 0 (a rhythm that keeps time)."""
+    most = max(1, round(lag * JITTER))
+    size = len(values)
+    for k in range(1, DRIFT_CYCLES + 1):
+        start, end = size - math.ceil(lag * k), size - math.ceil(lag * (k - 1))
+        if start - math.ceil(lag) - most < 0:
+            break
+        errors = [
+            _shifted_error(values, range(start, end), lag, shift)
+            for shift in range(-most, most + 1)
+        ]
+        if min(errors) < DRIFT_GAIN * errors[most]:  # errors[most] is the unshifted one
+            return most
+    return 0
+
+
+def _shifted_error(values: list[float], positions: range, lag: float, shift: int) -> float:
+    """Mean squared difference between these buckets and the ones a period (+ shift) before."""
+    error, pairs = 0.0, 0
+    for p in positions:
+        q = math.floor(p - lag + 0.5) + shift
+        if values[p] >= 0 and values[q] >= 0:
+            error += (values[p] - values[q]) ** 2
+            pairs += 1
+    return error / pairs if pairs else math.inf
+
+
+def _expected(
+    ring: Ring, bucket: int, lag: float, cycles: int, pick: Callable[[list[float]], float] = max
+) -> float | None:
+    """The largest (`pick`) rate of `bucket`'s phase in the last `cycles` closed cycles
+    (capacity for a burst as big as the recent ones), or None when none of them was sampled."""
+    assert ring.index is not None
+    newest_closed = ring.index - 1  # values[-1] is this bucket
+    k = 1
+    while _back(bucket, k, lag) > newest_closed:
+        k += 1
+    seen = []
+    for _ in range(cycles):
+        back = _back(bucket, k, lag)
+        position = len(ring.values) - 1 - (newest_closed - back)
+        if position < 0:
+            break
+        if ring.values[position] >= 0:
+            seen.append(ring.values[position])
+        k += 1
+    return pick(seen) if seen else None
+
+
+def _back(bucket: int, k: int, lag: float) -> int:
+    """The bucket `k` periods before `bucket`: the nearest one for a half lag."""
+    return math.floor(bucket - k * lag + 0.5)
+
+
+def _seen_since(ring: Ring, bucket: int) -> float:
+    """The highest rate observed from `bucket` on (the bucket being filled included)."""
+    assert ring.index is not None
+    since = ring.index - bucket  # closed buckets from `bucket` on
+    values = ring.values[-since:] if since > 0 else []
+    highest = max((v for v in values if v >= 0), default=0.0)
+    if ring.open_count:
+        highest = max(highest, ring.open_sum / ring.open_count)
+    return highest
+
+
+def missed(memory: ForecastMemory, cycles: int, factor: float) -> bool:
+    """A burst the rhythm expected did not come: the bucket that has just left the jitter
+    window (a tenth of a period) had, in each of the last `cycles` cycles, more than `factor`
+    times anything seen around it now. The rhythm changed or stopped, and is not to be relied
+    on to give capacity back. (Each cycle, not the largest of them: bursts that drift in time
+    overlap in only a few phases, and only those say for sure that one is missing.)"""
+    chosen = best_period(memory, cycles)
+    if chosen is None or chosen[0].index is None:
+        return False
+    ring, period = chosen
+    spread = max(1, drift(ring.values, period.buckets))
+    bucket = ring.index - 1 - spread
+    expected = _expected(ring, bucket, period.buckets, cycles, pick=min)
+    if expected is None:
+        return False
+    return expected > factor * max(_seen_since(ring, bucket - spread), 1.0)
 
 
 def next_peak(memory: ForecastMemory, now: datetime, cycles: int) -> Prediction | None:

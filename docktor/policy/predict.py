@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from docktor.config import ServiceSpec
-from docktor.model import ForecastMemory, ForecastView, PolicyMemory
-from docktor.policy import forecast
-from docktor.policy.recommend import RATE_IN, Raw, _n
+from docktor.model import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
+from docktor.policy import forecast, recommend
+from docktor.policy.recommend import RATE_IN, RATE_OUT, Raw, _n
 
 
 @dataclass
@@ -47,7 +47,8 @@ def pre_scale(
     if prediction is None or not trusted(spec, prediction.period):
         return Ahead()
     period = prediction.period
-    if rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom):
+    surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
+    if surprised or forecast.missed(memory.forecast, settings.min_cycles, SURPRISE):
         memory.forecast.surprised_at = now
     recently = memory.forecast.surprised_at
     if recently is not None and (now - recently).total_seconds() <= period.seconds:
@@ -74,11 +75,39 @@ def pre_scale(
     return ahead
 
 
+def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: WarmStart | None) -> None:
+    """Take the history rebuilt from the decision log (ObserveInput.forecast_seed_from) when
+    the loop has none yet: a restarted loop need not wait `min_cycles` cycles, nor a burst to
+    learn what one replica handles, to pre-scale."""
+    if not spec.predict.enabled or memory.forecast is not None or seed is None:
+        return
+    memory.forecast = seed.forecast.model_copy(deep=True)
+    if memory.per_replica_rate is None:
+        memory.per_replica_rate = seed.per_replica_rate
+
+
+def learn_from_log(spec: ServiceSpec, samples: list[Observation]) -> WarmStart:
+    """What a loop's earlier samples (oldest first, each with the rates its decision recorded)
+    teach a loop that starts without history: the forecast's rate history, and what one
+    replica handles, estimated from them as the policy estimates it live."""
+    rates = [(s.taken_at, s.metrics[RATE_IN]) for s in samples if RATE_IN in s.metrics]
+    memory = PolicyMemory()
+    for previous, sample in zip(samples, samples[1:], strict=False):
+        rates_now = {k: v for k, v in sample.metrics.items() if k == RATE_OUT}
+        recommend.estimate_per_replica(spec, memory, sample, previous, rates_now)
+    return WarmStart(
+        forecast=forecast.seed(rates, spec.check_interval),
+        per_replica_rate=memory.per_replica_rate,
+    )
+
+
 def _surprised(memory: ForecastMemory, now: datetime, rate_in: float, headroom: float) -> bool:
     """The rate now is well above anything the rhythm expected around now (a burst it did not
-    foresee: the period changed, or another rhythm is on top)."""
-    expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW)
-    if expected is None:
+    foresee: the period changed, or another rhythm is on top). Not for a rhythm whose bursts
+    drift: one coming early or late is what its margin is for, and a changed or vanished
+    rhythm still shows as bursts missed (forecast.missed)."""
+    expected = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
+    if expected is None or expected.drift > 0:
         return False
     return rate_in > expected.rate * (1 + headroom) * SURPRISE
 

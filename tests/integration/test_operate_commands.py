@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +27,7 @@ from helpers import (
     async_wait_for,
     process_alive,
     replica_pids,
+    run_docktor,
     serving_loops,
     stop_loop_within,
 )
@@ -76,20 +75,8 @@ class Stack:
     client: Client
 
     async def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`docktor ARGS` in a subprocess. In a thread, because the worker answering the
-        command's queries and updates runs on this test's event loop."""
-        environment = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
-        environment.update({"DOCKTOR_CONFIG": str(self.path), "USER": OPERATOR})
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "docktor", *args],
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=60,
-            # No terminal, whatever pytest runs in: a command that would ask must not wait.
-            stdin=subprocess.DEVNULL,
-        )
+        """`docktor ARGS` in a subprocess, as the operator."""
+        return await run_docktor(self.path, *args, USER=OPERATOR)
 
     async def ok(self, *args: str) -> str:
         result = await self.run(*args)

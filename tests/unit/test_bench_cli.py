@@ -47,6 +47,7 @@ def test_json_shape(tmp_path: Path, short: Path) -> None:
         "keda-hpa",
         "docktor-default",
         "docktor-predict",
+        "docktor-predict-warm",
         "config:consumer",
         "oracle",
     ]

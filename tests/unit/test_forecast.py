@@ -131,6 +131,83 @@ def test_a_vanished_rhythm_loses_its_confidence_within_two_cycles() -> None:
     assert period is None or period.confidence < 0.6 or period.cycles < 3
 
 
+def test_a_period_between_two_check_intervals_is_found() -> None:
+    # 90 s in 4 s checks is 22.5 buckets: folded at half-bucket lags, it does not drift.
+    period = found(feed(bursts(period=90, length=10), 900))
+    assert period is not None
+    assert period.seconds == 90
+    assert period.confidence > 0.9
+
+
+def test_a_short_period_is_not_taken_from_a_coarser_ring() -> None:
+    # Four hours of 90 s bursts: the 60 s ring sees them as a 3-minute rhythm of means, which
+    # would ask for a third of the burst's rate; the fine ring, which can fold it, decides.
+    memory = feed(bursts(period=90, length=10), 4 * 3600)
+    chosen = forecast.best_period(memory, 3)
+    assert chosen is not None
+    ring, period = chosen
+    assert ring.step == STEP and period.seconds == 90
+
+
+def drifting_bursts(seed: int = 11) -> Callable[[float], float]:
+    """10 s bursts of 500 after gaps of 60 s +-10%, each drawn anew (periodic-jitter's load)."""
+    draw = random.Random(seed)
+    starts, t = [], 0.0
+    while t < 1200:
+        t += 60 * (1 + draw.uniform(-0.1, 0.1))
+        starts.append(t)
+    return lambda s: 500.0 if any(start - 10 <= s < start for start in starts) else 100.0
+
+
+def test_a_rhythm_that_keeps_time_is_pre_scaled_for_without_a_jitter_margin() -> None:
+    steady = feed(bursts(), 600)
+    ring, period = forecast.best_period(steady, 3) or (None, None)
+    assert ring is not None and period is not None
+    assert forecast.drift(ring.values, period.buckets) == 0
+    drifting = feed(drifting_bursts(), 900)
+    ring, period = forecast.best_period(drifting, 3) or (None, None)
+    assert ring is not None and period is not None
+    # A tenth of the period either side (60 s in 4 s buckets: 2 buckets).
+    assert forecast.drift(ring.values, period.buckets) == round(period.buckets * 0.1)
+
+
+def test_a_burst_that_does_not_come_is_missed() -> None:
+    memory = feed(bursts(), 600)
+    assert not forecast.missed(memory, 3, 1.5)
+    # The next burst (648-660) does not come: once its jitter window has passed, it is missed.
+    t, missed_at = 600.0, None
+    while t < 680 and missed_at is None:
+        t += STEP
+        forecast.observe(memory, T0 + timedelta(seconds=t), 100, STEP)
+        if forecast.missed(memory, 3, 1.5):
+            missed_at = t
+    assert missed_at is not None and 648 < missed_at <= 680
+
+
+def test_bursts_that_drift_are_not_missed() -> None:
+    rate = drifting_bursts()
+    memory, t, misses = ForecastMemory(), STEP, 0
+    while t <= 1200:
+        forecast.observe(memory, T0 + timedelta(seconds=t), rate(t), STEP)
+        misses += forecast.missed(memory, 3, 1.5)
+        t += STEP
+    assert misses == 0
+
+
+def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -> None:
+    from docktor.policy.predict import _surprised
+
+    # Mid-gap (t = 620 s, bursts at 648-660) a rate of 500: nothing like it was expected.
+    steady = feed(bursts(), 600)
+    assert _surprised(steady, T0 + timedelta(seconds=620), 500.0, 0.1)
+    assert not _surprised(steady, T0 + timedelta(seconds=620), 100.0, 0.1)
+    # Bursts that drift come early or late: that is what their margin is for.
+    drifting = feed(drifting_bursts(), 900)
+    assert not any(
+        _surprised(drifting, T0 + timedelta(seconds=t), 500.0, 0.1) for t in range(904, 964, 4)
+    )
+
+
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
