@@ -1034,6 +1034,7 @@ def _lookalike(value: Any) -> str:
 
 
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_VALIDATOR_STEP_RE = re.compile(r"function-(after|before|wrap|plain)\[")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -1041,7 +1042,8 @@ def _path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith("function-"):
+        elif _VALIDATOR_STEP_RE.match(str(part)):
+            # pydantic's name for a validator step (`function-after[check(), Spec]`), not a key.
             continue
         elif _PLAIN_KEY_RE.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
