@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -337,6 +337,7 @@ def start_temporal(
     port: int | None = None,
     ui_port: int | None = None,
     timeout: float = 60,
+    sqlite_pragmas: Sequence[str] = SQLITE_PRAGMAS,
 ) -> EmbeddedTemporal:
     """Start `temporal server start-dev` with a SQLite file under state_dir and docktor's search
     attributes, and wait until the `default` namespace answers.
@@ -362,7 +363,7 @@ def start_temporal(
     # Write-ahead log, synced at checkpoints rather than at every commit: the dev server writes
     # ~9 rows per loop iteration, and a full fsync each caps the whole system near 9 iterations
     # a second (issue 10). A power cut may lose the last moments; this is the dev server.
-    for pragma in SQLITE_PRAGMAS:
+    for pragma in sqlite_pragmas:
         base += ["--sqlite-pragma", pragma]
     attributes: list[str] = []
     for name, kind in SEARCH_ATTRIBUTES.items():

@@ -33,7 +33,7 @@ from temporalio.worker import Worker  # noqa: E402
 from activities import LoopActivities  # noqa: E402
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal, start_nats, start_temporal  # noqa: E402
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
-from workflows import ServiceAutoscaler  # noqa: E402
+from worker.build import build_worker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +90,10 @@ def world() -> ScriptedWorld:
 @pytest.fixture
 async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
     loop_activities = LoopActivities()
-    async with Worker(
+    world.server_time = env.get_current_time
+    async with build_worker(
         env.client,
-        task_queue=TASK_QUEUE,
-        workflows=[ServiceAutoscaler],
-        activities=[world.observe, world.apply, world.record, loop_activities.evaluate],
+        TASK_QUEUE,
+        [world.observe, world.apply, world.record, loop_activities.evaluate],
     ) as running:
         yield running
