@@ -397,7 +397,7 @@ def table(results: list[Result], title: str) -> Table:
         "hold: events / bytes",
         "scale: events / bytes",
         "worker CPU",
-        "worker MB / loop",
+        "worker MB",
         "server CPU",
         "replaced worker: all deciding again",
     ):
@@ -415,7 +415,7 @@ def table(results: list[Result], title: str) -> Table:
             f"{fmt(r.hold_events, '.1f')} / {fmt(r.hold_bytes, '.0f')}",
             f"{fmt(r.scale_events, '.1f')} / {fmt(r.scale_bytes, '.0f')}",
             f"{r.worker_cpu:.0f}%",
-            f"{r.worker_rss_mb / r.loops:.2f}",
+            f"{r.worker_rss_mb:.0f}",
             f"{r.server_cpu:.0f}%",
             resumed,
         )

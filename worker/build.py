@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from workflows import ServiceAutoscaler
 
@@ -28,6 +28,13 @@ CACHED_WORKFLOWS = 2000
 # the server moves them to the shared queue after this long. The SDK's 10 s default is most
 # of the time a replaced worker needed before every loop decided again.
 STICKY_TIMEOUT = timedelta(seconds=3)
+# The workflow runs outside the SDK's sandbox. The sandbox re-imports the workflow's modules for
+# every loop it loads and wraps every activation in import hooks: about a third of a busy
+# worker's CPU, and most of what a replaced worker spends resuming 100 loops (issue 10,
+# benchmarks/loops.py). What it guards against is kept out another way: workflows/ calls only
+# workflow.* APIs for time, randomness and I/O, imports docktor/ passed through, keeps no
+# module state, and tests/replay replays recorded histories on every run.
+WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 
 
 def build_worker(
@@ -46,6 +53,7 @@ def build_worker(
         "max_concurrent_local_activities": LOCAL_ACTIVITY_SLOTS,
         "max_cached_workflows": CACHED_WORKFLOWS,
         "sticky_queue_schedule_to_start_timeout": STICKY_TIMEOUT,
+        "workflow_runner": WORKFLOW_RUNNER,
     }
     settings.update(options)
     return Worker(
