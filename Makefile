@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 150
+# `make demo EXAMPLE=redis-streams` runs that example (needs Debian's redis-server); unset,
+# the demo runs nats-multi (or $DOCKTOR_CONFIG).
+EXAMPLE ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/docktor: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,11 +16,16 @@ $(BIN)/docktor: pyproject.toml
 	@touch $@
 
 demo: $(BIN)/docktor
-	$(BIN)/docktor demo --duration $(DURATION)
+	$(BIN)/docktor demo --duration $(DURATION) $(if $(EXAMPLE),--example $(EXAMPLE))
 
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q
+
+# The unit and workflow tests on two cores: no Temporal dev server, NATS, Redis or dockerd (a
+# test that asks for one fails here), only the time-skipping test server; without the tests marked slow.
+test-fast: $(BIN)/docktor
+	DOCKTOR_TEST_FAST=1 $(BIN)/python -m pytest tests/unit tests/workflow -m "not slow" -q -n 2
 
 lint: $(BIN)/docktor
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ from docktor.model import (
     RecordInput,
 )
 from docktor.sampling import Sampler, source_kinds
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.telemetry import METRICS, DocktorMetrics
 
 HEARTBEAT_EVERY = 5.0
@@ -52,10 +52,12 @@ log = logging.getLogger("docktor.activities")
 
 
 class LoopActivities:
-    """One instance per worker: it owns the pooled metric connections."""
+    """One instance per worker: it owns the metric sources (and their pooled connections) and
+    the backend instances, for the worker's life; the service's spec comes with each call."""
 
     def __init__(self, metrics: DocktorMetrics | None = None) -> None:
-        self.sampler = Sampler()
+        self.backends = Backends()
+        self.sampler = Sampler(self.backends)
         # Prometheus figures: the worker's shared set unless a test brings its own.
         self.metrics = metrics or METRICS
 
@@ -87,6 +89,7 @@ class LoopActivities:
             request.last_scale_down_at,
             request.memory,
             request.expected_replicas,
+            request.hold,
         )
 
     @activity.defn(name=names.ADVISE)
@@ -105,9 +108,11 @@ class LoopActivities:
     async def apply(self, request: ApplyInput) -> ApplyResult:
         self.metrics.applying(request.service.name, request.target_replicas)
         try:
-            scaler = scaler_for(request.service, project=request.project)
+            backend = self.backends.of(request.service)
             async with _heartbeating():
-                replicas = await scaler.scale_to(request.target_replicas)
+                replicas = await backend.scale_to(
+                    request.service, request.project, request.target_replicas
+                )
         except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
@@ -143,6 +148,7 @@ class LoopActivities:
 
     async def close(self) -> None:
         await self.sampler.close()
+        await self.backends.close()
 
 
 def _unavailable(what: str, problem: str) -> ApplicationError:

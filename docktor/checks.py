@@ -17,7 +17,7 @@ from docktor.advisor import check_llm
 from docktor.config import DocktorConfig, ServiceSpec
 from docktor.metrics import MetricSource, source_class
 from docktor.sampling import source_kinds
-from docktor.scalers import scaler_for
+from docktor.scalers import one_backend
 
 # Longer than any one client's own connect timeout (NATS 2 s, Docker, the LLM's timeout_s
 # unless set above this), so their clearer messages win over a bare "no answer".
@@ -73,7 +73,7 @@ async def _metric_check(
         await _deadline(sources[kind].validate(spec))
     except Exception as exc:
         problem = _problem(exc)
-        if spec.queue is not None:
+        if kind == "nats" and spec.queue is not None:
             # The NATS source names its URL first; the subject already does.
             problem = problem.removeprefix(f"{spec.queue.url}: ")
         return CheckResult(False, subject, problem)
@@ -83,7 +83,8 @@ async def _metric_check(
 async def _backend_check(spec: ServiceSpec, project: str) -> CheckResult:
     subject = f"{spec.name}: backend {spec.backend}"
     try:
-        await _deadline(scaler_for(spec, project=project).validate())
+        async with one_backend(spec) as backend:
+            await _deadline(backend.validate(spec, project))
     except Exception as exc:
         return CheckResult(False, subject, _problem(exc))
     found = "command can run" if spec.backend == "processes" else "service found"

@@ -1,7 +1,7 @@
 """The `docktor` command.
 
-Every subcommand takes `--config` (default: $DOCKTOR_CONFIG or ./docktor.yaml). Exit codes:
-0 success, 1 a runtime failure (a server that cannot be reached), 2 invalid usage or config.
+Every subcommand takes `--config` (default: $DOCKTOR_CONFIG or ./docktor.yaml). Exit codes
+and error lines: docktor/exits.py.
 """
 
 from __future__ import annotations
@@ -14,15 +14,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from docktor.bench.cli import register as register_bench  # `docktor bench ...`
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
+from docktor.demo import DEMO_SECONDS, EXAMPLES
 from docktor.exits import (  # the handlers return these codes
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    error,
     leave,
+    read_config,
     report_config_error,
 )
 from docktor.mcp.command import add_parser as register_mcp  # `docktor mcp`
+from docktor.plugins_cli import add_parser as register_plugins  # `docktor plugins`
 
 
 class UsageError(Exception):
@@ -36,10 +41,6 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help=f"the docktor.yaml to use (default: $DOCKTOR_CONFIG or {default_config_path()})",
     )
-
-
-def read_config(path: str | None) -> DocktorConfig:
-    return load_config(path)
 
 
 # ---- docktor config validate -----------------------------------------------------------------
@@ -73,8 +74,7 @@ def cmd_config_list_models(args: argparse.Namespace) -> int:
     try:
         models = asyncio.run(list_models(llm, api_key_for(llm)))
     except LLMUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return error(exc)
     configured = llm.model if llm.provider != "none" else None
     for model in models:
         print(f"* {model} (configured)" if model == configured else f"  {model}")
@@ -110,7 +110,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from docktor.demo import run_demo
+    from docktor.demo.stack import run_demo
 
     return run_demo(args)
 
@@ -126,8 +126,7 @@ def _operate(args: argparse.Namespace, work: Callable[[DocktorConfig], int]) -> 
     try:
         return work(config)
     except OperateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return error(exc, exc.exit_code)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -196,16 +195,74 @@ def cmd_scale(args: argparse.Namespace) -> int:
     def work(config: DocktorConfig) -> int:
         decision = asyncio.run(
             operate.scale(
-                config, args.service, args.replicas, args.reason, args.address, args.timeout
+                config,
+                args.service,
+                args.replicas,
+                args.reason,
+                args.address,
+                args.timeout,
+                hold_s=args.hold,
             )
         )
         print(
             f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
-            f"(recorded as a manual decision; the cooldown applies from now)"
+            f"(recorded as a manual decision; {_hold_words(decision.reason, args.service)})"
         )
         return EXIT_OK
 
     return _operate(args, work)
+
+
+def _hold_words(reason: str, service: str) -> str:
+    """What the loop did with the count, from the end of its manual decision's reason (the
+    loop words the hold: its length is the service's default unless --hold says)."""
+    from docktor.policy.hold import HELD_PREFIX, NOT_HELD
+
+    last = reason.rsplit("; ", 1)[-1]
+    if last.startswith(HELD_PREFIX):
+        return f"{last}; `docktor resume {service}` ends it early"
+    if last == NOT_HELD:
+        return "not held: the policy decides again from the next check"
+    return "the cooldown applies from now"  # a loop of a release before holds
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from docktor import operate
+
+    def work(config: DocktorConfig) -> int:
+        names = [operate.check_service(config, n) for n in args.services]
+        names = names or config.service_names()
+        if args.replicas and not args.yes and not _confirmed(config, names):
+            print("nothing stopped", file=sys.stderr)
+            return EXIT_FAILED
+        report = asyncio.run(operate.down(config, names, args.replicas, args.address, args.timeout))
+        if report.unreachable:
+            print(f"error: {report.unreachable}", file=sys.stderr)
+        for result in report.services:
+            for line in result.done:
+                print(f"{result.service}: {line}")
+            for line in result.failures:
+                print(f"error: {result.service}: {line}", file=sys.stderr)
+        if not args.replicas:
+            print("replicas keep running (`docktor down --replicas` stops them too)")
+        return EXIT_FAILED if report.failed else EXIT_OK
+
+    return _operate(args, work)
+
+
+def _confirmed(config: DocktorConfig, names: list[str]) -> bool:
+    """Ask on the terminal before stopping services; without one, --yes is required."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "down --replicas stops the services themselves and there is no terminal to "
+            "confirm on: add --yes"
+        )
+    which = ", ".join(f"{n} ({config.service(n).backend})" for n in names)
+    try:
+        answer = input(f"Stop the loops and every replica of {which}? [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
@@ -305,13 +362,51 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     pause.add_argument("--reason", default="", metavar="R", help="why, shown by status")
     pause.set_defaults(handler=cmd_pause)
 
-    resume = update_parser("resume", "apply automatic decisions again")
+    resume = update_parser(
+        "resume", "apply automatic decisions again: ends a pause and a manual scale's hold"
+    )
     resume.set_defaults(handler=cmd_resume)
 
-    scale = update_parser("scale", "set the replica count now, within the bounds")
+    scale = update_parser(
+        "scale", "set the replica count now, within the bounds; the loop then holds it a while"
+    )
     scale.add_argument("replicas", type=int, metavar="N", help="the replica count")
     scale.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
+    scale.add_argument(
+        "--hold",
+        type=_hold,
+        default=None,
+        metavar="DURATION",
+        help="keep this count, up and down, for this long (30s, 10m, 2h); 0: no hold "
+        "(default: the longer of the service's cooldowns, else of its scale windows); "
+        "`docktor resume` or another scale ends it early",
+    )
     scale.set_defaults(handler=cmd_scale)
+
+    down = operate_parser(
+        "down",
+        "stop the loops (each records `stopped`); with --replicas also the replicas they "
+        "manage, on every backend",
+        service=False,
+    )
+    down.add_argument(
+        "services", nargs="*", metavar="SERVICE", help="services to stop (default: all of them)"
+    )
+    down.add_argument(
+        "--replicas",
+        action="store_true",
+        help="also stop every replica of the services (below min_replicas, to 0); asks first "
+        "on a terminal",
+    )
+    down.add_argument("--yes", action="store_true", help="do not ask: needed without a terminal")
+    down.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for each loop's final decision (default 30)",
+    )
+    down.set_defaults(handler=cmd_down)
 
     forecast = operate_parser(
         "forecast",
@@ -328,6 +423,20 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
         verdict = update_parser(name, f"{what} the scale decision awaiting approval")
         verdict.add_argument("--reason", default="", metavar="R", help="why, recorded with it")
         verdict.set_defaults(handler=cmd_verdict)
+
+
+def _hold(text: str) -> float:
+    """--hold: a duration of 0 or more (30s, 10m, 2h; a bare number is seconds)."""
+    from docktor.config import parse_duration
+    from docktor.policy.hold import problem
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if why := problem(value):
+        raise argparse.ArgumentTypeError(why)
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -413,19 +522,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="NATS port (default: the port of the queue url, 4222)",
     )
     dev.add_argument("--nats-monitor-port", type=int, default=8222, help="NATS monitoring port")
+    dev.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="redis-server port, started when a queue has kind redis (default: the port of "
+        "its url, 6379)",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
         "demo",
-        help="run the NATS example end to end on the embedded stack, with a live view",
+        help="run an example (NATS or Redis Streams) end to end on the embedded stack, with a "
+        "live view",
     )
     add_config_option(demo)
     demo.add_argument(
+        "--example",
+        choices=EXAMPLES,
+        default=None,
+        help="run this example from examples/ instead of --config (default: nats-multi, or "
+        "./docktor.yaml when there is one)",
+    )
+    demo.add_argument(
         "--duration",
         type=float,
-        default=180.0,
+        default=DEMO_SECONDS,
         metavar="S",
-        help="seconds to run before stopping everything (default 180)",
+        help=f"seconds to run before stopping everything (default {DEMO_SECONDS:g})",
     )
     demo.add_argument(
         "--state-dir",
@@ -442,13 +566,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ARGS",
         help="extra flags for the example producer, appended after the demo's own, e.g. "
-        "'--rate 50 --burst-every 30' (see examples/nats-multi/producer.py --help)",
+        "'--rate 50 --burst-every 30' (see the example's producer.py --help)",
     )
     demo.set_defaults(handler=cmd_demo)
 
     add_operate_parsers(commands)
     register_bench(commands)
     register_mcp(commands)
+    register_plugins(commands)
     return parser
 
 
@@ -461,10 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         code = report_config_error(exc)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
+        code = error(exc, EXIT_USAGE)
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.stdout.flush()
     sys.stderr.flush()
     return code

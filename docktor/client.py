@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from docktor import names
 from docktor.config import DocktorConfig, ServiceSpec
 from docktor.model import AutoscalerInput
+from docktor.reasons import connect_reason
 
 _INDEXED_TYPES = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -47,7 +48,7 @@ async def connect(
         )
     except Exception as exc:  # the SDK raises RuntimeError for every connect failure
         raise TemporalUnreachable(
-            f"cannot reach Temporal at {target} ({_first_line(exc)}); "
+            f"cannot reach Temporal at {target} ({connect_reason(exc)}); "
             "is it running? (`docktor dev` starts one, or set TEMPORAL_ADDRESS)"
         ) from None
 
@@ -84,15 +85,16 @@ def autoscaler_input(
     )
 
 
-def ui_url(config: DocktorConfig, workflow_id: str | None = None, base: str | None = None) -> str:
-    """The Web UI link; the dev server serves it on port 8233 of the API's host."""
+def ui_url(
+    config: DocktorConfig,
+    workflow_id: str | None = None,
+    base: str | None = None,
+    address: str | None = None,
+) -> str:
+    """The Web UI link under `base`; without one, where Temporal's dev server puts its UI by
+    default: the API's port + 1000 on the API's host (7233 -> 8233)."""
     if base is None:
-        host = config.temporal.address.rsplit(":", 1)[0]
-        base = f"http://{host}:8233"
+        host, _, port = (address or config.temporal.address).rpartition(":")
+        base = f"http://{host}:{int(port) + 1000}" if port.isdigit() else f"http://{host}:8233"
     url = f"{base.rstrip('/')}/namespaces/{config.temporal.namespace}/workflows"
     return f"{url}/{workflow_id}" if workflow_id else url
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

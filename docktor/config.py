@@ -15,7 +15,7 @@ import re
 import reprlib
 from collections.abc import Hashable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -24,11 +24,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SerializeAsAny,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from docktor import names
 
@@ -38,7 +41,8 @@ SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")
 LOADER_FIELDS = ("project", "workdir", "state_dir")
 
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
-Backend = Literal["processes", "compose", "swarm"]
+# Any backend an installed package registers (docktor.plugins): processes, compose, swarm, ...
+Backend = str
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -61,6 +65,9 @@ def parse_duration(value: Any) -> float:
 
 # The validation context of a file a user wrote (see Strict).
 USER_CONFIG = {"user_config": True}
+# Added to it where plugins must not be loaded (an update validator runs inside the workflow):
+# the kind-specific checks of `queue:` and `backend:` are then left to the worker.
+NO_PLUGINS = "no_plugins"
 
 # The longest duration a user's file may set. Every duration becomes a durable timer or a
 # timedelta in the workflow, and one beyond what those can hold (timedelta stops at ~2.7e6
@@ -144,12 +151,22 @@ class Strict(BaseModel):
     # that says `value: .inf` would start a loop whose input no worker can decode.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
+    # Fields that still load because older files set them, but that change nothing: field ->
+    # why. Setting one in a file gives one warning line (ignored_settings), not an error.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {}
+
     @model_validator(mode="before")
     @classmethod
     def _tolerate_unknown_fields_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and not (info.context or {}).get("user_config"):
             return {key: value for key, value in data.items() if key in cls.model_fields}
         return data
+
+    def ignored_here(self) -> dict[str, str]:
+        """The IGNORED_FIELDS this model's input set: field -> why."""
+        return {
+            name: why for name, why in self.IGNORED_FIELDS.items() if name in self.model_fields_set
+        }
 
 
 class Condition(Strict):
@@ -302,25 +319,127 @@ class Fallback(Strict):
 
 
 class QueueSpec(Strict):
-    kind: Literal["nats"] = "nats"
-    url: str = "nats://127.0.0.1:4222"
-    jetstream: bool = True
-    stream: str = Field(min_length=1)
-    consumer: str = Field(min_length=1)
-    subject: str | None = None
-    # Which queue.* metrics to collect; empty means all of them.
+    """The `queue:` block as the core knows it: the metric source kind that reads it and which
+    of its metrics to collect (empty: all). Each kind subclasses this with its own fields
+    (docktor.metrics.nats.NatsQueueSpec; docs/plugins.md), and a user's file is validated
+    against that model, found through the kind's entry point."""
+
+    kind: str = "nats"
     metrics: list[str] = Field(default_factory=list)
+
+
+class AnyQueue(QueueSpec):
+    """A `queue:` block as it travels in workflow and activity payloads: every field kept,
+    whatever the kind. The workflow never loads plugins; the worker's source reads the block
+    as its own model (docktor.metrics.queue_block)."""
+
+    model_config = ConfigDict(extra="allow")
+    # What the kind's own model found ignored in a user's file (its IGNORED_FIELDS), for the
+    # loader's warnings: this block no longer knows the kind's fields.
+    _ignored: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tolerate_unknown_fields_on_the_wire(cls, data: Any, info: ValidationInfo) -> Any:
+        return data  # keep them: they are the kind's own fields
+
+    def ignored_here(self) -> dict[str, str]:
+        return dict(self._ignored)
+
+
+class _QueueKind(BaseModel):
+    """Only the `kind` of a queue block, so that an unknown kind is reported at queue.kind."""
+
+    kind: str = "nats"
+
+    @field_validator("kind")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        from docktor import metrics  # not at import time: sources import this module
+
+        known = metrics.queue_kinds()
+        if value in known:
+            return value
+        installed = f"(installed: {', '.join(known) or 'none'})"
+        if value in metrics.kinds():
+            # Installed, but its class cannot be loaded (that says why), or it is a source
+            # picked by the metrics the rules name, with no block of its own (docker).
+            try:
+                metrics.source_class(value)
+            except metrics.MetricConfigError as exc:
+                raise ValueError(str(exc)) from None
+            raise ValueError(f"the {value} source is not configured by a queue: block {installed}")
+        raise ValueError(f"unknown queue kind {_short(value)} {installed}")
+
+
+def _queue_of_its_kind(value: Any, info: ValidationInfo) -> Any:
+    """A user's `queue:` block is validated by its kind's own model, with that model's field
+    paths in the errors. Anywhere else (payloads, and update validators in the workflow,
+    which loads no plugins) -> AnyQueue, which keeps every field for the worker's source to read."""
+    if not isinstance(value, dict):
+        return value
+    if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+        return AnyQueue.model_validate(value, context=info.context)
+    from docktor import metrics
+
+    kind = _QueueKind.model_validate({"kind": value.get("kind", "nats")}).kind
+    source = metrics.source_class(kind)
+    assert source.config_model is not None  # queue_kinds() lists only those with one
+    queue = source.config_model.model_validate(value, context=info.context)
+    known = {*source.provides, *source.rates}
+    unknown = [name for name in queue.metrics if name not in known]
+    if unknown:
+        problem = (
+            f"unknown {kind} metric {', '.join(map(_short, unknown))} "
+            f"(known: {', '.join(source.provides)})"
+        )
+        # Raised as a validation error at queue.metrics, where the file has the names.
+        raise ValidationError.from_exception_data(
+            "QueueSpec",
+            [
+                {
+                    "type": PydanticCustomError("unknown_metric", problem),
+                    "loc": ("metrics",),
+                    "input": queue.metrics,
+                }
+            ],
+        )
+    # Kept as it will travel, so a loaded config and the payloads made of it are one thing.
+    carried = AnyQueue.model_validate(queue.model_dump())
+    carried._ignored = queue.ignored_here()
+    return carried
+
+
+def _installed_backend(value: str, info: ValidationInfo) -> str:
+    """A user's `backend:` must name an installed backend (an entry point of docktor.scalers)."""
+    if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+        return value
+    from docktor import plugins
+
+    known = plugins.names(plugins.BACKENDS)
+    if value not in known:
+        raise ValueError(
+            f"must be one of the installed backends ({', '.join(known) or 'none'}), "
+            f"not {_short(value)}"
+        )
+    try:
+        plugins.load(plugins.BACKENDS, value)
+    except plugins.NotInstalled as exc:  # installed, but its class cannot be loaded: say why
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class ServiceSpec(Strict):
     name: str = Field(min_length=1, pattern=SERVICE_NAME_PATTERN)
-    backend: Backend = "compose"
+    backend: Backend = Field(default="compose", min_length=1)
     min_replicas: int = Field(default=1, ge=0, strict=True)
     max_replicas: int = Field(default=10, ge=1, strict=True)
     # Defaults depend on the policy (filled in by _policy_defaults): 15 s for step, 4 s for
     # target.
     check_interval: PositiveDuration = STEP_INTERVAL
-    metrics_window: PositiveDuration = 60.0
+    # CPU is averaged and rates measured over about this long (see `window`); unset: one
+    # check interval, which is what every release before it did whatever the file said.
+    metrics_window: PositiveDuration | None = None
     scale_up_by: int = Field(default=1, ge=1, strict=True)
     scale_down_by: int = Field(default=1, ge=1, strict=True)
     # step: 30 s up / 120 s down unless set; target: none unless set (its windows do that job).
@@ -341,7 +460,8 @@ class ServiceSpec(Strict):
     activation: Activation = Field(default_factory=Activation)
     predict: Predict = Field(default_factory=Predict)
     fallback: Fallback | None = None
-    queue: QueueSpec | None = None
+    # The kind's own model in a user's file, AnyQueue in a payload (_queue_of_its_kind).
+    queue: SerializeAsAny[QueueSpec] | None = None
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     # Seconds a replica gets between SIGTERM and SIGKILL when it is stopped.
@@ -382,10 +502,31 @@ class ServiceSpec(Strict):
             raise ValueError("must name a program to run, e.g. ['python', 'consumer.py']")
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, value: str, info: ValidationInfo) -> str:
+        return _installed_backend(value, info)
+
+    @field_validator("queue", mode="before")
+    @classmethod
+    def _queue_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        return _queue_of_its_kind(value, info)
+
     @model_validator(mode="after")
-    def _backend_needs(self) -> ServiceSpec:
-        if self.backend == "processes" and not self.command:
-            raise ValueError("command: required when backend is 'processes'")
+    def _backend_needs(self, info: ValidationInfo) -> ServiceSpec:
+        """What the backend itself requires of a service (the processes backend: a command),
+        asked of the backend class: `check(spec)` raises ValueError('field: problem')."""
+        if not _in_user_config(info) or (info.context or {}).get(NO_PLUGINS):
+            return self
+        from docktor import plugins
+
+        try:
+            backend = plugins.load(plugins.BACKENDS, self.backend)
+        except plugins.NotInstalled:
+            return self  # reported at `backend` already
+        check = getattr(backend, "check", None)
+        if check is not None:
+            check(self)
         return self
 
     @field_validator("target")
@@ -427,6 +568,10 @@ class ServiceSpec(Strict):
             if "behavior" not in given:
                 # The step rules had no windows; an old file keeps behaving as it did.
                 self.behavior = Behavior(down=Direction())
+        if self.metrics_window is None:
+            # Filled in, not left None: a payload must decode in a release that requires a
+            # number here (every release before this one did).
+            self.metrics_window = self.check_interval
         return self
 
     @model_validator(mode="after")
@@ -437,6 +582,12 @@ class ServiceSpec(Strict):
                 "queue.rate_in); add `queue:` or set predict.enabled: false"
             )
         return self
+
+    @property
+    def window(self) -> float:
+        """Seconds the metrics are averaged over: `metrics_window` (one check interval unless
+        the file set it)."""
+        return self.metrics_window or self.check_interval
 
     def metric_names(self) -> set[str]:
         rules = self.rules.scale_up_when + self.rules.scale_down_when
@@ -481,7 +632,12 @@ class LLMSpec(Strict):
         return self
 
 
+_VERSION_IGNORED = "there is one format; a file needs no version"
+
+
 class DocktorConfig(Strict):
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {"version": _VERSION_IGNORED}
+
     version: int = 1
     project: str | None = None
     compose_file: str | None = None
@@ -490,6 +646,8 @@ class DocktorConfig(Strict):
     temporal: TemporalSpec = Field(default_factory=TemporalSpec)
     llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     services: list[ServiceSpec] = Field(min_length=1)
+    # One line per setting of the file that loads but changes nothing (ignored_settings).
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("project")
     @classmethod
@@ -498,15 +656,13 @@ class DocktorConfig(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> DocktorConfig:
-        seen: dict[str, int] = {}
-        for index, service in enumerate(self.services):
-            if service.name in seen:
-                raise ValueError(
-                    f"services[{index}].name: duplicate service name '{service.name}' "
-                    f"(also services[{seen[service.name]}])"
-                )
-            seen[service.name] = index
+        if problems := duplicate_names([service.name for service in self.services]):
+            raise ValueError(problems[0])
         return self
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
 
     def service(self, name: str) -> ServiceSpec:
         for service in self.services:
@@ -558,6 +714,8 @@ class LegacyScaling(Strict):
 
 
 class LegacyConfig(Strict):
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {"version": _VERSION_IGNORED}
+
     version: int | str | None = None
     # The same rule as a service's name, so a bad one is reported at `service`, where the
     # file has it, not at the services[0].name it becomes.
@@ -581,7 +739,6 @@ class LegacyConfig(Strict):
     def to_multi(self) -> dict[str, Any]:
         s = self.scaling
         return {
-            "version": 1,
             "project": self.project,
             "compose_file": self.compose_file,
             "llm": self.llm.model_dump(),
@@ -654,7 +811,9 @@ def load_config(path: str | Path | None = None) -> DocktorConfig:
     try:
         text = config_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{config_path}: no such file"]) from None
+        # A file nobody named: say how to name one.
+        hint = "" if path else " (pass --config FILE, or set DOCKTOR_CONFIG)"
+        raise ConfigError([f"{config_path}: no such file{hint}"]) from None
     except OSError as exc:
         raise ConfigError([f"{config_path}: cannot read ({exc.strerror})"]) from None
     except UnicodeDecodeError as exc:
@@ -687,8 +846,11 @@ def parse_config(text: str, base_dir: Path, source: str = DEFAULT_CONFIG_NAME) -
     try:
         if "services" not in data and ("service" in data or "scaling" in data):
             legacy = _validate(LegacyConfig, data)
-            data = legacy.to_multi()
-        config = _validate(DocktorConfig, data)
+            config = _validate(DocktorConfig, legacy.to_multi())
+            config._warnings = ignored_settings(legacy)
+        else:
+            config = _validate(DocktorConfig, data, _raw_duplicates(data))
+            config._warnings = ignored_settings(config)
         return _resolve(config, base_dir, source)
     except RecursionError:
         # A YAML alias can make a structure that contains itself.
@@ -729,19 +891,105 @@ M = TypeVar("M", bound=BaseModel)
 def user_config_problems(model: BaseModel) -> list[str]:
     """What the checks of a user's file say about a model that arrived some other way (an
     `update_spec` payload): the wire models accept anything a past release wrote, a change to
-    a running loop must pass what a config file must."""
+    a running loop must pass what a config file must. Inside a workflow no plugin is loaded,
+    so the checks of a kind's `queue:` fields and of a backend's needs are left out there (the
+    client that sends a change read it from a file, where they ran)."""
     try:
-        type(model).model_validate(model.model_dump(), context=USER_CONFIG)
+        type(model).model_validate(model.model_dump(), context={**USER_CONFIG, NO_PLUGINS: True})
     except ValidationError as exc:
         return [_describe(err, type(model)) for err in exc.errors()]
     return []
 
 
-def _validate(model: type[M], data: dict[str, Any]) -> M:
+def _validate(model: type[M], data: dict[str, Any], also: list[str] | None = None) -> M:
+    """The model, or every problem at once: validation's and `also` (checks made on the raw
+    data that validation would only reach once everything else is right)."""
+    problems: list[str] = []
     try:
-        return model.model_validate(data, context=USER_CONFIG)
+        result = model.model_validate(data, context=USER_CONFIG)
     except ValidationError as exc:
-        raise ConfigError([_describe(err, model) for err in exc.errors()]) from None
+        problems = [_describe(err, model) for err in exc.errors()]
+        if model is DocktorConfig:
+            problems += _service_checks_behind(data, exc.errors())
+    problems += [line for line in also or [] if line not in problems]
+    if problems:
+        raise ConfigError(sorted(problems, key=_service_order))
+    return result
+
+
+def _service_order(line: str) -> tuple[int, int]:
+    """The file's settings first, then each service's problems in the order of the services."""
+    match = re.match(r"services\[(\d+)\]", line)
+    return (1, int(match.group(1))) if match else (0, 0)
+
+
+def _service_checks_behind(data: dict[str, Any], errors: list[Any]) -> list[str]:
+    """The checks across a service's fields (a command for `processes`, rules or target, ...)
+    that pydantic skips while one of its fields is invalid: run on the service without those
+    fields, so they are reported now, not after the next edit. A line that names a field left
+    out is dropped: it would speak of a default the file did not set."""
+    services = data.get("services")
+    invalid: dict[int, set[str]] = {}
+    for error in errors:
+        loc = error["loc"]
+        if len(loc) >= 3 and loc[0] == "services" and isinstance(loc[1], int):
+            invalid.setdefault(loc[1], set()).add(str(loc[2]))
+    lines: list[str] = []
+    for index, fields in invalid.items():
+        raw = services[index] if isinstance(services, list) else None
+        if not isinstance(raw, dict):
+            continue
+        rest = {key: value for key, value in raw.items() if key not in fields}
+        try:
+            ServiceSpec.model_validate(rest, context=USER_CONFIG)
+        except ValidationError as exc:
+            for error in exc.errors():
+                if error["loc"]:
+                    continue  # a field's own problem: reported by the first pass, or left out
+                line = _describe({**error, "loc": ("services", index)}, DocktorConfig)
+                if not fields & set(re.findall(r"[a-z_]+", line)):
+                    lines.append(line)
+    return lines
+
+
+def duplicate_names(names: list[Any]) -> list[str]:
+    """One line per service name used again, naming both places."""
+    seen: dict[Any, int] = {}
+    problems = []
+    for index, name in enumerate(names):
+        if isinstance(name, str) and name in seen:
+            problems.append(
+                f"services[{index}].name: duplicate service name '{name}' "
+                f"(also services[{seen[name]}])"
+            )
+        elif isinstance(name, str):
+            seen[name] = index
+    return problems
+
+
+def _raw_duplicates(data: dict[str, Any]) -> list[str]:
+    """Duplicate names in the file as written, so they are reported with every other problem
+    (the model's own check runs only once all the rest is valid)."""
+    services = data.get("services")
+    if not isinstance(services, list):
+        return []
+    return duplicate_names([s.get("name") if isinstance(s, dict) else None for s in services])
+
+
+def ignored_settings(model: BaseModel, loc: tuple[Any, ...] = ()) -> list[str]:
+    """`path: ignored (why)` for each IGNORED_FIELDS setting the file made, anywhere in it."""
+    ignored = model.ignored_here() if isinstance(model, Strict) else {}
+    lines = [f"{_path((*loc, name))}: ignored ({why})" for name, why in ignored.items()]
+    for name in type(model).model_fields:
+        if name not in model.model_fields_set or name in ignored:
+            continue
+        value = getattr(model, name)
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, BaseModel):
+                where = (*loc, name) if index is None else (*loc, name, index)
+                lines.extend(ignored_settings(item, where))
+    return lines
 
 
 def _describe(error: Any, model: type[BaseModel]) -> str:
@@ -785,7 +1033,7 @@ def _lookalike(value: Any) -> str:
     return ""
 
 
-_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -795,7 +1043,7 @@ def _path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif str(part).startswith("function-"):
             continue
-        elif _PLAIN_KEY_RE.match(str(part)):
+        elif _PLAIN_KEY_RE.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             # A key with spaces, brackets, newlines...: quoted, so the path stays one line and
@@ -818,8 +1066,22 @@ def _suggest(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
             return ""
     known = list(getattr(current, "model_fields", {}))
     known = [k for k in known if k not in LOADER_FIELDS or current is DocktorConfig]
+    if current is QueueSpec:
+        known = _queue_fields()
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _queue_fields() -> list[str]:
+    """The fields of every installed queue kind's model: a typo in a `queue:` block is
+    suggested from them (the error's path does not say which kind it was)."""
+    from docktor import metrics
+
+    fields: list[str] = []
+    for kind in metrics.queue_kinds():
+        model = metrics.source_class(kind).config_model
+        fields += [f for f in getattr(model, "model_fields", {}) if f not in fields]
+    return fields
 
 
 def _inner_model(annotation: Any) -> type[BaseModel] | None:

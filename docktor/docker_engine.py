@@ -22,6 +22,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from docktor.reasons import shorten
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # The environment variables docker.from_env reads: a change to any of them is another engine.
 ENV_KEYS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
@@ -139,4 +141,4 @@ def _reason(exc: BaseException) -> str:
         seen += 1
     strerror = getattr(inner, "strerror", None)
     text = strerror or str(inner) or type(inner).__name__
-    return " ".join(text.split())[:160]
+    return shorten(text, 160)

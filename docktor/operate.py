@@ -1,5 +1,5 @@
-"""What `docktor status | explain | pause | resume | scale | nudge | approve | reject` do, apart
-from printing: find the service, reach its loop through Temporal, and turn every way that can
+"""What `docktor status | explain | pause | resume | scale | nudge | approve | reject | down` do,
+apart from printing: find the service, reach its loop through Temporal, and turn every way that can
 fail into one exception whose message is the line the operator reads.
 
 The Temporal calls themselves live in docktor/control.py; this module only orchestrates them and
@@ -8,6 +8,7 @@ words the failures. Rendering is docktor/views.py.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -25,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor import control, policy
 from docktor.client import TemporalUnreachable, connect
 from docktor.config import DocktorConfig, parse_duration
+from docktor.exits import EXIT_FAILED, EXIT_USAGE
 from docktor.journal import read_decisions
 from docktor.model import (
     Decision,
@@ -39,7 +41,7 @@ from docktor.model import (
     Verdict,
 )
 from docktor.sampling import Sampler
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import ScalerConfigError, ScalerUnavailable, one_backend
 
 T = TypeVar("T")
 
@@ -47,11 +49,11 @@ T = TypeVar("T")
 class OperateError(Exception):
     """A command that could not do what was asked; `exit_code` says how the CLI leaves."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class UnknownService(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class NoLoop(OperateError):
@@ -59,7 +61,7 @@ class NoLoop(OperateError):
 
 
 class BadArgument(OperateError):
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class UpdateRefused(OperateError):
@@ -336,8 +338,11 @@ async def scale(
     address: str | None = None,
     timeout: float = control.UPDATE_TIMEOUT,
     by: str | None = None,
+    hold_s: float | None = None,
 ) -> Decision:
-    request = ManualScale(replicas=replicas, reason=reason, by=by or operator())
+    """Scale now; the loop then holds the count for `hold_s` seconds (None: the service's
+    default, 0: no hold)."""
+    request = ManualScale(replicas=replicas, reason=reason, by=by or operator(), hold_s=hold_s)
     return await _update(
         config,
         address,
@@ -384,6 +389,101 @@ async def verdict(
     )
 
 
+# ---- down: stop the loops, and with them (when asked) the replicas ---------------------------
+
+
+@dataclass
+class Down:
+    """What `docktor down` did for one service, as lines for the operator."""
+
+    service: str
+    done: list[str] = field(default_factory=list)
+    # What could not be done; the command exits 1 when any service has one.
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DownReport:
+    services: list[Down]
+    # Temporal could not be reached: no loop was cancelled (replicas are still stopped).
+    unreachable: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.unreachable is not None or any(s.failures for s in self.services)
+
+
+async def down(
+    config: DocktorConfig,
+    services: list[str],
+    replicas: bool = False,
+    address: str | None = None,
+    timeout: float = control.UPDATE_TIMEOUT,
+) -> DownReport:
+    """Cancel each service's loop (it records `stopped`) and, with `replicas`, scale what the
+    backend runs to 0, min_replicas notwithstanding: stopping the service is the point. A loop
+    that is already gone is said so, and its replicas are stopped all the same."""
+    names = [check_service(config, name) for name in services] or config.service_names()
+    report = DownReport([Down(name) for name in names])
+    try:
+        client: Client | None = await connect(config, address)
+    except TemporalUnreachable as exc:
+        # No loop can act while Temporal is away, so the replicas can still be stopped.
+        client, report.unreachable = None, f"{exc}; no loop was cancelled"
+
+    async def one(result: Down) -> None:
+        if client is not None:
+            await _stop_loop(client, config, address, result, timeout)
+        # After the loop has stopped, so that it does not start them again.
+        if replicas:
+            await _stop_replicas(config, result)
+
+    await asyncio.gather(*(one(result) for result in report.services))
+    return report
+
+
+async def _stop_loop(
+    client: Client, config: DocktorConfig, address: str | None, result: Down, timeout: float
+) -> None:
+    name = result.service
+    workflow_id = config.workflow_id(name)
+    try:
+        status = await _call(
+            config, address, name, control.stop_loop(client, config, name, timeout=timeout)
+        )
+    except NoLoop as exc:
+        ended = re.search(r"\(workflow \S+ is (\w+)", str(exc))
+        state = f"{workflow_id} is {ended.group(1)}" if ended else f"no workflow {workflow_id}"
+        result.done.append(f"no loop was running ({state})")
+        return
+    except OperateError as exc:
+        result.failures.append(str(exc))
+        return
+    count = "?" if status.replicas is None else status.replicas
+    result.done.append(f"loop stopped: {workflow_id} recorded `stopped` at {count} replicas")
+
+
+async def _stop_replicas(config: DocktorConfig, result: Down) -> None:
+    spec = config.service(result.service)
+    what = f"{spec.backend} backend"
+    project = config.project or ""
+    try:
+        async with one_backend(spec) as backend:
+            running = await backend.replicas(spec, project)
+            if running == 0:
+                result.done.append(f"no replicas running ({what})")
+                return
+            # 0 whatever min_replicas says: bounds are the policy's, not the backend's.
+            left = await backend.scale_to(spec, project, 0)
+    except (ScalerConfigError, ScalerUnavailable) as exc:
+        result.failures.append(f"cannot stop the replicas ({what}): {exc}")
+        return
+    if left:
+        result.failures.append(f"{left} of {running} replicas still running ({what})")
+    else:
+        result.done.append(f"stopped {running} replica{'s' if running != 1 else ''} ({what})")
+
+
 # ---- dry runs: observe and decide, apply nothing ---------------------------------------------
 
 
@@ -392,7 +492,8 @@ class Observed(BaseModel):
 
     service: str
     observation: Observation
-    # Rates need two samples: these are against the loop's last one, when a loop runs.
+    # Rates need two samples: these are against the loop's own (over its metrics_window), when
+    # a loop runs.
     rates: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
@@ -419,7 +520,9 @@ async def observe_now(
     previous = state.last_sample if state else None
     if previous is None:
         notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
-    rates = policy.derive_rates(observation, previous)
+    spec = config.service(service)
+    samples = state.memory.rate_samples if state else []
+    rates = policy.window_rates(observation, previous, samples, spec.window)
     return Observed(service=service, observation=observation, rates=rates, notes=notes)
 
 
@@ -495,8 +598,10 @@ async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Obs
 
 
 async def _count_replicas(config: DocktorConfig, service: str) -> int:
+    spec = config.service(service)
     try:
-        return await scaler_for(config.service(service), project=config.project or "").replicas()
+        async with one_backend(spec) as backend:
+            return await backend.replicas(spec, config.project or "")
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
 

@@ -1,7 +1,8 @@
 """One observation of a service: its replica count plus every metric its rules can use.
 
 The worker keeps one Sampler, so metric sources (and their pooled connections) are shared by
-every service it serves instead of being opened per call.
+every service it serves instead of being opened per call; the replica count comes from the
+worker's backend instances (docktor.scalers.Backends), which the Sampler is given.
 """
 
 from __future__ import annotations
@@ -11,29 +12,45 @@ import math
 from datetime import UTC, datetime
 
 from docktor.config import ServiceSpec
-from docktor.metrics import MetricConfigError, MetricSource, source_class
+from docktor.metrics import MetricConfigError, MetricSource, providers, source_class
 from docktor.model import Observation
-from docktor.scalers import scaler_for
-
-# Metric name prefix -> the source kind that provides it (queue.* comes from spec.queue.kind).
-PREFIX_SOURCES = {"cpu.": "docker", "mem.": "docker"}
+from docktor.scalers import Backends
 
 
 def source_kinds(spec: ServiceSpec) -> list[str]:
-    """The metric source kinds this service needs."""
+    """The metric source kinds this service needs: its queue's kind, and the source that
+    provides each other metric its rules and targets name (as each source declares)."""
     kinds: list[str] = []
     if spec.queue is not None:
         kinds.append(spec.queue.kind)
+    provided_by = providers()
     for metric in sorted(spec.metric_names()):
-        for prefix, kind in PREFIX_SOURCES.items():
-            if metric.startswith(prefix) and kind not in kinds:
-                kinds.append(kind)
+        kind = provided_by.get(metric)
+        if kind is not None and kind not in kinds:
+            kinds.append(kind)
     return kinds
 
 
+def wanted(
+    source: MetricSource, names: list[str], gauges: dict[str, float], counters: dict[str, float]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Only the metrics a `queue.metrics` list names (empty: all), with the counters that the
+    rates it names are derived from."""
+    if not names:
+        return gauges, counters
+    keep = set(names)
+    return (
+        {k: v for k, v in gauges.items() if k in keep},
+        {k: v for k, v in counters.items() if k in keep or source.rates.get(k) in keep},
+    )
+
+
 class Sampler:
-    def __init__(self) -> None:
+    def __init__(self, backends: Backends | None = None) -> None:
         self._sources: dict[str, MetricSource] = {}
+        # Given: the owner (LoopActivities) closes them; made here: closed with the sampler.
+        self._own_backends = backends is None
+        self.backends = backends or Backends()
 
     def source(self, kind: str) -> MetricSource:
         if kind not in self._sources:
@@ -51,7 +68,7 @@ class Sampler:
         cannot count replicas raises.
         """
         kinds = source_kinds(spec)
-        scaler = scaler_for(spec, project=project)
+        backend = self.backends.of(spec)
         failures: list[BaseException] = []
         sources: list[MetricSource | None] = []
         for kind in kinds:
@@ -61,7 +78,7 @@ class Sampler:
                 failures.append(exc)
                 sources.append(None)
         results = await asyncio.gather(
-            scaler.replicas(),
+            backend.replicas(spec, project),
             *(s.sample(spec) for s in sources if s is not None),
             return_exceptions=True,
         )
@@ -77,11 +94,18 @@ class Sampler:
                 observation.errors.append(f"{kind}: {sample}")
                 continue
             gauges, counters = sample
+            source = self.source(kind)
+            if spec.queue is not None and kind == spec.queue.kind:
+                gauges, counters = wanted(source, spec.queue.metrics, gauges, counters)
             observation.metrics.update(
                 finite_values(kind, gauges, observation.errors, METRIC_LIMIT)
             )
             observation.counters.update(
                 finite_values(kind, counters, observation.errors, COUNTER_LIMIT)
+            )
+            # Which rate each counter makes, as its source declares: the policy knows no names.
+            observation.counter_rates.update(
+                {c: source.rates[c] for c in counters if c in source.rates}
             )
         return observation, failures
 
@@ -89,6 +113,8 @@ class Sampler:
         for source in self._sources.values():
             await source.close()
         self._sources.clear()
+        if self._own_backends:
+            await self.backends.close()
 
 
 # Metric values are not trusted (SECURITY.md). A non-finite one travels in the observation's

@@ -18,7 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from docktor.config import DocktorConfig, format_number
-from docktor.model import Decision, ForecastView, LoopStatus, PendingApproval, Provenance
+from docktor.model import (
+    Decision,
+    ForecastView,
+    LoopStatus,
+    ManualHold,
+    PendingApproval,
+    Provenance,
+)
 from docktor.operate import ServiceState
 
 STATUS_HEADERS = [
@@ -29,6 +36,7 @@ STATUS_HEADERS = [
     "LAST",
     "WHEN",
     "COOLDOWN",
+    "HELD",
     "APPROVAL",
     "WORKFLOW",
     "REASON",
@@ -110,6 +118,15 @@ def _cooldown_text(status: LoopStatus, now: datetime) -> str:
     return ", ".join(parts) or "-"
 
 
+def _held_text(status: LoopStatus, now: datetime) -> str:
+    """A manual scale's hold: `3 until 14:03:12 UTC (4m10s)`."""
+    hold = status.hold
+    left = seconds_until(hold.until if hold else None, now)
+    if hold is None or left is None:
+        return "-"
+    return f"{hold.replicas} until {hold.until:%H:%M:%S} UTC ({span(left)})"
+
+
 def _approval_text(status: LoopStatus, now: datetime) -> str:
     pending = status.pending_approval
     if pending is None:
@@ -129,7 +146,7 @@ def status_cells(state: ServiceState, now: datetime) -> list[str]:
         problem = state.problem or "not running"
         last = "not running" if problem == "not running" else "no answer"
         detail = "" if problem == "not running" else problem
-        return [state.service, "-", "-", "-", last, "-", "-", "-", state.workflow_id, detail]
+        return [state.service, "-", "-", "-", last, "-", "-", "-", "-", state.workflow_id, detail]
     last = status.last_decision
     return [
         state.service,
@@ -139,6 +156,7 @@ def status_cells(state: ServiceState, now: datetime) -> list[str]:
         last.action if last else "-",
         f"{span((now - last.timestamp).total_seconds())} ago" if last else "-",
         _cooldown_text(status, now),
+        _held_text(status, now),
         _approval_text(status, now),
         status.workflow_id,
         last.reason if last else "",
@@ -165,6 +183,9 @@ class StatusRow(BaseModel):
     cooldown_down_left_s: float | None = None
     pending_approval: PendingApproval | None = None
     approval_expires_in_s: float | None = None
+    # A manual scale's count the loop keeps until hold.until (docktor scale --hold).
+    hold: ManualHold | None = None
+    hold_left_s: float | None = None
 
 
 def status_row(state: ServiceState, now: datetime) -> StatusRow:
@@ -196,6 +217,8 @@ def status_row(state: ServiceState, now: datetime) -> StatusRow:
             "approval_expires_in_s": _rounded(
                 seconds_until(pending.expires_at, now) if pending else None
             ),
+            "hold": status.hold,
+            "hold_left_s": _rounded(seconds_until(status.hold.until, now) if status.hold else None),
         }
     )
 
@@ -213,7 +236,8 @@ def print_status(
         return
     rows = [status_cells(state, now) for state in states]
     if tty:
-        table = _table("docktor status", STATUS_HEADERS, wrap={"PAUSED", "APPROVAL", "REASON"})
+        wrap = {"PAUSED", "HELD", "APPROVAL", "REASON"}
+        table = _table("docktor status", STATUS_HEADERS, wrap=wrap)
         for row in rows:
             # Text, not markup: a reason such as "outside [1, 5]" must print as written.
             table.add_row(*(Text(cell) for cell in row), style="dim" if row[1] == "-" else None)

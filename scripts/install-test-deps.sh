@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests need, from Debian, installed only where missing: a Docker engine
 # (the tests start their own dockerd on a private socket), busybox for locally made images,
-# Debian's docker-compose to check the compose files, and Chromium for the Web UI browser test
-# (tests/e2e; driven headless, never a browser a tool downloads). Needs root (as on CI); without
+# Debian's docker-compose to check the compose files, Chromium for the Web UI browser test
+# (tests/e2e; driven headless, never a browser a tool downloads), and redis-server for the Redis
+# Streams source (the tests start their own on a free port; no PyPI package ships it). Needs root (as on CI); without
 # it, it says what is missing and those tests skip (except under CI, where they fail).
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

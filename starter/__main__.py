@@ -8,14 +8,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 
 from temporalio.client import Client
 
 from docktor.client import TemporalUnreachable, connect, ui_url
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.control import UPDATE_TIMEOUT, LoopNotAnswering, NoRunningLoop, start_loop, stop_loop
-from docktor.exits import leave, report_config_error
+from docktor.devstack import recorded_ui_url
+from docktor.exits import (
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    leave,
+    read_config,
+    report_config_error,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {UPDATE_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--ui", default=os.environ.get("TEMPORAL_UI_URL"), help="Web UI base URL for the links"
+        "--ui",
+        default=os.environ.get("TEMPORAL_UI_URL"),
+        help="Web UI base URL for the links (default: $TEMPORAL_UI_URL, else the UI of the "
+        "`docktor dev` serving this Temporal, else the API port + 1000)",
     )
     return parser.parse_args(argv)
 
@@ -52,28 +62,30 @@ CONCURRENT = 16
 
 
 async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str]) -> int:
-    client = await connect(config)
+    client = await connect(config, args.address)
+    # The UI of the `docktor dev` serving this Temporal, wherever it is; else the dev server's
+    # default place.
+    ui = args.ui or recorded_ui_url(config, args.address)
     slots = asyncio.Semaphore(CONCURRENT)
 
     async def one(name: str) -> tuple[list[str], list[str]]:
         async with slots:
-            return await _start_or_stop(client, args, config, name)
+            return await _start_or_stop(client, args, config, name, ui)
 
-    code = 0
+    code = EXIT_OK
     # Reported in the config's order, whatever order they finished in.
-    for out, err in await asyncio.gather(*(one(name) for name in names)):
+    for out, problems in await asyncio.gather(*(one(name) for name in names)):
         for line in out:
             print(line)
-        for line in err:
-            print(line, file=sys.stderr)
-            code = 1
+        for problem in problems:
+            code = error(problem)
     return code
 
 
 async def _start_or_stop(
-    client: Client, args: argparse.Namespace, config: DocktorConfig, name: str
+    client: Client, args: argparse.Namespace, config: DocktorConfig, name: str, ui: str | None
 ) -> tuple[list[str], list[str]]:
-    """What to print for one service: (stdout lines, error lines)."""
+    """What to print for one service: (stdout lines, errors)."""
     workflow_id = config.workflow_id(name)
     if args.stop:
         try:
@@ -81,36 +93,34 @@ async def _start_or_stop(
         except NoRunningLoop as exc:
             return [f"{name}: {exc}"], []
         except LoopNotAnswering as exc:
-            return [], [f"error: {name}: {exc}"]
+            return [], [f"{name}: {exc}"]
         return [f"{name}: stopped {workflow_id} at {status.replicas} replicas"], []
     result = await start_loop(client, config, config.service(name))
     verb = "started" if result.started else "already running; config updated in place:"
-    link = ui_url(config, workflow_id, args.ui)
+    link = ui_url(config, workflow_id, ui, args.address)
     return [f"{name}: {verb} {workflow_id}", f"  Web UI: {link}"], []
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = read_config(args.config)
     except ConfigError as exc:
         return report_config_error(exc)
     if args.all:
         names = config.service_names()
     elif args.service not in config.service_names():
-        print(
-            f"error: no service '{args.service}' in the config; "
+        return error(
+            f"no service '{args.service}' in the config; "
             f"services: {', '.join(config.service_names())}",
-            file=sys.stderr,
+            EXIT_USAGE,
         )
-        return 2
     else:
         names = [args.service]
     try:
         return asyncio.run(run(args, config, names))
     except TemporalUnreachable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return error(exc)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Session-wide real servers: one nats-server and one Temporal dev server for the whole run,
-each on free ports in its own temporary directory and stopped by pid at the end."""
+"""Session-wide real servers: one nats-server, one redis-server and one Temporal dev server for
+the whole run, each on free ports in its own temporary directory and stopped by pid at the end."""
 
 from __future__ import annotations
 
@@ -27,17 +27,33 @@ from docker_engine import (  # noqa: E402
     import_busybox,
     start_dockerd,
 )
+from helpers import require_redis_server  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities import LoopActivities  # noqa: E402
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal, start_nats, start_temporal  # noqa: E402
+from docktor.embedded import (  # noqa: E402
+    EmbeddedNats,
+    EmbeddedRedis,
+    EmbeddedTemporal,
+    start_nats,
+    start_redis,
+    start_temporal,
+)
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
 from worker.build import build_worker  # noqa: E402
 
 
+def no_servers_in_a_fast_run(what: str) -> None:
+    """`make test-fast` promises no servers: a test there that asks for one is in the wrong
+    folder (tests/integration is where they belong)."""
+    if os.environ.get("DOCKTOR_TEST_FAST"):
+        pytest.fail(f"{what} asked for in `make test-fast`: move the test to tests/integration")
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    no_servers_in_a_fast_run("nats-server")
     server = start_nats(tmp_path_factory.mktemp("nats"))
     try:
         yield server
@@ -46,7 +62,20 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 
 
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """Debian's redis-server on a free port (skipped where it is not installed)."""
+    no_servers_in_a_fast_run("redis-server")
+    require_redis_server()
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def temporal_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTemporal]:
+    no_servers_in_a_fast_run("the Temporal dev server")
     server = start_temporal(tmp_path_factory.mktemp("temporal"))
     try:
         yield server
@@ -58,6 +87,7 @@ def temporal_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedT
 def docker_engine() -> Iterator[DockerEngine]:
     """A private dockerd for the session. Skips on a laptop without one; fails under CI, where
     `make test` installs Debian's docker.io first."""
+    no_servers_in_a_fast_run("dockerd")
     if not dockerd_available():
         if os.environ.get("CI"):
             pytest.fail("no dockerd on this CI machine: scripts/install-test-deps.sh should add it")

@@ -21,7 +21,7 @@ import yaml
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from docktor.config import DocktorConfig
+    from docktor.config import DocktorConfig, ServiceSpec
 
 # Between polls: short enough that a test never waits long after the condition holds.
 POLL_INTERVAL = 0.02
@@ -91,9 +91,25 @@ async def stop_loop_within(
         await handle.terminate(reason="test teardown: the cancel was not honoured")
 
 
-def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dict[str, object]:
+def burst_service(
+    backend: str,
+    nats_url: str = "",
+    stream: str = "",
+    subject: str = "",
+    queue: dict[str, object] | None = None,
+) -> dict[str, object]:
     """A `consumer` service that reacts within seconds: up on a backlog over 100, down when the
-    queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs."""
+    queue is drained, 1..4 replicas. The end-to-end tests add what their backend needs. Its
+    queue is a NATS stream unless another `queue:` block is given: the same rules work on any
+    queue kind."""
+    if queue is None:
+        queue = {
+            "kind": "nats",
+            "url": nats_url,
+            "stream": stream,
+            "consumer": "workers",
+            "subject": subject,
+        }
     return {
         "name": "consumer",
         "backend": backend,
@@ -111,14 +127,68 @@ def burst_service(backend: str, nats_url: str, stream: str, subject: str) -> dic
                 {"metric": "queue.ack_pending", "op": "<", "value": 20},
             ],
         },
-        "queue": {
-            "kind": "nats",
-            "url": nats_url,
-            "stream": stream,
-            "consumer": "workers",
-            "subject": subject,
-        },
+        "queue": queue,
     }
+
+
+def require_redis_server() -> None:
+    """Skip where Debian's redis-server is not installed; fail under CI, where `make test`
+    installs it first (scripts/install-test-deps.sh)."""
+    import pytest
+
+    from docktor.embedded import EmbeddedError, find_binary
+
+    try:
+        find_binary("redis-server")
+    except EmbeddedError:
+        if os.environ.get("CI"):
+            pytest.fail("no redis-server on this CI machine: scripts/install-test-deps.sh adds it")
+        pytest.skip("no redis-server here (install Debian's redis-server to run these tests)")
+
+
+async def wait_for_replicas(
+    client: Client,
+    config: DocktorConfig,
+    service: str,
+    done: Callable[[int], bool],
+    timeout: float,
+    message: str,
+) -> None:
+    """Until the loop's status reports a replica count that `done` accepts."""
+    from docktor.control import loop_status
+
+    async def reached() -> bool:
+        status = await loop_status(client, config, service)
+        return status.replicas is not None and done(status.replicas)
+
+    await async_wait_for(reached, timeout, message)
+
+
+async def assert_burst_scaled_up_and_down(
+    client: Client, config: DocktorConfig, service: ServiceSpec
+) -> None:
+    """A burst_service loop fed one burst: it scales up past 2 replicas while the burst waits,
+    back to min_replicas once it is drained (the queue's rules and nothing else deciding), and
+    the decisions say so."""
+    from docktor.control import loop_decisions
+
+    await wait_for_replicas(
+        client, config, service.name, lambda n: n >= 3, 60, "scale-up to 3 during the burst"
+    )
+    await wait_for_replicas(
+        client,
+        config,
+        service.name,
+        lambda n: n == service.min_replicas,
+        90,
+        "scale-down to min_replicas after the burst",
+    )
+    decisions = await loop_decisions(client, config, service.name, tail=50)
+    ups = [d for d in decisions if d.action == "scale_up"]
+    downs = [d for d in decisions if d.action == "scale_down"]
+    assert any("queue.backlog" in rule for d in ups for rule in d.matched_rules)
+    assert downs and all(d.target_replicas < d.current_replicas for d in downs)
+    assert all(service.min_replicas <= d.target_replicas <= 4 for d in decisions)
 
 
 # ---- real processes for the fault tests (tests/faults) ------------------------------------------
@@ -197,6 +267,15 @@ def replica_pids(project: str, service: str) -> list[int]:
                 if os.getpgid(pid) == pid:
                     found.append(pid)
     return sorted(found)
+
+
+def process_alive(pid: int) -> bool:
+    """True while pid runs; a zombie has exited (only its parent has yet to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
 
 
 def assert_gapless(sequences: list[int], what: str) -> None:

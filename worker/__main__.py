@@ -11,15 +11,21 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from activities import LoopActivities
 from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
-from docktor.config import ConfigError, DocktorConfig, default_config_path, load_config
+from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.embedded import free_port
-from docktor.exits import leave, report_config_error
+from docktor.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
 from docktor.telemetry import MetricsServer
 from worker.build import build_worker
 
@@ -77,6 +83,24 @@ async def check_llm_at_start(config: DocktorConfig) -> None:
         log.warning("LLM not available (%s); deciding by rules and recording the fallback", problem)
 
 
+def sdk_runtime(metrics_port: int | None = None) -> Runtime:
+    """The SDK's runtime for this process: its core's log lines (warnings such as a poll that
+    keeps failing) go through Python logging, in the worker's one format and without the
+    terminal colours the core writes itself; with `metrics_port`, its metrics on that loopback
+    port. Must be made the default before anything creates the SDK's own default Runtime."""
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(
+            logger=logging.getLogger("temporalio.core"), prepend_target_on_message=False
+        ),
+    )
+    metrics = PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}") if metrics_port else None
+    runtime = Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics))
+    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
+    Runtime.set_default(runtime, error_if_already_set=True)
+    return runtime
+
+
 class MetricsPortUnavailable(Exception):
     """--metrics-port cannot be bound (taken, or not ours to use)."""
 
@@ -89,11 +113,7 @@ def start_metrics(host: str, port: int) -> MetricsServer:
     Must run before anything in this process creates the SDK's default Runtime.
     """
     sdk_port = free_port()
-    runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{sdk_port}"))
-    )
-    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
-    Runtime.set_default(runtime, error_if_already_set=True)
+    sdk_runtime(sdk_port)
     try:
         server = MetricsServer(host, port, extra_urls=[f"http://127.0.0.1:{sdk_port}/metrics"])
     except OSError as exc:
@@ -109,7 +129,11 @@ async def serve(
     config: DocktorConfig, address: str | None, metrics: tuple[str, int] | None = None
 ) -> None:
     await check_llm_at_start(config)
-    metrics_server = start_metrics(*metrics) if metrics else None
+    if metrics:
+        metrics_server: MetricsServer | None = start_metrics(*metrics)
+    else:
+        sdk_runtime()
+        metrics_server = None
     try:
         await _serve(config, address)
     finally:
@@ -164,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = read_config(args.config)
     except ConfigError as exc:
         return report_config_error(exc)
     try:
@@ -173,12 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     except LLMRequired as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc, EXIT_USAGE)
     except (TemporalUnreachable, MetricsPortUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return error(exc)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         operator_text_problems,
     )
     from docktor.policy import cooldown_left, latest
+    from docktor.policy import hold as manual_hold
     from docktor.policy import predict as forecast_view
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
@@ -75,6 +76,7 @@ RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(second
 # workflow.patched ids: a branch added after loops were already running takes the old path when
 # such a loop's history is replayed (see tests/replay/record.py).
 PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
+PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
 # The lean loop (issue 10): observe and evaluate as local activities in the workflow task the
 # timer wakes, a hold's journal line written by a local activity in that same task, search
 # attributes and memo upserted only when they change, and shorter runs. A hold then costs one
@@ -226,6 +228,7 @@ class ServiceAutoscaler:
                     last_scale_down_at=self.state.last_scale_down_at,
                     memory=self.state.memory,
                     expected_replicas=self.state.replicas,
+                    hold=self.state.hold,
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
             )
@@ -246,9 +249,10 @@ class ServiceAutoscaler:
             # A scale-up taken ahead of load says so (False in proposals of older releases).
             metadata=Provenance(predicted=proposal.predicted),
         )
-        if llm.provider == "none":
-            return rules
         now = workflow.now()
+        # While an operator's count is held the model has nothing to decide: not asked.
+        if llm.provider == "none" or manual_hold.in_force(self.state.hold, now):
+            return rules
         last_any = latest(self.state.last_scale_up_at, self.state.last_scale_down_at)
         try:
             return await workflow.execute_activity_method(
@@ -545,6 +549,7 @@ class ServiceAutoscaler:
             cooldown_up_until=now + timedelta(seconds=up_left) if up_left else None,
             cooldown_down_until=now + timedelta(seconds=down_left) if down_left else None,
             pending_approval=self.state.pending,
+            hold=self.state.hold if manual_hold.in_force(self.state.hold, now) else None,
             journal_error=(
                 f"decisions from {self.state.journal_gap_from} on not written: "
                 f"{self.state.journal_error}"
@@ -589,20 +594,23 @@ class ServiceAutoscaler:
 
     @workflow.update(name=names.RESUME)
     def resume(self) -> LoopStatus:
+        """Automatic decisions apply again: ends a pause and a manual scale's hold."""
         self.state.paused = False
         self.state.pause_reason = None
+        self.state.hold = None
         self._publish_state()
         return self.status()
 
     @resume.validator
     def _validate_resume(self) -> None:
-        if not self.state.paused:
-            raise ValueError("not paused")
+        if not self.state.paused and not manual_hold.in_force(self.state.hold, workflow.now()):
+            raise ValueError("not paused, and no manual scale is held")
 
     @workflow.update(name=names.SCALE_TO)
     async def scale_to(self, request: ManualScale) -> Decision:
-        """An operator's override, recorded as a `manual` decision; the cooldown then applies.
-        Works while paused too: pausing stops the automatic decisions, not the operator."""
+        """An operator's override, recorded as a `manual` decision; the count is then held
+        (request.hold_s, else the service's default) and the cooldown applies. Works while
+        paused too: pausing stops the automatic decisions, not the operator."""
         self.manual_epoch += 1
         async with self.scaling:
             current = self.state.replicas if self.state.replicas is not None else 0
@@ -611,16 +619,21 @@ class ServiceAutoscaler:
             replicas, failure = await self._scale(current, request.replicas, f"manual{who}: {why}")
         if failure is not None:
             raise ApplicationError(failure, type="ScaleFailed")
-        return await self.record(
-            action="manual",
-            current=current,
-            target=replicas,
-            reason=f"manual scale{who}: {why}",
-        )
+        reason = f"manual scale{who}: {why}"
+        if workflow.patched(PATCH_MANUAL_HOLD):
+            # The operator's count stands for a while; this scale's hold replaces any earlier
+            # one. The reason ends with the hold, as `docktor scale` reports it.
+            now = workflow.now()
+            hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
+            self.state.hold = hold
+            reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
+        return await self.record(action="manual", current=current, target=replicas, reason=reason)
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
+        if hold_problem := manual_hold.problem(request.hold_s):
+            raise ValueError(hold_problem)
         if self.stopping:
             raise ValueError(f"the loop for {self.spec.name} is stopping")
         low, high = self.spec.min_replicas, self.spec.max_replicas

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from docktor.config import ConfigError, load_config
+from docktor.config import ConfigError
+from docktor.exits import read_config
 
 # benchmarks/scenarios/ of the source tree this package lives in (an editable install or a
 # checkout); the current directory's copy when run from elsewhere.
@@ -122,7 +123,7 @@ def cmd_bench_control(args: argparse.Namespace) -> int:
 
     paths = [Path(p) for p in args.scenario] if args.scenario else default_scenarios()
     scenarios = [load_scenario(path) for path in paths]
-    configs = [load_config(path) for path in args.config or []]
+    configs = [read_config(path) for path in args.config or []]
     names = [f"config:{s.name}" for c in configs for s in c.services]
     if duplicated := sorted({n for n in names if names.count(n) > 1}):
         raise ConfigError([f"--config: service names must differ across files: {duplicated}"])
@@ -141,7 +142,7 @@ def cmd_bench_control(args: argparse.Namespace) -> int:
 
 def cmd_bench_live(args: argparse.Namespace) -> int:
     from docktor.bench.live import LiveBench
-    from docktor.demo import resolve_config_path
+    from docktor.demo.stack import resolve_config_path
 
     for name in ("duration", "rate", "burst_every"):
         if getattr(args, name) <= 0:
@@ -149,7 +150,7 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
     if not 0 < args.burst_seconds < args.burst_every:
         raise ConfigError(["--burst-seconds: must be greater than 0 and less than --burst-every"])
     config_path = resolve_config_path(args.config)
-    config = load_config(config_path)
+    config = read_config(config_path)
     args.no_live = True
     bench = LiveBench(args, config_path, config)
     if bench.spec.queue is None or bench.spec.queue.kind != "nats":

@@ -31,7 +31,8 @@ from docktor.bench.metrics import measure
 from docktor.bench.scenario import Scenario
 from docktor.bench.simulate import DT, simulate
 from docktor.config import ConfigError, DocktorConfig, ServiceSpec
-from docktor.demo import Demo, producer_script, spawn
+from docktor.demo.stack import Demo, producer_script
+from docktor.embedded import spawn
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -203,7 +204,7 @@ class LiveBench(Demo):
         self.result: LiveResult | None = None
 
     def start_producer(self) -> None:
-        assert self.nats is not None
+        assert self.nats is not None  # cmd_bench_live accepts only a NATS queue
         args = [sys.executable, str(producer_script(self.config_path)), "--url", self.nats.url]
         args += ["--rate", str(self.load["rate"]), "--burst-rate", str(self.load["burst_rate"])]
         args += ["--burst-seconds", str(self.load["burst_seconds"])]

@@ -45,11 +45,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from docktor.config import default_config_path, load_config
-    from docktor.exits import EXIT_OK
+    from docktor.config import default_config_path
+    from docktor.exits import EXIT_OK, read_config
 
     path = Path(args.config) if args.config else default_config_path()
-    load_config(path)  # refuse an invalid file before a client connects (exit 2, one line each)
+    read_config(path)  # refuse an invalid file before a client connects (exit 2, one line each)
     if args.transport == "http" and args.host not in ("127.0.0.1", "localhost", "::1"):
         # The HTTP transport has no authentication: say so where the operator will see it.
         print(

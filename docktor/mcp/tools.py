@@ -13,9 +13,10 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from docktor import operate, views
-from docktor.config import ConfigError, load_config
+from docktor.config import ConfigError, load_config, parse_duration
 from docktor.mcp.server import Docktor, actor, tool_errors
 from docktor.model import Decision, PendingApproval
+from docktor.policy.hold import problem
 
 log = logging.getLogger("docktor.mcp")
 
@@ -70,6 +71,8 @@ class ConfigReport(BaseModel):
     project: str | None = None
     services: list[str] = Field(default_factory=list)
     problems: list[str] = Field(default_factory=list)
+    # Settings the file makes that load but change nothing (`version`, `queue.subject`, ...).
+    warnings: list[str] = Field(default_factory=list)
     checks: list[CheckLine] = Field(default_factory=list)
 
 
@@ -184,6 +187,7 @@ def register_read_only(server: MCPServer, app: Docktor) -> None:
             report.ok, report.problems = False, list(exc.problems)
             return report
         report.project, report.services = config.project, config.service_names()
+        report.warnings = config.warnings
         if online:
             from docktor.checks import run_checks
 
@@ -226,7 +230,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
         )
 
     async def resume(service: Service, reason: Reason, ctx: Context) -> ControlResult:
-        """Apply a paused service's automatic decisions again."""
+        """Apply automatic decisions again: ends a pause and a manual scale's hold."""
         by = _audit(ctx, "resume", service, reason)
         with tool_errors():
             config = app.config()
@@ -249,12 +253,21 @@ def register_control(server: MCPServer, app: Docktor) -> None:
         replicas: Annotated[int, Field(ge=0, description="the replica count, within the bounds")],
         reason: Reason,
         ctx: Context,
+        hold: Annotated[
+            str | None,
+            Field(
+                description="how long the loop keeps this count, up and down: '10m', '2h'; "
+                "'0' for no hold; default: the service's longer cooldown (or scale window)"
+            ),
+        ] = None,
     ) -> ControlResult:
-        """Set a service's replica count now (within its bounds); recorded as a manual decision."""
+        """Set a service's replica count now (within its bounds); recorded as a manual decision,
+        and held for a while (see `hold`); resume ends a hold early."""
+        hold_s = _hold_seconds(hold)
         by = _audit(ctx, "scale_to", service, reason, replicas)
         with tool_errors():
             decision = await operate.scale(
-                app.config(), service, replicas, reason, app.address, by=by
+                app.config(), service, replicas, reason, app.address, by=by, hold_s=hold_s
             )
         return ControlResult(
             service=service,
@@ -263,7 +276,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
             reason=reason,
             message=(
                 f"scaled {service} {decision.current_replicas} -> {decision.target_replicas} "
-                "(a manual decision; the cooldown applies from now)"
+                f"(a manual decision: {decision.reason})"
             ),
             decision=decision,
         )
@@ -313,6 +326,19 @@ def register_control(server: MCPServer, app: Docktor) -> None:
     changes = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
     for tool in (pause, resume, scale_to, nudge, approve, reject):
         server.add_tool(tool, annotations=changes)
+
+
+def _hold_seconds(hold: str | None) -> float | None:
+    """scale_to's `hold` as seconds (None: the service's default); a bad one is refused."""
+    if hold is None:
+        return None
+    try:
+        seconds = parse_duration(hold)
+    except ValueError as exc:
+        raise ToolError(f"hold: {exc}") from None
+    if why := problem(seconds):
+        raise ToolError(why)
+    return seconds
 
 
 def _audit(ctx: Context, tool: str, service: str, reason: str, *args: object) -> str:

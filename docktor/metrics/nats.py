@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import ClassVar, Literal
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
+from pydantic import Field
 
 from docktor.config import QueueSpec, ServiceSpec
-from docktor.metrics.base import MetricConfigError, MetricUnavailable
+from docktor.metrics.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.reasons import first_line
 
 log = logging.getLogger(__name__)
 
 GAUGES = ("queue.backlog", "queue.ack_pending", "queue.redelivered", "queue.waiting", "queue.lag")
-COUNTERS = ("queue.stream_last_seq", "queue.ack_floor")
-# A rate named in the filter needs the counter the policy derives it from.
-RATE_NEEDS = {"queue.rate_in": "queue.stream_last_seq", "queue.rate_out": "queue.ack_floor"}
+# counter -> the rate the policy derives from two consecutive samples of it
+RATES = {"queue.stream_last_seq": "queue.rate_in", "queue.ack_floor": "queue.rate_out"}
 
 # JetStream API error codes (nats-server's errors.json): which of the two names is missing.
 STREAM_NOT_FOUND = 10059
@@ -42,8 +44,30 @@ MAX_RECONNECT_ATTEMPTS = 3
 RECONNECT_TIME_WAIT_S = 0.5
 
 
+class NatsQueueSpec(QueueSpec):
+    """`queue: {kind: nats, url, stream, consumer}`: a JetStream stream and durable consumer."""
+
+    # The Go tool's files set these; docktor reads the durable consumer `consumer` of `stream`,
+    # whose own filter decides which subjects it sees. They load, with one warning each.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {
+        "jetstream": "docktor always reads a JetStream consumer",
+        "subject": "the consumer's own filter decides what it reads",
+    }
+
+    kind: Literal["nats"] = "nats"
+    url: str = "nats://127.0.0.1:4222"
+    jetstream: bool = True
+    stream: str = Field(min_length=1)
+    consumer: str = Field(min_length=1)
+    subject: str | None = None
+
+
 class NatsMetricSource:
     """MetricSource for `spec.queue`: backlog, lag and the counters rates come from."""
+
+    config_model = NatsQueueSpec
+    provides = (*GAUGES, *RATES.values())
+    rates = RATES
 
     def __init__(
         self,
@@ -81,24 +105,10 @@ class NatsMetricSource:
             "queue.stream_last_seq": float(state.last_seq),
             "queue.ack_floor": float(acked),
         }
-        if not queue.metrics:
-            return gauges, counters
-        wanted = set(queue.metrics)
-        needed_counters = {RATE_NEEDS[name] for name in wanted if name in RATE_NEEDS}
-        return (
-            {k: v for k, v in gauges.items() if k in wanted},
-            {k: v for k, v in counters.items() if k in needed_counters or k in wanted},
-        )
+        return gauges, counters
 
     async def validate(self, spec: ServiceSpec) -> None:
-        queue = _queue(spec)
-        await self._infos(queue)
-        unknown = [name for name in queue.metrics if name not in (*GAUGES, *COUNTERS, *RATE_NEEDS)]
-        if unknown:
-            known = ", ".join((*GAUGES, *RATE_NEEDS))
-            raise MetricConfigError(
-                f"unknown queue metric {', '.join(map(repr, unknown))} (known: {known})"
-            )
+        await self._infos(_queue(spec))
 
     async def close(self) -> None:
         async with self._lock:
@@ -114,7 +124,7 @@ class NatsMetricSource:
 
     # ---- internals ---------------------------------------------------------------------------
 
-    async def _infos(self, queue: QueueSpec) -> tuple[StreamInfo, ConsumerInfo]:
+    async def _infos(self, queue: NatsQueueSpec) -> tuple[StreamInfo, ConsumerInfo]:
         for kind, name in (("stream", queue.stream), ("consumer", queue.consumer)):
             # nats-py refuses these locally with a ValueError; no retry can fix a name.
             if any(c in INVALID_NAME_CHARS for c in name):
@@ -141,7 +151,7 @@ class NatsMetricSource:
             raise self._unavailable(queue, exc) from exc
         return stream, consumer
 
-    def _unavailable(self, queue: QueueSpec, exc: Exception) -> MetricUnavailable:
+    def _unavailable(self, queue: NatsQueueSpec, exc: Exception) -> MetricUnavailable:
         if isinstance(exc, nats.errors.NoRespondersError):
             why = "JetStream is not enabled on the server (start it with -js)"
         elif isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
@@ -190,10 +200,8 @@ class NatsMetricSource:
             raise MetricUnavailable(f"{url}: cannot connect ({detail})") from exc
 
 
-def _queue(spec: ServiceSpec) -> QueueSpec:
-    if spec.queue is None:
-        raise MetricConfigError(f"service '{spec.name}' has no queue: section for nats metrics")
-    return spec.queue
+def _queue(spec: ServiceSpec) -> NatsQueueSpec:
+    return queue_block(spec, NatsQueueSpec)
 
 
 def _describe_connect_error(exc: BaseException) -> str:
@@ -201,5 +209,4 @@ def _describe_connect_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    return first_line(exc)

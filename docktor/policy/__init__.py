@@ -15,7 +15,7 @@ any metric holds (or goes up to the configured fallback): missing data never sca
 """
 
 from docktor.policy.decide import decide, settle
-from docktor.policy.rates import RATE_COUNTERS, derive_rates
+from docktor.policy.rates import RATE_COUNTERS, derive_rates, window_rates
 from docktor.policy.stages import Settled, action_for, cooldown_left, latest
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "derive_rates",
     "latest",
     "settle",
+    "window_rates",
 ]

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from docktor.config import ServiceSpec
-from docktor.model import Observation, PolicyMemory, Proposal
+from docktor.model import ManualHold, Observation, PolicyMemory, Proposal
+from docktor.policy import hold as manual_hold
 from docktor.policy import predict as forecast_stage
-from docktor.policy import recommend, stages
-from docktor.policy.rates import derive_rates
+from docktor.policy import rates, recommend, stages
 
 
 def decide(
@@ -26,19 +26,21 @@ def decide(
     last_scale_down_at: datetime | None = None,
     memory: PolicyMemory | None = None,
     expected: int | None = None,
+    hold: ManualHold | None = None,
 ) -> Proposal:
     """What to do now and why. Pure: the memory handed in is not changed; the one to hand to
     the next call comes back in `Proposal.memory`.
 
     `expected` is the count the loop last set: fewer running means replicas died on their own
     (a crash, an OOM kill), which the decision names and, unless the policy wants fewer
-    anyway, puts right."""
+    anyway, puts right. `hold` is an operator's manual scale: while in force, its count is
+    the target (docktor/policy/hold.py)."""
     proposal = _decide(
         spec, observation, previous, now, last_scale_up_at, last_scale_down_at, memory
     )
-    if expected is None or observation.replicas >= expected:
-        return proposal
-    return _restore_missing(spec, proposal, expected)
+    if expected is not None and observation.replicas < expected:
+        proposal = _restore_missing(spec, proposal, expected)
+    return manual_hold.apply(spec, proposal, hold, now)
 
 
 def _restore_missing(spec: ServiceSpec, proposal: Proposal, expected: int) -> Proposal:
@@ -70,7 +72,13 @@ def _decide(
 ) -> Proposal:
     memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
     current = observation.replicas
-    metrics = {**observation.metrics, **derive_rates(observation, previous)}
+    # The load is read over metrics_window; what one replica handles is learnt over the last
+    # interval alone, the span over which saturation and the replica count are known.
+    windowed = rates.window_rates(observation, previous, memory.rate_samples, spec.window)
+    memory.rate_samples = rates.remember(
+        memory.rate_samples, observation, spec.window, spec.check_interval
+    )
+    metrics = {**observation.metrics, **windowed}
     wanted = sorted(spec.metric_names())
     missing = [name for name in wanted if name not in metrics]
 
@@ -108,7 +116,8 @@ def _decide(
     memory.failed_observations = 0
 
     if spec.policy == "target":
-        recommend.estimate_per_replica(spec, memory, observation, previous, metrics)
+        last_interval = {**metrics, **rates.derive_rates(observation, previous)}
+        recommend.estimate_per_replica(spec, memory, observation, previous, last_interval)
         raw, unread = recommend.target(spec, current, metrics, memory, now)
         missing = sorted(set(missing) | set(unread))
         if unread and raw.replicas < current:

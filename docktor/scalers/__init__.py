@@ -1,50 +1,78 @@
-"""Scaler backends: one module per backend, looked up by name.
+"""Scaling backends: one module per backend, found through the entry-point group
+`docktor.scalers` (the built-ins register in docktor's pyproject.toml like any plugin).
 
-Built-in backends register here; third parties add theirs through the entry-point group
-`docktor.scalers` (name -> a Scaler class taking the ServiceSpec).
+A worker holds one instance of each backend it uses for its whole life (`Backends`), as it does
+with the metric sources; a one-off command (`docktor status`, `config validate`) opens one for
+the command's length (`one_backend`).
 """
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.metadata import entry_points
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from docktor import plugins
 from docktor.config import ServiceSpec
-from docktor.scalers.base import Scaler, ScalerConfigError, ScalerUnavailable
+from docktor.scalers.base import (
+    Backend,
+    PerServiceBackend,
+    Scaler,
+    ScalerConfigError,
+    ScalerUnavailable,
+)
 
-BUILTIN = {
-    "processes": "docktor.scalers.processes:ProcessScaler",
-    "compose": "docktor.scalers.compose:ComposeScaler",
-    "swarm": "docktor.scalers.swarm:SwarmScaler",
-}
-
-__all__ = ["Scaler", "ScalerConfigError", "ScalerUnavailable", "scaler_for", "backends"]
+__all__ = [
+    "Backend",
+    "Backends",
+    "PerServiceBackend",
+    "Scaler",
+    "ScalerConfigError",
+    "ScalerUnavailable",
+    "backend_class",
+    "backends",
+    "one_backend",
+]
 
 
 def backends() -> list[str]:
-    return sorted(set(BUILTIN) | {ep.name for ep in entry_points(group="docktor.scalers")})
+    """Every installed backend name."""
+    return plugins.names(plugins.BACKENDS)
 
 
-def scaler_for(spec: ServiceSpec, project: str = "default") -> Scaler:
-    target = scaler_class(spec.backend)
-    if target is None:
-        raise ScalerConfigError(
-            f"services.{spec.name}.backend: backend '{spec.backend}' is not available "
-            f"(available: {', '.join(backends())})"
-        )
-    return target(spec, project=project)
+def backend_class(name: str) -> type[Backend]:
+    return plugins.load(plugins.BACKENDS, name, ScalerConfigError)
 
 
-@cache
-def scaler_class(backend: str) -> type[Scaler] | None:
-    """The class for a backend name, looked up once per process: scanning the installed
-    entry points cost a worker 8% of its CPU when done at every observe (issue 10). A plugin
-    installed later is seen by the next worker started."""
-    target = None
-    for ep in entry_points(group="docktor.scalers"):
-        if ep.name == backend:
-            target = ep.load()
-    if target is None and backend in BUILTIN:
-        module_name, _, attr = BUILTIN[backend].partition(":")
-        target = getattr(__import__(module_name, fromlist=[attr]), attr)
-    return target
+class Backends:
+    """The backend instances of one worker, by name, each built on first use."""
+
+    def __init__(self) -> None:
+        self._instances: dict[str, Backend] = {}
+
+    def get(self, name: str) -> Backend:
+        if name not in self._instances:
+            self._instances[name] = backend_class(name)()
+        return self._instances[name]
+
+    def of(self, spec: ServiceSpec) -> Backend:
+        """The backend a service names; ScalerConfigError naming the field if none is."""
+        try:
+            return self.get(spec.backend)
+        except ScalerConfigError as exc:
+            raise ScalerConfigError(f"services.{spec.name}.backend: {exc}") from None
+
+    async def close(self) -> None:
+        instances = list(self._instances.values())
+        self._instances.clear()
+        for instance in instances:
+            await instance.close()
+
+
+@asynccontextmanager
+async def one_backend(spec: ServiceSpec) -> AsyncIterator[Backend]:
+    """The service's backend for one command's length, closed after it."""
+    owned = Backends()
+    try:
+        yield owned.of(spec)
+    finally:
+        await owned.close()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,7 +39,7 @@ import docker.errors
 
 from docktor.config import ServiceSpec
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call, engine_host
-from docktor.scalers.base import ScalerConfigError, ScalerUnavailable
+from docktor.scalers.base import PerServiceBackend, ScalerConfigError, ScalerUnavailable
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -54,17 +53,6 @@ DEFAULT_STOP_TIMEOUT_S = 10
 STARTABLE = ("exited", "created")
 
 T = TypeVar("T")
-
-# One lock per service per event loop: observe and apply may run at once in one worker, and two
-# concurrent scale-ups would pick the same free number and collide on the container name.
-_locks: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, ...], asyncio.Lock]
-] = weakref.WeakKeyDictionary()
-
-
-def _lock_for(key: tuple[str, ...]) -> asyncio.Lock:
-    per_loop = _locks.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(key, asyncio.Lock())
 
 
 @dataclass(frozen=True)
@@ -81,17 +69,43 @@ class Replica:
         return self.state == "running"
 
 
-class ComposeScaler:
-    """Scaler for one Compose service. See the module docstring."""
+class ComposeBackend(PerServiceBackend):
+    """The `compose` backend as a worker holds it: one lock per service, because observe and
+    apply may run at once in one worker, and two concurrent scale-ups would pick the same free
+    number and collide on the container name."""
 
-    def __init__(self, spec: ServiceSpec, project: str | None = None) -> None:
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
+
+    def service(self, spec: ServiceSpec, project: str) -> ComposeScaler:
+        return ComposeScaler(spec, project=project, backend=self)
+
+    def lock_for(self, key: tuple[str, ...]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def close(self) -> None:
+        # The engine client is shared (docktor.docker_engine); only the locks are ours.
+        self._locks.clear()
+
+
+class ComposeScaler:
+    """One Compose service's replicas. See the module docstring. Built by ComposeBackend for
+    each call; built alone (tools, tests), it has a backend of its own."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        project: str | None = None,
+        backend: ComposeBackend | None = None,
+    ) -> None:
         self.spec = spec
         self.project = project or spec.project or "default"
+        self.backend = backend or ComposeBackend()
         self._name_re = re.compile(
             rf"^{re.escape(self.project)}(?P<sep>[-_]){re.escape(spec.name)}(?P=sep)\d+$"
         )
 
-    # ---- the Scaler protocol ----------------------------------------------------------------
+    # ---- one service's share of the Backend protocol -------------------------------------
 
     async def replicas(self) -> int:
         return sum(r.running for r in await self._list())
@@ -105,7 +119,7 @@ class ComposeScaler:
     async def scale_to(self, n: int) -> int:
         if n < 0:
             raise ValueError(f"replica count must be >= 0, not {n}")
-        async with _lock_for((engine_host(), self.project, self.spec.name)):
+        async with self.backend.lock_for((engine_host(), self.project, self.spec.name)):
             replicas = await self._list()
             self._check_names(replicas)
             template = await self._inspect(self._template(replicas).id)

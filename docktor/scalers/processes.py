@@ -34,13 +34,12 @@ import subprocess
 import sys
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from docktor.config import ServiceSpec
-from docktor.scalers.base import ScalerConfigError
+from docktor.scalers.base import PerServiceBackend, ScalerConfigError
 
 PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
 INTENT_FILE_RE = re.compile(r"^replica-(\d+)\.starting$")
@@ -56,22 +55,9 @@ KILL_WAIT = 5.0
 # without the venv being activated in the worker's shell.
 PYTHON_NAMES = ("python", "python3")
 
-# Popen objects of the replicas this worker process started, by pid. Kept at module level
-# rather than per scaler because activities build a fresh scaler per call: whoever notices a
-# child has exited must be able to reap it, or it lingers as a zombie.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-# One lock per state dir (per event loop, since an asyncio.Lock belongs to one loop): the worker
-# may run two activities for the same service at once (observe while apply is stopping
-# replicas), and both read and rewrite the same pid files.
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _lock_for(state_dir: Path) -> asyncio.Lock:
-    per_loop = _locks.setdefault(asyncio.get_running_loop(), {})
-    return per_loop.setdefault(str(state_dir), asyncio.Lock())
+# The Popen objects of the replicas a backend started, by pid: whoever notices that a child has
+# exited must be able to reap it, or it lingers as a zombie.
+Children = dict[int, "subprocess.Popen[bytes]"]
 
 
 # ---- process identity -----------------------------------------------------------------------
@@ -128,15 +114,15 @@ def fingerprint(pid: int) -> str | None:
     return f"{_boot_id()}:{stat[1]}"
 
 
-def _is_running(pid: int, expected: str) -> bool:
+def _is_running(pid: int, expected: str, children: Children) -> bool:
     """True when pid exists, is not a zombie, and is the process the pid file describes."""
-    child = _children.get(pid)
+    child = children.get(pid)
     if child is not None:
         # Our own child: poll() reaps it once it has exited, and its pid cannot have been
         # reused while it was unreaped, so no fingerprint check is needed.
         if child.poll() is None:
             return True
-        del _children[pid]
+        del children[pid]
         return False
     try:
         os.kill(pid, 0)
@@ -208,18 +194,59 @@ class PidRecord:
         )
 
 
-class ProcessScaler:
-    """Scales a service by starting and stopping local processes. See the module docstring."""
+class ProcessesBackend(PerServiceBackend):
+    """The `processes` backend as a worker holds it: one for the worker's life, owning the
+    replicas it started (to reap them) and one lock per state dir, because the worker may run
+    two activities for one service at once (observe while apply is stopping replicas) and both
+    read and rewrite the same pid files."""
 
-    def __init__(self, spec: ServiceSpec, project: str = "default") -> None:
+    def __init__(self) -> None:
+        self.children: Children = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @staticmethod
+    def check(spec: ServiceSpec) -> None:
+        """Offline, while the config is read: a process needs a program to run."""
+        if not spec.command:
+            raise ValueError("command: required when backend is 'processes'")
+
+    def service(self, spec: ServiceSpec, project: str) -> ProcessScaler:
+        return ProcessScaler(spec, project=project, backend=self)
+
+    def lock_for(self, state_dir: Path) -> asyncio.Lock:
+        return self._locks.setdefault(str(state_dir), asyncio.Lock())
+
+    async def close(self) -> None:
+        # The replicas outlive the worker (their pid files let the next one find them); only
+        # reap the ones that have already exited.
+        for pid, child in list(self.children.items()):
+            if child.poll() is not None:
+                del self.children[pid]
+        self._locks.clear()
+
+
+class ProcessScaler:
+    """One service's replicas as local processes. See the module docstring.
+
+    Built by ProcessesBackend for each call; built alone (tools, tests), it has a backend of
+    its own."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        project: str = "default",
+        backend: ProcessesBackend | None = None,
+    ) -> None:
         self.spec = spec
         self.project = project
+        self.backend = backend or ProcessesBackend()
+        self.children = self.backend.children
         base = Path(spec.workdir) if spec.workdir else Path.cwd()
         # The loader always fills state_dir in; a spec built by hand gets the loader's layout.
         state_dir = Path(spec.state_dir) if spec.state_dir else base / ".docktor" / spec.name
         self.state_dir = state_dir if state_dir.is_absolute() else (base / state_dir)
 
-    # ---- the Scaler protocol ----------------------------------------------------------------
+    # ---- one service's share of the Backend protocol -------------------------------------
 
     async def validate(self) -> None:
         self._program()
@@ -228,13 +255,13 @@ class ProcessScaler:
     async def replicas(self) -> int:
         # Under the lock: the cleanup of stale pid files must not race a scale_to that is
         # writing a fresh pid file for the same replica number.
-        async with _lock_for(self.state_dir):
+        async with self.backend.lock_for(self.state_dir):
             return len(self._live())
 
     async def scale_to(self, n: int) -> int:
         if n < 0:
             raise ValueError(f"replica count must be >= 0, not {n}")
-        async with _lock_for(self.state_dir):
+        async with self.backend.lock_for(self.state_dir):
             live = self._live()
             if n > len(live):
                 program = self._program()
@@ -252,7 +279,7 @@ class ProcessScaler:
 
     async def stop_all(self) -> int:
         """Stop every replica of this service; returns how many were running."""
-        async with _lock_for(self.state_dir):
+        async with self.backend.lock_for(self.state_dir):
             live = self._live()
             await asyncio.gather(*(self._stop(r) for r in live.values()))
             return len(live)
@@ -331,7 +358,7 @@ class ProcessScaler:
                 record = PidRecord.from_json(replica, path.read_text())
             except (OSError, ValueError, KeyError, TypeError):
                 record = None
-            if record is not None and _is_running(record.pid, record.fingerprint):
+            if record is not None and _is_running(record.pid, record.fingerprint, self.children):
                 live[replica] = record
             else:
                 path.unlink(missing_ok=True)
@@ -353,7 +380,7 @@ class ProcessScaler:
         if pid is None:
             return None
         stamp = fingerprint(pid)
-        if stamp is None or not _is_running(pid, stamp):
+        if stamp is None or not _is_running(pid, stamp, self.children):
             return None
         record = PidRecord(
             replica=replica,
@@ -410,7 +437,7 @@ class ProcessScaler:
                 raise self._error(
                     "command", f"program '{self.spec.command[0]}' is not executable"
                 ) from None
-        _children[child.pid] = child
+        self.children[child.pid] = child
         # Popen returns after exec, and the start time is fixed at fork, so this is stable.
         # A child that already exited is still unreaped here, so /proc still describes it.
         record = PidRecord(
@@ -426,10 +453,10 @@ class ProcessScaler:
     async def _stop(self, record: PidRecord) -> None:
         """SIGTERM, up to stop_grace_period for a clean exit, then SIGKILL."""
         _signal_group(record.pid, signal.SIGTERM)
-        if not await _wait_gone(record, self.spec.stop_grace_period):
+        if not await _wait_gone(record, self.spec.stop_grace_period, self.children):
             _signal_group(record.pid, signal.SIGKILL)
-            await _wait_gone(record, KILL_WAIT)
-        if not _is_running(record.pid, record.fingerprint):
+            await _wait_gone(record, KILL_WAIT, self.children)
+        if not _is_running(record.pid, record.fingerprint, self.children):
             self._pid_file(record.replica).unlink(missing_ok=True)
 
 
@@ -446,10 +473,10 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-async def _wait_gone(record: PidRecord, timeout: float) -> bool:
+async def _wait_gone(record: PidRecord, timeout: float, children: Children) -> bool:
     """Poll until the replica has exited (reaping it if it is ours); False on timeout."""
     deadline = time.monotonic() + timeout
-    while _is_running(record.pid, record.fingerprint):
+    while _is_running(record.pid, record.fingerprint, children):
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(POLL_INTERVAL)

@@ -31,7 +31,7 @@ from docker.models.services import Service
 
 from docktor.config import ServiceSpec
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
-from docktor.scalers.base import ScalerConfigError, ScalerUnavailable
+from docktor.scalers.base import PerServiceBackend, ScalerConfigError, ScalerUnavailable
 
 # How long scale_to waits for the tasks to match the new count. A single-node scale of a few
 # replicas converges in 1-3 s here; multi-node swarms pulling images need longer. The apply
@@ -43,6 +43,14 @@ POLL_INTERVAL = 0.5
 T = TypeVar("T")
 
 
+class SwarmBackend(PerServiceBackend):
+    """The `swarm` backend as a worker holds it. The engine keeps the desired count and the
+    engine client is shared (docktor.docker_engine), so there is no state of its own."""
+
+    def service(self, spec: ServiceSpec, project: str) -> SwarmScaler:
+        return SwarmScaler(spec, project=project)
+
+
 class SwarmScaler:
     """Scales a replicated Swarm service. See the module docstring."""
 
@@ -51,7 +59,7 @@ class SwarmScaler:
         self.project = project or spec.project or "default"
         self.converge_timeout = CONVERGE_TIMEOUT
 
-    # ---- the Scaler protocol ----------------------------------------------------------------
+    # ---- one service's share of the Backend protocol -------------------------------------
 
     async def validate(self) -> None:
         service = await self._service()

@@ -4,6 +4,9 @@ Publishes to a JetStream subject at `--rate` msg/s, switching to `--burst-rate` 
 `--burst-seconds` at the end of every `--burst-every` seconds, so an autoscaler sees both a
 steady state it should settle in and a spike it must react to. Every flag can also be set by an
 environment variable (shown in `--help`) so the same script runs unchanged under compose.
+
+The schedule and its pacing (Schedule, add_load_arguments, pace) know nothing of NATS:
+examples/redis-streams/producer.py drives the same load into a Redis stream with them.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import nats
-from nats.js import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
 
 # Ticks per second of the pacing loop. 20 Hz keeps batches small (5 messages at 100 msg/s,
 # 25 at 500 msg/s), so the load is smooth at the scale a consumer sees it, while the loop
@@ -84,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("JOBS_SUBJECT", "jobs.work"),
         help="subject to publish to (env JOBS_SUBJECT)",
     )
+    add_load_arguments(parser)
+    return check_load_arguments(parser, parser.parse_args(argv))
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The schedule's flags (rate, bursts, duration), each with its environment variable."""
     parser.add_argument(
         "--rate",
         type=float,
@@ -114,7 +124,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env_float("PRODUCER_DURATION", 0.0),
         help="seconds to run; 0 runs until SIGINT/SIGTERM (env PRODUCER_DURATION)",
     )
-    args = parser.parse_args(argv)
+
+
+def check_load_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.Namespace:
     for name in ("rate", "burst_rate", "burst_seconds", "burst_every", "duration"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
@@ -126,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def ensure_stream(js: JetStreamContext, stream: str, subject: str) -> None:
     """Create the stream unless it exists. The consumer does the same, and either may start
     first, so losing the creation race to the other one is not an error."""
+    from nats.js.errors import BadRequestError, NotFoundError
+
     try:
         await js.stream_info(stream)
         return
@@ -140,16 +156,22 @@ async def ensure_stream(js: JetStreamContext, stream: str, subject: str) -> None
         await js.stream_info(stream)
 
 
-async def run(args: argparse.Namespace) -> int:
+# Adds `count` messages numbered from `first`; returns once the queue has taken them.
+Send = Callable[[int, int], Awaitable[None]]
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Set on SIGINT/SIGTERM, so the pacing loop ends and the connection is closed cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
 
-    nc = await nats.connect(args.url, name="docktor-example-producer")
-    js = nc.jetstream()
-    await ensure_stream(js, args.stream, args.subject)
 
+async def pace(args: argparse.Namespace, send: Send, stop: asyncio.Event) -> None:
+    """Send the schedule's load until `--duration` is up or `stop` is set, reporting every
+    REPORT_EVERY_SECONDS (the demo's live view shows the latest report's phase)."""
     schedule = Schedule(args.rate, args.burst_rate, args.burst_seconds, args.burst_every)
     start = last = time.monotonic()
     due = 0.0  # messages the schedule has asked for so far (fractional)
@@ -157,7 +179,6 @@ async def run(args: argparse.Namespace) -> int:
     reported_at = start
     sent_at_report = 0
     tick = 0
-
     try:
         while not stop.is_set():
             now = time.monotonic()
@@ -175,16 +196,7 @@ async def run(args: argparse.Namespace) -> int:
                 skipped += backlog - cap
                 backlog = cap
             if backlog > 0:
-                futures = [
-                    await js.publish_async(
-                        args.subject,
-                        json.dumps({"n": sent + i, "ts": time.time()}).encode(),
-                    )
-                    for i in range(backlog)
-                ]
-                # Wait for this batch's acks so a stream that refuses messages shows up here
-                # rather than as an ever-growing pile of pending futures.
-                await asyncio.gather(*futures)
+                await send(sent, backlog)
                 sent += backlog
 
             if now - reported_at >= REPORT_EVERY_SECONDS:
@@ -212,6 +224,30 @@ async def run(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
     finally:
         print(f"producer: stopping after {sent} messages ({skipped} skipped)", flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    import nats
+
+    stop = stop_on_signals()
+    nc = await nats.connect(args.url, name="docktor-example-producer")
+    js = nc.jetstream()
+    await ensure_stream(js, args.stream, args.subject)
+
+    async def send(first: int, count: int) -> None:
+        futures = [
+            await js.publish_async(
+                args.subject, json.dumps({"n": first + i, "ts": time.time()}).encode()
+            )
+            for i in range(count)
+        ]
+        # Wait for this batch's acks so a stream that refuses messages shows up here rather
+        # than as an ever-growing pile of pending futures.
+        await asyncio.gather(*futures)
+
+    try:
+        await pace(args, send, stop)
+    finally:
         await nc.drain()
     return 0
 

@@ -110,6 +110,12 @@ async def test_invalid_updates_are_refused_and_the_loop_keeps_deciding(
                 ServiceAutoscaler.scale_to, ManualScale(replicas=2, by="\x1b]0;pwned\x07")
             )
         ),
+        # A hold no clock can keep, or of a wrong type.
+        "negative hold": await refusal(
+            handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=2, hold_s=-1))
+        ),
+        "endless hold": await refusal(raw(handle, scale, {"replicas": 2, "hold_s": 1e300})),
+        "hold as text": await refusal(raw(handle, scale, {"replicas": 2, "hold_s": "10m"})),
         # Nothing awaits approval; not paused.
         "approve": await refusal(handle.execute_update(ServiceAutoscaler.approve, Verdict())),
         "reject": await refusal(handle.execute_update(ServiceAutoscaler.reject, Verdict())),
@@ -164,6 +170,8 @@ async def test_invalid_updates_are_refused_and_the_loop_keeps_deciding(
     assert "scales 'consumer', not 'other'" in refused["other service"]
     assert "check_interval" in refused["timer overflow"]
     assert "reason" in refused["reason too long"] and "by" in refused["terminal escapes"]
+    assert "hold must be a duration of 0 or more" in refused["negative hold"]
+    assert "hold must be at most 366 days" in refused["endless hold"]
 
     # None of it reached the scaler; the loop is running, has never failed a workflow task,
     # and goes on deciding (holds at 1) after all of it.

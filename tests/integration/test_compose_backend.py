@@ -4,6 +4,8 @@ Each test gets its own project name, and every container of it is removed at the
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +13,13 @@ from typing import Any
 
 import docker
 import pytest
+import yaml
 from docker.models.containers import Container
 from docker_engine import DockerEngine
 
 from docktor.config import ServiceSpec
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.embedded import EmbeddedTemporal
+from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.scalers.compose import ComposeScaler
 
 CONFIG_HASH = "3f1c0ffee0ddba11" * 4
@@ -101,7 +105,8 @@ def service_containers(
 
 
 def scaler(project: str, name: str = "worker", **spec: Any) -> ComposeScaler:
-    built = scaler_for(ServiceSpec(name=name, backend="compose", **spec), project=project)
+    service = ServiceSpec(name=name, backend="compose", **spec)
+    built = Backends().of(service).service(service, project)  # type: ignore[attr-defined]
     assert isinstance(built, ComposeScaler)
     return built
 
@@ -199,6 +204,38 @@ async def test_stopped_replicas_are_restarted_and_zero_keeps_a_template(
     assert sorted(service_containers(client, project, "worker")) == [
         f"{project}-worker-{i}" for i in (1, 2, 3)
     ]
+
+
+def test_docktor_down_replicas_stops_a_compose_service_whose_loop_is_gone(
+    client: docker.DockerClient,
+    make_replica: MakeReplica,
+    project: str,
+    tmp_path: Path,
+    temporal_dev: EmbeddedTemporal,
+) -> None:
+    make_replica("worker", 1)
+    make_replica("worker", 2)
+    document = {
+        "project": project,
+        "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-{project}"},
+        "services": [{"name": "worker", "backend": "compose"}],
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    # DOCKER_HOST (set by the client fixture) reaches the command through the environment.
+    down = subprocess.run(
+        [sys.executable, "-m", "docktor", "down", "--replicas", "--yes", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert down.returncode == 0, down.stderr
+    assert f"worker: no loop was running (no workflow docktor-{project}-worker)" in down.stdout
+    assert "worker: stopped 2 replicas (compose backend)" in down.stdout
+    # Below min_replicas (1), to 0: one stopped container stays as the template.
+    containers = service_containers(client, project, "worker")
+    assert [c.status for c in containers.values()] == ["exited"]
 
 
 async def test_compose_v1_names_keep_their_underscores(

@@ -60,7 +60,7 @@ def write_config(tmp_path: Path, llm: str, services: str | None = None) -> Path:
         """
     )
     path = tmp_path / "docktor.yaml"
-    path.write_text(f"version: 1\n{llm}\n{services}")
+    path.write_text(f"{llm}\n{services}")
     return path
 
 
@@ -128,7 +128,6 @@ def test_list_models_with_openai_sends_the_key_and_never_prints_it(
 
 COMMENTED = """\
 # docktor for the shop   (hand-written; keep my comments!)
-version: 1
 project: shop            # the compose project
 
 temporal: {address: "127.0.0.1:7233",   namespace: default}
@@ -209,7 +208,7 @@ def test_set_model_with_provider_and_url_keeps_every_other_line(tmp_path: Path) 
 
 
 def test_set_model_adds_an_llm_block_where_there_was_none(tmp_path: Path) -> None:
-    original = "# rules only so far\nversion: 1\nservices:\n  - {name: w, backend: processes, command: [python, w.py]}  # one\n"  # noqa: E501
+    original = "# rules only so far\nservices:\n  - {name: w, backend: processes, command: [python, w.py]}  # one\n"  # noqa: E501
     config = tmp_path / "docktor.yaml"
     config.write_text(original)
     result = docktor("set-model", MODEL, "--config", str(config))

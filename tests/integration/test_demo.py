@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers import require_redis_server
 
+from docktor.demo.stack import resolve_config_path
 from docktor.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "nats-multi"
+EXAMPLES = REPO / "examples"
+# The URL variable each example's scripts read, by queue kind.
+URL_VARIABLES = {"nats": "NATS_URL", "redis": "REDIS_URL"}
 
 # Seconds the demo runs. The producer below bursts at 14-20 s (the last 6 s of a 20 s period):
 # the loop (2 s checks) scales up within a check or two, the burst's backlog drains in a few
@@ -30,19 +34,22 @@ RUN_TIMEOUT = DURATION + 120
 PRODUCER_ARGS = "--rate 20 --burst-rate 300 --burst-every 20 --burst-seconds 6"
 
 
-def fast_config(tmp_path: Path, project: str) -> Path:
+def fast_config(tmp_path: Path, project: str, example: str = "nats-multi") -> Path:
     """The example's config with the numbers shrunk; the consumer is the example's own."""
-    data: dict[str, Any] = yaml.safe_load((EXAMPLE / "docktor.yaml").read_text())
+    folder = EXAMPLES / example
+    data: dict[str, Any] = yaml.safe_load((folder / "docktor.yaml").read_text())
     data["project"] = project
-    # Not 4222: the demo overrides the URL anyway, and this keeps a developer's own NATS alone.
-    url = f"nats://127.0.0.1:{free_port()}"
     service = data["services"][0]
+    kind = service["queue"]["kind"]
+    # Not the default port: the demo overrides the URL anyway, and this keeps a developer's own
+    # server alone.
+    url = f"{kind}://127.0.0.1:{free_port()}"
     # Rules keep this short run's scale-down visible (the example's 90 s window would not).
     for key in ("policy", "target", "rate", "behavior"):
         service.pop(key, None)
     service.update(
         {
-            "command": ["python", str(EXAMPLE / "consumer.py")],
+            "command": ["python", str(folder / "consumer.py")],
             "min_replicas": 1,
             "max_replicas": 4,
             "check_interval": "2s",
@@ -60,7 +67,7 @@ def fast_config(tmp_path: Path, project: str) -> Path:
         }
     )
     service["queue"]["url"] = url
-    service.setdefault("env", {})["NATS_URL"] = url
+    service.setdefault("env", {})[URL_VARIABLES[kind]] = url
     path = tmp_path / "docktor.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -93,9 +100,12 @@ def processes_of(tmp_path: Path, project: str) -> list[str]:
     return found
 
 
-def test_demo_scales_up_and_down_then_leaves_nothing_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("example", ["nats-multi", "redis-streams"])
+def test_demo_scales_up_and_down_then_leaves_nothing_running(tmp_path: Path, example: str) -> None:
+    if example == "redis-streams":
+        require_redis_server()
     project = f"demotest{uuid.uuid4().hex[:8]}"
-    config = fast_config(tmp_path, project)
+    config = fast_config(tmp_path, project, example)
     state = tmp_path / "state"
     command = [sys.executable, "-m", "docktor", "demo", "--config", str(config)]
     command += ["--duration", str(DURATION), "--no-live", "--state-dir", str(state)]
@@ -171,3 +181,35 @@ def test_demo_names_the_worker_log_when_the_worker_cannot_start(tmp_path: Path) 
     ]
     assert "Traceback" not in result.stdout
     assert processes_of(tmp_path, "unused") == []
+
+
+def test_example_names_a_config_from_examples() -> None:
+    assert resolve_config_path(None, "redis-streams") == EXAMPLES / "redis-streams" / "docktor.yaml"
+    assert resolve_config_path("mine.yaml", None) == Path("mine.yaml")
+
+
+def test_example_and_config_together_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "docktor", "demo", "--example", "redis-streams"]
+        + ["--config", str(tmp_path / "x.yaml"), "--no-live"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --example and --config: give one or the other"
+
+
+def test_demo_help_says_the_duration_the_readme_and_makefile_say() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "docktor", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    makefile = (REPO / "Makefile").read_text()
+    assert "DURATION ?= 150" in makefile
+    assert "(default 150)" in " ".join(result.stdout.split())
+    assert "--example {nats-multi,redis-streams}" in result.stdout

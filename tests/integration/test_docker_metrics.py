@@ -13,6 +13,7 @@ import docker
 import pytest
 from docker.models.containers import Container
 from docker_engine import DockerEngine
+from helpers import async_wait_for
 
 from docktor.config import ServiceSpec
 from docktor.metrics import MetricConfigError, MetricUnavailable, source_class
@@ -71,8 +72,15 @@ async def source() -> Any:
     await built.close()
 
 
-def spec(project: str, name: str, backend: str = "compose") -> ServiceSpec:
-    return ServiceSpec(name=name, backend=backend, project=project)  # type: ignore[arg-type]
+def spec(project: str, name: str, backend: str = "compose", window: float = 1.0) -> ServiceSpec:
+    """A service whose CPU is averaged over `window` seconds: by default about one second, the
+    engine's own figure, so that a reading can be checked against `docker stats`."""
+    return ServiceSpec(
+        name=name,
+        backend=backend,  # type: ignore[arg-type]
+        project=project,
+        metrics_window=window,
+    )
 
 
 def engine_cpu(engine: DockerEngine, container: Container) -> float:
@@ -127,6 +135,28 @@ async def test_a_busy_core_reads_100_and_an_idle_one_near_0(
     )
     assert gauges["cpu.avg_pct"] < 5
     assert abs(gauges["cpu.avg_pct"] - theirs) <= 15
+
+
+async def test_cpu_is_averaged_over_metrics_window(run: Run, project: str) -> None:
+    """A replica busy for its first 3 s, then idle: a minute's window still holds the busy
+    seconds the engine's one-second figure has long forgotten."""
+    run("burst", ["sh", "-c", "timeout 3 yes > /dev/null; sleep 3600"])
+    # Two sources, as two services with different windows would keep their own readings.
+    over_a_minute, over_a_second = DockerMetricSource(), DockerMetricSource()
+    minute, second = spec(project, "burst", window=60), spec(project, "burst")
+    try:
+        await over_a_minute.sample(minute)  # taken while it is busy: the window starts here
+
+        async def idle_now() -> bool:
+            gauges, _ = await over_a_second.sample(second)
+            return gauges.get("cpu.avg_pct", 100) < 5
+
+        await async_wait_for(idle_now, 60, "the replica's busy seconds to end")
+        gauges, _ = await over_a_minute.sample(minute)
+        assert 10 < gauges["cpu.avg_pct"] < 95, gauges
+    finally:
+        await over_a_minute.close()
+        await over_a_second.close()
 
 
 async def test_min_max_avg_over_the_replicas_sampled_at_once(

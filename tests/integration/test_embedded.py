@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from helpers import wait_for
+from helpers import require_redis_server, wait_for
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -24,12 +24,14 @@ from docktor.embedded import (
     SEARCH_ATTRIBUTES,
     EmbeddedError,
     EmbeddedNats,
+    EmbeddedRedis,
     EmbeddedTemporal,
     ManagedProcess,
     find_binary,
     free_port,
     port_in_use,
     start_nats,
+    start_redis,
     start_temporal,
 )
 
@@ -84,6 +86,39 @@ async def test_nats_starts_serves_jetstream_and_stops(tmp_path: Path) -> None:
     assert gone(server)
     server.stop()  # idempotent
     wait_for(lambda: not port_in_use(server.port), 10, "nats port released")
+
+
+async def test_redis_starts_without_persistence_answers_and_stops(tmp_path: Path) -> None:
+    import redis.asyncio
+
+    require_redis_server()
+    server = start_redis(tmp_path)
+    try:
+        assert isinstance(server, EmbeddedRedis)
+        assert os.getpgid(server.pid) == server.pid
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        client = redis.asyncio.Redis.from_url(server.url)
+        try:
+            assert await client.ping()
+            config = await client.config_get("save")
+            assert config["save"] == ""
+        finally:
+            await client.aclose()
+        assert (tmp_path / "redis").is_dir()
+    finally:
+        server.stop()
+    assert gone(server)
+    wait_for(lambda: not port_in_use(server.port), 10, "redis port released")
+
+
+def test_redis_port_in_use_is_a_clear_error(tmp_path: Path, listener: int) -> None:
+    require_redis_server()
+    with pytest.raises(EmbeddedError) as error:
+        start_redis(tmp_path, port=listener)
+    assert str(error.value) == (
+        f"port {listener} is already in use (redis-server port); "
+        "stop what uses it or pass --redis-port"
+    )
 
 
 async def test_temporal_starts_with_search_attributes_and_stops(tmp_path: Path) -> None:

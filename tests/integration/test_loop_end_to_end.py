@@ -12,11 +12,16 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
-from helpers import async_wait_for, burst_service, serving_loops
+from helpers import (
+    assert_burst_scaled_up_and_down,
+    async_wait_for,
+    burst_service,
+    serving_loops,
+)
 from temporalio.client import Client
 
 from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.control import start_loop, stop_loop
 from docktor.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.scalers.processes import ProcessScaler
@@ -90,25 +95,8 @@ async def test_burst_scales_up_and_quiet_scales_down(
         await js.publish(service.queue.subject, f"job {index}".encode())
     await publisher.close()
 
-    async def scaled_up() -> bool:
-        status = await loop_status(client, config, service.name)
-        return (status.replicas or 0) >= 3
-
-    await async_wait_for(scaled_up, 60, "scale-up to 3 replicas during the burst")
-
-    async def back_to_min() -> bool:
-        status = await loop_status(client, config, service.name)
-        return status.replicas == service.min_replicas
-
-    await async_wait_for(back_to_min, 90, "scale-down to min_replicas after the burst")
+    await assert_burst_scaled_up_and_down(client, config, service)
     assert await scaler.replicas() == service.min_replicas
-
-    decisions = await loop_decisions(client, config, service.name, tail=50)
-    ups = [d for d in decisions if d.action == "scale_up"]
-    downs = [d for d in decisions if d.action == "scale_down"]
-    assert any("queue.backlog" in rule for d in ups for rule in d.matched_rules)
-    assert downs and all(d.target_replicas < d.current_replicas for d in downs)
-    assert all(service.min_replicas <= d.target_replicas <= 4 for d in decisions)
 
     final = await stop_loop(client, config, service.name)
     assert final.last_decision is not None and final.last_decision.action == "stopped"

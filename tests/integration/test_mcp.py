@@ -295,6 +295,14 @@ async def test_status_and_decisions_of_a_running_loop(stack: Stack) -> None:
         assert (by_name["consumer"]["min_replicas"], by_name["consumer"]["max_replicas"]) == (1, 4)
         assert by_name["consumer"]["backend"] == "processes"
 
+        # The config's `queue.subject` loads and changes nothing: the agent is told, as a
+        # warning, not a problem.
+        checked = await call(session, "validate_config")
+        assert checked["ok"] is True and checked["problems"] == []
+        assert checked["warnings"] == [
+            "services[0].queue.subject: ignored (the consumer's own filter decides what it reads)"
+        ]
+
         status = await call(session, "service_status", service="consumer")
         assert status["workflow_id"] == workflow_id and status["running"] is True
         assert (status["replicas"], status["min_replicas"], status["max_replicas"]) == (1, 1, 4)
@@ -402,11 +410,18 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         blank = await refused(session, "scale_to", service="consumer", replicas=2, reason="  ")
         assert "needs a reason" in blank
 
-        scaled = await call(session, "scale_to", service="consumer", replicas=3, reason="load test")
+        never = await refused(
+            session, "scale_to", service="consumer", replicas=2, reason="x", hold="soon"
+        )
+        assert "hold: must be a duration" in never
+
+        scaled = await call(
+            session, "scale_to", service="consumer", replicas=3, reason="load test", hold="10m"
+        )
         assert scaled["by"] == "mcp:ops-agent"
         decision = scaled["decision"]
         assert (decision["action"], decision["target_replicas"]) == ("manual", 3)
-        assert "by mcp:ops-agent: load test" in decision["reason"]
+        assert "by mcp:ops-agent: load test; held by manual scale until" in decision["reason"]
         scaler = ProcessScaler(stack.config.service("consumer"), project=stack.config.project or "")
         assert await scaler.replicas() == 3
 

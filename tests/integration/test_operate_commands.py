@@ -24,7 +24,14 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import IDLE_COMMAND, async_wait_for, serving_loops, stop_loop_within
+from helpers import (
+    IDLE_COMMAND,
+    async_wait_for,
+    process_alive,
+    replica_pids,
+    serving_loops,
+    stop_loop_within,
+)
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -32,7 +39,7 @@ from temporalio.worker import Worker
 from activities import LoopActivities
 from docktor.client import connect
 from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_status, start_loop, stop_loop
+from docktor.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
 from docktor.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
 from docktor.model import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
@@ -80,6 +87,8 @@ class Stack:
             text=True,
             env=environment,
             timeout=60,
+            # No terminal, whatever pytest runs in: a command that would ask must not wait.
+            stdin=subprocess.DEVNULL,
         )
 
     async def ok(self, *args: str) -> str:
@@ -110,6 +119,9 @@ class Stack:
             )
 
         await async_wait_for(written, 30, f"{name}'s decisions in the log")
+
+    async def explain_json(self, service: str = "consumer") -> list[dict[str, Any]]:
+        return json.loads(await self.ok("explain", "--json", "--service", service, "--tail", "50"))
 
     async def status_json(self) -> dict[str, dict[str, Any]]:
         rows = json.loads(await self.ok("status", "--json"))
@@ -277,6 +289,52 @@ async def test_scale_within_bounds_and_refused_outside(make_stack: StackFactory)
     assert await stack.scaler("consumer").replicas() == 3
 
 
+async def test_a_manual_scale_holds_and_status_shows_it_until_resume(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack([service("consumer")])
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "first replica")
+
+    said = await stack.ok("scale", "consumer", "3", "--hold", "10m", "--reason", "sale")
+    assert said.startswith("scaled consumer 1 -> 3 (recorded as a manual decision; held by ")
+    assert said.rstrip().endswith("`docktor resume consumer` ends it early)")
+    assert len(said.splitlines()) == 1
+
+    row = (await stack.status_json())["consumer"]
+    assert row["hold"]["replicas"] == 3 and row["hold"]["by"] == OPERATOR
+    assert 500 < row["hold_left_s"] <= 600
+    until = datetime.fromisoformat(row["hold"]["until"])
+    line = next(x for x in (await stack.ok("status")).splitlines() if x.startswith("consumer"))
+    assert f"3 until {until:%H:%M:%S} UTC" in line
+
+    # The loop's own iterations say what holds them, through the real evaluate activity.
+    async def held_decision() -> bool:
+        decisions = await stack.explain_json()
+        return any(
+            d["action"] == "hold"
+            and f"held by manual scale until {until:%H:%M:%S} UTC" in d["reason"]
+            for d in decisions
+        )
+
+    await async_wait_for(held_decision, 30, "an iteration held by the manual scale")
+    assert await stack.scaler("consumer").replicas() == 3
+
+    said = await stack.ok("resume", "consumer")
+    assert said.startswith("resumed consumer")
+    assert (await stack.status_json())["consumer"]["hold"] is None
+    assert " UTC (" not in (await stack.ok("status")).splitlines()[1]  # the HELD cell is gone
+    twice = await stack.run("resume", "consumer")
+    assert twice.returncode == 1
+    assert twice.stderr.strip() == "error: resume refused: not paused, and no manual scale is held"
+
+    # --hold 0: no hold at all.
+    said = await stack.ok("scale", "consumer", "2", "--hold", "0")
+    assert "the policy decides again from the next check" in said
+    assert (await stack.status_json())["consumer"]["hold"] is None
+    bad = await stack.run("scale", "consumer", "2", "--hold", "soon")
+    assert bad.returncode == 2 and "--hold" in bad.stderr and "Traceback" not in bad.stderr
+
+
 async def test_nudge_evaluates_now(make_stack: StackFactory) -> None:
     # An hour between ticks: a second iteration can only come from the nudge.
     stack = await make_stack([service("consumer", check_interval="1h")])
@@ -291,6 +349,94 @@ async def test_nudge_evaluates_now(make_stack: StackFactory) -> None:
     assert said.strip() == "nudged consumer: it evaluates now instead of at the next tick"
     await async_wait_for(lambda: iterated(2), 30, "the nudged iteration")
     await stack.settled("consumer", decisions=2)  # so the teardown's cancel is not swallowed
+
+
+# ---- down ------------------------------------------------------------------------------------
+
+
+async def _loop_gone(stack: Stack, name: str) -> bool:
+    try:
+        await running_handle(stack.client, stack.config, name)
+    except NoRunningLoop:
+        return True
+    return False
+
+
+async def test_down_replicas_stops_every_loop_and_every_replica(make_stack: StackFactory) -> None:
+    stack = await make_stack([service("api"), service("consumer")])
+    project = stack.config.project or ""
+    await async_wait_for(lambda: _replicas(stack, "api", 1), 30, "api's first replica")
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "consumer's replica")
+    await stack.ok("scale", "consumer", "3")
+    pids = replica_pids(project, "api") + replica_pids(project, "consumer")
+    assert len(pids) == 4
+
+    said = await stack.run("down", "--replicas", "--yes")
+    assert said.returncode == 0, said.stderr
+    lines = said.stdout.splitlines()
+    assert (
+        f"consumer: loop stopped: {stack.config.workflow_id('consumer')} recorded `stopped` "
+        "at 3 replicas" in lines
+    )
+    assert "consumer: stopped 3 replicas (processes backend)" in lines
+    assert "api: stopped 1 replica (processes backend)" in lines
+    assert replica_pids(project, "api") == [] == replica_pids(project, "consumer")
+    assert not any(process_alive(pid) for pid in pids)
+    for name in ("api", "consumer"):
+        assert await _loop_gone(stack, name)
+        last = [d for d in read_decisions(stack.config.journal_path) if d.service == name][-1]
+        assert last.action == "stopped"
+
+    # Nothing left: said so, and still a success.
+    again = await stack.run("down", "--replicas", "--yes")
+    assert again.returncode == 0, again.stderr
+    assert "consumer: no loop was running (" in again.stdout and "is completed)" in again.stdout
+    assert "consumer: no replicas running (processes backend)" in again.stdout
+
+
+async def test_down_without_replicas_leaves_them_and_a_later_down_stops_them(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack([service("api"), service("consumer")])
+    project = stack.config.project or ""
+    await async_wait_for(lambda: _replicas(stack, "consumer", 1), 30, "consumer's replica")
+    await async_wait_for(lambda: _replicas(stack, "api", 1), 30, "api's replica")
+
+    said = await stack.ok("down", "consumer")
+    assert "consumer: loop stopped" in said and "replicas keep running" in said
+    assert "api" not in said
+    assert await _loop_gone(stack, "consumer") and not await _loop_gone(stack, "api")
+    assert len(replica_pids(project, "consumer")) == 1
+
+    # No terminal to ask on and no --yes: refused, nothing stopped.
+    refused = await stack.run("down", "consumer", "--replicas")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: down --replicas stops the services themselves")
+    assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+    assert len(replica_pids(project, "consumer")) == 1
+
+    # The loop is gone already: said so, and its replicas are stopped all the same.
+    said = await stack.ok("down", "consumer", "--replicas", "--yes")
+    assert "consumer: no loop was running" in said
+    assert "consumer: stopped 1 replica (processes backend)" in said
+    assert replica_pids(project, "consumer") == []
+    assert len(replica_pids(project, "api")) == 1
+
+    # Temporal out of reach: no loop can be cancelled (said once), the replicas still stop
+    # (api's loop, still running on the real server, may well start one again).
+    nowhere = f"127.0.0.1:{free_port()}"
+    cut_off = await stack.run("down", "api", "--replicas", "--yes", "--address", nowhere)
+    assert cut_off.returncode == 1
+    assert cut_off.stderr.startswith(f"error: cannot reach Temporal at {nowhere}")
+    assert cut_off.stderr.rstrip().endswith("; no loop was cancelled")
+    assert len(cut_off.stderr.splitlines()) == 1
+    assert cut_off.stdout.splitlines()[0] == "api: stopped 1 replica (processes backend)"
+
+    unknown = await stack.run("down", "nosuch", "--replicas", "--yes")
+    assert unknown.returncode == 2
+    assert (
+        unknown.stderr.strip() == "error: unknown service 'nosuch'; the config has: api, consumer"
+    )
 
 
 # ---- approval --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from helpers import async_wait_for, wait_for
 
 from docktor.config import ServiceSpec
 from docktor.docker_engine import reset_clients
-from docktor.scalers import ScalerConfigError, ScalerUnavailable, scaler_for
+from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.scalers.swarm import SwarmScaler
 
 PROJECT = "dkswarm"
@@ -148,7 +148,8 @@ async def test_engine_outside_a_swarm_is_refused(
 
 async def test_scales_2_to_4_to_1(make_service: MakeService) -> None:
     make_service("sw-workers", ServiceMode("replicated", replicas=2))
-    scaler = scaler_for(_spec("sw-workers"), project=PROJECT)
+    spec = _spec("sw-workers")
+    scaler = Backends().of(spec).service(spec, PROJECT)  # type: ignore[attr-defined]
     assert isinstance(scaler, SwarmScaler)
     await scaler.validate()
 

@@ -16,7 +16,7 @@ from helpers import async_wait_for, wait_for
 from docktor.client import connect
 from docktor.config import load_config
 from docktor.control import loop_decisions, start_loop
-from docktor.embedded import EmbeddedTemporal, free_port
+from docktor.embedded import EmbeddedTemporal, free_port, start_temporal
 from docktor.scalers.processes import ProcessScaler
 
 REPO = Path(__file__).parents[2]
@@ -167,3 +167,26 @@ async def test_retried_observe_failures_are_one_line_each_with_the_traceback_at_
         handle = client.get_workflow_handle(config.workflow_id("consumer"))
         await handle.terminate(reason="test teardown")
         await ProcessScaler(config.services[0], project=config.project or "").stop_all()
+
+
+def test_the_sdk_cores_warnings_join_the_log_without_terminal_colours(tmp_path: Path) -> None:
+    """The worker's output written to a file, as a service manager keeps it: the SDK core's own
+    warnings (here, polls failing once the server is gone) are log lines like any other."""
+    temporal = start_temporal(tmp_path / "temporal")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = run_worker(write_config(tmp_path, temporal, {"provider": "none"}), log)
+    try:
+        wait_for(lambda: "worker serving" in log_path.read_text(), 60, "worker start")
+        temporal.stop()
+        wait_for(lambda: "temporalio.core" in log_path.read_text(), 60, "a core warning")
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        temporal.stop()
+    text = log_path.read_text()
+    assert "\x1b[" not in text
+    core = [line for line in text.splitlines() if "temporalio.core" in line]
+    assert all(" WARNING temporalio.core" in line for line in core), core[:3]

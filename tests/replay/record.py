@@ -1,8 +1,10 @@
 """Record the histories that tests/replay/test_replay.py replays: real loops on a real Temporal
 dev server, driven through every path of the workflow (scale up, scale down, hold, pause, manual
-scale, approval granted/refused/lapsed, LLM fallback, continue-as-new, cancel).
+scale, a manual scale's hold, approval granted/refused/lapsed, LLM fallback, continue-as-new,
+cancel).
 
     .venv/bin/python -m tests.replay.record TAG  # writes tests/replay/histories/*.TAG.*.json
+    .venv/bin/python -m tests.replay.record TAG manual_hold_resume   # only these scenarios
 
 Re-record only when a change to the workflow is *meant* to be incompatible with running loops,
 i.e. never for a release that loops are running on. For anything else, keep the old histories:
@@ -138,21 +140,47 @@ async def continue_as_new(client: Client, world: ScriptedWorld) -> list[Workflow
     return [first, latest]
 
 
+async def manual_hold(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    """A manual scale held against the rules, across continue-as-new; a second scale replaces
+    the hold, `resume` ends it, and the loop scales on its own again."""
+    world.replicas, world.backlog = 1, 900
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec, iterations_per_run=3)
+    await decided(handle, 1)
+    first = await handle.execute_update(
+        ServiceAutoscaler.scale_to, ManualScale(replicas=2, by="rec", hold_s=3600)
+    )
+    await decided(handle, first.sequence + 4)  # held at 2 while the rules want more
+    second = await handle.execute_update(
+        ServiceAutoscaler.scale_to, ManualScale(replicas=3, by="rec", hold_s=3600)
+    )
+    await decided(handle, second.sequence + 1)
+    await handle.execute_update(ServiceAutoscaler.resume)
+    await decided(handle, second.sequence + 3)  # up again: 3 -> 5
+    runs = {d.run_id for d in await handle.query(ServiceAutoscaler.decisions, 1000)}
+    await handle.cancel()
+    await client.get_workflow_handle(handle.id).result()
+    return [client.get_workflow_handle(handle.id, run_id=run) for run in sorted(runs)]
+
+
 SCENARIOS = {
     "scale_up_down_hold_cancel": scale_up_down_hold,
     "pause_manual_resume_nudge": operator_controls,
     "approval_granted_refused_lapsed": approvals,
     "llm_fallback": llm_fallback,
     "continue_as_new": continue_as_new,
+    "manual_hold_resume": manual_hold,
 }
 
 
-async def record(tag: str) -> None:
+async def record(tag: str, only: list[str] | None = None) -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     server = start_temporal(Path(tempfile.mkdtemp(prefix="docktor-record-")))
     try:
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
             world = ScriptedWorld()
             activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
             async with build_worker(client, TASK_QUEUE, [*activities, failing_advise]):
@@ -169,6 +197,9 @@ async def record(tag: str) -> None:
 if __name__ == "__main__":
     # A tag per recording (e.g. the release), so new recordings land beside the old ones: the
     # old histories are what the loops started by older releases look like.
-    if len(sys.argv) != 2 or not sys.argv[1].isidentifier():
-        sys.exit("usage: python -m tests.replay.record TAG   (TAG: letters, digits, _)")
-    asyncio.run(record(sys.argv[1]))
+    if len(sys.argv) < 2 or not sys.argv[1].isidentifier() or set(sys.argv[2:]) - set(SCENARIOS):
+        sys.exit(
+            "usage: python -m tests.replay.record TAG [SCENARIO...]   (TAG: letters, digits, _; "
+            f"scenarios: {', '.join(SCENARIOS)})"
+        )
+    asyncio.run(record(sys.argv[1], sys.argv[2:]))

@@ -28,6 +28,7 @@ def test_every_path_of_the_loop_has_a_recording() -> None:
         "approval_granted_refused_lapsed",
         "llm_fallback",
         "continue_as_new",
+        "manual_hold_resume",
     }
 
 

@@ -133,7 +133,7 @@ def assert_clean_refusal(problems: list[str], text: str) -> None:
 # Every duration a service has: each becomes a timedelta (a durable timer) in the workflow.
 SERVICE_DURATIONS = [
     "check_interval",
-    "metrics_window",
+    "window",  # metrics_window, or one check interval when unset
     "stop_grace_period",
     "approval_timeout",
     "cooldown.up",

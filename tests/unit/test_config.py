@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from docktor import plugins
 from docktor.config import ConfigError, DocktorConfig, load_config, parse_config, parse_duration
+from docktor.metrics import queue_kinds
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "nats-multi"
@@ -44,7 +46,7 @@ def test_minimal_multi_service_form_gets_defaults(tmp_path: Path) -> None:
     assert (service.min_replicas, service.max_replicas) == (1, 10)
     assert (service.scale_up_by, service.scale_down_by) == (1, 1)
     assert service.check_interval == 15.0
-    assert service.metrics_window == 60.0
+    assert service.metrics_window == service.window == 15.0  # one check interval
     assert (service.cooldown.up, service.cooldown.down) == (30.0, 120.0)
     assert service.rules.scale_up_when == [] and service.rules.scale_down_when == []
     assert config.temporal.address == "127.0.0.1:7233"
@@ -255,12 +257,37 @@ def test_default_file_name_is_docktor_yaml(tmp_path: Path, monkeypatch: pytest.M
         ),
         pytest.param(
             "services:\n  - name: web\n    queue: {kind: kafka, stream: S, consumer: c}\n",
-            "services[0].queue.kind: must be one of 'nats', not 'kafka'",
+            "services[0].queue.kind: unknown queue kind 'kafka' "
+            f"(installed: {', '.join(queue_kinds())})",
             id="queue-kind",
         ),
         pytest.param(
+            "services:\n  - name: web\n    queue: {kind: docker}\n",
+            "services[0].queue.kind: the docker source is not configured by a queue: block "
+            f"(installed: {', '.join(queue_kinds())})",
+            id="queue-kind-not-a-queue",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S, consumer: c, strem: T}\n",
+            "services[0].queue.strem: unknown field (did you mean 'stream'?)",
+            id="queue-unknown-field",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S}\n",
+            "services[0].queue.consumer: required field is missing",
+            id="queue-missing-field",
+        ),
+        pytest.param(
+            "services:\n  - name: web\n    queue: {stream: S, consumer: c, metrics: [queue.bl]}\n",
+            "services[0].queue.metrics: unknown nats metric 'queue.bl' (known: queue.backlog, "
+            "queue.ack_pending, queue.redelivered, queue.waiting, queue.lag, queue.rate_in, "
+            "queue.rate_out)",
+            id="queue-unknown-metric",
+        ),
+        pytest.param(
             "services:\n  - name: web\n    backend: k8s\n",
-            "services[0].backend: must be one of 'processes', 'compose' or 'swarm', not 'k8s'",
+            "services[0].backend: must be one of the installed backends "
+            f"({', '.join(plugins.names(plugins.BACKENDS))}), not 'k8s'",
             id="backend",
         ),
         pytest.param(
@@ -352,7 +379,6 @@ def test_example_multi_service_config_loads() -> None:
     assert (service.min_replicas, service.max_replicas) == (2, 12)
     assert service.queue is not None
     assert (service.queue.stream, service.queue.consumer) == ("JOBS", "workers")
-    assert service.queue.subject == "jobs.work"
     # The example runs on the target policy: target tracking with a learned rate feed-forward.
     assert service.policy == "target"
     assert service.target == {"queue.backlog_per_replica": 100}
@@ -401,3 +427,90 @@ def test_bad_service_name_and_empty_service_list_read_plainly(tmp_path: Path) ->
     bad = problems("services:\n  - name: 'my web'\n", tmp_path)
     assert bad[0].startswith("services[0].name: 'my web' is not a valid name")
     assert problems("services: []\n", tmp_path) == ["services: must list at least one service"]
+
+
+# ---- settings that load but change nothing, and metrics_window ----------------------------------
+
+GO_TOOL_QUEUE = """\
+version: 1
+services:
+  - name: worker
+    queue: {kind: nats, jetstream: true, stream: JOBS, consumer: workers, subject: jobs.>}
+  - name: web
+    queue: {stream: WEB, consumer: w}
+"""
+
+
+def test_ignored_fields_load_with_one_warning_each(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GO_TOOL_QUEUE))
+
+    assert config.service_names() == ["worker", "web"]
+    assert config.warnings == [
+        "version: ignored (there is one format; a file needs no version)",
+        "services[0].queue.jetstream: ignored (docktor always reads a JetStream consumer)",
+        "services[0].queue.subject: ignored (the consumer's own filter decides what it reads)",
+    ]
+
+
+def test_the_legacy_form_warns_about_its_version_where_the_file_has_it(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "version: 2\n" + LEGACY))
+    assert config.warnings == ["version: ignored (there is one format; a file needs no version)"]
+    assert load_config(write(tmp_path, LEGACY)).warnings == []
+
+
+@pytest.mark.parametrize(
+    "name", ["docktor.yaml", "docktor.compose.yaml", "docktor.legacy.yaml"], ids=str
+)
+def test_the_shipped_examples_load_without_warnings(name: str) -> None:
+    assert load_config(EXAMPLE / name).warnings == []
+
+
+def test_a_duplicate_name_is_reported_with_every_other_problem(tmp_path: Path) -> None:
+    text = (
+        "services:\n"
+        "  - {name: a, max_replicas: 0}\n"
+        "  - {name: b, bogus: 1}\n"
+        "  - {name: a}\n"
+        "  - {name: b}\n"
+    )
+    assert problems(text, tmp_path) == [
+        "services[0].max_replicas: must be greater than or equal to 1",
+        "services[1].bogus: unknown field",
+        "services[2].name: duplicate service name 'a' (also services[0])",
+        "services[3].name: duplicate service name 'b' (also services[1])",
+    ]
+
+
+def test_a_duplicate_name_alone_is_reported_once(tmp_path: Path) -> None:
+    lines = problems("services:\n  - {name: a}\n  - {name: a}\n", tmp_path)
+    assert lines == ["services[1].name: duplicate service name 'a' (also services[0])"]
+
+
+def test_metrics_window_is_kept_when_set_and_one_interval_when_not(tmp_path: Path) -> None:
+    text = "services:\n  - {name: a, metrics_window: 1m}\n  - {name: b, check_interval: 7s}\n"
+    config = load_config(write(tmp_path, text))
+    assert config.service("a").window == 60.0
+    assert config.service("b").window == 7.0
+
+
+def test_checks_across_a_services_fields_are_reported_with_its_field_problems(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "services:\n"
+        "  - {name: web, backend: processes, max_replicas: 0}\n"
+        "  - name: db\n"
+        "    rules: {scale_up_when: [{metric: cpu.avg_pct, op: '>', value: 1}]}\n"
+        "    target: {cpu.avg_pct: 50}\n"
+        "    min_replicas: x\n"
+        "  - {name: q, queue: [not, a, mapping], predict: {enabled: true}}\n"
+    )
+    assert problems(text, tmp_path) == [
+        "services[0].max_replicas: must be greater than or equal to 1",
+        "services[0].command: required when backend is 'processes'",
+        "services[1].min_replicas: must be a valid integer, got 'x'",
+        "services[1].policy: both rules and target are set; choose policy: step or target",
+        # Not also `predict: needs a queue`: the file has one, however wrong.
+        "services[2].queue: must be a valid dictionary or instance of QueueSpec, got "
+        "['not', 'a', 'mapping']",
+    ]

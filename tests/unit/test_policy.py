@@ -289,6 +289,92 @@ def test_decide_uses_derived_rates_in_rules() -> None:
     assert second.observations["queue.rate_out"] == 50.0
 
 
+# ---- rates over metrics_window ------------------------------------------------------------------
+
+RATE_RULES = {"scale_up_when": [{"metric": "queue.rate_in", "op": ">", "value": 80}]}
+
+
+def run_loop(service: ServiceSpec, samples: list[Observation]) -> list[Proposal]:
+    """decide on each sample in turn, handing on the previous sample and the memory, as the
+    workflow does."""
+    proposals: list[Proposal] = []
+    previous, memory = None, None
+    for sample in samples:
+        proposal = decide(service, sample, previous, sample.taken_at, memory=memory)
+        proposals.append(proposal)
+        previous, memory = sample, proposal.memory
+    return proposals
+
+
+def burst_then_quiet() -> list[Observation]:
+    """Every 10 s for 60 s: 10 msg/s, then 200 msg/s in the last 10 s."""
+    seq, floor, samples = 0.0, 0.0, []
+    for step in range(7):
+        rate = 200 if step == 6 else 10
+        seq, floor = (seq + rate * 10, floor + rate * 10) if step else (0.0, 0.0)
+        samples.append(counters(ago(60 - 10 * step), seq, floor))
+    return samples
+
+
+def test_without_metrics_window_rates_are_over_one_interval_and_nothing_is_kept() -> None:
+    service = spec(rules=RATE_RULES, check_interval=10)
+    proposals = run_loop(service, burst_then_quiet())
+    assert proposals[-1].observations["queue.rate_in"] == 200.0
+    assert all(p.memory is not None and p.memory.rate_samples == [] for p in proposals)
+
+
+def test_rates_are_measured_over_metrics_window() -> None:
+    service = spec(rules=RATE_RULES, check_interval=10, metrics_window=60)
+    proposals = run_loop(service, burst_then_quiet())
+    # (50 x 10 + 200 x 10) messages in 60 s: the burst is read as a sixth of its height.
+    last = proposals[-1]
+    assert last.observations["queue.rate_in"] == round((5 * 100 + 2000) / 60, 3)
+    assert last.action == "hold"
+    # Before the loop has seen a whole window, the rate is over what it has seen.
+    assert proposals[2].observations["queue.rate_in"] == 10.0
+
+
+def test_a_window_shorter_than_the_interval_measures_one_interval() -> None:
+    service = spec(rules=RATE_RULES, check_interval=10, metrics_window=3)
+    assert run_loop(service, burst_then_quiet())[-1].observations["queue.rate_in"] == 200.0
+
+
+def test_a_counter_that_went_backwards_within_the_window_is_measured_from_the_drop() -> None:
+    service = spec(rules=RATE_RULES, check_interval=10, metrics_window=60)
+    samples = burst_then_quiet()
+    # The stream was recreated 20 s ago: its sequence restarted at 0.
+    samples[4] = counters(samples[4].taken_at, 0, samples[4].counters["queue.ack_floor"])
+    samples[5] = counters(samples[5].taken_at, 100, samples[5].counters["queue.ack_floor"])
+    samples[6] = counters(samples[6].taken_at, 2100, samples[6].counters["queue.ack_floor"])
+    rate_in = run_loop(service, samples)[-1].observations["queue.rate_in"]
+    assert rate_in == (2100 - 0) / 20
+
+
+def test_the_kept_samples_stay_few_whatever_the_window() -> None:
+    service = spec(rules=RATE_RULES, check_interval=1, metrics_window=100)
+    samples = [counters(ago(300 - t), t * 10, t * 5) for t in range(300)]
+    memory = run_loop(service, samples)[-1].memory
+    assert memory is not None and 0 < len(memory.rate_samples) <= 32
+
+
+def test_the_per_replica_rate_is_learnt_over_the_last_interval() -> None:
+    service = ServiceSpec.model_validate(
+        {
+            "name": "worker",
+            "check_interval": 10,
+            "metrics_window": 60,
+            "queue": {"stream": "S", "consumer": "c"},
+        }
+    )
+    samples = burst_then_quiet()
+    for sample in samples:
+        sample.metrics["queue.backlog"] = 500  # saturated throughout: every replica is busy
+    memory = run_loop(service, samples)[-1].memory
+    # The last interval's 200 msg/s over 2 replicas, smoothed with the earlier 5 msg/s.
+    assert memory is not None and memory.per_replica_rate is not None
+    assert memory.per_replica_rate > 50
+
+
 # ---- properties -------------------------------------------------------------------------------
 
 METRICS = ["queue.backlog", "queue.ack_pending", "queue.rate_in", "cpu.avg_pct"]

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from docktor.config import ServiceSpec
-from docktor.scalers import ScalerConfigError, scaler_for
-from docktor.scalers.processes import ProcessScaler
+from docktor.scalers import Backends, ScalerConfigError
+from docktor.scalers.processes import ProcessesBackend, ProcessScaler
 
 # Installs its signal handling before announcing itself, so a test that has seen the
 # announcement knows a SIGTERM will be handled (or ignored) as the test intends.
@@ -84,6 +84,9 @@ class Replicas:
         self.workdir.mkdir()
         self.state_dir = tmp_path / "state"
         self.extra_pids: list[int] = []
+        # One backend, as a worker holds one for its life: its scalers share its locks and
+        # the children it started.
+        self.backend = ProcessesBackend()
 
     def spec(self, mode: str = "normal", grace: float = 5.0, **overrides: Any) -> ServiceSpec:
         fields: dict[str, Any] = {
@@ -99,7 +102,7 @@ class Replicas:
         return ServiceSpec(**fields)
 
     def scaler(self, mode: str = "normal", grace: float = 5.0, **overrides: Any) -> ProcessScaler:
-        return ProcessScaler(self.spec(mode, grace, **overrides), project="test")
+        return self.backend.service(self.spec(mode, grace, **overrides), project="test")
 
     def seen(self) -> dict[int, dict[str, Any]]:
         """What each running-or-past replica recorded, by pid."""
@@ -416,7 +419,7 @@ async def test_pid_file_whose_fingerprint_does_not_match_is_ignored_not_killed(
 
 
 async def test_concurrent_calls_for_one_service_do_not_overshoot(replicas: Replicas) -> None:
-    # Two activities for the same service at once, through two scaler instances.
+    # Two activities for the same service at once, through the worker's one backend.
     first, second = replicas.scaler(), replicas.scaler()
 
     results = await asyncio.gather(first.scale_to(2), second.scale_to(2), first.replicas())
@@ -427,8 +430,18 @@ async def test_concurrent_calls_for_one_service_do_not_overshoot(replicas: Repli
     assert await second.replicas() == 0
 
 
-async def test_registry_builds_a_process_scaler(replicas: Replicas) -> None:
-    assert isinstance(scaler_for(replicas.spec(), project="p"), ProcessScaler)
+async def test_the_worker_holds_one_processes_backend_from_its_entry_point(
+    replicas: Replicas,
+) -> None:
+    backends = Backends()
+    spec = replicas.spec()
+    backend = backends.of(spec)
+    assert isinstance(backend, ProcessesBackend)
+    assert backends.of(spec) is backend
+    assert await backend.scale_to(spec, "test", 1) == 1
+    assert await backend.replicas(spec, "test") == 1
+    assert await backend.scale_to(spec, "test", 0) == 0
+    await backends.close()
 
 
 async def test_program_from_path_logs_to_the_replica_log(replicas: Replicas) -> None:

@@ -3,6 +3,7 @@ recent decisions and cooldowns across continue-as-new."""
 
 from __future__ import annotations
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -15,6 +16,7 @@ ITERATIONS = 2000
 PER_RUN = 100
 
 
+@pytest.mark.slow  # 2000 iterations: a minute or more; `make test` runs it, `make test-fast` not
 async def test_thousands_of_iterations_stay_bounded(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:

@@ -1,11 +1,12 @@
-"""`docktor demo`: the nats-multi example end to end on this machine, for a bounded time.
+"""The stack `docktor demo` runs: an example end to end on this machine, for a bounded time.
 
-One command starts everything the example needs (embedded Temporal + Web UI, nats-server, the
-worker, the producer), starts one scaling loop per service, shows what the loops decide, and
-then stops all of it again, replicas included. All state (servers' data, replica pid files and
-logs, the JSONL decision log) goes to one directory, which is kept afterwards for inspection.
+One command starts everything the example needs (embedded Temporal + Web UI, the broker its
+queue names: nats-server or redis-server, the worker, the producer), starts one scaling loop per
+service, hands what the loops decide to the view (docktor/demo/view.py), and then stops all of
+it again, replicas included. All state (servers' data, replica pid files and logs, the JSONL
+decision log) goes to one directory, which is kept afterwards for inspection.
 
-The config file is loaded here and then overridden in memory (Temporal address, NATS URL,
+The config file is loaded here and then overridden in memory (Temporal address, queue URL,
 state paths): the service spec travels inside the workflow input, so the worker acts on these
 overrides without re-reading them from the file.
 """
@@ -18,57 +19,69 @@ import contextlib
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+from rich.console import Console
 
 import docktor
-from docktor.config import (
-    ConfigError,
-    DocktorConfig,
-    default_config_path,
-    format_number,
-    load_config,
+from docktor.config import ConfigError, DocktorConfig, default_config_path
+from docktor.demo import DEFAULT_EXAMPLE
+from docktor.demo.view import (
+    Journal,
+    LiveView,
+    ServiceView,
+    decision_line,
+    producer_phase,
+    summary_lines,
 )
-from docktor.devstack import local_nats_port, temporal_port
+from docktor.devstack import local_queue_port, temporal_port
 from docktor.embedded import (
     EmbeddedError,
     EmbeddedNats,
+    EmbeddedRedis,
     EmbeddedTemporal,
     ManagedProcess,
     port_in_use,
+    spawn,
     start_nats,
+    start_redis,
     start_temporal,
 )
-from docktor.model import Decision, LoopStatus
+from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-
 REPO_ROOT = Path(docktor.__file__).resolve().parents[1]
-EXAMPLE_DIR = REPO_ROOT / "examples" / "nats-multi"
-EXAMPLE_CONFIG = EXAMPLE_DIR / "docktor.yaml"
+EXAMPLES_DIR = REPO_ROOT / "examples"
+EXAMPLE_CONFIG = EXAMPLES_DIR / DEFAULT_EXAMPLE / "docktor.yaml"
 
-# The ports the docs and the example use; taken ports fall back to free ones.
+# The ports the docs and the examples use; taken ports fall back to free ones.
 PREFERRED_TEMPORAL_PORT = 7233
 PREFERRED_UI_PORT = 8233
 PREFERRED_NATS_MONITOR_PORT = 8222
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A queue kind the demo can start a server for: its default port, the environment
+    variable the examples' scripts read its URL from, and the example whose producer feeds it."""
+
+    kind: str
+    default_port: int
+    url_variable: str
+    example: str
+
+
+BROKERS = {
+    "nats": Broker("nats", 4222, "NATS_URL", "nats-multi"),
+    "redis": Broker("redis", 6379, "REDIS_URL", "redis-streams"),
+}
 
 # The producer's own default period is 60 s with the burst at its end, so the first burst would
 # come only after ~50 s. A 40 s period with a 10 s burst shows a burst at 30-40 s and again at
@@ -76,19 +89,12 @@ PREFERRED_NATS_MONITOR_PORT = 8222
 # --producer-args is appended, and argparse lets the later flag win.
 DEMO_PRODUCER_ARGS = ["--burst-every", "40", "--burst-seconds", "10"]
 
-# How often the view (or the plain log) is brought up to date; rich redraws at the same pace.
-REFRESH_SECONDS = 0.5
-# A query answered by a busy worker can take a moment; past this the view shows the old value.
-QUERY_TIMEOUT = 2.0
 # Startup deadline for the worker to poll the task queue.
 WORKER_READY_TIMEOUT = 30.0
 # How long to wait for a cancelled loop's final `stopped` decision.
 STOP_LOOP_TIMEOUT = 30.0
 # Producer: SIGTERM makes it drain its connection and leave within a second.
 PRODUCER_STOP_TIMEOUT = 10.0
-# Replica history kept for the live view's bar (one sample per refresh).
-HISTORY = 60
-BARS = " ▁▂▃▄▅▆▇█"
 
 
 class DemoFailed(Exception):
@@ -98,10 +104,16 @@ class DemoFailed(Exception):
 # ---- setup -----------------------------------------------------------------------------------
 
 
-def resolve_config_path(given: str | None) -> Path:
-    """--config, else $DOCKTOR_CONFIG, else ./docktor.yaml when present, else the repo example."""
+def resolve_config_path(given: str | None, example: str | None = None) -> Path:
+    """--config, else --example's, else $DOCKTOR_CONFIG, else ./docktor.yaml when present,
+    else the repo's nats-multi example."""
     if given:
         return Path(given)
+    if example:
+        path = EXAMPLES_DIR / example / "docktor.yaml"
+        if not path.is_file():
+            raise ConfigError([f"--example: no {path} (is this a source checkout?)"])
+        return path
     if os.environ.get("DOCKTOR_CONFIG"):
         return default_config_path()
     here = Path("docktor.yaml")
@@ -114,26 +126,38 @@ def resolve_config_path(given: str | None) -> Path:
     )
 
 
-def producer_script(config_path: Path) -> Path:
-    """The producer next to the config (a copy of the example), else the repo's example one."""
+def producer_script(config_path: Path, kind: str = "nats") -> Path:
+    """The producer next to the config (a copy of the example), else the one of the example
+    for this queue kind."""
     beside = config_path.resolve().parent / "producer.py"
-    return beside if beside.is_file() else EXAMPLE_DIR / "producer.py"
+    return beside if beside.is_file() else EXAMPLES_DIR / BROKERS[kind].example / "producer.py"
+
+
+def queue_kinds(config: DocktorConfig) -> list[str]:
+    """The brokers the config's queues need, in the order services name them."""
+    kinds: list[str] = []
+    for service in config.services:
+        if service.queue is not None and service.queue.kind not in kinds:
+            kinds.append(service.queue.kind)
+    return kinds
 
 
 def override_config(
-    config: DocktorConfig, state_dir: Path, temporal_address: str, nats_url: str
+    config: DocktorConfig, state_dir: Path, temporal_address: str, urls: dict[str, str]
 ) -> None:
-    """Point the loaded config at the demo's own servers and state directory."""
+    """Point the loaded config at the demo's own servers (`urls`: queue kind -> URL) and state
+    directory."""
     config.temporal.address = temporal_address
     config.state_dir = str(state_dir)
     config.journal = str(state_dir / "decisions.jsonl")
     for service in config.services:
         service.state_dir = str(state_dir / service.name)
-        if service.queue is not None and service.queue.kind == "nats":
-            service.queue.url = nats_url
-        # Replicas inherit the worker's environment plus `env`; the example consumer reads
-        # NATS_URL, and the file's value names the default port, not the one chosen here.
-        service.env["NATS_URL"] = nats_url
+        if service.queue is not None and service.queue.kind in urls:
+            service.queue.url = urls[service.queue.kind]  # type: ignore[attr-defined]
+        # Replicas inherit the worker's environment plus `env`; the examples' consumers read
+        # NATS_URL / REDIS_URL, and the file's value names the default port, not this one.
+        for kind, url in urls.items():
+            service.env[BROKERS[kind].url_variable] = url
 
 
 def _preferred(port: int, what: str, notes: list[str]) -> int | None:
@@ -142,174 +166,6 @@ def _preferred(port: int, what: str, notes: list[str]) -> int | None:
         notes.append(f"port {port} is in use, so {what} gets a free port instead")
         return None
     return port
-
-
-def spawn(
-    name: str, args: list[str], log_path: Path, cwd: Path, env: dict[str, str]
-) -> ManagedProcess:
-    """A child in its own session (so a terminal Ctrl-C reaches only the demo, which then stops
-    it in order), output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        offset = log.tell()
-        process = subprocess.Popen(
-            args,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
-    return ManagedProcess(name=name, process=process, log_path=log_path, log_offset=offset)
-
-
-# ---- what the view shows ---------------------------------------------------------------------
-
-
-@dataclass
-class ServiceView:
-    name: str
-    workflow_id: str
-    ui_url: str
-    status: LoopStatus | None = None
-    history: deque[int] = field(default_factory=lambda: deque(maxlen=HISTORY))
-
-
-@dataclass
-class Journal:
-    """Reads the JSONL decision log from where this demo started, one whole line at a time."""
-
-    path: Path
-    offset: int = 0
-    partial: str = ""
-    decisions: list[Decision] = field(default_factory=list)
-
-    def mark_start(self) -> None:
-        # A reused state dir holds decisions of earlier demos; this run reports only its own.
-        with contextlib.suppress(OSError):
-            self.offset = self.path.stat().st_size
-
-    def read_new(self) -> list[Decision]:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except OSError:
-            return []
-        self.offset += len(chunk)
-        text = self.partial + chunk.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        # The record activity writes a line in one write(), but a read may still catch a file
-        # mid-append: keep an unterminated tail for the next read.
-        self.partial = lines.pop()
-        new: list[Decision] = []
-        for raw in lines:
-            if not raw.strip():
-                continue
-            try:
-                new.append(Decision.model_validate_json(raw))
-            except ValueError:
-                continue
-        self.decisions.extend(new)
-        return new
-
-
-def _metric(decision: Decision | None, name: str, rate: bool = False) -> str:
-    if decision is None or name not in decision.observations:
-        return "-"
-    value = decision.observations[name]
-    return f"{value:.1f}/s" if rate else format_number(value)
-
-
-def _age(moment: datetime) -> str:
-    seconds = max(0.0, (datetime.now(UTC) - moment).total_seconds())
-    return f"{seconds:.0f}s ago"
-
-
-def decision_line(decision: Decision) -> str:
-    """One plain line per decision, for CI logs and --no-live."""
-    stamp = decision.timestamp.astimezone().strftime("%H:%M:%S")
-    return (
-        f"{stamp} {decision.service:<12} {decision.action:<10} "
-        f"{decision.current_replicas:>2} -> {decision.target_replicas:<2} "
-        f"backlog={_metric(decision, 'queue.backlog')} "
-        f"in={_metric(decision, 'queue.rate_in', rate=True)} "
-        f"out={_metric(decision, 'queue.rate_out', rate=True)}  {decision.reason}"
-    )
-
-
-def _bar(history: Sequence[int], top: int) -> str:
-    top = max(top, 1)
-    return "".join(BARS[min(len(BARS) - 1, round(n * (len(BARS) - 1) / top))] for n in history)
-
-
-def _producer_phase(log: Path) -> str:
-    """The producer's latest report line ("t=.. phase=burst target=500 msg/s ..."), if any."""
-    try:
-        with log.open("rb") as handle:
-            handle.seek(max(0, log.stat().st_size - 2048))
-            lines = handle.read().decode("utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if "phase=" in line:
-            return " ".join(line.removeprefix("producer: ").split())
-    return ""
-
-
-def render(
-    views: list[ServiceView], time_left: float, journal: Path, state_dir: Path, load: str
-) -> RenderableType:
-    parts: list[RenderableType] = []
-    for view in views:
-        status = view.status
-        last = status.last_decision if status else None
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column()
-        if status is None:
-            grid.add_row("replicas", "waiting for the loop's first answer...")
-        else:
-            replicas = "?" if status.replicas is None else str(status.replicas)
-            grid.add_row(
-                "replicas",
-                Text.assemble(
-                    (f"{replicas:>2}", "bold green"),
-                    f"  (min {status.min_replicas}, max {status.max_replicas})  ",
-                    (_bar(view.history, status.max_replicas), "green"),
-                ),
-            )
-        grid.add_row("backlog", _metric(last, "queue.backlog"))
-        grid.add_row(
-            "rate in / out",
-            f"{_metric(last, 'queue.rate_in', True)} / {_metric(last, 'queue.rate_out', True)}",
-        )
-        if last is None:
-            grid.add_row("last decision", "-")
-        else:
-            style = {"scale_up": "bold yellow", "scale_down": "bold cyan"}.get(last.action, "")
-            grid.add_row(
-                "last decision",
-                Text.assemble(
-                    (last.action, style),
-                    f" {last.current_replicas} -> {last.target_replicas}, {_age(last.timestamp)}",
-                ),
-            )
-            grid.add_row("why", last.reason)
-        grid.add_row("Web UI", view.ui_url)
-        parts.append(Panel(grid, title=f"[bold]{view.name}[/bold]", title_align="left"))
-    footer = Table.grid(padding=(0, 2))
-    footer.add_column(style="bold")
-    footer.add_column()
-    footer.add_row("time left", f"{max(0.0, time_left):.0f}s  (Ctrl-C stops everything now)")
-    if load:
-        footer.add_row("load", load)
-    footer.add_row("decisions", str(journal))
-    footer.add_row("logs", f"{state_dir}/*.log, {state_dir}/<service>/replica-*.log")
-    parts.append(footer)
-    return Group(*parts)
 
 
 # ---- the demo --------------------------------------------------------------------------------
@@ -332,6 +188,9 @@ class Demo:
         self.console = Console()
         self.temporal: EmbeddedTemporal | None = None
         self.nats: EmbeddedNats | None = None
+        self.redis: EmbeddedRedis | None = None
+        # queue kind -> the URL of the server started for it
+        self.brokers: dict[str, str] = {}
         self.worker: ManagedProcess | None = None
         self.producer: ManagedProcess | None = None
         self.journal = Journal(self.state_dir / "decisions.jsonl")
@@ -389,8 +248,21 @@ class Demo:
         wanted_api = temporal_port(self.config) or PREFERRED_TEMPORAL_PORT
         api_port = _preferred(wanted_api, "the Temporal API", notes)
         ui_port = _preferred(PREFERRED_UI_PORT, "the Temporal Web UI", notes)
-        nats_port = local_nats_port(self.config) or 4222
-        nats_port_choice = _preferred(nats_port, "nats-server", notes)
+        kinds = queue_kinds(self.config)
+        unknown = [kind for kind in kinds if kind not in BROKERS]
+        if unknown:
+            raise DemoFailed(
+                f"the demo can start a server for {' and '.join(BROKERS)} queues, "
+                f"not for kind {', '.join(unknown)}"
+            )
+        ports = {
+            kind: _preferred(
+                local_queue_port(self.config, kind) or BROKERS[kind].default_port,
+                f"{kind}-server",
+                notes,
+            )
+            for kind in kinds
+        }
         monitor_port = _preferred(PREFERRED_NATS_MONITOR_PORT, "the NATS monitor", [])
         for note in notes:
             self.say(f"note: {note}")
@@ -404,16 +276,24 @@ class Demo:
             self.say(f"Temporal  {self.temporal.address}   Web UI {self.temporal.ui_url}")
             if self.stop.is_set():
                 return None
-            self.nats = await asyncio.to_thread(
-                start_nats, self.state_dir, nats_port_choice, monitor_port
-            )
-            self.say(f"NATS      {self.nats.url}   (JetStream, monitor {self.nats.monitor_url})")
+            if "nats" in kinds and not self.stop.is_set():
+                self.nats = await asyncio.to_thread(
+                    start_nats, self.state_dir, ports["nats"], monitor_port
+                )
+                self.brokers["nats"] = self.nats.url
+                self.say(
+                    f"NATS      {self.nats.url}   (JetStream, monitor {self.nats.monitor_url})"
+                )
+            if "redis" in kinds and not self.stop.is_set():
+                self.redis = await asyncio.to_thread(start_redis, self.state_dir, ports["redis"])
+                self.brokers["redis"] = self.redis.url
+                self.say(f"Redis     {self.redis.url}   (no persistence)")
         except EmbeddedError as exc:
             raise DemoFailed(str(exc).splitlines()[0]) from None
         if self.stop.is_set():
             return None
 
-        override_config(self.config, self.state_dir, self.temporal.address, self.nats.url)
+        override_config(self.config, self.state_dir, self.temporal.address, self.brokers)
         self.journal = Journal(Path(self.config.journal_path))
         self.journal.mark_start()
 
@@ -498,10 +378,14 @@ class Demo:
                 await asyncio.wait_for(self.stop.wait(), timeout=0.2)
 
     def start_producer(self) -> None:
-        assert self.nats is not None
-        script = producer_script(self.config_path)
+        if not self.brokers:
+            self.say("producer  none (no service has a queue)")
+            return
+        # The example's producer feeds the queue of the first service that has one.
+        kind, url = next(iter(self.brokers.items()))
+        script = producer_script(self.config_path, kind)
         extra = shlex.split(getattr(self.args, "producer_args", None) or "")
-        args = [sys.executable, str(script), "--url", self.nats.url, *DEMO_PRODUCER_ARGS, *extra]
+        args = [sys.executable, str(script), "--url", url, *DEMO_PRODUCER_ARGS, *extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # cwd = the state dir: nothing of the producer's is left outside it.
         self.producer = spawn(
@@ -512,65 +396,32 @@ class Demo:
     # -- while it runs --
 
     async def watch(self, client: Client) -> None:
-        started = time.monotonic()
-        end = started + self.duration
+        from docktor.control import loop_status
 
-        if self.live:
-            with Live(
-                self._render(end), console=self.console, refresh_per_second=2, transient=False
-            ) as live:
-                while await self._tick(client, end):
-                    live.update(self._render(end))
-                live.update(self._render(end))
-        else:
+        if not self.live:
             self.say(f"running for {self.duration:g}s; one line per decision (Ctrl-C stops)")
-            while await self._tick(client, end):
-                pass
+        view = LiveView(self.views, self.journal, self.state_dir, self.live, self.say, self.console)
+        await view.show(
+            lambda name: loop_status(client, self.config, name),
+            end=time.monotonic() + self.duration,
+            stop=self.stop,
+            failed=self._worker_failed,
+            load=lambda: producer_phase(self.producer.log_path) if self.producer else "",
+        )
         if not self.stop.is_set() and self.failure is None:
             self.say(f"{self.duration:g}s are up; stopping...")
         else:
             self.say("stopping...")
 
-    async def _tick(self, client: Client, end: float) -> bool:
-        """Refresh statuses and decisions once; False when the demo should end."""
-        await self._refresh(client)
-        if self.worker is not None and not self.worker.running:
-            self.failure = (
-                f"the worker exited (code {self.worker.process.returncode}) while the demo ran; "
-                f"log: {self.worker.log_path}"
-            )
+    def _worker_failed(self) -> bool:
+        """The worker died under the demo: nothing would decide any more, so it ends."""
+        if self.worker is None or self.worker.running:
             return False
-        if self.stop.is_set() or time.monotonic() >= end:
-            return False
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self.stop.wait(), timeout=min(REFRESH_SECONDS, max(0.0, end - time.monotonic()))
-            )
-        return not self.stop.is_set() and time.monotonic() < end
-
-    async def _refresh(self, client: Client) -> None:
-        from docktor.control import loop_status
-
-        async def one(view: ServiceView) -> None:
-            try:
-                view.status = await asyncio.wait_for(
-                    loop_status(client, self.config, view.name), QUERY_TIMEOUT
-                )
-            except Exception:
-                # A query the worker could not answer in time: keep showing the last answer.
-                return
-            if view.status.replicas is not None:
-                view.history.append(view.status.replicas)
-
-        if self.live:
-            await asyncio.gather(*(one(view) for view in self.views))
-        for decision in self.journal.read_new():
-            if not self.live:
-                self.say(decision_line(decision))
-
-    def _render(self, end: float) -> RenderableType:
-        load = _producer_phase(self.producer.log_path) if self.producer else ""
-        return render(self.views, end - time.monotonic(), self.journal.path, self.state_dir, load)
+        self.failure = (
+            f"the worker exited (code {self.worker.process.returncode}) while the demo ran; "
+            f"log: {self.worker.log_path}"
+        )
+        return True
 
     # -- the end --
 
@@ -591,7 +442,7 @@ class Demo:
             grace = max((s.stop_grace_period for s in self.config.services), default=10.0)
             await asyncio.to_thread(self.worker.stop, grace + 15.0)
         await self.stop_replicas()
-        for server in (self.nats, self.temporal):
+        for server in (self.redis, self.nats, self.temporal):
             if server is not None:
                 await asyncio.to_thread(server.stop)
 
@@ -641,24 +492,18 @@ class Demo:
 
     def summary(self) -> None:
         self.journal.read_new()
-        decisions = self.journal.decisions
-        self.say("")
-        self.say("summary")
-        for service in self.config.services:
-            mine = [d for d in decisions if d.service == service.name]
-            peak = max((max(d.current_replicas, d.target_replicas) for d in mine), default=0)
-            ups = sum(d.action == "scale_up" for d in mine)
-            downs = sum(d.action == "scale_down" for d in mine)
-            stopped = "yes" if any(d.action == "stopped" for d in mine) else "no"
-            self.say(
-                f"  {service.name}: peak {peak} replicas, {ups} scale_up, {downs} scale_down, "
-                f"{len(mine)} decisions, final stopped: {stopped}"
-            )
-        self.say(f"  decisions: {self.journal.path}")
-        self.say(f"  logs:      {self.state_dir}/{{worker,producer,temporal,nats}}.log")
-        for service in self.config.services:
-            if service.backend == "processes":
-                self.say(f"             {self.state_dir / service.name}/replica-*.log")
+        servers = [m for m in (self.temporal, self.nats, self.redis) if m is not None]
+        logs = [str(m.log_path) for m in (self.worker, self.producer, *servers) if m is not None]
+        replica_logs = [
+            self.state_dir / service.name
+            for service in self.config.services
+            if service.backend == "processes"
+        ]
+        names = [service.name for service in self.config.services]
+        for line in summary_lines(
+            names, self.journal.decisions, self.journal.path, logs, replica_logs
+        ):
+            self.say(line)
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -666,10 +511,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
     A bad config raises ConfigError, which the CLI prints and turns into exit code 2.
     """
-    config_path = resolve_config_path(args.config)
-    config = load_config(config_path)
+    example = getattr(args, "example", None)
+    if example and args.config:
+        return error("--example and --config: give one or the other", EXIT_USAGE)
+    config_path = resolve_config_path(args.config, example)
+    config = read_config(config_path)
     if args.duration is not None and float(args.duration) <= 0:
-        print("error: --duration must be greater than 0", file=sys.stderr)
-        return 2
+        return error("--duration must be greater than 0", EXIT_USAGE)
     demo = Demo(args, config_path, config)
     return asyncio.run(demo.run())
