@@ -41,7 +41,7 @@ from docktor.embedded import (  # noqa: E402
     start_temporal,
 )
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
-from workflows import ServiceAutoscaler  # noqa: E402
+from worker.build import build_worker  # noqa: E402
 
 
 def no_servers_in_a_fast_run(what: str) -> None:
@@ -120,10 +120,10 @@ def world() -> ScriptedWorld:
 @pytest.fixture
 async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
     loop_activities = LoopActivities()
-    async with Worker(
+    world.server_time = env.get_current_time
+    async with build_worker(
         env.client,
-        task_queue=TASK_QUEUE,
-        workflows=[ServiceAutoscaler],
-        activities=[world.observe, world.apply, world.record, loop_activities.evaluate],
+        TASK_QUEUE,
+        [world.observe, world.apply, world.record, loop_activities.evaluate],
     ) as running:
         yield running

@@ -59,21 +59,14 @@ async def async_wait_for(
 async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
     """A client and an in-process worker with the real workflow and activities on the config's
     task queue, as `python -m worker` would run them; closed (pooled connections too) at the end."""
-    from temporalio.worker import Worker
-
     from activities import LoopActivities
     from docktor.client import connect
-    from workflows import ServiceAutoscaler
+    from worker.build import build_worker
 
     client = await connect(config)
     loop_activities = LoopActivities()
     try:
-        async with Worker(
-            client,
-            task_queue=config.temporal.task_queue,
-            workflows=[ServiceAutoscaler],
-            activities=loop_activities.all(),
-        ):
+        async with build_worker(client, config.temporal.task_queue, loop_activities.all()):
             yield client
     finally:
         await loop_activities.close()

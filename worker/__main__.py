@@ -20,7 +20,6 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
-from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
@@ -28,7 +27,7 @@ from docktor.config import ConfigError, DocktorConfig, default_config_path
 from docktor.embedded import free_port
 from docktor.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
 from docktor.telemetry import MetricsServer
-from workflows import ServiceAutoscaler
+from worker.build import build_worker
 
 log = logging.getLogger("docktor.worker")
 
@@ -151,11 +150,10 @@ async def _serve(config: DocktorConfig, address: str | None) -> None:
     except Exception as exc:  # a namespace we may not administer: run without them
         log.warning("could not register search attributes (%s); continuing", exc)
     loop_activities = LoopActivities()
-    worker = Worker(
+    worker = build_worker(
         client,
-        task_queue=config.temporal.task_queue,
-        workflows=[ServiceAutoscaler],
-        activities=loop_activities.all(),
+        config.temporal.task_queue,
+        loop_activities.all(),
         graceful_shutdown_timeout=_grace(config),
     )
     stop = asyncio.Event()

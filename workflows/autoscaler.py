@@ -12,8 +12,8 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.loop import OBSERVE_ATTEMPTS, LoopActivities
@@ -77,6 +77,14 @@ RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(second
 # such a loop's history is replayed (see tests/replay/record.py).
 PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
 PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
+# The lean loop (issue 10): observe and evaluate as local activities in the workflow task the
+# timer wakes, a hold's journal line written by a local activity in that same task, search
+# attributes and memo upserted only when they change, and shorter runs. A hold then costs one
+# workflow task (~8 events) instead of three workflow tasks and two activities (~21 events).
+PATCH_LEAN_LOOP = "lean-loop"
+# A restarted worker replays the current run of every loop before it decides again, so a run
+# is kept short enough to replay in well under a second; the carried state is all it needs.
+LEAN_ITERATIONS_PER_RUN = 100
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -95,14 +103,21 @@ class ServiceAutoscaler:
         # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
         # iteration finish and record its scale first, and no new manual scale is accepted.
         self.stopping = False
+        # Set by run() from workflow.patched: loops started by an older release keep the old
+        # command sequence until their next continue-as-new.
+        self.lean = False
 
     # ---- the loop ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: AutoscalerInput) -> LoopStatus:
+        self.lean = workflow.patched(PATCH_LEAN_LOOP)
         self._publish_identity()
+        iterations = request.iterations_per_run
+        if self.lean:
+            iterations = min(iterations, LEAN_ITERATIONS_PER_RUN)
         try:
-            for _ in range(request.iterations_per_run):
+            for _ in range(iterations):
                 await self.iterate()
                 if self.stopping or workflow.info().is_continue_as_new_suggested():
                     break
@@ -171,8 +186,16 @@ class ServiceAutoscaler:
 
     async def observe(self) -> Observation | None:
         """One sample; when it cannot be had, the iteration is a recorded `hold`."""
+        # The lean loop looks with a local activity: it runs in the workflow task the timer
+        # woke, and only its result (a marker) enters history, not three activity events and
+        # another task.
+        execute = (
+            workflow.execute_local_activity_method
+            if self.lean
+            else workflow.execute_activity_method
+        )
         try:
-            return await workflow.execute_activity_method(
+            return await execute(
                 LoopActivities.observe,
                 ObserveInput(
                     project=self.request.project,
@@ -185,7 +208,7 @@ class ServiceAutoscaler:
                 retry_policy=OBSERVE_RETRY,
                 summary=f"observe {self.spec.name}",
             )
-        except ActivityError as err:
+        except FailureError as err:  # a local activity's failure is not an ActivityError
             _reraise_cancellation(err)
             current = self.state.replicas if self.state.replicas is not None else 0
             await self.record(
@@ -215,7 +238,7 @@ class ServiceAutoscaler:
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
             )
-        except ActivityError as err:
+        except FailureError as err:
             # A cancel that lands while the policy runs must stop the loop gracefully (with
             # its `stopped` decision) like one during observe or advise, not fail it.
             _reraise_cancellation(err)
@@ -387,25 +410,37 @@ class ServiceAutoscaler:
         if self.request.journal_path:
             # Shielded like a scale: a cancellation arriving now still gets this decision into
             # the log before the loop stops (no lost decisions), then stops the loop.
-            handle = workflow.start_activity_method(
-                LoopActivities.record,
-                RecordInput(path=self.request.journal_path, decision=decision),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=RECORD_RETRY,
-                summary=f"record {action}",
-            )
+            handle = self._start_record(decision)
             try:
                 await asyncio.shield(handle)
             except asyncio.CancelledError:
-                with contextlib.suppress(ActivityError):
+                with contextlib.suppress(FailureError):
                     await handle
                 raise
-            except ActivityError as err:
+            except FailureError as err:
                 # The decision is safe in workflow state and history; only the file copy failed.
                 self._journal_failed(decision, _cause(err))
             else:
                 self._journal_written(decision)
         return decision
+
+    def _start_record(self, decision: Decision) -> asyncio.Future[bool]:
+        """Write the decision's JSONL line. A hold of the lean loop is written by a local
+        activity in the same workflow task (its line is in the file before the timer starts,
+        so nothing is pending across a cancel, a continue-as-new or a crash); every other
+        decision keeps its own `record <action>` activity, visible beside its scale."""
+        start = (
+            workflow.start_local_activity_method
+            if self.lean and decision.action == "hold"
+            else workflow.start_activity_method
+        )
+        return start(
+            LoopActivities.record,
+            RecordInput(path=self.request.journal_path or "", decision=decision),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RECORD_RETRY,
+            summary=f"record {decision.action}",
+        )
 
     def _journal_failed(self, decision: Decision, why: str) -> None:
         """Report a gap in the decision log once, when it opens, not at every iteration: a
@@ -457,10 +492,21 @@ class ServiceAutoscaler:
     # ---- what the outside world sees ---------------------------------------------------------
 
     def _publish_identity(self) -> None:
-        if self.request.search_attributes:
-            workflow.upsert_search_attributes(
-                [PROJECT.value_set(self.request.project), SERVICE.value_set(self.spec.name)]
-            )
+        self._upsert_attributes(
+            [PROJECT.value_set(self.request.project), SERVICE.value_set(self.spec.name)]
+        )
+
+    def _upsert_attributes(self, updates: list[SearchAttributeUpdate]) -> None:
+        """Upsert search attributes; the lean loop leaves out those that already hold the value
+        (an unchanged upsert still writes an event and re-indexes the workflow)."""
+        if not self.request.search_attributes:
+            return
+        if self.lean:
+            current = workflow.info().typed_search_attributes
+            updates = [u for u in updates if current.get(u.key) != u.value]
+            if not updates:
+                return
+        workflow.upsert_search_attributes(updates)
 
     def _publish_decision(self, decision: Decision) -> None:
         summary = (
@@ -468,29 +514,27 @@ class ServiceAutoscaler:
             f" ({decision.reason})"
         )
         workflow.set_current_details(f"Last decision at {decision.timestamp:%H:%M:%S}: {summary}")
-        if self.request.search_attributes:
-            workflow.upsert_search_attributes(
-                [
-                    REPLICAS.value_set(decision.target_replicas),
-                    LAST_ACTION.value_set(decision.action),
-                ]
-            )
+        self._upsert_attributes(
+            [REPLICAS.value_set(decision.target_replicas), LAST_ACTION.value_set(decision.action)]
+        )
         self._publish_state()
 
     def _publish_state(self) -> None:
         """The memo and the paused flag: what the workflow list shows without a query."""
         last = self.state.decisions[-1] if self.state.decisions else None
-        workflow.upsert_memo(
-            {
-                "replicas": self.state.replicas,
-                "last_action": last.action if last else None,
-                "last_reason": last.reason if last else None,
-                "paused": self.state.paused,
-                "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
-            }
-        )
-        if self.request.search_attributes:
-            workflow.upsert_search_attributes([PAUSED.value_set(self.state.paused)])
+        memo: dict[str, object] = {
+            "replicas": self.state.replicas,
+            "last_action": last.action if last else None,
+            "last_reason": last.reason if last else None,
+            "paused": self.state.paused,
+            "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
+        }
+        if self.lean:
+            # Only what changed: a hold like the last one changes nothing.
+            memo = {k: v for k, v in memo.items() if workflow.memo_value(k, None) != v}
+        if memo:
+            workflow.upsert_memo(memo)
+        self._upsert_attributes([PAUSED.value_set(self.state.paused)])
 
     @workflow.query(name=names.STATUS)
     def status(self) -> LoopStatus:
@@ -659,15 +703,16 @@ def _refuse(problems: list[str]) -> None:
         raise ValueError("; ".join(problems))
 
 
-def _reraise_cancellation(err: ActivityError) -> None:
-    """An activity cancelled because the loop is being cancelled surfaces as an ActivityError;
-    turn it back into the cancellation, or the loop would take it for a failure and go on."""
-    if isinstance(err.cause, CancelledError):
+def _reraise_cancellation(err: FailureError) -> None:
+    """An activity cancelled because the loop is being cancelled surfaces as an ActivityError
+    (a local activity's as the CancelledError itself); turn it back into the cancellation, or
+    the loop would take it for a failure and go on."""
+    if isinstance(err, CancelledError) or isinstance(err.cause, CancelledError):
         raise asyncio.CancelledError() from err
 
 
-def _cause(err: ActivityError) -> str:
-    cause = err.cause
+def _cause(err: FailureError) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause or err)

@@ -30,7 +30,6 @@ import pytest
 import yaml
 from helpers import IDLE_COMMAND, async_wait_for, wait_for
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.client import connect
@@ -38,7 +37,7 @@ from docktor.config import DocktorConfig, load_config
 from docktor.control import loop_decisions, start_loop, stop_loop
 from docktor.embedded import EmbeddedTemporal
 from docktor.scalers.processes import ProcessScaler
-from workflows import ServiceAutoscaler
+from worker.build import build_worker
 
 CHROMIUM = "/usr/bin/chromium"
 # As root (CI, these machines) Chromium needs --no-sandbox; the rest keeps it off the network
@@ -251,12 +250,7 @@ async def loop(
     service = config.services[0]
     client = await connect(config)
     activities = LoopActivities()
-    worker = Worker(
-        client,
-        task_queue=config.temporal.task_queue,
-        workflows=[ServiceAutoscaler],
-        activities=activities.all(),
-    )
+    worker = build_worker(client, config.temporal.task_queue, activities.all())
     try:
         async with worker:
             started = await start_loop(client, config, service)

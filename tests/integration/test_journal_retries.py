@@ -16,7 +16,6 @@ from helpers import async_wait_for, write_idle_config
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.client import connect
@@ -26,7 +25,7 @@ from docktor.embedded import EmbeddedTemporal
 from docktor.model import Decision, RecordInput
 from docktor.scalers.processes import ProcessScaler
 from docktor.telemetry import DocktorMetrics
-from workflows import ServiceAutoscaler
+from worker.build import build_worker
 
 DECISIONS = 4
 
@@ -59,11 +58,10 @@ async def stack(
     metrics = DocktorMetrics()
     real = LoopActivities(metrics=metrics)
     flaky = FlakyRecord(real)
-    worker = Worker(
+    worker = build_worker(
         client,
-        task_queue=config.temporal.task_queue,
-        workflows=[ServiceAutoscaler],
-        activities=[real.observe, real.evaluate, real.advise, real.apply, flaky.record],
+        config.temporal.task_queue,
+        [real.observe, real.evaluate, real.advise, real.apply, flaky.record],
     )
     try:
         async with worker:

@@ -160,14 +160,16 @@ async def test_nudge_evaluates_before_the_next_tick(
 async def test_manual_approval_waits_then_applies_rejects_or_expires(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
-    world.backlog = 900
+    world.backlog = 100  # nothing to approve yet: the loop holds
     spec = service_spec(
         check_interval=TICK, approval="manual", approval_timeout=4, cooldown={"up": 0, "down": 0}
     )
     handle = await start(env.client, spec)
+    await decisions_after(env, handle, 1, step_seconds=POLL)
     assert "awaiting approval" in await refusal(
         handle.execute_update(ServiceAutoscaler.approve, Verdict())
     )
+    world.backlog = 900
 
     async def pending() -> bool:
         status = await handle.query(ServiceAutoscaler.status)
@@ -180,10 +182,12 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
     status = await handle.query(ServiceAutoscaler.status)
     assert status.pending_approval is not None and status.pending_approval.target_replicas == 3
     assert world.apply_calls == []
+    # The holds before; none is made while a decision waits for its verdict.
+    held = len(await handle.query(ServiceAutoscaler.decisions, 100))
 
     await handle.execute_update(ServiceAutoscaler.approve, Verdict(by="ana", reason="go"))
-    approved = await decisions_after(env, handle, 1, step_seconds=POLL)
-    assert approved[0].action == "scale_up" and "approved by ana: go" in approved[0].reason
+    approved = await decisions_after(env, handle, held + 1, step_seconds=POLL)
+    assert approved[held].action == "scale_up" and "approved by ana: go" in approved[held].reason
     assert world.replicas == 3
 
     for _ in range(40):
@@ -191,13 +195,14 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
             break
         await env.sleep(POLL)
     await handle.execute_update(ServiceAutoscaler.reject, Verdict(by="bo", reason="no budget"))
-    rejected = await decisions_after(env, handle, 2, step_seconds=POLL)
-    assert rejected[1].action == "hold" and "rejected by bo: no budget" in rejected[1].reason
+    rejected = await decisions_after(env, handle, held + 2, step_seconds=POLL)
+    assert rejected[held + 1].action == "hold"
+    assert "rejected by bo: no budget" in rejected[held + 1].reason
     assert world.replicas == 3
 
     # Nobody answers: after approval_timeout of durable time the decision lapses.
-    expired = await decisions_after(env, handle, 3, step_seconds=POLL)
-    assert expired[2].action == "expired"
+    expired = await decisions_after(env, handle, held + 3, step_seconds=POLL)
+    assert expired[held + 2].action == "expired"
     assert world.replicas == 3
     await handle.cancel()
     await handle.result()  # stopped for good: no later test's worker serves it

@@ -44,7 +44,7 @@ from docktor.journal import read_decisions
 from docktor.model import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
 from docktor.scalers.processes import ProcessScaler
 from docktor.views import mattered, model_label
-from workflows import ServiceAutoscaler
+from worker.build import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +138,7 @@ async def make_stack(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> AsyncIte
         path.write_text(yaml.safe_dump(document))
         config = load_config(path)
         client = await connect(config)
-        worker = Worker(
-            client,
-            task_queue=config.temporal.task_queue,
-            workflows=[ServiceAutoscaler],
-            activities=activities.all(),
-        )
+        worker = build_worker(client, config.temporal.task_queue, activities.all())
         await worker.__aenter__()
         workers.append(worker)
         stack = Stack(config, path, client)
@@ -599,11 +594,10 @@ async def test_an_update_accepted_but_never_finished_is_given_up_on(
     config = load_config(path)
     client = await connect(config)
     real, stuck = LoopActivities(), StuckApply()
-    worker = Worker(
+    worker = build_worker(
         client,
-        task_queue=config.temporal.task_queue,
-        workflows=[ServiceAutoscaler],
-        activities=[real.observe, real.evaluate, real.advise, stuck.apply, real.record],
+        config.temporal.task_queue,
+        [real.observe, real.evaluate, real.advise, stuck.apply, real.record],
     )
     stack = Stack(config, path, client)
     async with worker:

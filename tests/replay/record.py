@@ -24,13 +24,13 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.config import LLMSpec
 from docktor.embedded import start_temporal
 from docktor.model import Advice, AdviseInput, ManualScale, PauseRequest, Verdict
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
+from worker.build import build_worker
 from workflows import ServiceAutoscaler
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -182,18 +182,8 @@ async def record(tag: str, only: list[str] | None = None) -> None:
             if only and name not in only:
                 continue
             world = ScriptedWorld()
-            async with Worker(
-                client,
-                task_queue=TASK_QUEUE,
-                workflows=[ServiceAutoscaler],
-                activities=[
-                    world.observe,
-                    world.apply,
-                    world.record,
-                    LoopActivities().evaluate,
-                    failing_advise,
-                ],
-            ):
+            activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
+            async with build_worker(client, TASK_QUEUE, [*activities, failing_advise]):
                 handles = await scenario(client, world)
             for index, handle in enumerate(handles):
                 history = await handle.fetch_history()

@@ -40,3 +40,29 @@ def test_a_decision_from_before_the_chain_id_decodes_with_its_old_key() -> None:
     decision = Decision.model_validate_json(old)
     assert decision.first_run_id == ""
     assert decision_key(decision) == "docktor-shop-consumer#7"
+
+
+def test_a_line_another_process_appended_counts_as_written(tmp_path: Path) -> None:
+    """The duplicate check reads only what was appended since it last looked, whoever wrote it
+    (a second worker on the same log, or this one before a restart)."""
+    journal = tmp_path / "decisions.jsonl"
+    assert append_decision(journal, _decision(sequence=1))
+    other = tmp_path / "other.jsonl"
+    append_decision(other, _decision(sequence=2))
+    with journal.open("a") as handle:  # as another process would, behind this one's back
+        handle.write(other.read_text())
+    assert not append_decision(journal, _decision(sequence=2))
+    assert append_decision(journal, _decision(sequence=3))
+    assert [d.sequence for d in read_decisions(journal)] == [1, 2, 3]
+
+
+def test_a_log_replaced_or_truncated_is_read_again(tmp_path: Path) -> None:
+    journal = tmp_path / "decisions.jsonl"
+    assert append_decision(journal, _decision(sequence=1))
+    journal.write_text("")  # truncated (logrotate's copytruncate)
+    assert append_decision(journal, _decision(sequence=1))
+    rotated = tmp_path / "decisions.jsonl.1"
+    journal.rename(rotated)  # moved away: a new file takes its place
+    assert append_decision(journal, _decision(sequence=1))
+    assert not append_decision(journal, _decision(sequence=1))
+    assert [d.sequence for d in read_decisions(journal)] == [1]

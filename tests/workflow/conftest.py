@@ -61,6 +61,10 @@ class ScriptedWorld:
         self.arrivals: Callable[[float], float] | None = None
         self._arrived = 0.0
         self._clock: tuple[datetime, datetime] | None = None  # (first, last) observation
+        # The server's clock, which the time-skipping server moves on with the workflow's
+        # timers (the worker's own clock does not). Set by the `worker` fixture: observe runs
+        # as a local activity, whose info carries the worker's clock, not the server's.
+        self.server_time: Callable[[], Awaitable[datetime]] | None = None
 
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
@@ -76,9 +80,10 @@ class ScriptedWorld:
         metrics = {} if self.backlog is None else {"queue.backlog": self.backlog}
         if self.arrivals is None:
             return Observation(taken_at=datetime.now(UTC), replicas=self.replicas, metrics=metrics)
-        # The server's clock, which the time-skipping server moves on with the workflow's
-        # timers (the worker's own clock does not).
-        now = activity.info().current_attempt_scheduled_time
+        if self.server_time is not None:
+            now = await self.server_time()
+        else:
+            now = activity.info().current_attempt_scheduled_time
         first, last = self._clock or (now, now)
         step = 0.5
         moment = (last - first).total_seconds()

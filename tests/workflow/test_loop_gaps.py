@@ -14,7 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import LoopActivities
-from docktor.model import EvaluateInput, ManualScale, Proposal
+from docktor.config import LLMSpec
+from docktor.model import Advice, AdviseInput, EvaluateInput, ManualScale, Proposal
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
@@ -23,27 +24,38 @@ from tests.workflow.conftest import (
     start,
     until,
 )
+from worker.build import build_worker
 from workflows import ServiceAutoscaler
 
 POLL = 0.5
 
 
-class GatedEvaluate:
-    """The real policy, held at the gate while the test cancels the loop."""
+class Gated:
+    """An activity held at the gate (when one is set) while the test acts."""
 
     def __init__(self) -> None:
         self.gate: asyncio.Event | None = None
         self.running = 0
-        self.real = LoopActivities()
 
-    @activity.defn(name="evaluate")
-    async def evaluate(self, request: EvaluateInput) -> Proposal:
+    async def held(self) -> None:
         if self.gate is not None:
             self.running += 1
             try:
                 await self.gate.wait()
             finally:
                 self.running -= 1
+
+
+class GatedEvaluate(Gated):
+    """The real policy, held at the gate while the test cancels the loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.real = LoopActivities()
+
+    @activity.defn(name="evaluate")
+    async def evaluate(self, request: EvaluateInput) -> Proposal:
+        await self.held()
         return await self.real.evaluate(request)
 
 
@@ -52,11 +64,8 @@ async def gated_worker(
     env: WorkflowEnvironment, world: ScriptedWorld
 ) -> AsyncIterator[GatedEvaluate]:
     gated = GatedEvaluate()
-    async with Worker(
-        env.client,
-        task_queue=TASK_QUEUE,
-        workflows=[ServiceAutoscaler],
-        activities=[world.observe, world.apply, world.record, gated.evaluate],
+    async with build_worker(
+        env.client, TASK_QUEUE, [world.observe, world.apply, world.record, gated.evaluate]
     ):
         yield gated
 
@@ -81,36 +90,54 @@ async def test_cancel_during_evaluate_stops_the_loop_with_a_stopped_decision(
     assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
 
 
+class GatedAdvise(Gated):
+    """A model that agrees with the rules, held at the gate: an iteration caught between
+    looking and applying. (Observe and evaluate run in one workflow task as local activities,
+    which no update interrupts; the model's call is an activity of its own.)"""
+
+    @activity.defn(name="advise")
+    async def advise(self, request: AdviseInput) -> Advice:
+        await self.held()
+        proposal = request.proposal
+        return Advice(
+            action=proposal.action, target_replicas=proposal.target_replicas, reason="agreed"
+        )
+
+
 async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision(
-    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+    env: WorkflowEnvironment, world: ScriptedWorld
 ) -> None:
     world.backlog = 900  # the loop wants to scale up: 1 -> 3
-    handle = await start(env.client, service_spec(check_interval=1, cooldown={"up": 0}))
-    await decisions_after(env, handle, 1, step_seconds=POLL)
-    world.observe_gate = asyncio.Event()
+    gated = GatedAdvise()
+    activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
+    async with build_worker(env.client, TASK_QUEUE, [*activities, gated.advise]):
+        spec = service_spec(check_interval=1, cooldown={"up": 0})
+        handle = await start(env.client, spec, llm=LLMSpec(provider="dmr"))
+        await decisions_after(env, handle, 1, step_seconds=POLL)
+        gated.gate = asyncio.Event()
 
-    async def observing() -> bool:
-        return world.observing > 0
+        async def advising() -> bool:
+            return gated.running > 0
 
-    await until(env, observing, step_seconds=POLL)
-    iteration = (await handle.query(ServiceAutoscaler.status)).iteration
-    update = await handle.start_update(
-        ServiceAutoscaler.scale_to,
-        ManualScale(replicas=2, reason="load test", by="ana"),
-        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-    )
-    manual = await asyncio.wait_for(update.result(), 30)
-    world.observe_gate.set()
-    world.observe_gate = None
+        await until(env, advising, step_seconds=POLL)
+        iteration = (await handle.query(ServiceAutoscaler.status)).iteration
+        update = await handle.start_update(
+            ServiceAutoscaler.scale_to,
+            ManualScale(replicas=2, reason="load test", by="ana"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        manual = await asyncio.wait_for(update.result(), 30)
+        gated.gate.set()
+        gated.gate = None
 
-    decisions = await decisions_after(env, handle, manual.sequence + 1, step_seconds=POLL)
-    after = decisions[manual.sequence]  # the decision right after the operator's
-    assert after.iteration == iteration, "the interrupted iteration recorded nothing"
-    assert (after.action, after.current_replicas, after.target_replicas) == ("hold", 2, 2)
-    assert "operator's count stands" in after.reason and "scale_up" in after.reason
-    assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
-    await handle.cancel()
-    await handle.result()
+        decisions = await decisions_after(env, handle, manual.sequence + 1, step_seconds=POLL)
+        after = decisions[manual.sequence]  # the decision right after the operator's
+        assert after.iteration == iteration, "the interrupted iteration recorded nothing"
+        assert (after.action, after.current_replicas, after.target_replicas) == ("hold", 2, 2)
+        assert "operator's count stands" in after.reason and "scale_up" in after.reason
+        assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
+        await handle.cancel()
+        await handle.result()
 
 
 async def test_replicas_that_died_are_restored_and_the_decision_says_so(

@@ -1,0 +1,479 @@
+"""What N scaling loops cost on one worker and the embedded dev server (issue 10).
+
+For each N: a fresh embedded Temporal (SQLite), one `python -m worker` process, N services of
+the processes backend that hold at 0 replicas (no metrics: observe only counts pid files), and
+`python -m starter --all`. Then, over a measurement window:
+
+- lateness: how much later than `--interval` after its previous decision each decision came
+  (from the decision log), p50 and p99 over every loop;
+- history events and bytes per hold iteration (a sample of loops), and per scale iteration (one
+  loop is given min_replicas 1, so it scales 0 -> 1 once);
+- worker CPU (% of one core) and memory per loop, Temporal server CPU;
+- the worker is then killed (SIGKILL) and a new one started: the time until every loop has
+  recorded a decision again.
+
+    .venv/bin/python benchmarks/loops.py --loops 10 100 300 --interval 5 --measure 60
+
+A benchmark, not a test: it reports and asserts nothing. `--code DIR` runs the worker and
+starter of another checkout (e.g. the release before) against the same harness, for a before /
+after table; `--sqlite-default` starts the dev server without docktor's SQLite pragmas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+
+from docktor.client import connect
+from docktor.config import DocktorConfig, load_config
+from docktor.embedded import EmbeddedTemporal, start_temporal
+from docktor.model import LoopStatus, SpecUpdate
+from docktor.scalers.processes import ProcessScaler
+
+REPO = Path(__file__).resolve().parents[1]
+IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
+TICKS = os.sysconf("SC_CLK_TCK")
+HISTORY_SAMPLE = 10  # loops whose histories are read for the events per iteration
+
+
+@dataclass
+class Result:
+    loops: int
+    interval: float
+    start_seconds: float = 0.0
+    lateness_p50: float | None = None
+    lateness_p99: float | None = None
+    decisions: int = 0
+    hold_events: float | None = None
+    hold_bytes: float | None = None
+    scale_events: float | None = None
+    scale_bytes: float | None = None
+    worker_cpu: float = 0.0  # % of one core over the window
+    worker_rss_mb: float = 0.0
+    server_cpu: float = 0.0
+    resumed: int = 0
+    resume_seconds: float | None = None  # until every loop decided again; None: not all did
+    resume_p50: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- processes -----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def spawn(code: Path, module: str, config: Path, log: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(code), "DOCKTOR_LOG_LEVEL": "WARNING"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(config), *extra],
+            cwd=code,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+# ---- the decision log ----------------------------------------------------------------------
+
+
+def decisions(journal: Path) -> list[tuple[str, datetime, str]]:
+    """(workflow id, timestamp, action) of every line."""
+    if not journal.exists():
+        return []
+    found = []
+    for raw in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue  # a line being written
+        stamp = datetime.fromisoformat(line["timestamp"])
+        found.append((line["workflow_id"], stamp, line["action"]))
+    return found
+
+
+def by_loop(lines: list[tuple[str, datetime, str]]) -> dict[str, list[tuple[datetime, str]]]:
+    loops: dict[str, list[tuple[datetime, str]]] = {}
+    for workflow_id, stamp, action in lines:
+        loops.setdefault(workflow_id, []).append((stamp, action))
+    for entries in loops.values():
+        entries.sort()
+    return loops
+
+
+async def wait_until(condition, deadline: float, poll: float = 0.5) -> bool:
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(poll)
+    return bool(condition())
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+# ---- history costs -------------------------------------------------------------------------
+
+UPDATE_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+}
+
+
+def iteration_costs(
+    history: WorkflowHistory,
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(events, bytes) of each whole iteration, split into holds and scales: an iteration runs
+    from one TimerFired to the next. Iterations with an operator's message in them are left
+    out (their events are the message's, not the loop's)."""
+    holds: list[tuple[int, int]] = []
+    scales: list[tuple[int, int]] = []
+    segment: list = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+            if segment and segment[0].event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+                _classify(segment, holds, scales)
+            segment = []
+        segment.append(event)
+    return holds, scales
+
+
+def _classify(segment: list, holds: list, scales: list) -> None:
+    if any(e.event_type in UPDATE_EVENTS for e in segment):
+        return
+    cost = (len(segment), sum(e.ByteSize() for e in segment))
+    applies = [
+        e
+        for e in segment
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "apply"
+    ]
+    (scales if applies else holds).append(cost)
+
+
+def mean(pairs: list[tuple[int, int]], index: int) -> float | None:
+    return statistics.fmean(p[index] for p in pairs) if pairs else None
+
+
+# ---- one run -------------------------------------------------------------------------------
+
+
+def write_config(folder: Path, temporal: EmbeddedTemporal, loops: int, interval: float) -> Path:
+    services = [
+        {
+            "name": f"s{index:04d}",
+            "backend": "processes",
+            "command": IDLE,
+            "min_replicas": 0,
+            "max_replicas": 1,
+            "check_interval": interval,
+            "stop_grace_period": 1,
+        }
+        for index in range(loops)
+    ]
+    document = {
+        "project": "bench",
+        "state_dir": str(folder / "state"),
+        "journal": str(folder / "decisions.jsonl"),
+        "temporal": {"address": temporal.address, "task_queue": "docktor-bench"},
+        "services": services,
+    }
+    path = folder / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@dataclass
+class WorkerProcess:
+    """The one worker of a run; replaced by a new process when the resume is measured."""
+
+    code: Path
+    config: Path
+    log: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = spawn(self.code, "worker", self.config, self.log)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop(self.process, sig)
+
+
+async def run_one(args: argparse.Namespace, loops: int, console: Console) -> Result:
+    result = Result(loops=loops, interval=args.interval)
+    folder = Path(tempfile.mkdtemp(prefix=f"docktor-loops-{loops}-"))
+    options = {"sqlite_pragmas": ()} if args.sqlite_default else {}
+    temporal = start_temporal(folder / "temporal", **options)
+    path = write_config(folder, temporal, loops, args.interval)
+    config = load_config(path)
+    journal = Path(config.journal_path or "")
+    worker = WorkerProcess(args.code, path, folder / "worker.log")
+    worker.start()
+    try:
+        client = await connect(config)
+        began = time.monotonic()
+        starter = spawn(args.code, "starter", path, folder / "starter.log", "--all")
+        await asyncio.to_thread(starter.wait)
+        result.start_seconds = time.monotonic() - began
+        console.log(f"{loops} loops started in {result.start_seconds:.1f} s")
+
+        def warm() -> bool:  # every loop has decided twice
+            counts = by_loop(decisions(journal))
+            return sum(1 for e in counts.values() if len(e) >= 2) >= loops
+
+        if not await wait_until(warm, time.monotonic() + args.warmup):
+            result.notes.append(f"not every loop decided twice within {args.warmup:g} s")
+        await measure_window(args, worker, temporal, journal, result)
+        console.log(
+            f"{loops} loops: lateness p50 {result.lateness_p50} p99 {result.lateness_p99}, "
+            f"worker {result.worker_cpu:.0f}% server {result.server_cpu:.0f}%"
+        )
+        await measure_history(client, config, journal, result, args)
+        await measure_resume(args, worker, config, journal, result)
+        console.log(
+            f"{result.resumed} of {loops} loops decided again after the worker was replaced"
+        )
+    finally:
+        worker.stop()
+        temporal.stop()
+        for service in config.services[:1]:  # only the probe loop ever started a replica
+            await ProcessScaler(service, project=config.project or "").stop_all()
+        if args.keep:
+            console.log(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+async def measure_window(
+    args: argparse.Namespace,
+    worker: WorkerProcess,
+    temporal: EmbeddedTemporal,
+    journal: Path,
+    result: Result,
+) -> None:
+    window_start = datetime.now().astimezone()
+    cpu_worker, cpu_server = cpu_seconds(worker.pid), cpu_seconds(temporal.pid)
+    t0 = time.monotonic()
+    await asyncio.sleep(args.measure)  # the window itself: what is measured runs meanwhile
+    elapsed = time.monotonic() - t0
+    result.worker_cpu = 100 * (cpu_seconds(worker.pid) - cpu_worker) / elapsed
+    result.server_cpu = 100 * (cpu_seconds(temporal.pid) - cpu_server) / elapsed
+    result.worker_rss_mb = rss_mb(worker.pid)
+    window_end = datetime.now().astimezone()
+    lateness = []
+    for entries in by_loop(decisions(journal)).values():
+        for (before, _), (stamp, action) in zip(entries, entries[1:], strict=False):
+            if window_start <= stamp <= window_end and action == "hold":
+                lateness.append((stamp - before).total_seconds() - args.interval)
+    result.decisions = len(lateness)
+    result.lateness_p50 = percentile(lateness, 50)
+    result.lateness_p99 = percentile(lateness, 99)
+
+
+async def measure_history(
+    client: Client,
+    config: DocktorConfig,
+    journal: Path,
+    result: Result,
+    args: argparse.Namespace,
+) -> None:
+    holds: list[tuple[int, int]] = []
+    for service in config.service_names()[1 : 1 + HISTORY_SAMPLE]:
+        history = await client.get_workflow_handle(config.workflow_id(service)).fetch_history()
+        holds += iteration_costs(history)[0]
+    result.hold_events, result.hold_bytes = mean(holds, 0), mean(holds, 1)
+
+    # One loop scales once: min_replicas 1 makes its next iteration scale 0 -> 1.
+    probe = config.services[0]
+    handle = client.get_workflow_handle(config.workflow_id(probe.name))
+    raised = probe.model_copy(update={"min_replicas": 1})
+    await handle.execute_update(
+        "update_spec", SpecUpdate(service=raised, llm=config.llm), result_type=LoopStatus
+    )
+
+    def scaled_and_held() -> bool:
+        actions = [a for _, a in by_loop(decisions(journal)).get(handle.id, [])]
+        if "scale_up" not in actions:
+            return False
+        return actions[actions.index("scale_up") + 1 :].count("hold") >= 2
+
+    if not await wait_until(scaled_and_held, time.monotonic() + 10 * args.interval + 30):
+        result.notes.append("the probe loop did not scale")
+    scales = iteration_costs(await handle.fetch_history())[1]
+    result.scale_events, result.scale_bytes = mean(scales, 0), mean(scales, 1)
+
+
+async def measure_resume(
+    args: argparse.Namespace,
+    worker: WorkerProcess,
+    config: DocktorConfig,
+    journal: Path,
+    result: Result,
+) -> None:
+    worker.stop(signal.SIGKILL)  # a crash: the server learns of it only from its timeouts
+    began = datetime.now().astimezone()
+    deadline = time.monotonic() + args.resume_deadline
+    worker.start()
+    wanted = {config.workflow_id(s) for s in config.service_names()}
+    first: dict[str, float] = {}
+
+    def all_back() -> bool:
+        for workflow_id, stamp, _ in decisions(journal):
+            if workflow_id in wanted and stamp > began and workflow_id not in first:
+                first[workflow_id] = (stamp - began).total_seconds()
+        return len(first) >= len(wanted)
+
+    done = await wait_until(all_back, deadline)
+    result.resumed = len(first)
+    result.resume_seconds = max(first.values()) if done else None
+    result.resume_p50 = percentile(sorted(first.values()), 50)
+
+
+# ---- report --------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{unit}"
+
+
+def table(results: list[Result], title: str) -> Table:
+    grid = Table(title=title)
+    for column in (
+        "loops",
+        "start",
+        "lateness p50 / p99",
+        "hold: events / bytes",
+        "scale: events / bytes",
+        "worker CPU",
+        "worker MB",
+        "server CPU",
+        "replaced worker: all deciding again",
+    ):
+        grid.add_column(column, justify="right")
+    for r in results:
+        resumed = (
+            f"{r.resume_seconds:.1f} s (p50 {fmt(r.resume_p50, '.1f')} s)"
+            if r.resume_seconds is not None
+            else f"{r.resumed} of {r.loops} within the deadline"
+        )
+        grid.add_row(
+            str(r.loops),
+            f"{r.start_seconds:.1f} s",
+            f"{fmt(r.lateness_p50)} s / {fmt(r.lateness_p99)} s",
+            f"{fmt(r.hold_events, '.1f')} / {fmt(r.hold_bytes, '.0f')}",
+            f"{fmt(r.scale_events, '.1f')} / {fmt(r.scale_bytes, '.0f')}",
+            f"{r.worker_cpu:.0f}%",
+            f"{r.worker_rss_mb:.0f}",
+            f"{r.server_cpu:.0f}%",
+            resumed,
+        )
+    return grid
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/loops.py", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--loops", type=int, nargs="+", default=[10, 100, 300])
+    parser.add_argument("--interval", type=float, default=5.0, help="check_interval (s)")
+    parser.add_argument("--measure", type=float, default=60.0, help="window (s) per N")
+    parser.add_argument("--warmup", type=float, default=180.0, help="most to wait (s) for warm-up")
+    parser.add_argument(
+        "--resume-deadline", type=float, default=120.0, help="most to wait (s) after the restart"
+    )
+    parser.add_argument(
+        "--code", type=Path, default=REPO, help="checkout whose worker and starter run"
+    )
+    parser.add_argument(
+        "--sqlite-default",
+        action="store_true",
+        help="dev server without docktor's SQLite pragmas (WAL, synchronous=normal)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=REPO / "benchmarks" / "loops-results.json", help="write here"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep each run's folder (logs)")
+    return parser.parse_args(argv)
+
+
+async def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.code = args.code.resolve()
+    console = Console(stderr=True)
+    results = []
+    for loops in args.loops:
+        results.append(await run_one(args, loops, console))
+    title = f"{args.code.name}: loops at a {args.interval:g} s interval, one worker"
+    Console().print(table(results, title))
+    for r in results:
+        for note in r.notes:
+            print(f"{r.loops} loops: {note}")
+    args.json.write_text(
+        json.dumps(
+            {
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "code": str(args.code),
+                "sqlite_pragmas": not args.sqlite_default,
+                "cpus": os.cpu_count(),
+                "results": [asdict(r) for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
