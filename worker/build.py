@@ -33,7 +33,8 @@ STICKY_TIMEOUT = timedelta(seconds=3)
 # worker's CPU, and most of what a replaced worker spends resuming 100 loops (issue 10,
 # benchmarks/loops.py). What it guards against is kept out another way: workflows/ calls only
 # workflow.* APIs for time, randomness and I/O, imports docktor/ passed through, keeps no
-# module state, and tests/replay replays recorded histories on every run.
+# module state, and tests/replay replays recorded histories on every run, inside the sandbox
+# (the Replayer's default runner), so a call the sandbox forbids still fails a test.
 WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 
 
