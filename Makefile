@@ -18,9 +18,13 @@ $(BIN)/docktor: pyproject.toml
 demo: $(BIN)/docktor
 	$(BIN)/docktor demo --duration $(DURATION) $(if $(EXAMPLE),--example $(EXAMPLE))
 
+# Two pytest processes: first the tests without servers, then those that start them. In one
+# process a workflow test on the time-skipping server stalled after the server-backed suites
+# had run (cause not found yet); apart, each suite passes.
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit tests/workflow tests/replay
+	$(BIN)/python -m pytest -q tests/integration tests/faults tests/e2e
 
 # The unit and workflow tests on two cores: no Temporal dev server, NATS, Redis or dockerd (a
 # test that asks for one fails here), only the time-skipping test server; without the tests marked slow.

@@ -1,6 +1,7 @@
 """What N scaling loops cost on one worker and the embedded dev server (issue 10).
 
-For each N: a fresh embedded Temporal (SQLite), one `python -m worker` process, N services of
+For each N: a fresh embedded Temporal (SQLite), `--workers` `python -m worker` processes (one
+by default) on the same task queue, N services of
 the processes backend that hold at 0 replicas (no metrics: observe only counts pid files), and
 `python -m starter --all`. Then, over a measurement window:
 
@@ -9,7 +10,7 @@ the processes backend that hold at 0 replicas (no metrics: observe only counts p
 - history events and bytes per hold iteration (a sample of loops), and per scale iteration (one
   loop is given min_replicas 1, so it scales 0 -> 1 once);
 - worker CPU (% of one core) and memory per loop, Temporal server CPU;
-- the worker is then killed (SIGKILL) and a new one started: the time until every loop has
+- the workers are then killed (SIGKILL) and new ones started: the time until every loop has
   recorded a decision again.
 
     .venv/bin/python benchmarks/loops.py --loops 10 100 300 --interval 5 --measure 60
@@ -58,6 +59,7 @@ HISTORY_SAMPLE = 10  # loops whose histories are read for the events per iterati
 class Result:
     loops: int
     interval: float
+    workers: int = 1
     start_seconds: float = 0.0
     lateness_p50: float | None = None
     lateness_p99: float | None = None
@@ -66,7 +68,7 @@ class Result:
     hold_bytes: float | None = None
     scale_events: float | None = None
     scale_bytes: float | None = None
-    worker_cpu: float = 0.0  # % of one core over the window
+    worker_cpu: float = 0.0  # % of one core over the window, all workers together
     worker_rss_mb: float = 0.0
     server_cpu: float = 0.0
     resumed: int = 0
@@ -229,36 +231,42 @@ def write_config(folder: Path, temporal: EmbeddedTemporal, loops: int, interval:
 
 
 @dataclass
-class WorkerProcess:
-    """The one worker of a run; replaced by a new process when the resume is measured."""
+class WorkerPool:
+    """The workers of a run, all on the loops' task queue; every one is replaced by a new
+    process when the resume is measured."""
 
     code: Path
     config: Path
-    log: Path
-    process: subprocess.Popen | None = None
+    folder: Path
+    count: int = 1
+    processes: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> None:
-        self.process = spawn(self.code, "worker", self.config, self.log)
+        self.processes = [
+            spawn(self.code, "worker", self.config, self.folder / f"worker-{n}.log")
+            for n in range(self.count)
+        ]
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(process.pid) for process in self.processes)
+
+    def rss_mb(self) -> float:
+        return sum(rss_mb(process.pid) for process in self.processes)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None:
-            stop(self.process, sig)
+        for process in self.processes:
+            stop(process, sig)
 
 
 async def run_one(args: argparse.Namespace, loops: int, console: Console) -> Result:
-    result = Result(loops=loops, interval=args.interval)
+    result = Result(loops=loops, interval=args.interval, workers=args.workers)
     folder = Path(tempfile.mkdtemp(prefix=f"docktor-loops-{loops}-"))
     options = {"sqlite_pragmas": ()} if args.sqlite_default else {}
     temporal = start_temporal(folder / "temporal", **options)
     path = write_config(folder, temporal, loops, args.interval)
     config = load_config(path)
     journal = Path(config.journal_path or "")
-    worker = WorkerProcess(args.code, path, folder / "worker.log")
+    worker = WorkerPool(args.code, path, folder, args.workers)
     worker.start()
     try:
         client = await connect(config)
@@ -298,19 +306,19 @@ async def run_one(args: argparse.Namespace, loops: int, console: Console) -> Res
 
 async def measure_window(
     args: argparse.Namespace,
-    worker: WorkerProcess,
+    worker: WorkerPool,
     temporal: EmbeddedTemporal,
     journal: Path,
     result: Result,
 ) -> None:
     window_start = datetime.now().astimezone()
-    cpu_worker, cpu_server = cpu_seconds(worker.pid), cpu_seconds(temporal.pid)
+    cpu_worker, cpu_server = worker.cpu_seconds(), cpu_seconds(temporal.pid)
     t0 = time.monotonic()
     await asyncio.sleep(args.measure)  # the window itself: what is measured runs meanwhile
     elapsed = time.monotonic() - t0
-    result.worker_cpu = 100 * (cpu_seconds(worker.pid) - cpu_worker) / elapsed
+    result.worker_cpu = 100 * (worker.cpu_seconds() - cpu_worker) / elapsed
     result.server_cpu = 100 * (cpu_seconds(temporal.pid) - cpu_server) / elapsed
-    result.worker_rss_mb = rss_mb(worker.pid)
+    result.worker_rss_mb = worker.rss_mb()
     window_end = datetime.now().astimezone()
     lateness = []
     for entries in by_loop(decisions(journal)).values():
@@ -357,7 +365,7 @@ async def measure_history(
 
 async def measure_resume(
     args: argparse.Namespace,
-    worker: WorkerProcess,
+    worker: WorkerPool,
     config: DocktorConfig,
     journal: Path,
     result: Result,
@@ -392,6 +400,7 @@ def table(results: list[Result], title: str) -> Table:
     grid = Table(title=title)
     for column in (
         "loops",
+        "workers",
         "start",
         "lateness p50 / p99",
         "hold: events / bytes",
@@ -410,6 +419,7 @@ def table(results: list[Result], title: str) -> Table:
         )
         grid.add_row(
             str(r.loops),
+            str(r.workers),
             f"{r.start_seconds:.1f} s",
             f"{fmt(r.lateness_p50)} s / {fmt(r.lateness_p99)} s",
             f"{fmt(r.hold_events, '.1f')} / {fmt(r.hold_bytes, '.0f')}",
@@ -427,6 +437,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="benchmarks/loops.py", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--loops", type=int, nargs="+", default=[10, 100, 300])
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on the loops' task queue"
+    )
     parser.add_argument("--interval", type=float, default=5.0, help="check_interval (s)")
     parser.add_argument("--measure", type=float, default=60.0, help="window (s) per N")
     parser.add_argument("--warmup", type=float, default=180.0, help="most to wait (s) for warm-up")
@@ -455,7 +468,8 @@ async def main(argv: list[str] | None = None) -> None:
     results = []
     for loops in args.loops:
         results.append(await run_one(args, loops, console))
-    title = f"{args.code.name}: loops at a {args.interval:g} s interval, one worker"
+    workers = "one worker" if args.workers == 1 else f"{args.workers} workers"
+    title = f"{args.code.name}: loops at a {args.interval:g} s interval, {workers}"
     Console().print(table(results, title))
     for r in results:
         for note in r.notes:
