@@ -11,7 +11,7 @@ import asyncio
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -163,6 +163,50 @@ async def start(
         id=f"docktor-test-{spec.name}-{uuid.uuid4().hex[:8]}",
         task_queue=TASK_QUEUE,
     )
+
+
+# A cancel is sent only when the loop's tick timer is at least this far from firing.
+TIMER_GUARD = timedelta(seconds=1)
+
+
+async def _tick_due(env: WorkflowEnvironment, handle: WorkflowHandle) -> timedelta | None:
+    """How long until the latest run's pending timer fires, by the server's clock (None: none)."""
+    due: dict[str, datetime] = {}
+    latest = env.client.get_workflow_handle(handle.id)
+    async for event in latest.fetch_history_events():
+        if event.HasField("timer_started_event_attributes"):
+            started = event.timer_started_event_attributes
+            fires = event.event_time.ToDatetime(tzinfo=UTC)
+            due[started.timer_id] = fires + started.start_to_fire_timeout.ToTimedelta()
+        elif event.HasField("timer_fired_event_attributes"):
+            due.pop(event.timer_fired_event_attributes.timer_id, None)
+        elif event.HasField("timer_canceled_event_attributes"):
+            due.pop(event.timer_canceled_event_attributes.timer_id, None)
+    if not due:
+        return None
+    return min(due.values()) - await env.get_current_time()
+
+
+async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> LoopStatus:
+    """Cancel the loop and wait for its final status, away from its tick timer.
+
+    On the time-skipping server a cancel whose workflow task meets a timer that fired while
+    the task was with the worker strands the run: the task cancels a timer the server no longer
+    holds, the server refuses the completion ("invalid history builder state for action") and
+    never sends the run another task (temporalio/sdk-java#3088). Each skip of `env.sleep`
+    lands a few milliseconds before the next tick is due, which made that race common. So the
+    clock is first moved past a tick that is about to fire, and the result is awaited with
+    skipping locked, so no tick fires under the cancel's task. (The real server drops the fired
+    timer instead: running loops are not affected.)
+    """
+    for _ in range(10):
+        due = await _tick_due(env, handle)
+        if due is None or due > TIMER_GUARD:
+            break
+        await env.sleep((due + TIMER_GUARD).total_seconds())
+    await handle.cancel()
+    with env.auto_time_skipping_disabled():
+        return await asyncio.wait_for(handle.result(), 60)
 
 
 async def decisions_after(

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
-from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.model import Decision, LoopStatus
-from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start, until
+from docktor.model import Decision
+from tests.workflow.conftest import (
+    ScriptedWorld,
+    cancel_and_wait,
+    decisions_after,
+    service_spec,
+    start,
+    until,
+)
 from workflows import ServiceAutoscaler
-
-
-async def cancel_and_wait(handle: WorkflowHandle) -> LoopStatus:
-    await handle.cancel()
-    return await handle.result()
 
 
 async def test_burst_scales_up_then_quiet_scales_down(
@@ -39,7 +39,7 @@ async def test_burst_scales_up_then_quiet_scales_down(
     tail = downward[seen:]
     assert [d.action for d in tail[:4]] == ["scale_down"] * 4
     assert world.replicas == 1
-    status = await cancel_and_wait(handle)
+    status = await cancel_and_wait(env, handle)
     assert status.replicas == 1
 
 
@@ -56,14 +56,9 @@ async def test_cooldown_holds_second_scale_up_in_durable_time(
     assert "scale-up cooldown" in decisions[1].reason
     gap = decisions[3].timestamp - decisions[0].timestamp
     assert gap.total_seconds() >= 30
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
-@pytest.mark.skip(
-    reason="stalls now and then on the time-skipping server since observe became a local "
-    "activity whose retries sleep inside the workflow task (issue 10 notes); the same behaviour "
-    "is tested on a real loop by tests/faults/test_nats_outage.py"
-)
 async def test_unavailable_metrics_give_a_recorded_hold_and_the_loop_goes_on(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
@@ -78,7 +73,7 @@ async def test_unavailable_metrics_give_a_recorded_hold_and_the_loop_goes_on(
     world.backlog = 900
     later = await decisions_after(env, handle, 2, step_seconds=10)
     assert later[1].action == "scale_up"
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_config_errors_are_not_retried(
@@ -91,7 +86,7 @@ async def test_config_errors_are_not_retried(
     decisions = await decisions_after(env, handle, 1, step_seconds=5)
     assert world.observe_attempts == 1
     assert "stream 'JOBS' not found" in decisions[0].reason
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_apply_is_retried_and_a_final_failure_is_recorded(
@@ -109,7 +104,7 @@ async def test_apply_is_retried_and_a_final_failure_is_recorded(
     failed = [d for d in decisions if "failed" in d.reason]
     assert failed and failed[0].action == "hold"
     assert failed[0].target_replicas == failed[0].current_replicas == 3
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_no_metrics_holds_and_never_scales_down(
@@ -122,7 +117,7 @@ async def test_no_metrics_holds_and_never_scales_down(
     assert {d.action for d in decisions} == {"hold"}
     assert world.replicas == 4 and world.apply_calls == []
     assert "no metrics" in decisions[0].reason
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_cancellation_records_a_final_stopped_decision(
@@ -130,7 +125,7 @@ async def test_cancellation_records_a_final_stopped_decision(
 ) -> None:
     handle = await start(env.client, service_spec())
     await decisions_after(env, handle, 2, step_seconds=10)
-    status = await cancel_and_wait(handle)
+    status = await cancel_and_wait(env, handle)
     assert status.last_decision is not None
     assert status.last_decision.action == "stopped"
     assert world.recorded[-1].action == "stopped"
@@ -148,7 +143,7 @@ async def test_status_query_reports_bounds_and_cooldown(
     assert (status.min_replicas, status.max_replicas, status.replicas) == (1, 5, 3)
     assert status.cooldown_up_until is not None and status.cooldown_down_until is not None
     assert status.last_decision is not None and status.last_decision.action == "scale_up"
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_journal_gets_every_decision(
@@ -156,7 +151,7 @@ async def test_journal_gets_every_decision(
 ) -> None:
     handle = await start(env.client, service_spec())
     decisions = await decisions_after(env, handle, 3, step_seconds=10)
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
     recorded = [d.iteration for d in world.recorded if d.workflow_id == handle.id]
     assert recorded[: len(decisions)] == [d.iteration for d in decisions]
 
@@ -187,7 +182,7 @@ async def test_the_policy_memory_carries_from_iteration_to_iteration(
     assert len(held) >= 4, [(d.action, d.target_replicas, d.reason) for d in decisions]
     assert all("scale-down window keeps 5" in d.reason for d in held), [d.reason for d in held]
     assert decisions[-1].target_replicas < 5
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)
 
 
 async def test_a_learnt_rhythm_pre_scales_before_the_burst_and_says_so(
@@ -226,4 +221,4 @@ async def test_a_learnt_rhythm_pre_scales_before_the_burst_and_says_so(
     assert "pre-scaling for the burst expected at" in first.reason
     # Nothing the loop learnt moves a decision outside the bounds.
     assert all(1 <= d.target_replicas <= 12 for d in decisions)
-    await cancel_and_wait(handle)
+    await cancel_and_wait(env, handle)

@@ -9,7 +9,7 @@ from temporalio.worker import Worker
 
 from docktor.journal import decision_key
 from docktor.model import DECISION_RING
-from tests.workflow.conftest import ScriptedWorld, service_spec, start
+from tests.workflow.conftest import ScriptedWorld, cancel_and_wait, service_spec, start
 from workflows import ServiceAutoscaler
 
 ITERATIONS = 2000
@@ -42,8 +42,7 @@ async def test_thousands_of_iterations_stay_bounded(
     assert len(decisions) == DECISION_RING
     iterations = [d.iteration for d in decisions]
     assert iterations == list(range(status.iteration - DECISION_RING + 1, status.iteration + 1))
-    await handle.cancel()
-    await handle.result()
+    await cancel_and_wait(env, handle)
 
 
 async def test_recent_decisions_and_cooldown_survive_continue_as_new(
@@ -66,5 +65,4 @@ async def test_recent_decisions_and_cooldown_survive_continue_as_new(
     # The 40 s up-cooldown spans runs: scale-ups only every 8th 5 s tick, never two in a row.
     ups = [d.iteration for d in decisions if d.action == "scale_up"]
     assert ups[:2] == [1, 9]
-    await handle.cancel()
-    await handle.result()
+    await cancel_and_wait(env, handle)

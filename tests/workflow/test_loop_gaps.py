@@ -19,6 +19,7 @@ from docktor.model import Advice, AdviseInput, EvaluateInput, ManualScale, Propo
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
+    cancel_and_wait,
     decisions_after,
     service_spec,
     start,
@@ -81,9 +82,8 @@ async def test_cancel_during_evaluate_stops_the_loop_with_a_stopped_decision(
         return gated_worker.running > 0
 
     await until(env, evaluating, step_seconds=POLL)
-    await handle.cancel()
     # Without the fix the cancelled local activity fails the run: CANCELED, no `stopped`.
-    final = await asyncio.wait_for(handle.result(), 30)
+    final = await cancel_and_wait(env, handle)
     gated_worker.gate.set()
     assert final.last_decision is not None and final.last_decision.action == "stopped"
     decisions = await handle.query(ServiceAutoscaler.decisions, 100)
@@ -136,8 +136,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
         assert (after.action, after.current_replicas, after.target_replicas) == ("hold", 2, 2)
         assert "operator's count stands" in after.reason and "scale_up" in after.reason
         assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
-        await handle.cancel()
-        await handle.result()
+        await cancel_and_wait(env, handle)
 
 
 async def test_replicas_that_died_are_restored_and_the_decision_says_so(
@@ -158,5 +157,4 @@ async def test_replicas_that_died_are_restored_and_the_decision_says_so(
     )
     assert "3 of 4 replicas found missing (1 running): restoring 4" in restored.reason
     assert world.replicas == 4
-    await handle.cancel()
-    await handle.result()
+    await cancel_and_wait(env, handle)

@@ -11,7 +11,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from docktor.model import Decision, LoopStatus, ManualScale
-from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start, until
+from tests.workflow.conftest import (
+    ScriptedWorld,
+    cancel_and_wait,
+    decisions_after,
+    service_spec,
+    start,
+    until,
+)
 from workflows import ServiceAutoscaler
 
 TICK = 10  # check_interval, in (skipped) seconds
@@ -70,8 +77,7 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
     # Every run replays from its recorded history, as after a worker restart: the hold is
     # loop state rebuilt from history, not memory of the worker that took it.
     runs = {manual.run_id} | {d.run_id for d in await after(handle, manual)}
-    await handle.cancel()
-    await handle.result()
+    await cancel_and_wait(env, handle)
     replayer = Replayer(workflows=[ServiceAutoscaler], data_converter=pydantic_data_converter)
     for run_id in runs:
         history = await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
@@ -114,5 +120,4 @@ async def test_resume_or_a_new_scale_ends_the_hold_early(
 
     await until(env, scaled_up, step_seconds=TICK)
     assert world.replicas == 5
-    await handle.cancel()
-    await handle.result()
+    await cancel_and_wait(env, handle)
