@@ -19,8 +19,7 @@ demo: $(BIN)/docktor
 	$(BIN)/docktor demo --duration $(DURATION) $(if $(EXAMPLE),--example $(EXAMPLE))
 
 # Two pytest processes: first the quick tests (no dev server, NATS, Redis or dockerd), so they
-# fail fast, then those
-# that start Temporal, NATS, Redis and dockerd.
+# fail fast, then those that start Temporal, NATS, Redis and dockerd.
 test: $(BIN)/docktor
 	scripts/install-test-deps.sh
 	$(BIN)/python -m pytest -q tests/unit tests/workflow tests/replay
