@@ -307,9 +307,14 @@ def predict(
     if spread == 0 and _rising(ring, last, lag, cycles):
         last += 1
     newest_closed = ring.index - 1  # values[-1] is this bucket
+    # A rhythm that keeps time: each phase's largest of the last cycles (bursts as big as the
+    # recent ones). One that drifts: the last cycle's, whose burst times the next one best
+    # (the margin covers the drift; older cycles' bursts, each off by its own gaps since,
+    # would widen the window again).
+    recent = cycles if spread == 0 else 1
     expected: list[tuple[int, float]] = []
     for bucket in range(first, last + 1):
-        rate = _expected(ring, bucket, lag, cycles)
+        rate = _expected(ring, bucket, lag, recent)
         if rate is not None:
             expected.append((bucket, rate))
     # The window reaches back for a burst that is late; one this cycle already had is over.

@@ -206,6 +206,24 @@ def test_a_burst_ending_inside_the_next_bucket_is_seen() -> None:
     assert not forecast.ending(memory, T0 + timedelta(seconds=640), cycles=3)
 
 
+def test_a_drifting_rhythm_is_timed_by_its_last_burst() -> None:
+    # Bursts whose gaps vary by 10%: where the last cycle's burst was, plus the drift margin,
+    # says when the next one may come. An older cycle's burst in the same phase is no more
+    # likely there: the gaps since have moved the rhythm on.
+    rate, now = drifting_bursts(2), 940
+    memory = feed(rate, now)
+    soon = forecast.predict(memory, T0 + timedelta(seconds=now), lead=7.0, cycles=3)
+    assert soon is not None and soon.drift > 0 and soon.period.confidence >= 0.8
+    assert soon.rate == 100
+    assert all(rate(t) == 100 for t in range(now, now + 7 + 4 * soon.drift + 1))
+    # Each phase's largest of the last three cycles would have asked for a burst.
+    ring, period = forecast.best_period(memory, 3) or (None, None)
+    assert ring is not None and period is not None
+    start = math.floor((T0.timestamp() + now) / STEP)
+    ahead = range(start, math.floor((T0.timestamp() + now + 7) / STEP) + soon.drift + 1)
+    assert max(forecast._expected(ring, b, period.buckets, 3) or 0 for b in ahead) == 500
+
+
 def test_a_burst_that_does_not_come_is_missed() -> None:
     memory = feed(bursts(), 600)
     assert not forecast.missed(memory, 3, 1.5)
