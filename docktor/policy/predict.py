@@ -46,7 +46,7 @@ def pre_scale(
         forecast.observe(memory.forecast, now, rate_in, spec.check_interval)
     lead = settings.lead_for(spec.check_interval)
     prediction = forecast.predict(memory.forecast, now, lead, settings.min_cycles)
-    if prediction is None or not trusted(spec, prediction.period):
+    if prediction is None or not _still_trusted(spec, memory.forecast, prediction.period, now):
         return Ahead()
     period = prediction.period
     surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
@@ -181,6 +181,36 @@ def trusted(spec: ServiceSpec, period: forecast.Period) -> bool:
     return period.confidence >= settings.min_confidence and period.cycles >= settings.min_cycles
 
 
+# How far below min_confidence a rhythm trusted for a whole period may dip and stay trusted.
+TRUST_SLACK = 0.1
+
+
+def _still_trusted(
+    spec: ServiceSpec, memory: ForecastMemory, period: forecast.Period, now: datetime
+) -> bool:
+    """Trusted now (noted in `memory`); or trusted without a break for at least a period until
+    less than a period ago, and now only a little below min_confidence. Bursts that drift
+    fold less cleanly in some cycles than in others, and each lapse costs the configured
+    scale-down window's capacity; a rhythm trusted only for a moment (random bursts can
+    fold for a while) gets no such slack, nor one that has just surprised or missed a burst
+    (it changed or stopped)."""
+    if trusted(spec, period):
+        if memory.trusted_at is None or (now - memory.trusted_at).total_seconds() > period.seconds:
+            memory.trusted_from = now
+        memory.trusted_at = now
+        return True
+    since, last, surprised = memory.trusted_from, memory.trusted_at, memory.surprised_at
+    return (
+        since is not None
+        and last is not None
+        and (surprised is None or (now - surprised).total_seconds() > period.seconds)
+        and (last - since).total_seconds() >= period.seconds
+        and (now - last).total_seconds() <= period.seconds
+        and period.cycles >= spec.predict.min_cycles
+        and period.confidence >= spec.predict.min_confidence - TRUST_SLACK
+    )
+
+
 def describe_seconds(seconds: float) -> str:
     """60s, 15m, 24h: the period as an operator would say it."""
     for unit, size in (("h", 3600), ("m", 60)):
@@ -212,7 +242,7 @@ def view(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> ForecastView
     answer.period_s = period.seconds
     answer.confidence = round(period.confidence, 3)
     answer.cycles = period.cycles
-    answer.trusted = trusted(spec, period)
+    answer.trusted = _still_trusted(spec, learnt, period, now)
     answer.next_peak_at = peak.at
     answer.next_peak_rate = round(peak.rate, 1)
     return answer

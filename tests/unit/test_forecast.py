@@ -261,6 +261,35 @@ def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -
     )
 
 
+def test_a_rhythm_trusted_for_a_period_may_dip_a_little_below_min_confidence() -> None:
+    from docktor.policy.predict import _still_trusted
+
+    service = spec()  # min_confidence 0.8
+    sure, dip, low = (
+        forecast.Period(60.0, 15.0, STEP, confidence, cycles=4) for confidence in (0.9, 0.75, 0.6)
+    )
+
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    # Trusted at every check for 64 s, then a fold that explains a little less: still trusted
+    # for a period after the last trusted check, not after that, and never far below.
+    memory = ForecastMemory()
+    assert all(_still_trusted(service, memory, sure, at(t)) for t in range(0, 68, 4))
+    assert _still_trusted(service, memory, dip, at(100))
+    assert not _still_trusted(service, memory, low, at(100))
+    assert not _still_trusted(service, memory, dip, at(128))
+    # Trusted for a moment only (random bursts fold for a while): no slack.
+    brief = ForecastMemory()
+    assert _still_trusted(service, brief, sure, at(0))
+    assert not _still_trusted(service, brief, dip, at(8))
+    # Nor just after a surprise or a missed burst: the rhythm may have changed or stopped.
+    surprised = ForecastMemory()
+    assert all(_still_trusted(service, surprised, sure, at(t)) for t in range(0, 68, 4))
+    surprised.surprised_at = at(70)
+    assert not _still_trusted(service, surprised, dip, at(100))
+
+
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
