@@ -47,6 +47,11 @@ class ForecastMemory(BaseModel):
     # not come: the forecast is not relied on to give capacity back (its short scale-down
     # window) for a period after that.
     surprised_at: datetime | None = None
+    # The stretch over which the rhythm last met predict.min_confidence, from its first to
+    # its latest check: a rhythm trusted for a whole period may dip a little below for a
+    # period after (bursts that drift fold less cleanly in some cycles than in others).
+    trusted_from: datetime | None = None
+    trusted_at: datetime | None = None
 
 
 class CounterSample(BaseModel):

@@ -48,6 +48,8 @@ JITTER = 0.1
 DRIFT_GAIN = 0.5
 # How many recent cycles are looked at for drift.
 DRIFT_CYCLES = 5
+# A bucket "rises" when the rhythm expects more than this times the bucket before it.
+RISE = 1.2
 
 
 @dataclass(frozen=True)
@@ -294,15 +296,25 @@ def predict(
     # against each other (up to a tenth of a period), so a burst a little early or late still
     # finds its capacity there; a rhythm that keeps time costs nothing extra.
     spread = drift(ring.values, lag)
-    # A bucket holds a mean: one that the burst starts in reads low (part calm, part burst),
-    # so at least the bucket after the lead counts too. The sample just taken is in the bucket
-    # before now: a surprise is judged against it (`whole`).
+    # The sample just taken is in the bucket before now: a surprise is judged against it
+    # (`whole`).
     first = math.floor(now.timestamp() / step) - (max(1, spread) if whole else spread)
-    last = math.floor((now.timestamp() + lead) / step) + max(1, spread)
+    last = math.floor((now.timestamp() + lead) / step) + spread
+    # A bucket holds a mean: one that a burst starts in reads low (part calm, part burst), so
+    # when the lead ends in a rising bucket the burst may be at full height within it: the
+    # bucket after counts too. Not otherwise: capacity asked a check too early is only cost.
+    # (A drifting rhythm's margin already reaches past it.)
+    if spread == 0 and _rising(ring, last, lag, cycles):
+        last += 1
     newest_closed = ring.index - 1  # values[-1] is this bucket
+    # A rhythm that keeps time: each phase's largest of the last cycles (bursts as big as the
+    # recent ones). One that drifts: the last cycle's, whose burst times the next one best
+    # (the margin covers the drift; older cycles' bursts, each off by its own gaps since,
+    # would widen the window again).
+    recent = cycles if spread == 0 else 1
     expected: list[tuple[int, float]] = []
     for bucket in range(first, last + 1):
-        rate = _expected(ring, bucket, lag, cycles)
+        rate = _expected(ring, bucket, lag, recent)
         if rate is not None:
             expected.append((bucket, rate))
     # The window reaches back for a burst that is late; one this cycle already had is over.
@@ -371,6 +383,14 @@ def _expected(
     return pick(seen) if seen else None
 
 
+def _rising(ring: Ring, bucket: int, lag: float, cycles: int) -> bool:
+    """The rhythm rises into `bucket`: it expects more there than in the bucket before, by
+    more than noise (RISE). Unknown counts as rising: look one further, as for a rise."""
+    here = _expected(ring, bucket, lag, cycles)
+    before = _expected(ring, bucket - 1, lag, cycles)
+    return here is None or before is None or here > RISE * before
+
+
 def _back(bucket: int, k: int, lag: float) -> int:
     """The bucket `k` periods before `bucket`: the nearest one for a half lag."""
     return math.floor(bucket - k * lag + 0.5)
@@ -403,6 +423,23 @@ def missed(memory: ForecastMemory, cycles: int, factor: float) -> bool:
     if expected is None:
         return False
     return expected > factor * max(_seen_since(ring, bucket - spread), 1.0)
+
+
+def ending(memory: ForecastMemory, now: datetime, cycles: int) -> bool:
+    """The rhythm expects a burst to end inside the bucket that starts now: it reads between
+    the bucket before and the one after (part burst, part calm), so its mean understates the
+    rate at its start. (90 s in 4 s buckets: every other cycle's burst ends mid-bucket.)"""
+    chosen = best_period(memory, cycles)
+    if chosen is None or chosen[0].index is None:
+        return False
+    ring, period = chosen
+    bucket = math.floor(now.timestamp() / ring.step)
+    before, here, after = (
+        _expected(ring, b, period.buckets, cycles) for b in (bucket - 1, bucket, bucket + 1)
+    )
+    if before is None or here is None or after is None:
+        return True  # not known: as if it did
+    return before > RISE * here and here > RISE * after
 
 
 def next_peak(memory: ForecastMemory, now: datetime, cycles: int) -> Prediction | None:

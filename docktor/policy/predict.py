@@ -2,7 +2,9 @@
 
 When the forecast (forecast.py) trusts a rhythm in queue.rate_in, the recommendation becomes the
 larger of the reactive one and the capacity the predicted rate needs `lead` seconds from now. It
-is never lowered here, and it still passes stabilise, limit and bounds like any recommendation.
+is lowered in one case only: a burst the rhythm foresaw is over and nothing waits, while rate_in,
+the last interval's mean, still reads the burst (`_release`). Either way it still passes
+stabilise, limit and bounds like any recommendation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 from docktor.config import ServiceSpec
 from docktor.model import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
 from docktor.policy import forecast, recommend
-from docktor.policy.recommend import RATE_IN, RATE_OUT, Raw, _n
+from docktor.policy.recommend import BACKLOG, RATE_IN, RATE_OUT, Raw, _n
 
 
 @dataclass
@@ -44,7 +46,7 @@ def pre_scale(
         forecast.observe(memory.forecast, now, rate_in, spec.check_interval)
     lead = settings.lead_for(spec.check_interval)
     prediction = forecast.predict(memory.forecast, now, lead, settings.min_cycles)
-    if prediction is None or not trusted(spec, prediction.period):
+    if prediction is None or not _still_trusted(spec, memory.forecast, prediction.period, now):
         return Ahead()
     period = prediction.period
     surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
@@ -58,6 +60,10 @@ def pre_scale(
     per_replica = spec.rate.per_replica or memory.per_replica_rate
     if not per_replica:
         return ahead  # the rate is known, what one replica handles not yet
+    if ahead.down_window is not None and _release(
+        spec, raw, metrics, prediction, per_replica, memory.forecast, now
+    ):
+        return ahead
     # Headroom only for a rise: on the rate that already arrives it would just cost replicas,
     # while inside a burst the forecast still keeps its capacity through the dips of the noise.
     rising = rate_in is None or prediction.rate > rate_in * (1 + settings.headroom)
@@ -73,6 +79,59 @@ def pre_scale(
     raw.replicas = needed
     ahead.raised = True
     return ahead
+
+
+def _release(
+    spec: ServiceSpec,
+    raw: Raw,
+    metrics: dict[str, float],
+    prediction: forecast.Prediction,
+    per_replica: float,
+    memory: ForecastMemory,
+    now: datetime,
+) -> bool:
+    """Give a burst's capacity back as soon as the trusted rhythm says it is over.
+
+    rate_in is the mean over the last interval: the check after a burst ends still reads its
+    full rate, and the reactive target keeps the burst's capacity one more interval for
+    messages that no longer come. The recommendation becomes what the expected rate needs
+    (with the rate tracking's own headroom, as the reactive target would ask for it) when:
+
+    - the rhythm is trusted (not surprised, no burst missed: the caller's `down_window`) and
+      keeps time (bursts that drift end off time too);
+    - the rate just measured is what the rhythm expected around now (a burst it foresaw),
+      and it expects clearly less (RISE) from now to the lead;
+    - nothing waits (the backlog is drained), the burst does not end inside the next bucket
+      (forecast.ending), and the service tracks targets on queue metrics only (not step
+      rules; a CPU target lags as rate_in does, but what it needs is not known here).
+
+    A burst that goes on after all is seen at the next check: as a surprise for a rhythm
+    that keeps time, and by the reactive target."""
+    rate_in, backlog = metrics.get(RATE_IN), metrics.get(BACKLOG)
+    if rate_in is None or backlog is None or backlog > per_replica:
+        return False
+    if spec.policy != "target" or any(not m.startswith("queue.") for m in spec.target):
+        return False  # step rules, or a target whose need is not known here
+    headroom = 1 + spec.predict.headroom
+    if prediction.drift > 0 or prediction.rate * headroom * forecast.RISE >= rate_in:
+        return False
+    # A rhythm trusted by chance (random bursts can fold for a while) did not foresee it.
+    expected_now = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
+    if expected_now is None or rate_in > expected_now.rate * headroom:
+        return False
+    if forecast.ending(memory, now, spec.predict.min_cycles):
+        return False  # the burst's last moments are in the next bucket: one check more
+    needed = math.ceil(prediction.rate * (1 + spec.rate.headroom) / per_replica - 1e-9)
+    if needed >= raw.replicas:
+        return False
+    raw.reason += (
+        f"; the burst is over as the rhythm expected (period "
+        f"{describe_seconds(prediction.period.seconds)}, confidence "
+        f"{prediction.period.confidence:.2f}): {_n(prediction.rate)}/s expected "
+        f"needs {needed}"
+    )
+    raw.replicas = needed
+    return True
 
 
 def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: WarmStart | None) -> None:
@@ -122,6 +181,36 @@ def trusted(spec: ServiceSpec, period: forecast.Period) -> bool:
     return period.confidence >= settings.min_confidence and period.cycles >= settings.min_cycles
 
 
+# How far below min_confidence a rhythm trusted for a whole period may dip and stay trusted.
+TRUST_SLACK = 0.1
+
+
+def _still_trusted(
+    spec: ServiceSpec, memory: ForecastMemory, period: forecast.Period, now: datetime
+) -> bool:
+    """Trusted now (noted in `memory`); or trusted without a break for at least a period until
+    less than a period ago, and now only a little below min_confidence. Bursts that drift
+    fold less cleanly in some cycles than in others, and each lapse costs the configured
+    scale-down window's capacity; a rhythm trusted only for a moment (random bursts can
+    fold for a while) gets no such slack, nor one that has just surprised or missed a burst
+    (it changed or stopped)."""
+    if trusted(spec, period):
+        if memory.trusted_at is None or (now - memory.trusted_at).total_seconds() > period.seconds:
+            memory.trusted_from = now
+        memory.trusted_at = now
+        return True
+    since, last, surprised = memory.trusted_from, memory.trusted_at, memory.surprised_at
+    return (
+        since is not None
+        and last is not None
+        and (surprised is None or (now - surprised).total_seconds() > period.seconds)
+        and (last - since).total_seconds() >= period.seconds
+        and (now - last).total_seconds() <= period.seconds
+        and period.cycles >= spec.predict.min_cycles
+        and period.confidence >= spec.predict.min_confidence - TRUST_SLACK
+    )
+
+
 def describe_seconds(seconds: float) -> str:
     """60s, 15m, 24h: the period as an operator would say it."""
     for unit, size in (("h", 3600), ("m", 60)):
@@ -153,7 +242,7 @@ def view(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> ForecastView
     answer.period_s = period.seconds
     answer.confidence = round(period.confidence, 3)
     answer.cycles = period.cycles
-    answer.trusted = trusted(spec, period)
+    answer.trusted = _still_trusted(spec, learnt, period, now)
     answer.next_peak_at = peak.at
     answer.next_peak_rate = round(peak.rate, 1)
     return answer

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from docktor.config import ConfigError, ServiceSpec, parse_config
-from docktor.model import ForecastMemory, Observation, PolicyMemory
+from docktor.model import ForecastMemory, Observation, PolicyMemory, Proposal
 from docktor.policy import decide, forecast
 from docktor.policy.predict import view
 
@@ -19,13 +19,27 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 STEP = 4.0
 
 
-def feed(rate: Callable[[float], float], seconds: float, memory: ForecastMemory | None = None):
+def feed(
+    rate: Callable[[float], float],
+    seconds: float,
+    memory: ForecastMemory | None = None,
+    means: bool = False,
+):
+    """Samples every STEP up to `seconds`: the rate at the sample's time, or (`means`) its mean
+    over the interval the sample ends, as a loop's rate_in is (a burst that starts or ends
+    inside an interval reads part calm, part burst)."""
     memory = memory or ForecastMemory()
     t = STEP
     while t <= seconds:
-        forecast.observe(memory, T0 + timedelta(seconds=t), rate(t), STEP)
+        sample = interval_mean(rate, t) if means else rate(t)
+        forecast.observe(memory, T0 + timedelta(seconds=t), sample, STEP)
         t += STEP
     return memory
+
+
+def interval_mean(rate: Callable[[float], float], t: float, parts: int = 8) -> float:
+    """The mean of `rate` over (t - STEP, t]."""
+    return sum(rate(t - STEP + STEP * (i + 0.5) / parts) for i in range(parts)) / parts
 
 
 def bursts(period: float = 60, length: float = 12, base: float = 100, peak: float = 500):
@@ -171,6 +185,45 @@ def test_a_rhythm_that_keeps_time_is_pre_scaled_for_without_a_jitter_margin() ->
     assert forecast.drift(ring.values, period.buckets) == round(period.buckets * 0.1)
 
 
+def test_capacity_is_asked_for_no_earlier_than_the_lead_needs() -> None:
+    # 10 s bursts at 50-60 s of each minute; 4 s samples of the interval's mean, so the bucket
+    # 648-652 s reads 300 (part calm, part burst) and 652-656 s reads 500.
+    memory = feed(bursts(length=10), 600, means=True)
+    # At 640 s a lead of 7 s ends in a calm bucket: a replica asked for at the next check
+    # (644 s) is ready at 647 s, before the burst. Asking now would only cost.
+    early = forecast.predict(memory, T0 + timedelta(seconds=640), lead=7.0, cycles=3)
+    assert early is not None and early.rate == 100
+    # At 644 s the lead ends in the rising bucket: the burst is met at its full height.
+    ready = forecast.predict(memory, T0 + timedelta(seconds=644), lead=7.0, cycles=3)
+    assert ready is not None and ready.rate == 500
+
+
+def test_a_burst_ending_inside_the_next_bucket_is_seen() -> None:
+    # 10 s bursts at 48-58 s: the bucket 56-60 s reads 300, though its first half is burst.
+    memory = feed(lambda t: 500 if 48 <= t % 60 < 58 else 100, 600, means=True)
+    assert forecast.ending(memory, T0 + timedelta(seconds=656), cycles=3)
+    assert not forecast.ending(memory, T0 + timedelta(seconds=660), cycles=3)
+    assert not forecast.ending(memory, T0 + timedelta(seconds=640), cycles=3)
+
+
+def test_a_drifting_rhythm_is_timed_by_its_last_burst() -> None:
+    # Bursts whose gaps vary by 10%: where the last cycle's burst was, plus the drift margin,
+    # says when the next one may come. An older cycle's burst in the same phase is no more
+    # likely there: the gaps since have moved the rhythm on.
+    rate, now = drifting_bursts(2), 940
+    memory = feed(rate, now)
+    soon = forecast.predict(memory, T0 + timedelta(seconds=now), lead=7.0, cycles=3)
+    assert soon is not None and soon.drift > 0 and soon.period.confidence >= 0.8
+    assert soon.rate == 100
+    assert all(rate(t) == 100 for t in range(now, now + 7 + 4 * soon.drift + 1))
+    # Each phase's largest of the last three cycles would have asked for a burst.
+    ring, period = forecast.best_period(memory, 3) or (None, None)
+    assert ring is not None and period is not None
+    start = math.floor((T0.timestamp() + now) / STEP)
+    ahead = range(start, math.floor((T0.timestamp() + now + 7) / STEP) + soon.drift + 1)
+    assert max(forecast._expected(ring, b, period.buckets, 3) or 0 for b in ahead) == 500
+
+
 def test_a_burst_that_does_not_come_is_missed() -> None:
     memory = feed(bursts(), 600)
     assert not forecast.missed(memory, 3, 1.5)
@@ -208,6 +261,35 @@ def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -
     )
 
 
+def test_a_rhythm_trusted_for_a_period_may_dip_a_little_below_min_confidence() -> None:
+    from docktor.policy.predict import _still_trusted
+
+    service = spec()  # min_confidence 0.8
+    sure, dip, low = (
+        forecast.Period(60.0, 15.0, STEP, confidence, cycles=4) for confidence in (0.9, 0.75, 0.6)
+    )
+
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    # Trusted at every check for 64 s, then a fold that explains a little less: still trusted
+    # for a period after the last trusted check, not after that, and never far below.
+    memory = ForecastMemory()
+    assert all(_still_trusted(service, memory, sure, at(t)) for t in range(0, 68, 4))
+    assert _still_trusted(service, memory, dip, at(100))
+    assert not _still_trusted(service, memory, low, at(100))
+    assert not _still_trusted(service, memory, dip, at(128))
+    # Trusted for a moment only (random bursts fold for a while): no slack.
+    brief = ForecastMemory()
+    assert _still_trusted(service, brief, sure, at(0))
+    assert not _still_trusted(service, brief, dip, at(8))
+    # Nor just after a surprise or a missed burst: the rhythm may have changed or stopped.
+    surprised = ForecastMemory()
+    assert all(_still_trusted(service, surprised, sure, at(t)) for t in range(0, 68, 4))
+    surprised.surprised_at = at(70)
+    assert not _still_trusted(service, surprised, dip, at(100))
+
+
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
@@ -227,12 +309,27 @@ def spec(**predict: object) -> ServiceSpec:
 
 def run(service: ServiceSpec, until: float, replicas: int = 2):
     """Drive decide() as the workflow does over bursts every 60 s; the last proposal."""
+    proposals = drive(service, until, replicas=replicas)
+    return proposals[-1][1] if proposals else None
+
+
+def drive(
+    service: ServiceSpec,
+    until: float,
+    rate: Callable[[float], float] | None = None,
+    means: bool = False,
+    replicas: int = 2,
+) -> list[tuple[float, Proposal]]:
+    """decide() at every check up to `until`, as the workflow calls it, over `rate` (bursts
+    every 60 s unless given), nothing left waiting; each check's time and proposal. `means`:
+    what arrives in an interval is the rate's mean over it (a loop's rate_in reads a burst
+    that has just ended for one more check), else the rate at the check times STEP."""
+    rate = rate or bursts()
     memory, previous, arrived = PolicyMemory(), None, 0.0
-    proposal = None
-    rate = bursts()
+    proposals = []
     t = 0.0
     while t <= until:
-        arrived += rate(t) * STEP
+        arrived += (interval_mean(rate, t) if means else rate(t)) * STEP
         sample = Observation(
             taken_at=T0 + timedelta(seconds=t),
             replicas=replicas,
@@ -240,10 +337,39 @@ def run(service: ServiceSpec, until: float, replicas: int = 2):
             counters={"queue.stream_last_seq": arrived, "queue.ack_floor": arrived},
         )
         proposal = decide(service, sample, previous, sample.taken_at, memory=memory)
+        proposals.append((t, proposal))
         memory, previous = proposal.memory, sample
         replicas = proposal.target_replicas
         t += STEP
-    return proposal
+    return proposals
+
+
+RELEASED = "the burst is over as the rhythm expected"
+
+
+def test_capacity_goes_back_as_soon_as_the_expected_burst_is_over() -> None:
+    # Bursts at 48-60 s of each minute. At 660 s rate_in (the last interval's mean) still
+    # reads 500; the rhythm, which keeps time, says the burst is over and nothing waits.
+    proposals = dict(drive(spec(), 664, means=True))
+    assert proposals[656].target_replicas >= 10
+    after = proposals[660]
+    assert after.action == "scale_down" and after.target_replicas == 2
+    assert f"{RELEASED} (period 1m, confidence 1.00): 100/s expected needs 2" in after.reason
+    # Without the forecast the last interval's rate keeps the burst's capacity a check longer.
+    reactive = dict(drive(spec(enabled=False), 660, means=True))
+    assert reactive[660].target_replicas >= 10
+
+
+def test_no_early_release_for_bursts_that_drift_or_end_inside_a_bucket() -> None:
+    # Bursts that drift may end late; 90 s bursts in 4 s checks end mid-bucket every other
+    # cycle, and the bucket's mean understates its first half: capacity stays a check more.
+    # (Seeds whose bursts a rhythm taken as keeping time would release early.)
+    drifting = [drifting_bursts(seed) for seed in (2, 4, 8, 10, 14)]
+    for rate in [*drifting, bursts(period=90, length=10)]:
+        proposals = drive(spec(), 1100, rate=rate, means=True)
+        released = [(t, p) for t, p in proposals if RELEASED in p.reason]
+        for t, p in released:
+            assert rate(t) == 100 and rate(t + 0.1) == 100, (t, p.reason)
 
 
 def test_pre_scales_before_the_burst_and_says_why() -> None:
