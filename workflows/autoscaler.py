@@ -77,6 +77,9 @@ RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(second
 # such a loop's history is replayed (see tests/replay/record.py).
 PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
 PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
+# An iteration that overlaps an operator's scale in any way leaves the count to the operator:
+# one that looked while the scale was still running, or whose own scale waited for it.
+PATCH_MANUAL_SCALE_IN_FLIGHT = "manual-scale-in-flight-wins"
 # The lean loop (issue 10): observe and evaluate as local activities in the workflow task the
 # timer wakes, a hold's journal line written by a local activity in that same task, search
 # attributes and memo upserted only when they change, and shorter runs. A hold then costs one
@@ -98,8 +101,10 @@ class ServiceAutoscaler:
         # One scale at a time: an operator's scale_to and the loop's own apply both run
         # activities, and interleaving them would let a stale target undo the other's.
         self.scaling = asyncio.Lock()
-        # Bumped by every manual scale; the loop drops a proposal made before one.
+        # Bumped by every manual scale as it starts, and again as it ends: the loop drops a
+        # proposal made before one, or from a look taken while one was still scaling.
         self.manual_epoch = 0
+        self.manual_done = 0
         # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
         # iteration finish and record its scale first, and no new manual scale is accepted.
         self.stopping = False
@@ -134,13 +139,13 @@ class ServiceAutoscaler:
 
     async def iterate(self) -> None:
         self.state.iteration += 1
-        epoch = self.manual_epoch
+        seen = (self.manual_epoch, self.manual_done)
         observation = await self.observe()
         if observation is None:
             return
         proposal = await self.evaluate(observation)
         advice = await self.advise(proposal)
-        if epoch != self.manual_epoch:
+        if self.operator_scaled_since(seen):
             # An operator scaled while this iteration was looking; their count stands.
             self.state.last_sample = observation
             if workflow.patched(PATCH_RECORD_OVERRIDDEN_ITERATION):
@@ -151,7 +156,9 @@ class ServiceAutoscaler:
         memory = advice.memory or proposal.memory
         if memory is not None:
             self.state.memory = memory
-        replicas, action, reason = await self.apply(proposal.current_replicas, advice, proposal)
+        replicas, action, reason = await self.apply(
+            proposal.current_replicas, advice, proposal, seen
+        )
         self.state.last_sample = observation
         await self.record(
             action=action,
@@ -162,6 +169,15 @@ class ServiceAutoscaler:
             matched_rules=proposal.matched_rules,
             metadata=advice.metadata,
         )
+
+    def operator_scaled_since(self, seen: tuple[int, int]) -> bool:
+        """Has an operator's scale started, or ended, since `seen` was taken?"""
+        epoch, done = seen
+        if epoch != self.manual_epoch:
+            return True
+        # One that was still running when the iteration looked, so the look is stale too.
+        # Loops recorded before this check took the old path (replay tests guard it).
+        return done != self.manual_done and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT)
 
     async def record_overridden(self, proposal: Proposal, advice: Advice) -> None:
         """Each iteration ends in exactly one recorded decision, this one too: a hold that says
@@ -289,7 +305,9 @@ class ServiceAutoscaler:
             )
             return rules
 
-    async def apply(self, current: int, advice: Advice, proposal: Proposal) -> tuple[int, str, str]:
+    async def apply(
+        self, current: int, advice: Advice, proposal: Proposal, seen: tuple[int, int]
+    ) -> tuple[int, str, str]:
         """Scale to the advised target: (replicas now, action, reason) for the record."""
         target = advice.target_replicas
         if target == current:
@@ -310,7 +328,7 @@ class ServiceAutoscaler:
                 return current, "hold", f"{reason}; rejected by {who}{note}"
             reason = f"{reason}; approved by {who}{note}"
         why = ", ".join(proposal.matched_rules) or advice.reason
-        replicas, failure = await self.scale(current, target, why)
+        replicas, failure = await self.scale(current, target, why, seen)
         if failure is not None:
             return replicas, "hold", f"{reason}; {failure}"
         return replicas, advice.action, reason
@@ -341,8 +359,16 @@ class ServiceAutoscaler:
         self.state.pending = None
         return pending
 
-    async def scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
+    async def scale(
+        self, current: int, target: int, why: str, seen: tuple[int, int]
+    ) -> tuple[int, str | None]:
         async with self.scaling:
+            # An operator's scale may have held the lock while this one waited for it.
+            if (self.manual_done != seen[1] or self.manual_epoch != seen[0]) and workflow.patched(
+                PATCH_MANUAL_SCALE_IN_FLIGHT
+            ):
+                replicas = self.state.replicas if self.state.replicas is not None else current
+                return replicas, f"an operator scaled to {replicas} meanwhile; their count stands"
             return await self._scale(current, target, why)
 
     async def _scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
@@ -623,6 +649,7 @@ class ServiceAutoscaler:
             who = f" by {request.by}" if request.by else ""
             why = request.reason or "no reason given"
             replicas, failure = await self._scale(current, request.replicas, f"manual{who}: {why}")
+            self.manual_done += 1
         if failure is not None:
             raise ApplicationError(failure, type="ScaleFailed")
         reason = f"manual scale{who}: {why}"

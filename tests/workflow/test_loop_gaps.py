@@ -158,3 +158,42 @@ async def test_replicas_that_died_are_restored_and_the_decision_says_so(
     assert "3 of 4 replicas found missing (1 running): restoring 4" in restored.reason
     assert world.replicas == 4
     await cancel_and_wait(env, handle)
+
+
+async def test_a_loop_scale_queued_behind_an_operators_scale_leaves_their_count(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # Found by tests/faults/test_nats_outage.py: an iteration that looked while an operator's
+    # scale was still running applied its stale target right after it (2 -> 1).
+    world.backlog = 100  # in the hold band
+    handle = await start(env.client, service_spec(check_interval=1, cooldown={"up": 0}))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+
+    world.apply_gate = asyncio.Event()  # the operator's scale is in flight...
+    update = await handle.start_update(
+        ServiceAutoscaler.scale_to,
+        ManualScale(replicas=4, reason="load test"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+
+    async def manual_applying() -> bool:
+        return world.applying > 0
+
+    await until(env, manual_applying, step_seconds=POLL)
+    world.backlog = 900  # ...while the loop looks, sees 1 replica and wants 3
+    looked = world.observe_attempts
+
+    async def loop_looked() -> bool:
+        return world.observe_attempts > looked
+
+    await until(env, loop_looked, step_seconds=POLL)
+    world.apply_gate.set()
+    world.apply_gate = None
+    manual = await asyncio.wait_for(update.result(), 30)
+
+    decisions = await decisions_after(env, handle, manual.sequence + 1, step_seconds=POLL)
+    after = decisions[manual.sequence]
+    assert (after.action, after.target_replicas) == ("hold", 4), after
+    assert "their count stands" in after.reason
+    assert world.replicas == 4 and world.apply_calls == [4]
+    await cancel_and_wait(env, handle)
