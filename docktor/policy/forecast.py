@@ -200,34 +200,38 @@ def _fit(values: list[float], start: int, lag: float) -> float | None:
     """Chance-corrected R² of the profile folded from values[start:]; None when that window
     cannot be judged. One pass: the profile's error is the sum of squares less what each
     phase's mean explains (Σv² − Σ sum²/count), which keeps the detection of every lag of a
-    full ring to milliseconds."""
+    full ring to milliseconds.
+
+    A phase with a single value in the window (the others missing) is left out: its mean
+    "explains" that value whatever it is, so one burst beside a gap would fold perfectly at
+    a short lag that never repeated."""
     if start < 0:
         return None
     size = len(values)
     bins = math.ceil(lag)
-    sums, counts = [0.0] * bins, [0] * bins
-    total_sum = total_squares = 0.0
-    valid = 0
+    sums, squares, counts = [0.0] * bins, [0.0] * bins, [0] * bins
     for position in range(start, size):
         value = values[position]
         if value >= 0:
             phase = math.floor((position - size) % lag)
             sums[phase] += value
+            squares[phase] += value * value
             counts[phase] += 1
-            total_sum += value
-            total_squares += value * value
-            valid += 1
-    if valid < (size - start) * (1 - MAX_MISSING) or valid <= bins + 1:
+    judged = [(s, q, c) for s, q, c in zip(sums, squares, counts, strict=True) if c >= 2]
+    valid = sum(c for _, _, c in judged)
+    if valid < (size - start) * (1 - MAX_MISSING) or valid <= len(judged) + 1:
         return None
+    total_sum = sum(s for s, _, _ in judged)
+    total_squares = sum(q for _, q, _ in judged)
     mean = total_sum / valid
     total = total_squares - valid * mean * mean
     # A flat load has no rhythm to learn: at least 1 msg/s or 5% of the mean of spread.
     if total / valid < max(1.0, 0.05 * mean) ** 2:
         return None
-    explained = sum(s * s / c for s, c in zip(sums, counts, strict=True) if c)
+    explained = sum(s * s / c for s, _, c in judged)
     error = max(0.0, total_squares - explained)
     r2 = 1 - error / total
-    chance = (bins - 1) / (valid - 1)
+    chance = (len(judged) - 1) / (valid - 1)
     return (r2 - chance) / (1 - chance)
 
 

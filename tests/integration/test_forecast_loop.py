@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,15 +77,16 @@ async def loop(
         predict={"enabled": True},
     )
     config = load_config(path)
-    now = datetime.now(UTC)
-    burst_at = now.timestamp() + NEXT_BURST_IN
-    # Twelve cycles of the earlier run, one decision a second, ending now; its two replicas
-    # busy throughout (work waiting, 100 msg/s out), which teaches 50 msg/s per replica.
-    workflow_id = config.workflow_id("consumer")
-    busy = {"queue.backlog": 200.0, "queue.rate_out": 100.0}
-    log = Path(config.journal_path)
-    write_rate_log(log, workflow_id, rhythm(burst_at), 240, 1.0, now, also=busy)
     async with serving_loops(config) as client:
+        # Twelve cycles of the earlier run, one decision a second, ending as the loop starts
+        # (a slow worker start-up would otherwise read as a gap in the rhythm); its two
+        # replicas busy throughout (work waiting, 100 msg/s out): 50 msg/s per replica.
+        now = datetime.now(UTC)
+        burst_at = now.timestamp() + NEXT_BURST_IN
+        workflow_id = config.workflow_id("consumer")
+        busy = {"queue.backlog": 200.0, "queue.rate_out": 100.0}
+        log = Path(config.journal_path)
+        write_rate_log(log, workflow_id, rhythm(burst_at), 240, 1.0, now, also=busy)
         try:
             await start_loop(client, config, config.service("consumer"))
             yield Loop(config, path, burst_at)
@@ -96,6 +97,13 @@ async def loop(
 
 def this_run(config: DocktorConfig) -> list[Decision]:
     return [d for d in read_decisions(config.journal_path) if d.first_run_id != "an-earlier-run"]
+
+
+def first_decision(config: DocktorConfig) -> Callable[[], Awaitable[Decision | None]]:
+    async def found() -> Decision | None:
+        return next(iter(this_run(config)), None)
+
+    return found
 
 
 async def first_predicted(config: DocktorConfig) -> Decision:
@@ -128,7 +136,10 @@ async def docktor(path: Path, *args: str) -> str:
 
 async def test_docktor_forecast_shows_what_the_running_loop_learnt(loop: Loop) -> None:
     config, path = loop.config, loop.path
-    await first_predicted(config)  # the loop has its history (from the log) by now
+    # The loop's first decision took its history from the log. Asked now, well before the
+    # burst it expects: one that did not come (nothing publishes) would rightly put the
+    # rhythm in doubt.
+    await async_wait_for(first_decision(config), 30, "the loop's first decision")
 
     learnt = json.loads(await docktor(path, "forecast", "consumer", "--json"))
     assert learnt["service"] == "consumer" and learnt["enabled"] is True

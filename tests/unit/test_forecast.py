@@ -145,6 +145,19 @@ def test_a_vanished_rhythm_loses_its_confidence_within_two_cycles() -> None:
     assert period is None or period.confidence < 0.6 or period.cycles < 3
 
 
+def test_a_burst_seen_once_beside_a_missed_check_is_not_a_rhythm() -> None:
+    # Ten calm checks after 60 s bursts, one of them missed (a slow iteration): folded at
+    # 14 buckets, the last burst's phases each hold one value beside the gap, which "fitted"
+    # perfectly and took over from the real period.
+    memory = feed(bursts(base=0, peak=500), 600)
+    for k in range(1, 11):
+        if k != 6:
+            forecast.observe(memory, T0 + timedelta(seconds=600 + k * STEP), 0, STEP)
+    period = found(memory)
+    assert period is not None
+    assert period.seconds == 60 and period.cycles >= 5
+
+
 def test_a_period_between_two_check_intervals_is_found() -> None:
     # 90 s in 4 s checks is 22.5 buckets: folded at half-bucket lags, it does not drift.
     period = found(feed(bursts(period=90, length=10), 900))
