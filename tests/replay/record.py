@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateStage
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
@@ -163,6 +163,40 @@ async def manual_hold(client: Client, world: ScriptedWorld) -> list[WorkflowHand
     return [client.get_workflow_handle(handle.id, run_id=run) for run in sorted(runs)]
 
 
+async def manual_in_flight(client: Client, world: ScriptedWorld) -> list[WorkflowHandle]:
+    """An iteration looks while an operator's scale is still running: its stale target is
+    not applied after it ("their count stands"), the `manual-scale-in-flight-wins` path."""
+    world.replicas, world.backlog = 1, 100
+    spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
+    handle = await start(client, spec)
+    await decided(handle, 1)
+    world.apply_gate = asyncio.Event()  # the operator's scale is in flight...
+    update = await handle.start_update(
+        ServiceAutoscaler.scale_to,
+        ManualScale(replicas=4, by="rec"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+
+    async def applying() -> bool:
+        return world.applying > 0
+
+    await wait_for(applying, "the operator's scale applying")
+    world.backlog = 900  # ...while the loop looks, sees 1 replica and wants 3
+    looked = world.observe_attempts
+
+    async def loop_looked() -> bool:
+        return world.observe_attempts > looked
+
+    await wait_for(loop_looked, "an iteration looking during the operator's scale")
+    world.apply_gate.set()
+    world.apply_gate = None
+    manual = await update.result()
+    await decided(handle, manual.sequence + 2)
+    await handle.cancel()
+    await handle.result()
+    return [handle]
+
+
 SCENARIOS = {
     "scale_up_down_hold_cancel": scale_up_down_hold,
     "pause_manual_resume_nudge": operator_controls,
@@ -170,6 +204,7 @@ SCENARIOS = {
     "llm_fallback": llm_fallback,
     "continue_as_new": continue_as_new,
     "manual_hold_resume": manual_hold,
+    "manual_in_flight": manual_in_flight,
 }
 
 
