@@ -139,7 +139,7 @@ class ServiceAutoscaler:
 
     async def iterate(self) -> None:
         self.state.iteration += 1
-        seen = (self.manual_epoch, self.manual_done)
+        seen = self.manual_counters()
         observation = await self.observe()
         if observation is None:
             return
@@ -169,6 +169,11 @@ class ServiceAutoscaler:
             matched_rules=proposal.matched_rules,
             metadata=advice.metadata,
         )
+
+    def manual_counters(self) -> tuple[int, int]:
+        """Operator's scales begun and ended so far: what an iteration compares, before it
+        acts, with what it saw as it began to look."""
+        return self.manual_epoch, self.manual_done
 
     def operator_scaled_since(self, seen: tuple[int, int]) -> bool:
         """Has an operator's scale started, or ended, since `seen` was taken?"""
@@ -364,9 +369,7 @@ class ServiceAutoscaler:
     ) -> tuple[int, str | None]:
         async with self.scaling:
             # An operator's scale may have held the lock while this one waited for it.
-            if (self.manual_done != seen[1] or self.manual_epoch != seen[0]) and workflow.patched(
-                PATCH_MANUAL_SCALE_IN_FLIGHT
-            ):
+            if self.manual_counters() != seen and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT):
                 replicas = self.state.replicas if self.state.replicas is not None else current
                 return replicas, f"an operator scaled to {replicas} meanwhile; their count stands"
             return await self._scale(current, target, why)

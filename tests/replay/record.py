@@ -1,7 +1,7 @@
 """Record the histories that tests/replay/test_replay.py replays: real loops on a real Temporal
 dev server, driven through every path of the workflow (scale up, scale down, hold, pause, manual
-scale, a manual scale's hold, approval granted/refused/lapsed, LLM fallback, continue-as-new,
-cancel).
+scale, a manual scale's hold, an iteration overlapping a manual scale, approval
+granted/refused/lapsed, LLM fallback, continue-as-new, cancel).
 
     .venv/bin/python -m tests.replay.record TAG  # writes tests/replay/histories/*.TAG.*.json
     .venv/bin/python -m tests.replay.record TAG manual_hold_resume   # only these scenarios
