@@ -66,3 +66,23 @@ async def test_recent_decisions_and_cooldown_survive_continue_as_new(
     ups = [d.iteration for d in decisions if d.action == "scale_up"]
     assert ups[:2] == [1, 9]
     await cancel_and_wait(env, handle)
+
+
+async def test_a_new_loop_continues_as_new_after_a_short_run(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # A restarted worker replays each loop's current run (~8 ms of CPU per past iteration), so
+    # runs are short whatever iterations_per_run (500 by default) allows.
+    world.backlog = 100  # hold every time
+    handle = await start(env.client, service_spec(check_interval=5), journal_path=None)
+    for _ in range(100):
+        decisions = await handle.query(ServiceAutoscaler.decisions, 100)
+        if len({d.run_id for d in decisions}) >= 2:
+            break
+        await env.sleep(5 * 5)
+    runs: dict[str, list[int]] = {}
+    for decision in decisions:
+        runs.setdefault(decision.run_id, []).append(decision.iteration)
+    first = runs[handle.first_execution_run_id]
+    assert first == list(range(1, 26))  # 25 iterations a run (SHORT_ITERATIONS_PER_RUN)
+    await cancel_and_wait(env, handle)
