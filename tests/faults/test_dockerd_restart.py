@@ -155,7 +155,9 @@ async def test_dockerd_stopped_and_started_clear_errors_backoff_and_recovery(
     first = attempts.index(1)
     assert attempts[first : first + 3] == [1, 2, 3]
     times = [r.created for r in failures[first : first + 3]]
-    assert times[2] - times[1] > (times[1] - times[0]) * 1.3, times
+    # The waits of OBSERVE_RETRY (1 s, then 2 s) as lower bounds: a busy event loop may log
+    # an attempt late, never early.
+    assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 1.8, times
     # Recovery: the stopped containers are started again, and the decision says why.
     assert (recovery.current_replicas, recovery.target_replicas) == (0, REPLICAS)
     assert "found missing" in recovery.reason

@@ -82,21 +82,27 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
             await send_update(
                 client, config, "consumer", "scale_to", ManualScale(replicas=2), Decision
             )
+            scaled_at = datetime.now(UTC)
             await async_wait_for(
-                lambda: observed_backlog_since(datetime.now(UTC)), 20, "a backlog read at 2"
+                lambda: observed_backlog_since(scaled_at), 20, "a backlog read at 2"
             )
 
             nats.stop()
-            down_at = datetime.now(UTC)
+
+            def outage(made: list[Decision]) -> list[Decision]:
+                # The decisions after the last backlog read: by content, not by clock, since
+                # an iteration may start while the blocking stop() runs.
+                last_read = max(
+                    d.sequence for d in made if d.observations.get("queue.backlog") == BACKLOG
+                )
+                return [d for d in made if d.sequence > last_read]
 
             async def fell_back() -> bool:
-                return any(
-                    d.timestamp > down_at and d.action == "scale_up" for d in await decisions()
-                )
+                return any(d.action == "scale_up" for d in outage(await decisions()))
 
             # Several iterations without data: holds, then the fallback count.
             await async_wait_for(fell_back, 60, "the fallback after failed observations")
-            during = [d for d in await decisions() if d.timestamp > down_at]
+            during = outage(await decisions())
 
             nats = start_nats(tmp_path / "nats", port=nats.port, monitor_port=nats.monitor_port)
             up_at = datetime.now(UTC)

@@ -62,15 +62,19 @@ async def test_paused_loop_observes_and_records_but_applies_nothing(
     )
 
     applied = list(world.apply_calls)
-    decisions = await decisions_after(env, handle, 6, step_seconds=POLL)
-    paused = decisions[1:6]
+    # Counted from the pause: with 0.5 s ticks, more than one iteration may come before it.
+    assert status.last_decision is not None
+    before = status.last_decision.sequence
+    decisions = await decisions_after(env, handle, before + 5, step_seconds=POLL)
+    paused = [d for d in decisions if d.sequence > before][:5]
+    assert len(paused) == 5
     assert all(d.action == "hold" and "paused (deploy)" in d.reason for d in paused)
     assert world.apply_calls == applied
 
     # The operator still can scale a paused loop, and the paused loop keeps that count.
     manual = await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=2))
     assert manual.action == "manual" and manual.target_replicas == 2
-    await decisions_after(env, handle, 10, step_seconds=POLL)
+    await decisions_after(env, handle, manual.sequence + 4, step_seconds=POLL)
     assert world.replicas == 2
 
     await handle.execute_update(ServiceAutoscaler.resume)
@@ -82,7 +86,9 @@ async def test_paused_loop_observes_and_records_but_applies_nothing(
 async def test_manual_scale_is_validated_recorded_and_starts_the_cooldown(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
-    world.backlog = 100
+    # Quiet from the start: at 1 replica (the minimum) nothing to do; at 4 after the manual
+    # scale it would scale down, but the manual scale started the cooldown.
+    world.backlog = 5
     handle = await start(
         env.client, service_spec(check_interval=TICK, cooldown={"up": 60, "down": 60})
     )
@@ -103,9 +109,11 @@ async def test_manual_scale_is_validated_recorded_and_starts_the_cooldown(
     assert "ana" in decision.reason and "sale" in decision.reason
     assert world.replicas == 4
 
-    world.backlog = 5  # quiet: would scale down, but the manual scale started the cooldown
-    decisions = await decisions_after(env, handle, 4, step_seconds=POLL)
-    after = [d for d in decisions if d.sequence > decision.sequence]
+    decisions = await decisions_after(env, handle, decision.sequence + 2, step_seconds=POLL)
+    # An iteration that overlapped the manual scale records that the operator's count stands.
+    after = [
+        d for d in decisions if d.sequence > decision.sequence and "count stands" not in d.reason
+    ]
     assert after and after[0].action == "hold" and "cooldown" in after[0].reason
     await handle.cancel()
     await handle.result()  # stopped for good: no later test's worker serves it
@@ -172,13 +180,11 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
     world.backlog = 900
 
     async def pending() -> bool:
+        # A decision awaiting a verdict (not the approved one, until the loop lets it go).
         status = await handle.query(ServiceAutoscaler.status)
-        return status.pending_approval is not None
+        return status.pending_approval is not None and status.pending_approval.verdict is None
 
-    for _ in range(20):
-        if await pending():
-            break
-        await env.sleep(POLL)
+    await until(env, pending, step_seconds=POLL)
     status = await handle.query(ServiceAutoscaler.status)
     assert status.pending_approval is not None and status.pending_approval.target_replicas == 3
     assert world.apply_calls == []
@@ -190,10 +196,7 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
     assert approved[held].action == "scale_up" and "approved by ana: go" in approved[held].reason
     assert world.replicas == 3
 
-    for _ in range(40):
-        if await pending():
-            break
-        await env.sleep(POLL)
+    await until(env, pending, step_seconds=POLL)
     await handle.execute_update(ServiceAutoscaler.reject, Verdict(by="bo", reason="no budget"))
     rejected = await decisions_after(env, handle, held + 2, step_seconds=POLL)
     assert rejected[held + 1].action == "hold"

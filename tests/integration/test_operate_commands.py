@@ -210,9 +210,11 @@ async def test_status_and_explain_show_the_running_loop(make_stack: StackFactory
     assert len(text) == 2 and text[0].startswith("TIME (UTC)")
     assert "consumer" in text[1] and "rules" in text[1]
 
-    plain = await stack.ok("explain", "--service", "consumer")
+    # 1 s checks: by now the first decision may be older than the last ten.
+    plain = await stack.ok("explain", "--service", "consumer", "--tail", "50")
     assert "scale_up" in plain and "0 -> 1" in plain
-    assert len(plain.splitlines()) <= 11  # header + the default tail of 10
+    recent = await stack.ok("explain", "--service", "consumer")
+    assert 2 <= len(recent.splitlines()) <= 11  # header + the default tail of 10
 
 
 async def test_explain_merges_services_by_time(make_stack: StackFactory) -> None:
@@ -263,12 +265,15 @@ async def test_scale_within_bounds_and_refused_outside(make_stack: StackFactory)
     assert await stack.scaler("consumer").replicas() == 3
     assert (await stack.status("consumer")).replicas == 3
 
-    decisions = json.loads(await stack.ok("explain", "--json", "--service", "consumer"))
+    # 1 s checks: a few CLI runs later the manual decision may be older than the last ten.
+    decisions = json.loads(
+        await stack.ok("explain", "--json", "--service", "consumer", "--tail", "50")
+    )
     manual = [d for d in decisions if d["action"] == "manual"]
     assert len(manual) == 1
     assert (manual[0]["current_replicas"], manual[0]["target_replicas"]) == (1, 3)
     assert f"by {OPERATOR}: load test" in manual[0]["reason"]
-    assert "manual" in await stack.ok("explain", "--service", "consumer")
+    assert "manual" in await stack.ok("explain", "--service", "consumer", "--tail", "50")
 
     refused = await stack.run("scale", "consumer", "99")
     assert refused.returncode == 1
@@ -469,9 +474,8 @@ async def test_approve_and_reject(make_stack: StackFactory) -> None:
     assert said.startswith("approved gated 0 -> 2")
     await async_wait_for(lambda: _replicas(stack, "gated", 2), 30, "gated at 2 replicas")
 
-    reasons = [
-        d["reason"] for d in json.loads(await stack.ok("explain", "--json", "--service", "gated"))
-    ]
+    explained = await stack.ok("explain", "--json", "--service", "gated", "--tail", "50")
+    reasons = [d["reason"] for d in json.loads(explained)]
     assert any(f"rejected by {OPERATOR}: not now" in r for r in reasons)
     assert any(f"approved by {OPERATOR}: go" in r for r in reasons)
 
@@ -557,7 +561,7 @@ async def test_updates_without_a_worker_say_the_loop_has_not_answered(
                 "error: the loop for service 'consumer' has not answered within 2s "
                 f"(is a worker running on task queue '{config.temporal.task_queue}'?)\n"
             )
-            assert took < 15, f"docktor {' '.join(args)} took {took:.1f}s"
+            assert took < 30, f"docktor {' '.join(args)} took {took:.1f}s"
     finally:
         handle = stack.client.get_workflow_handle(config.workflow_id("consumer"))
         await handle.terminate(reason="test teardown: its worker is gone")
@@ -608,11 +612,12 @@ async def test_an_update_accepted_but_never_finished_is_given_up_on(
 
         await async_wait_for(applying, 30, "the loop's first scale")
         try:
-            result = await stack.run("scale", "consumer", "3", "--timeout", "2")
+            # Long enough for a loaded worker to accept it: the apply never finishes anyway.
+            result = await stack.run("scale", "consumer", "3", "--timeout", "8")
             assert result.returncode == 1, result.stderr
             assert result.stderr == (
                 "error: the loop for service 'consumer' accepted the request but has not "
-                "finished it within 2s; it may still do so (see `docktor status`)\n"
+                "finished it within 8s; it may still do so (see `docktor status`)\n"
             )
         finally:
             stuck.release.set()
