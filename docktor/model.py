@@ -216,6 +216,8 @@ class LoopState(BaseModel):
     last_scale_down_at: datetime | None = None
     paused: bool = False
     pause_reason: str | None = None
+    # Who paused (PauseRequest.by: a user, or mcp:<client>); None from releases before it.
+    paused_by: str | None = None
     memory: PolicyMemory = Field(default_factory=PolicyMemory)
     # The JSONL log cannot be written (disk full, folder gone): why, and the first decision
     # missing from it. Kept so the gap is reported once, not at every iteration.
@@ -396,6 +398,8 @@ class LoopStatus(BaseModel):
     pause_reason: str | None
     iteration: int
     last_decision: Decision | None
+    # Who paused (None when unknown, and from older releases).
+    paused_by: str | None = None
     cooldown_up_until: datetime | None
     cooldown_down_until: datetime | None
     pending_approval: PendingApproval | None = None

@@ -103,7 +103,18 @@ def _observed_text(values: dict[str, float]) -> str:
 def _paused_text(status: LoopStatus) -> str:
     if not status.paused:
         return "no"
-    return f"yes: {status.pause_reason}" if status.pause_reason else "yes"
+    text = f"yes: {status.pause_reason}" if status.pause_reason else "yes"
+    return f"{text} (by {status.paused_by})" if status.paused_by else text
+
+
+def _detail_text(status: LoopStatus) -> str:
+    """The last decision's reason, after what the operator must know first: decisions are
+    not reaching the log."""
+    reason = status.last_decision.reason if status.last_decision else ""
+    if status.journal_error is None:
+        return reason
+    problem = f"decision log not written: {status.journal_error}"
+    return f"{problem}; {reason}" if reason else problem
 
 
 def _cooldown_text(status: LoopStatus, now: datetime) -> str:
@@ -159,7 +170,7 @@ def status_cells(state: ServiceState, now: datetime) -> list[str]:
         _held_text(status, now),
         _approval_text(status, now),
         status.workflow_id,
-        last.reason if last else "",
+        _detail_text(status),
     ]
 
 
@@ -176,6 +187,7 @@ class StatusRow(BaseModel):
     max_replicas: int | None = None
     paused: bool | None = None
     pause_reason: str | None = None
+    paused_by: str | None = None
     iteration: int | None = None
     last_decision: Decision | None = None
     last_decision_age_s: float | None = None
@@ -186,6 +198,8 @@ class StatusRow(BaseModel):
     # A manual scale's count the loop keeps until hold.until (docktor scale --hold).
     hold: ManualHold | None = None
     hold_left_s: float | None = None
+    # Set while the loop's decisions cannot be written to the JSONL log (disk full, ...).
+    journal_error: str | None = None
 
 
 def status_row(state: ServiceState, now: datetime) -> StatusRow:
@@ -206,6 +220,7 @@ def status_row(state: ServiceState, now: datetime) -> StatusRow:
             "max_replicas": status.max_replicas,
             "paused": status.paused,
             "pause_reason": status.pause_reason,
+            "paused_by": status.paused_by,
             "iteration": status.iteration,
             "last_decision": last,
             "last_decision_age_s": (
@@ -219,6 +234,7 @@ def status_row(state: ServiceState, now: datetime) -> StatusRow:
             ),
             "hold": status.hold,
             "hold_left_s": _rounded(seconds_until(status.hold.until, now) if status.hold else None),
+            "journal_error": status.journal_error,
         }
     )
 

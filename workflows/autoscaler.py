@@ -588,6 +588,7 @@ class ServiceAutoscaler:
             max_replicas=self.spec.max_replicas,
             paused=self.state.paused,
             pause_reason=self.state.pause_reason,
+            paused_by=self.state.paused_by,
             iteration=self.state.iteration,
             last_decision=self.state.decisions[-1] if self.state.decisions else None,
             cooldown_up_until=now + timedelta(seconds=up_left) if up_left else None,
@@ -627,6 +628,7 @@ class ServiceAutoscaler:
         """Stop applying automatic decisions; the loop still observes and records."""
         self.state.paused = True
         self.state.pause_reason = request.reason or None
+        self.state.paused_by = request.by or None
         self._publish_state()
         return self.status()
 
@@ -641,6 +643,7 @@ class ServiceAutoscaler:
         """Automatic decisions apply again: ends a pause and a manual scale's hold."""
         self.state.paused = False
         self.state.pause_reason = None
+        self.state.paused_by = None
         self.state.hold = None
         self._publish_state()
         return self.status()

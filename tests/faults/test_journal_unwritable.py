@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_gapless, async_wait_for, serving_loops
+from helpers import assert_gapless, async_wait_for, run_docktor, serving_loops
 from temporalio.api.history.v1 import HistoryEvent
 
 from docktor.config import load_config
@@ -121,6 +121,12 @@ async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
             assert status.journal_error is not None
             assert status.journal_error.startswith("decisions from 1 on not written: cannot write")
             assert status.replicas == 1
+            # ... and what an operator sees: `docktor status` says it before the last reason.
+            shown = await run_docktor(path, "status")
+            assert shown.returncode == 0, shown.stderr
+            assert "decision log not written: decisions from 1 on not written" in shown.stdout
+            row = json.loads((await run_docktor(path, "status", "--json")).stdout)[0]
+            assert row["journal_error"].startswith("decisions from 1 on not written")
             assert not journal.exists() or not journal.read_text().strip()
             gap_warnings = [r for r in caplog.records if "not written from decision" in r.message]
             assert len(gap_warnings) == 1, [

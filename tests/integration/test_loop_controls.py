@@ -55,8 +55,10 @@ async def test_paused_loop_observes_and_records_but_applies_nothing(
         env.client, service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
     )
     await decisions_after(env, handle, 1, step_seconds=POLL)
-    status = await handle.execute_update(ServiceAutoscaler.pause, PauseRequest(reason="deploy"))
-    assert status.paused and status.pause_reason == "deploy"
+    status = await handle.execute_update(
+        ServiceAutoscaler.pause, PauseRequest(reason="deploy", by="ana")
+    )
+    assert status.paused and status.pause_reason == "deploy" and status.paused_by == "ana"
     assert "already paused" in await refusal(
         handle.execute_update(ServiceAutoscaler.pause, PauseRequest())
     )

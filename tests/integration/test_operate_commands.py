@@ -244,14 +244,16 @@ async def test_pause_and_resume(make_stack: StackFactory) -> None:
 
     row = (await stack.status_json())["consumer"]
     assert row["paused"] is True and row["pause_reason"] == "maintenance"
-    assert "yes: maintenance" in (await stack.ok("status")).splitlines()[1]
+    assert row["paused_by"] == OPERATOR  # who paused, as the decisions say who scaled
+    assert f"yes: maintenance (by {OPERATOR})" in (await stack.ok("status")).splitlines()[1]
 
     again = await stack.run("pause", "consumer")
     assert again.returncode == 1
     assert again.stderr.strip() == "error: pause refused: already paused (maintenance)"
 
     assert (await stack.ok("resume", "consumer")).startswith("resumed consumer")
-    assert (await stack.status_json())["consumer"]["paused"] is False
+    row = (await stack.status_json())["consumer"]
+    assert row["paused"] is False and row["paused_by"] is None
     twice = await stack.run("resume", "consumer")
     assert twice.returncode == 1 and "resume refused: not paused" in twice.stderr
 
