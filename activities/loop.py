@@ -8,7 +8,7 @@ import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -30,6 +30,9 @@ from docktor.model import (
 from docktor.sampling import Sampler, source_kinds
 from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.telemetry import METRICS, DocktorMetrics
+
+if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
+    from docktor.advisor import Clients
 
 HEARTBEAT_EVERY = 5.0
 # Attempts at reading metrics that are unavailable before the observation goes ahead without
@@ -60,6 +63,8 @@ class LoopActivities:
         self.sampler = Sampler(self.backends)
         # Prometheus figures: the worker's shared set unless a test brings its own.
         self.metrics = metrics or METRICS
+        # The model servers' clients, kept for the worker's life; made at the first advice.
+        self.model_clients: Clients | None = None
 
     @activity.defn(name=names.OBSERVE)
     async def observe(self, request: ObserveInput) -> Observation:
@@ -111,7 +116,9 @@ class LoopActivities:
             api_key = advisor.api_key_for(request.llm)
         except advisor.LLMConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
-        return await advisor.advise(request, api_key)
+        if self.model_clients is None:
+            self.model_clients = advisor.Clients()
+        return await advisor.advise(request, api_key, self.model_clients)
 
     @activity.defn(name=names.APPLY)
     async def apply(self, request: ApplyInput) -> ApplyResult:
@@ -158,6 +165,8 @@ class LoopActivities:
     async def close(self) -> None:
         await self.sampler.close()
         await self.backends.close()
+        if self.model_clients is not None:
+            await self.model_clients.close()
 
 
 def _unavailable(what: str, problem: str) -> ApplicationError:

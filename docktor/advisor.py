@@ -127,18 +127,42 @@ def client_for(llm: LLMSpec, api_key: str | None) -> openai.AsyncOpenAI:
     )
 
 
+class Clients:
+    """One client per model server for a worker's life: building one costs ~140 ms of CPU
+    (its HTTP stack and TLS context), and a kept client reuses its connections. Must be used
+    from one event loop (the worker's), and closed with it."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str, str | None, float], openai.AsyncOpenAI] = {}
+
+    def get(self, llm: LLMSpec, api_key: str | None) -> openai.AsyncOpenAI:
+        key = (llm.base_url, api_key, llm.timeout_s)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = client_for(llm, api_key)
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+
 # ---- advise ----------------------------------------------------------------------------------
 
 
-async def advise(request: AdviseInput, api_key: str | None = None) -> Advice:
-    """The decision after advice. Never raises for anything the model or its server does."""
+async def advise(
+    request: AdviseInput, api_key: str | None = None, clients: Clients | None = None
+) -> Advice:
+    """The decision after advice. Never raises for anything the model or its server does.
+    `clients`: the worker's kept clients (else one is built for this call and closed)."""
     llm, proposal = request.llm, request.proposal
     if llm.provider == "none":
         return _rules(proposal, Provenance(provider="none", model=None, llm_used=False))
 
     started = time.monotonic()
     try:
-        answer = await _ask(llm, api_key, build_messages(request))
+        answer = await _ask(llm, api_key, build_messages(request), clients)
         answer.reason = _shorten(_redact(answer.reason, api_key))
         advice = _use(request, answer)
     except _Fallback as exc:
@@ -242,11 +266,13 @@ def _elapsed_ms(started: float) -> float:
 # ---- the exchange ----------------------------------------------------------------------------
 
 
-async def _ask(llm: LLMSpec, api_key: str | None, messages: list[dict[str, str]]) -> ModelAnswer:
+async def _ask(
+    llm: LLMSpec, api_key: str | None, messages: list[dict[str, str]], clients: Clients | None
+) -> ModelAnswer:
     """One answer from the model, or _Fallback. The whole exchange (including the retry
     without response_format) is held to llm.timeout_s: the client's own timeout applies per
     read, so a server trickling bytes could otherwise hold the loop far longer."""
-    client = client_for(llm, api_key)
+    client = clients.get(llm, api_key) if clients is not None else client_for(llm, api_key)
     try:
         async with asyncio.timeout(llm.timeout_s):
             content = await _complete(client, llm, messages)
@@ -255,7 +281,8 @@ async def _ask(llm: LLMSpec, api_key: str | None, messages: list[dict[str, str]]
     except openai.APIError as exc:
         raise _Fallback(describe_api_error(exc, llm)) from None
     finally:
-        await client.close()
+        if clients is None:
+            await client.close()
     return parse_answer(content)
 
 

@@ -51,6 +51,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any = None
+    peer: int = 0  # the client's port: requests on one kept connection share it
 
 
 @dataclass
@@ -162,7 +163,9 @@ class OpenAIStub:
     def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
         headers = {k.lower(): v for k, v in handler.headers.items()}
         with self._lock:
-            self.requests.append(Recorded(handler.command, handler.path, headers, body))
+            self.requests.append(
+                Recorded(handler.command, handler.path, headers, body, handler.client_address[1])
+            )
 
 
 def _error(message: str, code: str = "server_error") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from openai_stub import OpenAIStub, Reply, running_stub
 
+from activities import LoopActivities
 from docktor.advisor import LLMConfigError, advise, api_key_for, check_llm, parse_answer
 from docktor.config import LLMSpec, ServiceSpec
 from docktor.embedded import free_port
@@ -79,6 +80,26 @@ def request(
 
 def answer(action: str, target: Any, reason: str = "backlog is growing fast") -> Reply:
     return Reply.json({"action": action, "target_replicas": target, "reason": reason})
+
+
+async def test_a_worker_keeps_its_model_client_and_connection(openai_stub: OpenAIStub) -> None:
+    # Building a client per call cost ~140 ms of CPU and a new connection each iteration.
+    activities = LoopActivities()
+    try:
+        openai_stub.script(answer("scale_up", 6), answer("scale_up", 6))
+        for _ in range(2):
+            advice = await activities.advise(request(openai_stub))
+            assert advice.metadata.llm_used and advice.target_replicas == 6
+        first, second = openai_stub.chat_requests()
+        assert first.peer == second.peer  # the same connection, kept open
+    finally:
+        await activities.close()
+    # Without a worker's clients (a one-off call, e.g. a CLI's), each call has its own.
+    openai_stub.script(answer("scale_up", 6), answer("scale_up", 6))
+    for _ in range(2):
+        await advise(request(openai_stub))
+    third, fourth = openai_stub.chat_requests()[2:]
+    assert third.peer != fourth.peer
 
 
 def assert_rules_stand(advice: Advice, fallback: str) -> None:
