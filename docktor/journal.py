@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from docktor.config import ServiceSpec
 from docktor.model import Decision, Observation, WarmStart
 from docktor.policy import forecast, predict
@@ -70,23 +72,43 @@ def append_decision(path: str | Path, decision: Decision) -> bool:
         if key in _recent_keys(journal):
             return False
         # One write() of one line with O_APPEND, so concurrent loops never interleave lines.
-        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
+            data = line.encode()
+            if _torn_tail(fd):
+                # The last write stopped mid-line (disk full, a crash): keep that fragment on
+                # its own line, or it would swallow this decision too.
+                data = b"\n" + data
+            while data:
+                data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
     return True
 
 
+def _torn_tail(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
 def read_decisions(path: str | Path) -> list[Decision]:
+    return read_journal(path)[0]
+
+
+def read_journal(path: str | Path) -> tuple[list[Decision], int]:
+    """The log's decisions, oldest first, and how many lines could not be read: a line torn
+    by a full disk or a crash mid-write, or edited by hand, is skipped, not fatal."""
     journal = Path(path)
     if not journal.exists():
-        return []
-    decisions = []
-    for raw in journal.read_text(encoding="utf-8").splitlines():
+        return [], 0
+    decisions, unreadable = [], 0
+    for raw in journal.read_text(encoding="utf-8", errors="replace").splitlines():
         if raw.strip():
-            decisions.append(Decision.model_validate_json(raw))
-    return decisions
+            try:
+                decisions.append(Decision.model_validate_json(raw))
+            except ValidationError:
+                unreadable += 1
+    return decisions, unreadable
 
 
 def _recent_keys(journal: Path) -> dict[str, None]:

@@ -27,7 +27,7 @@ from docktor import control, policy
 from docktor.client import TemporalUnreachable, connect
 from docktor.config import DocktorConfig, parse_duration
 from docktor.exits import EXIT_FAILED, EXIT_USAGE
-from docktor.journal import read_decisions
+from docktor.journal import read_journal
 from docktor.model import (
     Decision,
     ForecastView,
@@ -208,7 +208,7 @@ async def collect_decisions(
                 f"Temporal not reachable at {_address(config, address)}, and there is no "
                 f"decision log at {journal}"
             ) from None
-        return Explained(_from_journal(journal, names, tail, since), notes)
+        return Explained(_from_journal(journal, names, tail, since, notes), notes)
 
     found: list[Decision] = []
     from_log: list[str] = []
@@ -226,7 +226,7 @@ async def collect_decisions(
             from_log.append(name)
             notes.append(f"{exc}; its decisions come from the decision log {journal}")
     if from_log:
-        found += _from_journal(journal, from_log, tail, since)
+        found += _from_journal(journal, from_log, tail, since, notes)
     return Explained(_latest(found, tail, since), notes)
 
 
@@ -248,11 +248,16 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 def _from_journal(
-    journal: str, names: list[str], tail: int, since: datetime | None = None
+    journal: str, names: list[str], tail: int, since: datetime | None, notes: list[str]
 ) -> list[Decision]:
+    decisions, unreadable = read_journal(journal)
+    if unreadable:
+        notes.append(
+            f"{unreadable} line(s) of {journal} could not be read (torn or edited): skipped"
+        )
     # The log may be shared by several configs: keep only this config's services.
     wanted = set(names)
-    return _latest([d for d in read_decisions(journal) if d.service in wanted], tail, since)
+    return _latest([d for d in decisions if d.service in wanted], tail, since)
 
 
 def _latest(decisions: list[Decision], tail: int, since: datetime | None = None) -> list[Decision]:

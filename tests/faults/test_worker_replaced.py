@@ -31,7 +31,9 @@ RESUME_DEADLINE = 5 * INTERVAL
 def latest_decisions(journal: Path) -> dict[str, datetime]:
     """The time of each loop's latest decision in the log."""
     latest: dict[str, datetime] = {}
-    for raw in journal.read_text().splitlines() if journal.exists() else []:
+    text = journal.read_text() if journal.exists() else ""
+    # Complete lines only: the worker may be appending one as this reads.
+    for raw in text[: text.rfind("\n") + 1].splitlines():
         line = json.loads(raw)
         stamp = datetime.fromisoformat(line["timestamp"])
         latest[line["workflow_id"]] = max(stamp, latest.get(line["workflow_id"], stamp))

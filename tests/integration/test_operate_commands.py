@@ -648,6 +648,29 @@ async def test_explain_falls_back_to_the_decision_log(make_stack: StackFactory) 
     assert [d["action"] for d in json.loads(as_json.stdout)] == ["stopped"]
 
 
+async def test_a_torn_line_in_the_log_costs_only_itself(make_stack: StackFactory) -> None:
+    # A full disk or a crash mid-write leaves a line without its end; before, the next
+    # decision was appended onto it (both lost) and explain from the log died on a traceback.
+    stack = await make_stack([service("consumer", check_interval="1h")])
+    await stack.settled("consumer")
+    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    journal = Path(stack.config.journal_path)
+    with journal.open("a") as handle:
+        handle.write('{"timestamp":"2026-01-01T00:00:00Z","service":"consumer","act')
+
+    await stack.start("consumer")  # the loop again, appending after the torn line
+    await stack.settled("consumer", decisions=3)  # scale_up, stopped, the new loop's first
+    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    result = await stack.run("explain", "--address", nowhere, "--json", "--tail", "100")
+    assert result.returncode == 0, result.stderr
+    assert f"1 line(s) of {journal} could not be read (torn or edited): skipped" in result.stderr
+    actions = [d["action"] for d in json.loads(result.stdout)]
+    assert len(actions) == 4 and actions[:2] == ["scale_up", "stopped"], actions
+    assert actions[3] == "stopped", actions
+
+
 async def test_explain_without_temporal_or_log_fails(make_stack: StackFactory) -> None:
     stack = await make_stack([service("consumer")], start=[])
     nowhere = f"127.0.0.1:{free_port()}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from docktor.journal import append_decision, decision_key, read_decisions
+from docktor.journal import append_decision, decision_key, read_decisions, read_journal
 from docktor.model import Decision
 
 
@@ -66,3 +66,15 @@ def test_a_log_replaced_or_truncated_is_read_again(tmp_path: Path) -> None:
     assert append_decision(journal, _decision(sequence=1))
     assert not append_decision(journal, _decision(sequence=1))
     assert [d.sequence for d in read_decisions(journal)] == [1]
+
+
+def test_a_torn_line_is_skipped_and_the_next_decision_kept_whole(tmp_path: Path) -> None:
+    # A full disk or a crash mid-write leaves a line without its end.
+    journal = tmp_path / "decisions.jsonl"
+    assert append_decision(journal, _decision(sequence=1))
+    with journal.open("a") as handle:
+        handle.write('{"timestamp":"2025-01-01T00:00:00Z","service":"consu')
+    assert append_decision(journal, _decision(sequence=2))
+    decisions, unreadable = read_journal(journal)
+    assert [d.sequence for d in decisions] == [1, 2] and unreadable == 1
+    assert [d.sequence for d in read_decisions(journal)] == [1, 2]
