@@ -71,7 +71,8 @@ def append_decision(path: str | Path, decision: Decision) -> bool:
     with _lock:
         if key in _recent_keys(journal):
             return False
-        # One write() of one line with O_APPEND, so concurrent loops never interleave lines.
+        # One line per write() with O_APPEND, so concurrent loops never interleave lines (a
+        # short write, e.g. on a nearly full disk, is finished by the next one).
         fd = os.open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             data = line.encode()
@@ -87,6 +88,7 @@ def append_decision(path: str | Path, decision: Decision) -> bool:
 
 
 def _torn_tail(fd: int) -> bool:
+    """The log ends without a newline: an earlier write stopped mid-line."""
     size = os.fstat(fd).st_size
     return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
