@@ -1,3 +1,3 @@
-from activities.loop import LoopActivities
+from docktor.loop.activities import LoopActivities
 
 __all__ = ["LoopActivities"]

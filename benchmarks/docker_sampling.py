@@ -23,8 +23,8 @@ import docker
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from docker_engine import import_busybox, start_dockerd  # noqa: E402
 
-from docktor.config import ServiceSpec  # noqa: E402
-from docktor.metrics.docker import DockerMetricSource  # noqa: E402
+from docktor.sources.docker import DockerMetricSource  # noqa: E402
+from docktor.spec import ServiceSpec  # noqa: E402
 
 
 async def measure(client: docker.DockerClient, image: str, count: int) -> tuple[float, int]:

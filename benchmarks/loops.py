@@ -43,11 +43,11 @@ from rich.table import Table
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.embedded import EmbeddedTemporal, start_temporal
-from docktor.model import LoopStatus, SpecUpdate
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal, start_temporal
+from docktor.loop.messages import LoopStatus, SpecUpdate
+from docktor.spec import DocktorConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]

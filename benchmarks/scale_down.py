@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from docktor.config import ServiceSpec
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.spec import ServiceSpec
 
 # Ignores SIGTERM, so every stop lasts the full grace period.
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"

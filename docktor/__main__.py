@@ -1,3 +1,3 @@
-from docktor.cli import entry
+from docktor.cli.main import entry
 
 entry()

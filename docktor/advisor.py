@@ -36,9 +36,9 @@ from typing import Any, Literal
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from docktor.config import ConfigError, LLMSpec, format_number
-from docktor.model import Advice, AdviseInput, Decision, Proposal, Provenance
+from docktor.loop.messages import Advice, AdviseInput, Decision, Proposal, Provenance
 from docktor.policy import action_for, settle
+from docktor.spec import ConfigError, LLMSpec, format_number
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from docktor.config import ServiceSpec
-from docktor.model import Decision, Observation, WarmStart
+from docktor.loop.messages import Decision, Observation, WarmStart
 from docktor.policy import forecast, predict
+from docktor.spec import ServiceSpec
 
 # How much of the end of the log a warm start reads: the forecast keeps three days at most
 # (forecast.RINGS), which at one decision every few seconds is tens of MB.

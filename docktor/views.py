@@ -1,8 +1,8 @@
 """How `docktor status` and `docktor explain` look: a rich table on a terminal, aligned plain
 columns otherwise (pipes, logs, grep), and JSON for scripts.
 
-Pure formatting: everything arrives as models from docktor/operate.py, and `now` is passed in so
-that ages and countdowns are computed against one instant for the whole table.
+Pure formatting: everything arrives as models from docktor/client/operate.py, and `now` is
+passed in so that ages and countdowns are computed against one instant for the whole table.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from docktor.config import DocktorConfig, format_number
-from docktor.model import (
+from docktor.client.operate import ServiceState
+from docktor.loop.messages import (
     Decision,
     ForecastView,
     LoopStatus,
@@ -26,7 +26,7 @@ from docktor.model import (
     PendingApproval,
     Provenance,
 )
-from docktor.operate import ServiceState
+from docktor.spec import DocktorConfig, format_number
 
 STATUS_HEADERS = [
     "SERVICE",

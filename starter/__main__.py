@@ -11,11 +11,7 @@ import os
 
 from temporalio.client import Client
 
-from docktor.client import TemporalUnreachable, connect, ui_url
-from docktor.config import ConfigError, DocktorConfig, default_config_path
-from docktor.control import UPDATE_TIMEOUT, LoopNotAnswering, NoRunningLoop, start_loop, stop_loop
-from docktor.devstack import recorded_ui_url
-from docktor.exits import (
+from docktor.cli.exits import (
     EXIT_OK,
     EXIT_USAGE,
     error,
@@ -23,6 +19,16 @@ from docktor.exits import (
     read_config,
     report_config_error,
 )
+from docktor.client.control import (
+    UPDATE_TIMEOUT,
+    LoopNotAnswering,
+    NoRunningLoop,
+    start_loop,
+    stop_loop,
+)
+from docktor.client.temporal import TemporalUnreachable, connect, ui_url
+from docktor.dev.stack import recorded_ui_url
+from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -32,7 +32,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities import LoopActivities  # noqa: E402
-from docktor.embedded import (  # noqa: E402
+from docktor.dev.embedded import (  # noqa: E402
     EmbeddedNats,
     EmbeddedRedis,
     EmbeddedTemporal,
@@ -40,8 +40,8 @@ from docktor.embedded import (  # noqa: E402
     start_redis,
     start_temporal,
 )
+from docktor.loop.worker import build_worker  # noqa: E402
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld  # noqa: E402
-from worker.build import build_worker  # noqa: E402
 
 
 def no_servers_in_a_fast_run(what: str) -> None:

@@ -22,7 +22,7 @@ import yaml
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from docktor.config import DocktorConfig, ServiceSpec
+    from docktor.spec import DocktorConfig, ServiceSpec
 
 # Between polls: short enough that a test never waits long after the condition holds.
 POLL_INTERVAL = 0.02
@@ -60,8 +60,8 @@ async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
     """A client and an in-process worker with the real workflow and activities on the config's
     task queue, as `python -m worker` would run them; closed (pooled connections too) at the end."""
     from activities import LoopActivities
-    from docktor.client import connect
-    from worker.build import build_worker
+    from docktor.client.temporal import connect
+    from docktor.loop.worker import build_worker
 
     client = await connect(config)
     loop_activities = LoopActivities()
@@ -97,7 +97,7 @@ async def stop_loop_within(
     activity is in flight can be swallowed by the workflow (it catches the resulting
     ActivityError), so a loop that has not ended within `timeout` is terminated instead of
     hanging the teardown."""
-    from docktor.control import NoRunningLoop, running_handle
+    from docktor.client.control import NoRunningLoop, running_handle
 
     try:
         handle = await running_handle(client, config, service)
@@ -155,7 +155,7 @@ def require_redis_server() -> None:
     installs it first (scripts/install-test-deps.sh)."""
     import pytest
 
-    from docktor.embedded import EmbeddedError, find_binary
+    from docktor.dev.embedded import EmbeddedError, find_binary
 
     try:
         find_binary("redis-server")
@@ -174,7 +174,7 @@ async def wait_for_replicas(
     message: str,
 ) -> None:
     """Until the loop's status reports a replica count that `done` accepts."""
-    from docktor.control import loop_status
+    from docktor.client.control import loop_status
 
     async def reached() -> bool:
         status = await loop_status(client, config, service)
@@ -189,7 +189,7 @@ async def assert_burst_scaled_up_and_down(
     """A burst_service loop fed one burst: it scales up past 2 replicas while the burst waits,
     back to min_replicas once it is drained (the queue's rules and nothing else deciding), and
     the decisions say so."""
-    from docktor.control import loop_decisions
+    from docktor.client.control import loop_decisions
 
     await wait_for_replicas(
         client, config, service.name, lambda n: n >= 3, 60, "scale-up to 3 during the burst"
@@ -374,7 +374,7 @@ def write_rate_log(
     (`rate` of the interval's middle, in epoch seconds), a backlog of 0 and 2 replicas, unless
     `also` says otherwise. For warm-start tests."""
     from docktor.journal import append_decision
-    from docktor.model import Decision
+    from docktor.loop.messages import Decision
 
     t, sequence = -seconds, 0
     while t < 0:

@@ -22,12 +22,12 @@ from temporalio.runtime import (
 )
 
 from activities import LoopActivities
-from docktor.client import TemporalUnreachable, connect, ensure_search_attributes
-from docktor.config import ConfigError, DocktorConfig, default_config_path
-from docktor.embedded import free_port
-from docktor.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
+from docktor.cli.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
+from docktor.client.temporal import TemporalUnreachable, connect, ensure_search_attributes
+from docktor.dev.embedded import free_port
+from docktor.loop.worker import build_worker
+from docktor.spec import ConfigError, DocktorConfig, default_config_path
 from docktor.telemetry import MetricsServer
-from worker.build import build_worker
 
 log = logging.getLogger("docktor.worker")
 
@@ -96,7 +96,7 @@ def sdk_runtime(metrics_port: int | None = None) -> Runtime:
     )
     metrics = PrometheusConfig(bind_address=f"127.0.0.1:{metrics_port}") if metrics_port else None
     runtime = Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics))
-    # The default Runtime is what docktor.client.connect's Client uses, and so the Worker.
+    # The default Runtime is what docktor.client.temporal.connect's Client uses, and so the Worker.
     Runtime.set_default(runtime, error_if_already_set=True)
     return runtime
 

@@ -1,3 +1,5 @@
-from workflows.autoscaler import ServiceAutoscaler
+"""The workflow a worker registers (`python -m worker`); its code lives in docktor.loop."""
+
+from docktor.loop.workflow import ServiceAutoscaler
 
 __all__ = ["ServiceAutoscaler"]

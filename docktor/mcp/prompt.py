@@ -10,8 +10,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import INVALID_PARAMS
 from pydantic import Field
 
-from docktor.mcp.server import Docktor
-from docktor.operate import OperateError, check_service
+from docktor.client.operate import OperateError, check_service
+from docktor.mcp.context import Docktor
 
 
 def register(server: MCPServer, app: Docktor) -> None:

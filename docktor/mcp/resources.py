@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
-from docktor import operate, views
-from docktor.config import ConfigError
-from docktor.mcp.server import Docktor
+from docktor import views
+from docktor.client import operate
+from docktor.mcp.context import Docktor
+from docktor.spec import ConfigError
 
 STATUS = "docktor://services/{name}/status"
 DECISIONS = "docktor://services/{name}/decisions"

@@ -4,19 +4,13 @@ launch) or streamable HTTP (loopback unless told otherwise)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver import MCPServer
 
-from docktor.config import ConfigError, DocktorConfig, load_config
-from docktor.operate import OperateError
-from docktor.sampling import Sampler
+from docktor.mcp import prompt, resources, tools
+from docktor.mcp.context import Docktor
 
 log = logging.getLogger("docktor.mcp")
 
@@ -30,44 +24,7 @@ INSTRUCTIONS = (
 )
 
 
-@dataclass
-class Docktor:
-    """What every tool needs: the config (read again on each call, as each CLI command reads
-    it, so an edited docktor.yaml counts at once), the Temporal address override, and one
-    Sampler whose metric connections are pooled for the server's lifetime."""
-
-    config_path: Path
-    address: str | None = None
-    allow_control: bool = False
-    sampler: Sampler = field(default_factory=Sampler)
-
-    def config(self) -> DocktorConfig:
-        return load_config(self.config_path)
-
-    async def close(self) -> None:
-        await self.sampler.close()
-
-
-def actor(ctx: Context) -> str:
-    """Who acts, as the loops record it: `mcp:<the client's name from its initialize>`."""
-    params = ctx.session.client_params
-    name = params.client_info.name if params is not None else ""
-    return f"mcp:{name or 'unknown'}"
-
-
-@contextmanager
-def tool_errors() -> Iterator[None]:
-    """The CLI's one-line failures, as tool errors the agent reads; the server goes on."""
-    try:
-        yield
-    except OperateError as exc:
-        raise ToolError(str(exc)) from None
-    except ConfigError as exc:
-        raise ToolError("invalid config: " + "; ".join(exc.problems)) from None
-
-
 def build_server(app: Docktor) -> MCPServer:
-    from docktor.mcp import prompt, resources, tools
 
     server = MCPServer(
         name="docktor",

@@ -12,11 +12,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from docktor import operate, views
-from docktor.config import ConfigError, load_config, parse_duration
-from docktor.mcp.server import Docktor, actor, tool_errors
-from docktor.model import Decision, PendingApproval
+from docktor import views
+from docktor.client import operate
+from docktor.loop.messages import Decision, PendingApproval
+from docktor.mcp.context import Docktor, actor, tool_errors
 from docktor.policy.hold import problem
+from docktor.spec import ConfigError, load_config, parse_duration
 
 log = logging.getLogger("docktor.mcp")
 
@@ -189,7 +190,7 @@ def register_read_only(server: MCPServer, app: Docktor) -> None:
         report.project, report.services = config.project, config.service_names()
         report.warnings = config.warnings
         if online:
-            from docktor.checks import run_checks
+            from docktor.client.checks import run_checks
 
             results = await run_checks(config)
             report.checks = [

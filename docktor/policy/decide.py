@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from docktor.config import ServiceSpec
-from docktor.model import ManualHold, Observation, PolicyMemory, Proposal
+from docktor.loop.messages import ManualHold, Observation, PolicyMemory, Proposal
 from docktor.policy import hold as manual_hold
 from docktor.policy import predict as forecast_stage
 from docktor.policy import rates, recommend, stages
+from docktor.spec import ServiceSpec
 
 
 def decide(

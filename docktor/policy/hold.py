@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from docktor.config import MAX_DURATION_S, ServiceSpec
-from docktor.model import ManualHold, Proposal
+from docktor.loop.messages import ManualHold, Proposal
 from docktor.policy import stages
+from docktor.spec import MAX_DURATION_S, ServiceSpec
 
 # How a manual decision's reason ends when the scale was not held (`--hold 0`).
 NOT_HELD = "not held"

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from docktor.config import ServiceSpec
-from docktor.model import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
+from docktor.loop.messages import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
 from docktor.policy import forecast, recommend
 from docktor.policy.recommend import BACKLOG, RATE_IN, RATE_OUT, Raw, _n
+from docktor.spec import ServiceSpec
 
 
 @dataclass

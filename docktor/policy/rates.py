@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from docktor.model import CounterSample, Observation
+from docktor.loop.messages import CounterSample, Observation
 
 # The mapping of observations made before each metric source declared its own
 # (Observation.counter_rates): the NATS counters, the only ones there were.

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from docktor.config import PER_REPLICA_SUFFIX, Condition, ServiceSpec, format_number
-from docktor.model import Observation, PolicyMemory
+from docktor.loop.messages import Observation, PolicyMemory
+from docktor.spec import PER_REPLICA_SUFFIX, Condition, ServiceSpec, format_number
 
 BACKLOG = "queue.backlog"
 ACK_PENDING = "queue.ack_pending"

@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from docktor.config import RateLimit, ServiceSpec, format_number
-from docktor.model import PolicyMemory, Recommendation
+from docktor.loop.messages import PolicyMemory, Recommendation
+from docktor.spec import RateLimit, ServiceSpec, format_number
 
 
 @dataclass

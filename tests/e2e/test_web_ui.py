@@ -32,12 +32,12 @@ from helpers import IDLE_COMMAND, async_wait_for, wait_for
 from temporalio.client import Client
 
 from activities import LoopActivities
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.scalers.processes import ProcessScaler
-from worker.build import build_worker
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.worker import build_worker
+from docktor.spec import DocktorConfig, load_config
 
 CHROMIUM = "/usr/bin/chromium"
 # As root (CI, these machines) Chromium needs --no-sandbox; the rest keeps it off the network

@@ -11,7 +11,7 @@ import runpy
 import time
 from pathlib import Path
 
-from docktor.scalers import processes
+from docktor.backends import processes
 
 DELAY = float(os.environ.get("DOCKTOR_TEST_START_DELAY", "1.0"))
 _real_start = processes.ProcessScaler._start

@@ -21,11 +21,11 @@ import yaml
 from docker_engine import DockerEngine, dockerd_available, import_busybox, start_dockerd
 from helpers import assert_gapless, async_wait_for, serving_loops
 
-from docktor.config import load_config
-from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision
+from docktor.loop.messages import Decision
+from docktor.spec import load_config
 
 REPLICAS = 2
 

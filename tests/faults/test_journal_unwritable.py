@@ -20,12 +20,12 @@ import yaml
 from helpers import assert_gapless, async_wait_for, run_docktor, serving_loops
 from temporalio.api.history.v1 import HistoryEvent
 
-from docktor.config import load_config
-from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.loop.messages import Decision
+from docktor.spec import load_config
 
 IDLE = ["sleep", "600"]
 # Decisions while the log is broken: several iterations, each of which could have warned.

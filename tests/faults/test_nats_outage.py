@@ -18,11 +18,11 @@ from helpers import (
     serving_loops,
 )
 
-from docktor.config import load_config
-from docktor.control import loop_decisions, send_update, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal, start_nats
-from docktor.model import Decision, ManualScale
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal, start_nats
+from docktor.loop.messages import Decision, ManualScale
+from docktor.spec import load_config
 
 BACKLOG = 50  # between the rules' thresholds: with data, the loop holds
 FALLBACK = {"after": 2, "replicas": 3}

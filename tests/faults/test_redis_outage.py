@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from helpers import async_wait_for, require_redis_server, wait_for
 
-from docktor.config import ServiceSpec
-from docktor.embedded import EmbeddedRedis, start_redis
-from docktor.metrics import MetricUnavailable
-from docktor.metrics.redis import RedisQueueSpec, RedisStreamSource
+from docktor.dev.embedded import EmbeddedRedis, start_redis
+from docktor.sources import MetricUnavailable
+from docktor.sources.redis import RedisQueueSpec, RedisStreamSource
+from docktor.spec import ServiceSpec
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "redis-streams"
 STREAM, GROUP = "jobs", "workers"

@@ -20,12 +20,12 @@ from docker_engine import DockerEngine
 from helpers import IDLE_COMMAND, assert_gapless, async_wait_for, replica_pids, serving_loops
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision, ManualScale
-from docktor.scalers.processes import ProcessScaler
+from docktor.loop.messages import Decision, ManualScale
+from docktor.spec import DocktorConfig, load_config
 
 SET = 3  # the count the operator sets, before one replica dies
 

@@ -14,10 +14,10 @@ import yaml
 from helpers import REPO
 from temporalio.client import WorkflowExecutionStatus
 
-from docktor.client import connect
-from docktor.config import load_config
-from docktor.control import start_loop
-from docktor.embedded import EmbeddedTemporal
+from docktor.client.control import start_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.spec import load_config
 
 
 async def test_stop_with_no_worker_gives_up_after_the_timeout_in_one_line(

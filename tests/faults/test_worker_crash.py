@@ -24,14 +24,14 @@ from helpers import (
 )
 from temporalio.client import Client
 
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision
+from docktor.spec import DocktorConfig, load_config
 
-# The apply activity's heartbeat timeout (workflows/autoscaler.py): a dead worker's activity is
+# The apply activity's heartbeat timeout (docktor/loop/workflow.py): a dead worker's activity is
 # retried elsewhere after this long.
 HEARTBEAT_TIMEOUT = 30.0
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import yaml
 from helpers import WorkerProcess, async_wait_for, start_worker, stop_loop_within
 
-from docktor.client import connect
-from docktor.config import load_config
-from docktor.control import start_loop
-from docktor.embedded import EmbeddedTemporal
+from docktor.client.control import start_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.spec import load_config
 from tests.faults import test_worker_crash as crash
 
 workers = crash.workers  # the fixture: every worker started is stopped by its pid

@@ -16,9 +16,9 @@ from openai_stub import OpenAIStub, Reply, running_stub
 
 from activities import LoopActivities
 from docktor.advisor import LLMConfigError, advise, api_key_for, check_llm, parse_answer
-from docktor.config import LLMSpec, ServiceSpec
-from docktor.embedded import free_port
-from docktor.model import Advice, AdviseInput, Decision, Proposal
+from docktor.dev.embedded import free_port
+from docktor.loop.messages import Advice, AdviseInput, Decision, Proposal
+from docktor.spec import LLMSpec, ServiceSpec
 
 pytestmark = pytest.mark.integration
 

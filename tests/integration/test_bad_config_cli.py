@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from docktor.config import ConfigError, parse_config
+from docktor.spec import ConfigError, parse_config
 from tests.unit.test_bad_input import mutated
 
 pytestmark = pytest.mark.integration

@@ -27,10 +27,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor import names
-from docktor.config import LLMSpec
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop import names
+from docktor.loop.messages import ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.spec import LLMSpec
 from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start
 from workflows import ServiceAutoscaler
 

@@ -17,10 +17,10 @@ import yaml
 from docker.models.containers import Container
 from docker_engine import DockerEngine
 
-from docktor.config import ServiceSpec
-from docktor.embedded import EmbeddedTemporal
-from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
-from docktor.scalers.compose import ComposeScaler
+from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
+from docktor.backends.compose import ComposeScaler
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.spec import ServiceSpec
 
 CONFIG_HASH = "3f1c0ffee0ddba11" * 4
 MakeReplica = Callable[..., Container]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from docktor.config import load_config
+from docktor.spec import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "nats-multi"

@@ -16,8 +16,8 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from openai_stub import OpenAIStub, running_stub
 
-from docktor.config_edit import edit_llm
-from docktor.embedded import EmbeddedNats, free_port
+from docktor.dev.embedded import EmbeddedNats, free_port
+from docktor.spec.edit import edit_llm
 
 pytestmark = pytest.mark.integration
 

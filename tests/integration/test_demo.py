@@ -15,8 +15,8 @@ import pytest
 import yaml
 from helpers import require_redis_server
 
-from docktor.demo.stack import resolve_config_path
-from docktor.embedded import free_port
+from docktor.dev.demo.stack import resolve_config_path
+from docktor.dev.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,9 @@ from helpers import (
     write_idle_config,
 )
 
-from docktor.config import load_config
-from docktor.embedded import free_port, port_in_use
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.dev.embedded import free_port, port_in_use
+from docktor.spec import load_config
 
 
 def write_config(

@@ -22,10 +22,10 @@ from docker_engine import DockerEngine
 from helpers import async_wait_for, burst_service, serving_loops
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, loop_status, start_loop, stop_loop
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal
-from docktor.scalers.compose import ComposeScaler
+from docktor.backends.compose import ComposeScaler
+from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
+from docktor.spec import DocktorConfig, load_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
 BURST = 1500

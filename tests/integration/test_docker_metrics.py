@@ -15,9 +15,9 @@ from docker.models.containers import Container
 from docker_engine import DockerEngine
 from helpers import async_wait_for
 
-from docktor.config import ServiceSpec
-from docktor.metrics import MetricConfigError, MetricUnavailable, source_class
-from docktor.metrics.docker import DockerMetricSource
+from docktor.sources import MetricConfigError, MetricUnavailable, source_class
+from docktor.sources.docker import DockerMetricSource
+from docktor.spec import ServiceSpec
 
 BUSY = ["sh", "-c", "yes > /dev/null"]
 IDLE = ["sleep", "3600"]

@@ -20,7 +20,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from docktor.embedded import (
+from docktor.dev.embedded import (
     SEARCH_ATTRIBUTES,
     EmbeddedError,
     EmbeddedNats,

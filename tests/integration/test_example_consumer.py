@@ -18,7 +18,7 @@ import nats
 import pytest
 from helpers import async_wait_for, wait_for
 
-from docktor.embedded import EmbeddedNats, start_nats
+from docktor.dev.embedded import EmbeddedNats, start_nats
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
 STREAM, SUBJECT, DURABLE = "OUTAGE", "outage.work", "workers"

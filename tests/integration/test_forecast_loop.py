@@ -28,12 +28,12 @@ from helpers import (
     write_rate_log,
 )
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import start_loop
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import start_loop
+from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.loop.messages import Decision
+from docktor.spec import DocktorConfig, load_config
 
 pytestmark = pytest.mark.integration
 

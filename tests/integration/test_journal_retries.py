@@ -18,14 +18,14 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities import LoopActivities
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision, RecordInput
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision, RecordInput
+from docktor.loop.worker import build_worker
+from docktor.spec import DocktorConfig, load_config
 from docktor.telemetry import DocktorMetrics
-from worker.build import build_worker
 
 DECISIONS = 4
 

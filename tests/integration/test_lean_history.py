@@ -14,7 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.embedded import EmbeddedTemporal
+from docktor.dev.embedded import EmbeddedTemporal
 from tests.workflow.conftest import ScriptedWorld, service_spec, start, until
 
 HOLD = [

@@ -14,11 +14,11 @@ from helpers import IDLE_COMMAND, async_wait_for, serving_loops
 from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, running_handle, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision
+from docktor.spec import DocktorConfig, load_config
 
 API_KEY = "sk-docktor-test-" + uuid.uuid4().hex
 MODEL = "gpt-test-mini"

@@ -18,9 +18,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.config import LLMSpec
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision, ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision, ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.spec import LLMSpec
 from tests.workflow.conftest import (
     ScriptedWorld,
     decisions_after,

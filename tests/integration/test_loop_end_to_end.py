@@ -20,11 +20,11 @@ from helpers import (
 )
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import start_loop, stop_loop
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.scalers.processes import ProcessScaler
+from docktor.spec import DocktorConfig, load_config
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "nats-multi"
 BURST = 1500

@@ -15,11 +15,11 @@ import pytest
 from helpers import async_wait_for, serving_loops, write_idle_config
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision
+from docktor.spec import DocktorConfig, load_config
 
 # Decisions each run makes before it is stopped: the first (0 -> 1, min_replicas) and holds.
 PER_RUN = 3

@@ -33,10 +33,16 @@ from mcp.types import CallToolResult, Implementation
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_status, start_loop
-from docktor.embedded import EmbeddedNats, EmbeddedTemporal, free_port, port_in_use, start_temporal
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_status, start_loop
+from docktor.dev.embedded import (
+    EmbeddedNats,
+    EmbeddedTemporal,
+    free_port,
+    port_in_use,
+    start_temporal,
+)
+from docktor.spec import DocktorConfig, load_config
 
 pytestmark = pytest.mark.integration
 

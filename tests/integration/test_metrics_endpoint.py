@@ -17,11 +17,11 @@ import pytest
 from helpers import async_wait_for, wait_for, write_idle_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.control import start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal, free_port
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal, free_port
+from docktor.spec import DocktorConfig, load_config
 
 REPO = Path(__file__).parents[2]
 

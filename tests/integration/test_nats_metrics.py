@@ -14,13 +14,13 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from docktor.config import ServiceSpec
-from docktor.embedded import EmbeddedNats, free_port
-from docktor.metrics import MetricConfigError, MetricUnavailable, source_class
-from docktor.metrics.nats import NatsMetricSource, NatsQueueSpec
-from docktor.model import Observation
+from docktor.dev.embedded import EmbeddedNats, free_port
+from docktor.loop.messages import Observation
 from docktor.policy import derive_rates
-from docktor.sampling import wanted
+from docktor.sources import MetricConfigError, MetricUnavailable, source_class
+from docktor.sources.nats import NatsMetricSource, NatsQueueSpec
+from docktor.sources.sampling import wanted
+from docktor.spec import ServiceSpec
 
 pytestmark = pytest.mark.integration
 

@@ -36,15 +36,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import LoopActivities
-from docktor.client import connect
-from docktor.config import DocktorConfig, load_config
-from docktor.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal, free_port
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
-from docktor.model import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
-from docktor.scalers.processes import ProcessScaler
+from docktor.loop.messages import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
+from docktor.loop.worker import build_worker
+from docktor.spec import DocktorConfig, load_config
 from docktor.views import mattered, model_label
-from worker.build import build_worker
 
 pytestmark = pytest.mark.integration
 

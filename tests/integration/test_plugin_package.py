@@ -25,12 +25,12 @@ import yaml
 from helpers import IDLE_COMMAND, REPO, async_wait_for, start_worker, stop_loop_within
 
 from docktor import plugins
-from docktor.client import connect
-from docktor.config import ConfigError, load_config, parse_config
-from docktor.control import loop_decisions, loop_status, start_loop
-from docktor.embedded import EmbeddedTemporal
-from docktor.model import Decision
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, loop_status, start_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.messages import Decision
+from docktor.spec import ConfigError, load_config, parse_config
 
 EXAMPLE = REPO / "examples" / "plugin-http-queue"
 PACKAGE = "docktor-http-queue"

@@ -21,13 +21,13 @@ from helpers import (
 )
 from temporalio.client import Client
 
-from docktor.config import DocktorConfig, load_config
-from docktor.control import loop_decisions, start_loop, stop_loop
-from docktor.embedded import EmbeddedRedis, EmbeddedTemporal
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.dev.embedded import EmbeddedRedis, EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.metrics import queue_block
-from docktor.metrics.redis import RedisQueueSpec
-from docktor.scalers.processes import ProcessScaler
+from docktor.sources import queue_block
+from docktor.sources.redis import RedisQueueSpec
+from docktor.spec import DocktorConfig, load_config
 
 pytestmark = pytest.mark.integration
 

@@ -15,14 +15,14 @@ import pytest
 import redis.asyncio as aioredis
 from helpers import async_wait_for, require_redis_server
 
-import docktor.metrics.redis as redis_source
-from docktor.config import ServiceSpec
-from docktor.embedded import EmbeddedRedis, free_port, start_redis
-from docktor.metrics import MetricConfigError, MetricUnavailable, source_class
-from docktor.metrics.redis import RedisQueueSpec, RedisStreamSource
-from docktor.model import Observation
+import docktor.sources.redis as redis_source
+from docktor.dev.embedded import EmbeddedRedis, free_port, start_redis
+from docktor.loop.messages import Observation
 from docktor.policy import derive_rates
-from docktor.sampling import wanted
+from docktor.sources import MetricConfigError, MetricUnavailable, source_class
+from docktor.sources.redis import RedisQueueSpec, RedisStreamSource
+from docktor.sources.sampling import wanted
+from docktor.spec import ServiceSpec
 
 pytestmark = pytest.mark.integration
 

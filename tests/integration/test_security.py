@@ -29,13 +29,13 @@ from docker_engine import DockerEngine
 from helpers import IDLE_COMMAND, async_wait_for, wait_for
 from openai_stub import OpenAIStub, Reply, running_stub
 
-from docktor.client import connect
-from docktor.config import ServiceSpec, load_config
-from docktor.control import loop_decisions, running_handle, start_loop, stop_loop
-from docktor.embedded import EmbeddedTemporal, free_port
-from docktor.scalers import ScalerConfigError
-from docktor.scalers.compose import ComposeScaler
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends import ScalerConfigError
+from docktor.backends.compose import ComposeScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal, free_port
+from docktor.spec import ServiceSpec, load_config
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from docker.types import ServiceMode
 from docker_engine import DockerEngine
 from helpers import async_wait_for, wait_for
 
-from docktor.config import ServiceSpec
+from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
+from docktor.backends.swarm import SwarmScaler
 from docktor.docker_engine import reset_clients
-from docktor.scalers import Backends, ScalerConfigError, ScalerUnavailable
-from docktor.scalers.swarm import SwarmScaler
+from docktor.spec import ServiceSpec
 
 PROJECT = "dkswarm"
 # `sleep` as PID 1 ignores SIGTERM, which would make each stopped task wait out the grace period.

@@ -13,11 +13,11 @@ from typing import IO
 import yaml
 from helpers import async_wait_for, wait_for
 
-from docktor.client import connect
-from docktor.config import load_config
-from docktor.control import loop_decisions, start_loop
-from docktor.embedded import EmbeddedTemporal, free_port, start_temporal
-from docktor.scalers.processes import ProcessScaler
+from docktor.backends.processes import ProcessScaler
+from docktor.client.control import loop_decisions, start_loop
+from docktor.client.temporal import connect
+from docktor.dev.embedded import EmbeddedTemporal, free_port, start_temporal
+from docktor.spec import load_config
 
 REPO = Path(__file__).parents[2]
 

@@ -26,11 +26,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from activities import LoopActivities
-from docktor.config import LLMSpec
-from docktor.embedded import start_temporal
-from docktor.model import Advice, AdviseInput, ManualScale, PauseRequest, Verdict
+from docktor.dev.embedded import start_temporal
+from docktor.loop.messages import Advice, AdviseInput, ManualScale, PauseRequest, Verdict
+from docktor.loop.worker import build_worker
+from docktor.spec import LLMSpec
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
-from worker.build import build_worker
 from workflows import ServiceAutoscaler
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -32,7 +32,16 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from docktor.advisor import REASON_MAX_CHARS, REPLY_MAX_CHARS, advise
-from docktor.config import (
+from docktor.loop.messages import (
+    Advice,
+    AdviseInput,
+    AutoscalerInput,
+    Decision,
+    PolicyMemory,
+    Proposal,
+)
+from docktor.policy import action_for
+from docktor.spec import (
     MAX_NAME_LENGTH,
     MAX_REPLICAS,
     PROJECT_NAME_RE,
@@ -45,8 +54,6 @@ from docktor.config import (
     load_config,
     parse_config,
 )
-from docktor.model import Advice, AdviseInput, AutoscalerInput, Decision, PolicyMemory, Proposal
-from docktor.policy import action_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "nats-multi"
@@ -622,9 +629,9 @@ def test_no_metric_value_breaks_a_decision_or_its_payload(
     """Metric values are not trusted: NaN, infinities, enormous and tiny values, as a source
     might report them, go through the sampler's filter and the policy, and the proposal is
     within bounds and survives the JSON payload the workflow decodes."""
-    from docktor.model import Observation
+    from docktor.loop.messages import Observation
     from docktor.policy import decide
-    from docktor.sampling import COUNTER_LIMIT, METRIC_LIMIT, finite_values
+    from docktor.sources.sampling import COUNTER_LIMIT, METRIC_LIMIT, finite_values
 
     fields: dict[str, Any] = {
         "queue": {"name": "consumer", "queue": {"stream": "S", "consumer": "c"}},

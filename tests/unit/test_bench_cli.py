@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from docktor.cli import main
+from docktor.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 BURSTS = REPO / "benchmarks" / "scenarios" / "example-bursts.yaml"

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from docktor.bench.live import (
+from docktor.dev.bench.live import (
     Sample,
     check_phase,
     live_figures,
     measured_per_replica,
     simulated_figures,
 )
-from docktor.config import ServiceSpec
+from docktor.spec import ServiceSpec
 
 LOAD = {"rate": 100.0, "burst_rate": 500.0, "burst_seconds": 10.0, "burst_every": 60.0}
 
@@ -67,7 +67,7 @@ def test_the_simulation_runs_at_the_live_phase() -> None:
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str], message: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "docktor.cli", "bench", "live", *args],
+        [sys.executable, "-m", "docktor.cli.main", "bench", "live", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from docktor.bench.scenario import load_scenario
-from docktor.config import ConfigError
+from docktor.dev.bench.scenario import load_scenario
+from docktor.spec import ConfigError
 
 BASE = """\
 name: t

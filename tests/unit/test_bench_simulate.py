@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from docktor.bench.reference import KedaHpa, Oracle, Seed
-from docktor.bench.simulate import DT, QueueView, simulate
+from docktor.dev.bench.reference import KedaHpa, Oracle, Seed
+from docktor.dev.bench.simulate import DT, QueueView, simulate
 
 
 class Scripted:

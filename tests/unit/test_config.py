@@ -1,4 +1,4 @@
-"""docktor.config: both config forms, path resolution, env overrides, and one-line errors."""
+"""docktor.spec: both config forms, path resolution, env overrides, and one-line errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from docktor import plugins
-from docktor.config import ConfigError, DocktorConfig, load_config, parse_config, parse_duration
-from docktor.metrics import queue_kinds
+from docktor.sources import queue_kinds
+from docktor.spec import ConfigError, DocktorConfig, load_config, parse_config, parse_duration
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "nats-multi"

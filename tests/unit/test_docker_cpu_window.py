@@ -1,4 +1,4 @@
-"""CPU averaged over metrics_window (docktor/metrics/docker.py), on stats shaped as the engine
+"""CPU averaged over metrics_window (docktor/sources/docker.py), on stats shaped as the engine
 returns them: cumulative counters, the host's summed over its online CPUs. The real engine's
 figures are checked in tests/integration/test_docker_metrics.py."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from docktor.metrics.docker import MAX_READINGS, CpuWindows, cpu_percent
+from docktor.sources.docker import MAX_READINGS, CpuWindows, cpu_percent
 
 CPUS = 2
 SECOND = 1e9  # ns

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docktor.model import Decision
-from docktor.operate import BadArgument, _latest, parse_since
+from docktor.client.operate import BadArgument, _latest, parse_since
+from docktor.loop.messages import Decision
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docktor.config import ConfigError, ServiceSpec, parse_config
-from docktor.model import ForecastMemory, Observation, PolicyMemory, Proposal
+from docktor.loop.messages import ForecastMemory, Observation, PolicyMemory, Proposal
 from docktor.policy import decide, forecast
 from docktor.policy.predict import view
+from docktor.spec import ConfigError, ServiceSpec, parse_config
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 STEP = 4.0

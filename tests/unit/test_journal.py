@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from docktor.journal import append_decision, decision_key, read_decisions, read_journal
-from docktor.model import Decision
+from docktor.loop.messages import Decision
 
 
 def _decision(**fields: object) -> Decision:

@@ -15,15 +15,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import LoopActivities
 from docktor import plugins
-from docktor.cli import main
-from docktor.config import AnyQueue, ConfigError, ServiceSpec, parse_config
-from docktor.metrics import MetricConfigError, queue_block, queue_kinds, source_class
-from docktor.metrics.nats import NatsQueueSpec
-from docktor.model import ApplyInput, AutoscalerInput, Observation, ObserveInput
+from docktor.backends import ScalerConfigError
+from docktor.backends.processes import ProcessesBackend
+from docktor.cli.main import main
+from docktor.loop.messages import ApplyInput, AutoscalerInput, Observation, ObserveInput
 from docktor.policy import derive_rates
-from docktor.sampling import source_kinds
-from docktor.scalers import ScalerConfigError
-from docktor.scalers.processes import ProcessesBackend
+from docktor.sources import MetricConfigError, queue_block, queue_kinds, source_class
+from docktor.sources.nats import NatsQueueSpec
+from docktor.sources.sampling import source_kinds
+from docktor.spec import AnyQueue, ConfigError, ServiceSpec, parse_config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

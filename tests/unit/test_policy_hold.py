@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from docktor.model import ManualHold
+from docktor.loop.messages import ManualHold
 from docktor.policy import decide
 from docktor.policy import hold as manual_hold
 from tests.unit.test_policy import BUSY, CALM, NOW, ago, obs, spec

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from docktor.config import ServiceSpec
-from docktor.model import Observation
+from docktor.loop.messages import Observation
 from docktor.policy import decide
+from docktor.spec import ServiceSpec
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = ServiceSpec.model_validate(

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docktor.config import ConfigError, ServiceSpec, parse_config
-from docktor.model import LoopState, Observation, PolicyMemory, Proposal
+from docktor.loop.messages import LoopState, Observation, PolicyMemory, Proposal
 from docktor.policy import decide
+from docktor.spec import ConfigError, ServiceSpec, parse_config
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 QUEUE = {"stream": "JOBS", "consumer": "workers"}

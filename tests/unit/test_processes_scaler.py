@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from docktor.config import ServiceSpec
-from docktor.scalers import Backends, ScalerConfigError
-from docktor.scalers.processes import ProcessesBackend, ProcessScaler
+from docktor.backends import Backends, ScalerConfigError
+from docktor.backends.processes import ProcessesBackend, ProcessScaler
+from docktor.spec import ServiceSpec
 
 # Installs its signal handling before announcing itself, so a test that has seen the
 # announcement knows a SIGTERM will be handled (or ignored) as the test intends.
@@ -230,8 +230,8 @@ async def test_new_scaler_adopts_replicas_of_a_previous_worker(replicas: Replica
     spec = replicas.spec(grace=5.0)
     previous_worker = (
         "import asyncio, sys\n"
-        "from docktor.config import ServiceSpec\n"
-        "from docktor.scalers.processes import ProcessScaler\n"
+        "from docktor.spec import ServiceSpec\n"
+        "from docktor.backends.processes import ProcessScaler\n"
         "spec = ServiceSpec.model_validate_json(sys.argv[1])\n"
         "print(asyncio.run(ProcessScaler(spec).scale_to(2)))\n"
     )
@@ -268,8 +268,8 @@ async def test_replica_of_a_worker_killed_before_its_pid_file_is_adopted_not_dou
     spec = replicas.spec(grace=5.0)
     killed_worker = (
         "import asyncio, os, signal, subprocess, sys\n"
-        "from docktor.config import ServiceSpec\n"
-        "from docktor.scalers.processes import ProcessScaler\n"
+        "from docktor.spec import ServiceSpec\n"
+        "from docktor.backends.processes import ProcessScaler\n"
         "class Popen(subprocess.Popen):\n"
         "    def __init__(self, *args, **kwargs):\n"
         "        super().__init__(*args, **kwargs)\n"

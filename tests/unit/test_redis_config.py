@@ -1,5 +1,5 @@
 """The `queue:` block of `kind: redis`, as a user's file is checked: the Redis source's own model
-(docktor.metrics.redis.RedisQueueSpec), its field paths and its metric names, offline."""
+(docktor.sources.redis.RedisQueueSpec), its field paths and its metric names, offline."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from docktor.config import load_config
-from docktor.metrics import queue_block
-from docktor.metrics.redis import RedisQueueSpec
+from docktor.sources import queue_block
+from docktor.sources.redis import RedisQueueSpec
+from docktor.spec import load_config
 from tests.unit.test_config import problems, write
 
 SERVICE = "services:\n  - name: web\n    backend: processes\n    command: [python, w.py]\n"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from docktor.journal import logged_samples, warm_start
-from docktor.model import LoopState, Observation, ObserveInput, PolicyMemory, WarmStart
+from docktor.loop.messages import LoopState, Observation, ObserveInput, PolicyMemory, WarmStart
 from docktor.policy import decide, forecast
 from tests.helpers import write_rate_log
 from tests.unit.test_forecast import STEP, spec

@@ -21,8 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from docktor.config import Condition, Cooldown, Rules, ServiceSpec
-from docktor.model import (
+from docktor.loop.messages import (
     ApplyInput,
     ApplyResult,
     AutoscalerInput,
@@ -32,6 +31,7 @@ from docktor.model import (
     ObserveInput,
     RecordInput,
 )
+from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
 from workflows import ServiceAutoscaler
 
 TASK_QUEUE = "docktor-test"

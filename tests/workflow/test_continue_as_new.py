@@ -8,7 +8,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from docktor.journal import decision_key
-from docktor.model import DECISION_RING
+from docktor.loop.messages import DECISION_RING
 from tests.workflow.conftest import ScriptedWorld, cancel_and_wait, service_spec, start
 from workflows import ServiceAutoscaler
 

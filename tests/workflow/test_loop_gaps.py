@@ -14,8 +14,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import LoopActivities
-from docktor.config import LLMSpec
-from docktor.model import Advice, AdviseInput, EvaluateInput, ManualScale, Proposal
+from docktor.loop.messages import Advice, AdviseInput, EvaluateInput, ManualScale, Proposal
+from docktor.loop.worker import build_worker
+from docktor.spec import LLMSpec
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
@@ -25,7 +26,6 @@ from tests.workflow.conftest import (
     start,
     until,
 )
-from worker.build import build_worker
 from workflows import ServiceAutoscaler
 
 POLL = 0.5

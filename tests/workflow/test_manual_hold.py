@@ -10,7 +10,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from docktor.model import Decision, LoopStatus, ManualScale
+from docktor.loop.messages import Decision, LoopStatus, ManualScale
 from tests.workflow.conftest import (
     ScriptedWorld,
     cancel_and_wait,

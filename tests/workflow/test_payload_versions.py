@@ -10,7 +10,7 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.model import AutoscalerInput
+from docktor.loop.messages import AutoscalerInput
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, decisions_after, service_spec
 from workflows import ServiceAutoscaler
 

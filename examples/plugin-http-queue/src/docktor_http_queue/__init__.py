@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from docktor.config import PositiveDuration, QueueSpec, ServiceSpec
-from docktor.metrics import MetricConfigError, MetricUnavailable, queue_block
+from docktor.sources import MetricConfigError, MetricUnavailable, queue_block
+from docktor.spec import PositiveDuration, QueueSpec, ServiceSpec
 
 # The largest document read: a queue-depth endpoint answers with a few numbers.
 MAX_BODY = 64 * 1024

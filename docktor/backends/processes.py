@@ -1,0 +1,483 @@
+"""The `processes` backend: each replica is a local OS process running the service's command.
+
+Replica n (1-based) runs `spec.command` with `DOCKTOR_REPLICA=n` and `DOCKTOR_SERVICE=<name>`
+added to the environment. What runs is remembered in `<state_dir>/replica-<n>.pid`, so a worker
+that restarts finds the replicas its predecessor started and can stop them. Each pid file also
+holds a fingerprint of the process (boot id + start time), because a bare pid can belong to an
+unrelated process after a reboot or a long time: docktor must never signal a stranger.
+
+A start is announced before it happens: `<state_dir>/replica-<n>.starting` holds a random start
+id that the replica also gets in its environment (`DOCKTOR_START_ID`). A worker killed after
+starting a replica but before writing its pid file leaves that intent behind; the next call
+looks the start id up in /proc/<pid>/environ and adopts the replica instead of starting a second
+replica n beside it (a scale_to is retried after a crash, and must find what the first attempt
+started). Within one worker the per-state-dir lock keeps a reader from seeing an intent whose
+start is still under way; a second worker process serving the same service could, in that
+millisecond, take the intent for spent, which matters only if the first worker then dies too.
+
+Output of replica n is appended to `<state_dir>/replica-<n>.log`.
+
+POSIX only (signals, sessions); the fingerprint reads /proc on Linux and falls back to `ps`
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from docktor.backends.base import PerServiceBackend, ScalerConfigError
+from docktor.spec import ServiceSpec
+
+PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
+INTENT_FILE_RE = re.compile(r"^replica-(\d+)\.starting$")
+# The environment variable that carries a replica's start id (see the module docstring).
+START_ID_VAR = "DOCKTOR_START_ID"
+# How often a stop checks whether the replica has gone; short enough that a 10 -> 1 scale-down
+# returns promptly after the grace period, long enough to cost nothing.
+POLL_INTERVAL = 0.05
+# After SIGKILL the kernel needs a moment to tear the process down; past this, give up waiting
+# (the pid file stays, so the next call looks again).
+KILL_WAIT = 5.0
+# `python` in a command means "the Python docktor runs on", so an example works from a venv
+# without the venv being activated in the worker's shell.
+PYTHON_NAMES = ("python", "python3")
+
+# The Popen objects of the replicas a backend started, by pid: whoever notices that a child has
+# exited must be able to reap it, or it lingers as a zombie.
+Children = dict[int, "subprocess.Popen[bytes]"]
+
+
+# ---- process identity -----------------------------------------------------------------------
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a process from /proc, None when it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may itself hold spaces or ')', so split
+    # after the last ')': what follows starts at field 3 (state); field 22 (start time, in
+    # clock ticks since boot) is then at index 19.
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+def _ps_stat(pid: int) -> tuple[str, str] | None:
+    """The same from `ps`, where there is no /proc (macOS, BSD)."""
+    result = subprocess.run(
+        ["ps", "-o", "stat=,lstart=", "-p", str(pid)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = result.stdout.strip()
+    if result.returncode != 0 or not line:
+        return None
+    state, _, started = line.partition(" ")
+    return state[:1], " ".join(started.split())
+
+
+def _stat(pid: int) -> tuple[str, str] | None:
+    if Path("/proc/self/stat").exists():
+        return _proc_stat(pid)
+    return _ps_stat(pid)
+
+
+def fingerprint(pid: int) -> str | None:
+    """What tells this process apart from a later one that reuses its pid; None if it is gone.
+
+    The start time alone repeats across reboots (it counts from boot), hence the boot id."""
+    stat = _stat(pid)
+    if stat is None:
+        return None
+    return f"{_boot_id()}:{stat[1]}"
+
+
+def _is_running(pid: int, expected: str, children: Children) -> bool:
+    """True when pid exists, is not a zombie, and is the process the pid file describes."""
+    child = children.get(pid)
+    if child is not None:
+        # Our own child: poll() reaps it once it has exited, and its pid cannot have been
+        # reused while it was unreaped, so no fingerprint check is needed.
+        if child.poll() is None:
+            return True
+        del children[pid]
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # Exists but belongs to another user: not a replica we started.
+        return False
+    stat = _stat(pid)
+    if stat is None or stat[0] == "Z":
+        # A zombie has exited; its parent (init, after the worker that started it went away)
+        # reaps it when it gets round to it.
+        return False
+    return f"{_boot_id()}:{stat[1]}" == expected
+
+
+def _find_started(start_id: str) -> int | None:
+    """The live process whose environment carries this start id, None when there is none.
+
+    The replica's own children inherit its environment, so the one that leads its process group
+    (every replica starts a session of its own) is the replica. Linux only: without /proc a
+    replica orphaned mid-start is not found (and a retry starts another)."""
+    marker = f"{START_ID_VAR}={start_id}".encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    for pid in found:
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                return pid
+    return None
+
+
+# ---- pid files ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """The contents of `replica-<n>.pid` (JSON)."""
+
+    replica: int
+    pid: int
+    fingerprint: str
+    command: list[str]
+    started_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, replica: int, text: str) -> PidRecord:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            replica=replica,
+            pid=int(data["pid"]),
+            fingerprint=str(data["fingerprint"]),
+            command=[str(a) for a in data.get("command", [])],
+            started_at=float(data.get("started_at", 0.0)),
+        )
+
+
+class ProcessesBackend(PerServiceBackend):
+    """The `processes` backend as a worker holds it: one for the worker's life, owning the
+    replicas it started (to reap them) and one lock per state dir, because the worker may run
+    two activities for one service at once (observe while apply is stopping replicas) and both
+    read and rewrite the same pid files."""
+
+    def __init__(self) -> None:
+        self.children: Children = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @staticmethod
+    def check(spec: ServiceSpec) -> None:
+        """Offline, while the config is read: a process needs a program to run."""
+        if not spec.command:
+            raise ValueError("command: required when backend is 'processes'")
+
+    def service(self, spec: ServiceSpec, project: str) -> ProcessScaler:
+        return ProcessScaler(spec, project=project, backend=self)
+
+    def lock_for(self, state_dir: Path) -> asyncio.Lock:
+        return self._locks.setdefault(str(state_dir), asyncio.Lock())
+
+    async def close(self) -> None:
+        # The replicas outlive the worker (their pid files let the next one find them); only
+        # reap the ones that have already exited.
+        for pid, child in list(self.children.items()):
+            if child.poll() is not None:
+                del self.children[pid]
+        self._locks.clear()
+
+
+class ProcessScaler:
+    """One service's replicas as local processes. See the module docstring.
+
+    Built by ProcessesBackend for each call; built alone (tools, tests), it has a backend of
+    its own."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        project: str = "default",
+        backend: ProcessesBackend | None = None,
+    ) -> None:
+        self.spec = spec
+        self.project = project
+        self.backend = backend or ProcessesBackend()
+        self.children = self.backend.children
+        base = Path(spec.workdir) if spec.workdir else Path.cwd()
+        # The loader always fills state_dir in; a spec built by hand gets the loader's layout.
+        state_dir = Path(spec.state_dir) if spec.state_dir else base / ".docktor" / spec.name
+        self.state_dir = state_dir if state_dir.is_absolute() else (base / state_dir)
+
+    # ---- one service's share of the Backend protocol -------------------------------------
+
+    async def validate(self) -> None:
+        self._program()
+        self._ensure_state_dir()
+
+    async def replicas(self) -> int:
+        # Under the lock: the cleanup of stale pid files must not race a scale_to that is
+        # writing a fresh pid file for the same replica number.
+        async with self.backend.lock_for(self.state_dir):
+            return len(self._live())
+
+    async def scale_to(self, n: int) -> int:
+        if n < 0:
+            raise ValueError(f"replica count must be >= 0, not {n}")
+        async with self.backend.lock_for(self.state_dir):
+            live = self._live()
+            if n > len(live):
+                program = self._program()
+                # Popen returns within milliseconds (after exec), so starts run inline rather
+                # than in threads; only the stops below wait, and they wait concurrently.
+                free = (i for i in range(1, n + len(live) + 1) if i not in live)
+                for number in [next(free) for _ in range(n - len(live))]:
+                    self._start(number, program)
+            elif n < len(live):
+                # The highest numbers go, so the survivors keep the low numbers and the
+                # replica numbers stay dense (a scale-up refills gaps from the bottom).
+                doomed = sorted(live)[n:]
+                await asyncio.gather(*(self._stop(live[i]) for i in doomed))
+            return len(self._live())
+
+    async def stop_all(self) -> int:
+        """Stop every replica of this service; returns how many were running."""
+        async with self.backend.lock_for(self.state_dir):
+            live = self._live()
+            await asyncio.gather(*(self._stop(r) for r in live.values()))
+            return len(live)
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _error(self, field: str, problem: str) -> ScalerConfigError:
+        return ScalerConfigError(f"services.{self.spec.name}.{field}: {problem}")
+
+    def _env(self, replica: int) -> dict[str, str]:
+        env = {**os.environ, **self.spec.env}
+        env["DOCKTOR_SERVICE"] = self.spec.name
+        env["DOCKTOR_PROJECT"] = self.project
+        env["DOCKTOR_REPLICA"] = str(replica)
+        return env
+
+    def _program(self) -> str:
+        """The absolute path of the program to run, or ScalerConfigError."""
+        if not self.spec.command:
+            raise self._error("command", "required when backend is 'processes'")
+        name = self.spec.command[0]
+        if name in PYTHON_NAMES:
+            return sys.executable
+        if os.sep in name or (os.altsep and os.altsep in name):
+            path = Path(name)
+            if not path.is_absolute() and self.spec.workdir:
+                path = Path(self.spec.workdir) / path
+            if not path.is_file():
+                raise self._error("command", f"program '{name}' not found")
+            if not os.access(path, os.X_OK):
+                raise self._error("command", f"program '{name}' is not executable")
+            return str(path)
+        # Look the name up on the PATH the replica will get, which spec.env may change.
+        found = shutil.which(name, path=self._env(0).get("PATH", os.defpath))
+        if found is None:
+            raise self._error("command", f"program '{name}' not found")
+        return found
+
+    def _ensure_state_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error(
+                "state_dir", f"cannot create '{self.state_dir}' ({exc.strerror})"
+            ) from None
+        if not os.access(self.state_dir, os.W_OK | os.X_OK):
+            raise self._error("state_dir", f"'{self.state_dir}' is not writable")
+
+    def _pid_file(self, replica: int) -> Path:
+        return self.state_dir / f"replica-{replica}.pid"
+
+    def _intent_file(self, replica: int) -> Path:
+        return self.state_dir / f"replica-{replica}.starting"
+
+    def _write_pid_file(self, record: PidRecord) -> None:
+        # Write then rename so a concurrent reader never sees half a pid file.
+        pid_file = self._pid_file(record.replica)
+        tmp = pid_file.with_name(pid_file.name + ".tmp")
+        tmp.write_text(record.to_json())
+        os.replace(tmp, pid_file)
+
+    def _live(self) -> dict[int, PidRecord]:
+        """Live replicas by number; pid files of dead or foreign processes are removed."""
+        self._ensure_state_dir()
+        live: dict[int, PidRecord] = {}
+        intents: dict[int, Path] = {}
+        for path in self.state_dir.iterdir():
+            if intent := INTENT_FILE_RE.match(path.name):
+                intents[int(intent.group(1))] = path
+                continue
+            match = PID_FILE_RE.match(path.name)
+            if not match:
+                continue
+            replica = int(match.group(1))
+            try:
+                record = PidRecord.from_json(replica, path.read_text())
+            except (OSError, ValueError, KeyError, TypeError):
+                record = None
+            if record is not None and _is_running(record.pid, record.fingerprint, self.children):
+                live[replica] = record
+            else:
+                path.unlink(missing_ok=True)
+        for replica, path in intents.items():
+            if replica not in live and (record := self._adopt(replica, path)) is not None:
+                live[replica] = record
+            # Adopted, or the start never happened (or died): either way the intent is spent.
+            path.unlink(missing_ok=True)
+        return live
+
+    def _adopt(self, replica: int, intent: Path) -> PidRecord | None:
+        """The replica a killed worker started from this intent, now with its pid file."""
+        try:
+            data: dict[str, Any] = json.loads(intent.read_text())
+            start_id = str(data["start_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        pid = _find_started(start_id)
+        if pid is None:
+            return None
+        stamp = fingerprint(pid)
+        if stamp is None or not _is_running(pid, stamp, self.children):
+            return None
+        record = PidRecord(
+            replica=replica,
+            pid=pid,
+            fingerprint=stamp,
+            command=[str(a) for a in data.get("command", [])],
+            started_at=float(data.get("started_at", time.time())),
+        )
+        self._write_pid_file(record)
+        return record
+
+    def _start(self, replica: int, program: str) -> PidRecord:
+        assert self.spec.command  # _program() checked it
+        argv = [program, *self.spec.command[1:]]
+        log_path = self.state_dir / f"replica-{replica}.log"
+        # The intent first: a worker killed between the start and the pid file leaves this
+        # behind, and the next call adopts the replica by its start id (see _live).
+        start_id = uuid.uuid4().hex
+        started_at = time.time()
+        intent = self._intent_file(replica)
+        intent.write_text(
+            json.dumps({"start_id": start_id, "command": argv, "started_at": started_at})
+        )
+        try:
+            return self._spawn(replica, argv, log_path, start_id, started_at)
+        finally:
+            intent.unlink(missing_ok=True)
+
+    def _spawn(
+        self, replica: int, argv: list[str], log_path: Path, start_id: str, started_at: float
+    ) -> PidRecord:
+        with open(log_path, "ab") as log:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"--- docktor: starting replica {replica} at {stamp}\n".encode())
+            log.flush()
+            try:
+                child = subprocess.Popen(
+                    argv,
+                    env={**self._env(replica), START_ID_VAR: start_id},
+                    cwd=self.spec.workdir or None,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Its own session: a Ctrl-C in the worker's terminal reaches the worker's
+                    # process group only, so replicas are stopped by docktor, not behind its
+                    # back; and the replica's own children share its group for killpg.
+                    start_new_session=True,
+                )
+            except FileNotFoundError:
+                raise self._error(
+                    "command", f"program '{self.spec.command[0]}' not found"
+                ) from None
+            except PermissionError:
+                raise self._error(
+                    "command", f"program '{self.spec.command[0]}' is not executable"
+                ) from None
+        self.children[child.pid] = child
+        # Popen returns after exec, and the start time is fixed at fork, so this is stable.
+        # A child that already exited is still unreaped here, so /proc still describes it.
+        record = PidRecord(
+            replica=replica,
+            pid=child.pid,
+            fingerprint=fingerprint(child.pid) or "gone",
+            command=argv,
+            started_at=started_at,
+        )
+        self._write_pid_file(record)
+        return record
+
+    async def _stop(self, record: PidRecord) -> None:
+        """SIGTERM, up to stop_grace_period for a clean exit, then SIGKILL."""
+        _signal_group(record.pid, signal.SIGTERM)
+        if not await _wait_gone(record, self.spec.stop_grace_period, self.children):
+            _signal_group(record.pid, signal.SIGKILL)
+            await _wait_gone(record, KILL_WAIT, self.children)
+        if not _is_running(record.pid, record.fingerprint, self.children):
+            self._pid_file(record.replica).unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # The replica leads its own process group (start_new_session), so signal the group: a
+    # replica that is a shell script takes its children with it.
+    try:
+        os.killpg(pid, sig)
+        return
+    except OSError:
+        # No group of that id (the replica moved itself into another one): the process alone.
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+async def _wait_gone(record: PidRecord, timeout: float, children: Children) -> bool:
+    """Poll until the replica has exited (reaping it if it is ours); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while _is_running(record.pid, record.fingerprint, children):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_INTERVAL)
+    return True

@@ -1,0 +1,3 @@
+from docktor.cli.main import entry
+
+entry()

@@ -1,0 +1,61 @@
+"""How every docktor entry point reports problems and leaves the process.
+
+One vocabulary of exit codes for `docktor`, `python -m worker` and `python -m starter`:
+
+- 0 (EXIT_OK): done;
+- 1 (EXIT_FAILED): a runtime failure (a server that cannot be reached, a check that failed, a
+  loop that refused or did not answer);
+- 2 (EXIT_USAGE): invalid usage or configuration: fix the command line or the file;
+- 130 (EXIT_INTERRUPTED): stopped by Ctrl-C, as a shell reports SIGINT.
+
+Problems are one line each on stderr (`error: ...`, `warning: ...`); stdout carries only what a
+command produces, so it can be piped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from docktor.spec import ConfigError, DocktorConfig, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def error(message: object, code: int = EXIT_FAILED) -> int:
+    """`error: message` on stderr; returns `code` for the caller to exit with."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def warn(message: object) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def report_config_error(exc: ConfigError) -> int:
+    """One `error:` line per problem on stderr; the exit code for invalid configuration."""
+    for problem in exc.problems:
+        error(problem)
+    return EXIT_USAGE
+
+
+def read_config(path: str | Path | None) -> DocktorConfig:
+    """load_config for an entry point: the settings the file makes that change nothing are
+    reported once, as `warning:` lines. Raises ConfigError as load_config does."""
+    config = load_config(path)
+    for line in config.warnings:
+        warn(line)
+    return config
+
+
+def leave(code: int) -> NoReturn:
+    """Flush and exit without the interpreter's finaliser: a process that ran a Temporal worker
+    can abort there (temporalio/sdk-python#300) after everything already shut down cleanly."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

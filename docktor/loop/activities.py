@@ -1,0 +1,199 @@
+"""The loop's activities: thin async wrappers that call into docktor/ and translate its errors
+into Temporal's terms (retryable or not)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from docktor import policy
+from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
+from docktor.journal import append_decision, warm_start
+from docktor.loop import names
+from docktor.loop.messages import (
+    Advice,
+    AdviseInput,
+    ApplyInput,
+    ApplyResult,
+    EvaluateInput,
+    Observation,
+    ObserveInput,
+    Proposal,
+    RecordInput,
+)
+from docktor.sources import MetricUnavailable
+from docktor.sources.sampling import Sampler, source_kinds
+from docktor.telemetry import METRICS, DocktorMetrics
+
+if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
+    from docktor.advisor import Clients
+
+HEARTBEAT_EVERY = 5.0
+# Attempts at reading metrics that are unavailable before the observation goes ahead without
+# them (and the policy holds). The workflow's observe retry policy allows exactly this many.
+OBSERVE_ATTEMPTS = 3
+
+# Errors writing the decision log that a retry within seconds will not cure.
+LASTING_WRITE_ERRORS = {
+    errno.ENOSPC,  # disk full
+    errno.EDQUOT,  # quota exceeded
+    errno.EROFS,  # read-only file system
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,  # a file where a folder of the path should be
+    errno.EEXIST,  # ... the same, seen by mkdir
+    errno.EISDIR,  # a folder where the file should be
+}
+
+log = logging.getLogger("docktor.activities")
+
+
+class LoopActivities:
+    """One instance per worker: it owns the metric sources (and their pooled connections) and
+    the backend instances, for the worker's life; the service's spec comes with each call."""
+
+    def __init__(self, metrics: DocktorMetrics | None = None) -> None:
+        self.backends = Backends()
+        self.sampler = Sampler(self.backends)
+        # Prometheus figures: the worker's shared set unless a test brings its own.
+        self.metrics = metrics or METRICS
+        # The model servers' clients, kept for the worker's life; made at the first advice.
+        self.model_clients: Clients | None = None
+
+    @activity.defn(name=names.OBSERVE)
+    async def observe(self, request: ObserveInput) -> Observation:
+        try:
+            observation, failures = await self.sampler.observe(request.service, request.project)
+        except ScalerConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+        except ScalerUnavailable as exc:
+            self.metrics.replicas_unavailable(request.service.name)
+            raise _unavailable(f"observe {request.service.name}", str(exc)) from exc
+        self.metrics.observed(request.service.name, observation, source_kinds(request.service))
+        transient = [f for f in failures if isinstance(f, MetricUnavailable)]
+        if transient and activity.info().attempt < OBSERVE_ATTEMPTS:
+            # Worth another try; on the last attempt the observation goes ahead without these
+            # metrics, so the replica count (and the min_replicas floor) still counts.
+            raise _unavailable(f"observe {request.service.name}", "; ".join(observation.errors))
+        if request.forecast_seed_from:
+            # Warm start: once, for a loop whose forecast has no history yet.
+            observation.warm_start = await asyncio.to_thread(
+                warm_start,
+                request.forecast_seed_from,
+                request.service,
+                activity.info().workflow_id,
+                observation.taken_at,
+            )
+        return observation
+
+    @activity.defn(name=names.EVALUATE)
+    async def evaluate(self, request: EvaluateInput) -> Proposal:
+        return policy.decide(
+            request.service,
+            request.observation,
+            request.previous,
+            request.now,
+            request.last_scale_up_at,
+            request.last_scale_down_at,
+            request.memory,
+            request.expected_replicas,
+            request.hold,
+        )
+
+    @activity.defn(name=names.ADVISE)
+    async def advise(self, request: AdviseInput) -> Advice:
+        # Imported here: the openai client is only loaded by workers whose config uses a model.
+        from docktor import advisor
+
+        try:
+            # The key comes from the worker's environment, never from workflow input.
+            api_key = advisor.api_key_for(request.llm)
+        except advisor.LLMConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
+        if self.model_clients is None:
+            self.model_clients = advisor.Clients()
+        return await advisor.advise(request, api_key, self.model_clients)
+
+    @activity.defn(name=names.APPLY)
+    async def apply(self, request: ApplyInput) -> ApplyResult:
+        self.metrics.applying(request.service.name, request.target_replicas)
+        try:
+            backend = self.backends.of(request.service)
+            async with _heartbeating():
+                replicas = await backend.scale_to(
+                    request.service, request.project, request.target_replicas
+                )
+        except ScalerConfigError as exc:
+            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+        except ScalerUnavailable as exc:
+            what = f"apply {request.service.name} -> {request.target_replicas}"
+            raise _unavailable(what, str(exc)) from exc
+        self.metrics.applied(request.service.name, replicas)
+        return ApplyResult(replicas=replicas)
+
+    @activity.defn(name=names.RECORD)
+    async def record(self, request: RecordInput) -> bool:
+        try:
+            written = await asyncio.to_thread(append_decision, request.path, request.decision)
+        except OSError as exc:
+            if exc.errno not in LASTING_WRITE_ERRORS:
+                raise
+            # A full disk or a folder that is a file does not heal in the seconds a retry
+            # waits: fail at once (the decision is safe in the workflow) instead of holding
+            # the loop up for every decision. BENIGN: the SDK logs no traceback; the workflow
+            # reports the gap once.
+            raise ApplicationError(
+                f"cannot write {request.path}: {exc.strerror or exc}",
+                type="JournalUnwritable",
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
+        # Counted only when this call wrote the line: a retry finds it written and counts nothing.
+        self.metrics.recorded(request.decision, written)
+        return written
+
+    def all(self) -> list[Callable[..., Awaitable[Any]]]:
+        """Every activity a worker registers, so no entry point forgets one."""
+        return [self.observe, self.evaluate, self.advise, self.apply, self.record]
+
+    async def close(self) -> None:
+        await self.sampler.close()
+        await self.backends.close()
+        if self.model_clients is not None:
+            await self.model_clients.close()
+
+
+def _unavailable(what: str, problem: str) -> ApplicationError:
+    """The error for an expected, retried failure (a server down for a while).
+
+    One line in the worker's log per failure. The error is BENIGN, which makes the SDK log its
+    own "Completing activity as failed" with the traceback at debug level instead of warning:
+    an outage of a minute would otherwise fill the log with tracebacks of nothing unexpected."""
+    # A message over several lines (some engines' errors are) would break the one-line log.
+    message = " ".join(problem.split())
+    log.warning("%s failed (attempt %d): %s", what, activity.info().attempt, message)
+    return ApplicationError(message, type="Unavailable", category=ApplicationErrorCategory.BENIGN)
+
+
+@asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while a scale runs, so a dead worker is noticed within the heartbeat timeout
+    instead of the whole start-to-close timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -1,0 +1,760 @@
+"""ServiceAutoscaler: the story of one service's scaling loop.
+
+observe -> evaluate -> (advise) -> apply -> record -> wait, again and again, until cancelled.
+Everything here is deterministic orchestration; the arithmetic lives in docktor/policy.py and
+every side effect in an activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from docktor.loop import names
+    from docktor.loop.activities import OBSERVE_ATTEMPTS, LoopActivities
+    from docktor.loop.messages import (
+        Advice,
+        AdviseInput,
+        ApplyInput,
+        AutoscalerInput,
+        Decision,
+        EvaluateInput,
+        ForecastView,
+        LoopState,
+        LoopStatus,
+        ManualScale,
+        Observation,
+        ObserveInput,
+        PauseRequest,
+        PendingApproval,
+        Proposal,
+        Provenance,
+        RecordInput,
+        SpecUpdate,
+        Verdict,
+        operator_text_problems,
+    )
+    from docktor.policy import cooldown_left, latest
+    from docktor.policy import hold as manual_hold
+    from docktor.policy import predict as forecast_view
+    from docktor.spec import ServiceSpec, user_config_problems
+
+PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
+SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
+REPLICAS = SearchAttributeKey.for_int(names.REPLICAS_ATTRIBUTE)
+LAST_ACTION = SearchAttributeKey.for_keyword(names.LAST_ACTION_ATTRIBUTE)
+PAUSED = SearchAttributeKey.for_bool(names.PAUSED_ATTRIBUTE)
+
+# Reading metrics: a few quick tries, then the iteration records a `hold` and the loop goes on;
+# the next tick tries again anyway.
+OBSERVE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=OBSERVE_ATTEMPTS,
+    non_retryable_error_types=["ConfigError"],
+)
+# Scaling: idempotent, so retried with capped backoff for a while before giving up.
+APPLY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=["ConfigError"],
+)
+# Asking the model: the advisor already turns model failures into a recorded fallback; a retry
+# covers only a worker lost mid-call.
+ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
+# Writing the JSONL log: local disk; a handful of tries is plenty.
+RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
+# workflow.patched ids: a branch added after loops were already running takes the old path when
+# such a loop's history is replayed (see tests/replay/record.py).
+PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
+PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
+# An iteration that overlaps an operator's scale in any way leaves the count to the operator:
+# one that looked while the scale was still running, or whose own scale waited for it.
+PATCH_MANUAL_SCALE_IN_FLIGHT = "manual-scale-in-flight-wins"
+# The lean loop (issue 10): observe and evaluate as local activities in the workflow task the
+# timer wakes, a hold's journal line written by a local activity in that same task, search
+# attributes and memo upserted only when they change, and shorter runs. A hold then costs one
+# workflow task (~8 events) instead of three workflow tasks and two activities (~21 events).
+PATCH_LEAN_LOOP = "lean-loop"
+# A restarted worker replays the current run of every loop before it decides again, so a run
+# is kept short enough to replay in well under a second; the carried state is all it needs.
+LEAN_ITERATIONS_PER_RUN = 100
+# Replaying costs ~8 ms of worker CPU per past iteration, so a run of 100 took up to 0.8 s:
+# 300 loops deep in their runs needed minutes of CPU to resume. Runs started since this
+# change end after 25 (at most 0.2 s to replay); the carried state, in each new run's first
+# event, is what that costs in history (benchmarks/README.md has both sides).
+PATCH_SHORT_RUNS = "short-runs"
+SHORT_ITERATIONS_PER_RUN = 25
+
+
+@workflow.defn(name=names.WORKFLOW)
+class ServiceAutoscaler:
+    @workflow.init
+    def __init__(self, request: AutoscalerInput) -> None:
+        self.request = request
+        self.spec: ServiceSpec = request.service
+        self.state = request.state
+        self.nudged = False
+        # One scale at a time: an operator's scale_to and the loop's own apply both run
+        # activities, and interleaving them would let a stale target undo the other's.
+        self.scaling = asyncio.Lock()
+        # Bumped by every manual scale as it starts, and again as it ends: the loop drops a
+        # proposal made before one, or from a look taken while one was still scaling.
+        self.manual_epoch = 0
+        self.manual_done = 0
+        # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
+        # iteration finish and record its scale first, and no new manual scale is accepted.
+        self.stopping = False
+        # Set by run() from workflow.patched: loops started by an older release keep the old
+        # command sequence until their next continue-as-new.
+        self.lean = False
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: AutoscalerInput) -> LoopStatus:
+        self.lean = workflow.patched(PATCH_LEAN_LOOP)
+        self._publish_identity()
+        iterations = request.iterations_per_run
+        if self.lean:
+            # Fixed for the run as it starts: a run begun before the change keeps its length.
+            short = workflow.patched(PATCH_SHORT_RUNS)
+            per_run = SHORT_ITERATIONS_PER_RUN if short else LEAN_ITERATIONS_PER_RUN
+            iterations = min(iterations, per_run)
+        try:
+            for _ in range(iterations):
+                await self.iterate()
+                if self.stopping or workflow.info().is_continue_as_new_suggested():
+                    break
+                await self.wait_for_next_tick()
+        except asyncio.CancelledError:
+            self.stopping = True
+        if self.stopping:
+            await self.stop()
+            return self.status()
+        # Handlers may still be running (an update in flight); let them finish so nothing is
+        # lost, then carry the whole state into a fresh run with a short history.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(request.model_copy(update={"state": self.state}))
+
+    async def iterate(self) -> None:
+        self.state.iteration += 1
+        seen = self.manual_counters()
+        observation = await self.observe()
+        if observation is None:
+            return
+        proposal = await self.evaluate(observation)
+        advice = await self.advise(proposal)
+        if self.operator_scaled_since(seen):
+            # An operator scaled while this iteration was looking; their count stands.
+            self.state.last_sample = observation
+            if workflow.patched(PATCH_RECORD_OVERRIDDEN_ITERATION):
+                await self.record_overridden(proposal, advice)
+            return
+        # The windows remember the recommendation that was followed: the model's when it
+        # advised, the policy's own otherwise.
+        memory = advice.memory or proposal.memory
+        if memory is not None:
+            self.state.memory = memory
+        replicas, action, reason = await self.apply(
+            proposal.current_replicas, advice, proposal, seen
+        )
+        self.state.last_sample = observation
+        await self.record(
+            action=action,
+            current=proposal.current_replicas,
+            target=replicas,
+            reason=reason,
+            observations=proposal.observations,
+            matched_rules=proposal.matched_rules,
+            metadata=advice.metadata,
+        )
+
+    def manual_counters(self) -> tuple[int, int]:
+        """Operator's scales begun and ended so far: what an iteration compares, before it
+        acts, with what it saw as it began to look."""
+        return self.manual_epoch, self.manual_done
+
+    def operator_scaled_since(self, seen: tuple[int, int]) -> bool:
+        """Has an operator's scale started, or ended, since `seen` was taken?"""
+        epoch, done = seen
+        if epoch != self.manual_epoch:
+            return True
+        # One that was still running when the iteration looked, so the look is stale too.
+        # Loops recorded before this check took the old path (replay tests guard it).
+        return done != self.manual_done and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT)
+
+    async def record_overridden(self, proposal: Proposal, advice: Advice) -> None:
+        """Each iteration ends in exactly one recorded decision, this one too: a hold that says
+        what the loop would have done and that the operator's count stands instead."""
+        # The operator's scale may still be running: wait for it (it holds the scaling lock),
+        # so the hold tells the count it left, after its own `manual` decision.
+        async with self.scaling:
+            current = self.state.replicas if self.state.replicas is not None else 0
+        await self.record(
+            action="hold",
+            current=current,
+            target=current,
+            reason=(
+                f"an operator scaled to {current} while this iteration decided "
+                f"({advice.action} to {advice.target_replicas}: {advice.reason}); "
+                "the operator's count stands"
+            ),
+            observations=proposal.observations,
+            matched_rules=proposal.matched_rules,
+            metadata=advice.metadata,
+        )
+
+    async def observe(self) -> Observation | None:
+        """One sample; when it cannot be had, the iteration is a recorded `hold`."""
+        # The lean loop looks with a local activity: it runs in the workflow task the timer
+        # woke, and only its result (a marker) enters history, not three activity events and
+        # another task.
+        execute = (
+            workflow.execute_local_activity_method
+            if self.lean
+            else workflow.execute_activity_method
+        )
+        try:
+            return await execute(
+                LoopActivities.observe,
+                ObserveInput(
+                    project=self.request.project,
+                    service=self.spec,
+                    forecast_seed_from=self.state.forecast_seed_from(
+                        self.spec, self.request.journal_path
+                    ),
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=OBSERVE_RETRY,
+                summary=f"observe {self.spec.name}",
+            )
+        except FailureError as err:  # a local activity's failure is not an ActivityError
+            _reraise_cancellation(err)
+            current = self.state.replicas if self.state.replicas is not None else 0
+            await self.record(
+                action="hold",
+                current=current,
+                target=current,
+                reason=f"metrics unavailable: {_cause(err)}; holding",
+            )
+            return None
+
+    async def evaluate(self, observation: Observation) -> Proposal:
+        # A local activity, so the result is in history: changing policy code later never
+        # breaks the replay of a loop that is running now.
+        try:
+            return await workflow.execute_local_activity_method(
+                LoopActivities.evaluate,
+                EvaluateInput(
+                    service=self.spec,
+                    observation=observation,
+                    previous=self.state.last_sample,
+                    now=workflow.now(),
+                    last_scale_up_at=self.state.last_scale_up_at,
+                    last_scale_down_at=self.state.last_scale_down_at,
+                    memory=self.state.memory,
+                    expected_replicas=self.state.replicas,
+                    hold=self.state.hold,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+        except FailureError as err:
+            # A cancel that lands while the policy runs must stop the loop gracefully (with
+            # its `stopped` decision) like one during observe or advise, not fail it.
+            _reraise_cancellation(err)
+            raise
+
+    async def advise(self, proposal: Proposal) -> Advice:
+        """Ask the configured model; without one, or when it fails, the rules' proposal stands
+        and the decision's metadata says so."""
+        llm = self.request.llm
+        rules = Advice(
+            action=proposal.action,
+            target_replicas=proposal.target_replicas,
+            reason=proposal.reason,
+            # A scale-up taken ahead of load says so (False in proposals of older releases).
+            metadata=Provenance(predicted=proposal.predicted),
+        )
+        now = workflow.now()
+        # While an operator's count is held the model has nothing to decide: not asked.
+        if llm.provider == "none" or manual_hold.in_force(self.state.hold, now):
+            return rules
+        last_any = latest(self.state.last_scale_up_at, self.state.last_scale_down_at)
+        try:
+            return await workflow.execute_activity_method(
+                LoopActivities.advise,
+                AdviseInput(
+                    service=self.spec,
+                    llm=llm,
+                    proposal=proposal,
+                    cooldown_up_left=cooldown_left(
+                        self.state.last_scale_up_at, self.spec.cooldown.up, now
+                    ),
+                    cooldown_down_left=cooldown_left(last_any, self.spec.cooldown.down, now),
+                    recent=self.state.decisions[-5:],
+                    memory=self.state.memory,
+                    now=now,
+                    last_scale_up_at=self.state.last_scale_up_at,
+                    last_scale_down_at=self.state.last_scale_down_at,
+                ),
+                # The loop never stalls on the model: a short timeout and one retry at most.
+                start_to_close_timeout=timedelta(seconds=llm.timeout_s + 5),
+                retry_policy=ADVISE_RETRY,
+                summary=f"advise: {llm.provider} {llm.model}",
+            )
+        except ActivityError as err:
+            _reraise_cancellation(err)
+            rules.metadata = Provenance(
+                provider=llm.provider, model=llm.model, fallback=f"advisor failed: {_cause(err)}"
+            )
+            return rules
+
+    async def apply(
+        self, current: int, advice: Advice, proposal: Proposal, seen: tuple[int, int]
+    ) -> tuple[int, str, str]:
+        """Scale to the advised target: (replicas now, action, reason) for the record."""
+        target = advice.target_replicas
+        if target == current:
+            self.state.replicas = current
+            return current, advice.action, advice.reason
+        if self.state.paused:
+            why = self.state.pause_reason or "no reason given"
+            return current, "hold", f"{advice.reason}; paused ({why}), nothing applied"
+        reason = advice.reason
+        if self.spec.approval == "manual":
+            verdict = await self.await_approval(current, advice)
+            if verdict.verdict is None:
+                waited = self.spec.approval_timeout
+                return current, "expired", f"{reason}; not approved within {waited:.0f}s"
+            who = verdict.by or "an operator"
+            note = f": {verdict.why}" if verdict.why else ""
+            if not verdict.verdict:
+                return current, "hold", f"{reason}; rejected by {who}{note}"
+            reason = f"{reason}; approved by {who}{note}"
+        why = ", ".join(proposal.matched_rules) or advice.reason
+        replicas, failure = await self.scale(current, target, why, seen)
+        if failure is not None:
+            return replicas, "hold", f"{reason}; {failure}"
+        return replicas, advice.action, reason
+
+    async def await_approval(self, current: int, advice: Advice) -> PendingApproval:
+        """Wait durably (a timer in history: a worker restart does not lose it) for an
+        operator's verdict, at most approval_timeout. verdict None means it lapsed."""
+        now = workflow.now()
+        timeout = self.spec.approval_timeout
+        pending = PendingApproval(
+            action=advice.action,
+            current_replicas=current,
+            target_replicas=advice.target_replicas,
+            reason=advice.reason,
+            requested_at=now,
+            expires_at=now + timedelta(seconds=timeout),
+        )
+        self.state.pending = pending
+        workflow.set_current_details(
+            f"Awaiting approval: {self.spec.name} {current} -> {advice.target_replicas} "
+            f"({advice.reason}). Run `docktor approve {self.spec.name}` or "
+            f"`docktor reject {self.spec.name}` before {pending.expires_at:%H:%M:%S} UTC."
+        )
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: pending.verdict is not None, timeout=timedelta(seconds=timeout)
+            )
+        self.state.pending = None
+        return pending
+
+    async def scale(
+        self, current: int, target: int, why: str, seen: tuple[int, int]
+    ) -> tuple[int, str | None]:
+        async with self.scaling:
+            # An operator's scale may have held the lock while this one waited for it.
+            if self.manual_counters() != seen and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT):
+                replicas = self.state.replicas if self.state.replicas is not None else current
+                return replicas, f"an operator scaled to {replicas} meanwhile; their count stands"
+            return await self._scale(current, target, why)
+
+    async def _scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
+        change = f"{self.spec.name} {current} -> {target}"
+        # Started, then shielded: a cancellation arriving mid-scale waits for the scale to
+        # finish, so a loop is never stopped with a half-applied replica count.
+        handle = workflow.start_activity_method(
+            LoopActivities.apply,
+            ApplyInput(
+                project=self.request.project,
+                service=self.spec,
+                target_replicas=target,
+                summary=change,
+            ),
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=APPLY_RETRY,
+            summary=f"{change}: {why}",
+        )
+        try:
+            result = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            # The loop is being cancelled (only the run's own task is): the scale goes on to
+            # its end and is recorded like any other; run() then stops the loop.
+            self.stopping = True
+            try:
+                result = await handle
+            except ActivityError as err:
+                return current, f"scaling to {target} failed: {_cause(err)}"
+        except ActivityError as err:
+            return current, f"scaling to {target} failed: {_cause(err)}"
+        self.state.note_scale(workflow.now(), current, result.replicas)
+        return result.replicas, None
+
+    async def record(
+        self,
+        action: str,
+        current: int,
+        target: int,
+        reason: str,
+        observations: dict[str, float] | None = None,
+        matched_rules: list[str] | None = None,
+        metadata: Provenance | None = None,
+    ) -> Decision:
+        info = workflow.info()
+        self.state.decision_count += 1
+        decision = Decision(
+            timestamp=workflow.now(),
+            service=self.spec.name,
+            action=action,  # type: ignore[arg-type]
+            current_replicas=current,
+            target_replicas=target,
+            reason=reason,
+            observations=observations or {},
+            matched_rules=matched_rules or [],
+            metadata=metadata or Provenance(),
+            iteration=self.state.iteration,
+            sequence=self.state.decision_count,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            first_run_id=info.first_execution_run_id,
+        )
+        self.state.remember(decision)
+        self._publish_decision(decision)
+        if self.request.journal_path:
+            # Shielded like a scale: a cancellation arriving now still gets this decision into
+            # the log before the loop stops (no lost decisions), then stops the loop.
+            handle = self._start_record(decision)
+            try:
+                await asyncio.shield(handle)
+            except asyncio.CancelledError:
+                with contextlib.suppress(FailureError):
+                    await handle
+                raise
+            except FailureError as err:
+                # The decision is safe in workflow state and history; only the file copy failed.
+                self._journal_failed(decision, _cause(err))
+            else:
+                self._journal_written(decision)
+        return decision
+
+    def _start_record(self, decision: Decision) -> asyncio.Future[bool]:
+        """Write the decision's JSONL line. A hold of the lean loop is written by a local
+        activity in the same workflow task (its line is in the file before the timer starts,
+        so nothing is pending across a cancel, a continue-as-new or a crash); every other
+        decision keeps its own `record <action>` activity, visible beside its scale."""
+        start = (
+            workflow.start_local_activity_method
+            if self.lean and decision.action == "hold"
+            else workflow.start_activity_method
+        )
+        return start(
+            LoopActivities.record,
+            RecordInput(path=self.request.journal_path or "", decision=decision),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RECORD_RETRY,
+            summary=f"record {decision.action}",
+        )
+
+    def _journal_failed(self, decision: Decision, why: str) -> None:
+        """Report a gap in the decision log once, when it opens, not at every iteration: a
+        full disk would otherwise add a warning per decision to an outage."""
+        if self.state.journal_error is not None:
+            return
+        self.state.journal_error = why
+        self.state.journal_gap_from = decision.sequence
+        workflow.logger.warning(
+            "decision log %s not written from decision %d on: %s; decisions stay in the "
+            "loop's state and history (the `decisions` query); reported once until it is "
+            "writable again",
+            self.request.journal_path,
+            decision.sequence,
+            why,
+        )
+
+    def _journal_written(self, decision: Decision) -> None:
+        if self.state.journal_error is None:
+            return
+        workflow.logger.warning(
+            "decision log %s writable again; decisions %d to %d are missing from it",
+            self.request.journal_path,
+            self.state.journal_gap_from or decision.sequence,
+            decision.sequence - 1,
+        )
+        self.state.journal_error = None
+        self.state.journal_gap_from = None
+
+    async def wait_for_next_tick(self) -> None:
+        """A durable timer: survives worker restarts; a nudge cuts it short."""
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self.nudged, timeout=timedelta(seconds=self.spec.check_interval)
+            )
+        self.nudged = False
+
+    async def stop(self) -> None:
+        """Graceful end: one final `stopped` decision, recorded like every other."""
+        # A cancel cancels the run's task only: an operator's scale_to may still be scaling.
+        # Let it finish and record its `manual` decision, so `stopped` tells the count that runs.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        current = self.state.replicas if self.state.replicas is not None else 0
+        self.state.iteration += 1
+        await self.record(
+            action="stopped", current=current, target=current, reason="loop cancelled"
+        )
+
+    # ---- what the outside world sees ---------------------------------------------------------
+
+    def _publish_identity(self) -> None:
+        self._upsert_attributes(
+            [PROJECT.value_set(self.request.project), SERVICE.value_set(self.spec.name)]
+        )
+
+    def _upsert_attributes(self, updates: list[SearchAttributeUpdate]) -> None:
+        """Upsert search attributes; the lean loop leaves out those that already hold the value
+        (an unchanged upsert still writes an event and re-indexes the workflow)."""
+        if not self.request.search_attributes:
+            return
+        if self.lean:
+            current = workflow.info().typed_search_attributes
+            updates = [u for u in updates if current.get(u.key) != u.value]
+            if not updates:
+                return
+        workflow.upsert_search_attributes(updates)
+
+    def _publish_decision(self, decision: Decision) -> None:
+        summary = (
+            f"{decision.action}: {decision.current_replicas} -> {decision.target_replicas}"
+            f" ({decision.reason})"
+        )
+        workflow.set_current_details(f"Last decision at {decision.timestamp:%H:%M:%S}: {summary}")
+        self._upsert_attributes(
+            [REPLICAS.value_set(decision.target_replicas), LAST_ACTION.value_set(decision.action)]
+        )
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        """The memo and the paused flag: what the workflow list shows without a query."""
+        last = self.state.decisions[-1] if self.state.decisions else None
+        memo: dict[str, object] = {
+            "replicas": self.state.replicas,
+            "last_action": last.action if last else None,
+            "last_reason": last.reason if last else None,
+            "paused": self.state.paused,
+            "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
+        }
+        if self.lean:
+            # Only what changed: a hold like the last one changes nothing.
+            memo = {k: v for k, v in memo.items() if workflow.memo_value(k, None) != v}
+        if memo:
+            workflow.upsert_memo(memo)
+        self._upsert_attributes([PAUSED.value_set(self.state.paused)])
+
+    @workflow.query(name=names.STATUS)
+    def status(self) -> LoopStatus:
+        now = workflow.now()
+        up_left = cooldown_left(self.state.last_scale_up_at, self.spec.cooldown.up, now)
+        last_any = latest(self.state.last_scale_up_at, self.state.last_scale_down_at)
+        down_left = cooldown_left(last_any, self.spec.cooldown.down, now)
+        return LoopStatus(
+            workflow_id=workflow.info().workflow_id,
+            service=self.spec.name,
+            replicas=self.state.replicas,
+            min_replicas=self.spec.min_replicas,
+            max_replicas=self.spec.max_replicas,
+            paused=self.state.paused,
+            pause_reason=self.state.pause_reason,
+            paused_by=self.state.paused_by,
+            iteration=self.state.iteration,
+            last_decision=self.state.decisions[-1] if self.state.decisions else None,
+            cooldown_up_until=now + timedelta(seconds=up_left) if up_left else None,
+            cooldown_down_until=now + timedelta(seconds=down_left) if down_left else None,
+            pending_approval=self.state.pending,
+            hold=self.state.hold if manual_hold.in_force(self.state.hold, now) else None,
+            journal_error=(
+                f"decisions from {self.state.journal_gap_from} on not written: "
+                f"{self.state.journal_error}"
+                if self.state.journal_error is not None
+                else None
+            ),
+        )
+
+    @workflow.query(name=names.DECISIONS)
+    def decisions(self, tail: int = 10) -> list[Decision]:
+        return self.state.decisions[-tail:] if tail > 0 else []
+
+    @workflow.query(name=names.LOOP_STATE)
+    def loop_state(self) -> LoopState:
+        """What the next evaluation starts from, for a dry run of the policy elsewhere. A query,
+        so it adds nothing to history: running loops replay unchanged."""
+        return self.state
+
+    @workflow.query(name=names.FORECAST)
+    def forecast(self) -> ForecastView:
+        """What the loop has learnt of its load's rhythm (`docktor forecast`)."""
+        return forecast_view.view(self.spec, self.state.memory, workflow.now())
+
+    @workflow.signal(name=names.NUDGE)
+    def nudge(self) -> None:
+        """Evaluate now instead of at the next tick."""
+        self.nudged = True
+
+    @workflow.update(name=names.PAUSE)
+    def pause(self, request: PauseRequest) -> LoopStatus:
+        """Stop applying automatic decisions; the loop still observes and records."""
+        self.state.paused = True
+        self.state.pause_reason = request.reason or None
+        self.state.paused_by = request.by or None
+        self._publish_state()
+        return self.status()
+
+    @pause.validator
+    def _validate_pause(self, request: PauseRequest) -> None:
+        _refuse(operator_text_problems(reason=request.reason, by=request.by))
+        if self.state.paused:
+            raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
+
+    @workflow.update(name=names.RESUME)
+    def resume(self) -> LoopStatus:
+        """Automatic decisions apply again: ends a pause and a manual scale's hold."""
+        self.state.paused = False
+        self.state.pause_reason = None
+        self.state.paused_by = None
+        self.state.hold = None
+        self._publish_state()
+        return self.status()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if not self.state.paused and not manual_hold.in_force(self.state.hold, workflow.now()):
+            raise ValueError("not paused, and no manual scale is held")
+
+    @workflow.update(name=names.SCALE_TO)
+    async def scale_to(self, request: ManualScale) -> Decision:
+        """An operator's override, recorded as a `manual` decision; the count is then held
+        (request.hold_s, else the service's default) and the cooldown applies. Works while
+        paused too: pausing stops the automatic decisions, not the operator."""
+        self.manual_epoch += 1
+        async with self.scaling:
+            current = self.state.replicas if self.state.replicas is not None else 0
+            who = f" by {request.by}" if request.by else ""
+            why = request.reason or "no reason given"
+            replicas, failure = await self._scale(current, request.replicas, f"manual{who}: {why}")
+            self.manual_done += 1
+        if failure is not None:
+            raise ApplicationError(failure, type="ScaleFailed")
+        reason = f"manual scale{who}: {why}"
+        if workflow.patched(PATCH_MANUAL_HOLD):
+            # The operator's count stands for a while; this scale's hold replaces any earlier
+            # one. The reason ends with the hold, as `docktor scale` reports it.
+            now = workflow.now()
+            hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
+            self.state.hold = hold
+            reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
+        return await self.record(action="manual", current=current, target=replicas, reason=reason)
+
+    @scale_to.validator
+    def _validate_scale_to(self, request: ManualScale) -> None:
+        _refuse(operator_text_problems(reason=request.reason, by=request.by))
+        if hold_problem := manual_hold.problem(request.hold_s):
+            raise ValueError(hold_problem)
+        if self.stopping:
+            raise ValueError(f"the loop for {self.spec.name} is stopping")
+        low, high = self.spec.min_replicas, self.spec.max_replicas
+        if not low <= request.replicas <= high:
+            raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")
+
+    @workflow.update(name=names.APPROVE)
+    def approve(self, verdict: Verdict) -> PendingApproval:
+        return self._decide_pending(True, verdict)
+
+    @approve.validator
+    def _validate_approve(self, verdict: Verdict) -> None:
+        _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
+        self._require_pending()
+
+    @workflow.update(name=names.REJECT)
+    def reject(self, verdict: Verdict) -> PendingApproval:
+        return self._decide_pending(False, verdict)
+
+    @reject.validator
+    def _validate_reject(self, verdict: Verdict) -> None:
+        _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
+        self._require_pending()
+
+    def _require_pending(self) -> None:
+        if self.state.pending is None or self.state.pending.verdict is not None:
+            raise ValueError(f"no decision of {self.spec.name} is awaiting approval")
+
+    def _decide_pending(self, approved: bool, verdict: Verdict) -> PendingApproval:
+        pending = self.state.pending
+        assert pending is not None  # the validator saw to it
+        pending.verdict = approved
+        pending.by = verdict.by or None
+        pending.why = verdict.reason or None
+        return pending
+
+    @workflow.update(name=names.UPDATE_SPEC)
+    def update_spec(self, change: SpecUpdate) -> LoopStatus:
+        """New rules, bounds or model, taken from the next iteration on, without a restart."""
+        self.spec = change.service
+        self.request.service = change.service
+        self.request.llm = change.llm
+        return self.status()
+
+    @update_spec.validator
+    def _validate_spec(self, change: SpecUpdate) -> None:
+        if change.service.name != self.spec.name:
+            raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
+        # The payload decoded as a wire model, which takes what any release wrote; a new spec
+        # must also pass the checks of a config file (a check_interval no timer can hold would
+        # otherwise fail every workflow task from the next iteration on).
+        _refuse(
+            [f"service.{p}" for p in user_config_problems(change.service)]
+            + [f"llm.{p}" for p in user_config_problems(change.llm)]
+        )
+
+
+def _refuse(problems: list[str]) -> None:
+    """A validator's refusal: every problem, on one line."""
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _reraise_cancellation(err: FailureError) -> None:
+    """An activity cancelled because the loop is being cancelled surfaces as an ActivityError
+    (a local activity's as the CancelledError itself); turn it back into the cancellation, or
+    the loop would take it for a failure and go on."""
+    if isinstance(err, CancelledError) or isinstance(err.cause, CancelledError):
+        raise asyncio.CancelledError() from err
+
+
+def _cause(err: FailureError) -> str:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or err)

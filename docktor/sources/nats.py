@@ -1,0 +1,212 @@
+"""Queue metrics from a NATS JetStream consumer (`kind: nats`).
+
+One sample is two JetStream API calls (stream info, consumer info) on one connection per server
+URL, shared by every service that names that URL: ten services on one NATS server are one TCP
+connection, not ten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import ClassVar, Literal
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerInfo, StreamInfo
+from nats.js.errors import NotFoundError
+from pydantic import Field
+
+from docktor.reasons import first_line
+from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.spec import QueueSpec, ServiceSpec
+
+log = logging.getLogger(__name__)
+
+GAUGES = ("queue.backlog", "queue.ack_pending", "queue.redelivered", "queue.waiting", "queue.lag")
+# counter -> the rate the policy derives from two consecutive samples of it
+RATES = {"queue.stream_last_seq": "queue.rate_in", "queue.ack_floor": "queue.rate_out"}
+
+# JetStream API error codes (nats-server's errors.json): which of the two names is missing.
+STREAM_NOT_FOUND = 10059
+CONSUMER_NOT_FOUND = 10014
+# Characters JetStream names cannot hold (as nats-py's own check).
+INVALID_NAME_CHARS = ">*. /\\\t\r\n"
+
+# Short on purpose: an unreachable server must become MetricUnavailable well inside the observe
+# activity's timeout, and the loop retries at its next interval anyway.
+CONNECT_TIMEOUT_S = 2
+REQUEST_TIMEOUT_S = 3.0
+# A pooled connection rides out a short server restart by reconnecting; after that it closes,
+# and the next sample opens a new one.
+MAX_RECONNECT_ATTEMPTS = 3
+RECONNECT_TIME_WAIT_S = 0.5
+
+
+class NatsQueueSpec(QueueSpec):
+    """`queue: {kind: nats, url, stream, consumer}`: a JetStream stream and durable consumer."""
+
+    # The Go tool's files set these; docktor reads the durable consumer `consumer` of `stream`,
+    # whose own filter decides which subjects it sees. They load, with one warning each.
+    IGNORED_FIELDS: ClassVar[dict[str, str]] = {
+        "jetstream": "docktor always reads a JetStream consumer",
+        "subject": "the consumer's own filter decides what it reads",
+    }
+
+    kind: Literal["nats"] = "nats"
+    url: str = "nats://127.0.0.1:4222"
+    jetstream: bool = True
+    stream: str = Field(min_length=1)
+    consumer: str = Field(min_length=1)
+    subject: str | None = None
+
+
+class NatsMetricSource:
+    """MetricSource for `spec.queue`: backlog, lag and the counters rates come from."""
+
+    config_model = NatsQueueSpec
+    provides = (*GAUGES, *RATES.values())
+    rates = RATES
+
+    def __init__(
+        self,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        request_timeout: float = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
+        self._connections: dict[str, NatsClient] = {}
+        # Held across the connect await: without it two services sampled at once would each
+        # find no connection and open one, and one of the two would leak.
+        self._lock = asyncio.Lock()
+
+    @property
+    def connections(self) -> dict[str, NatsClient]:
+        """The pool (URL -> connection), read-only by convention; tests assert on it."""
+        return self._connections
+
+    async def sample(self, spec: ServiceSpec) -> tuple[dict[str, float], dict[str, float]]:
+        queue = _queue(spec)
+        stream, consumer = await self._infos(queue)
+        state = stream.state
+        delivered = consumer.delivered.stream_seq if consumer.delivered else 0
+        acked = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+        gauges: dict[str, float] = {
+            "queue.backlog": float(consumer.num_pending or 0),
+            "queue.ack_pending": float(consumer.num_ack_pending or 0),
+            "queue.redelivered": float(consumer.num_redelivered or 0),
+            "queue.waiting": float(consumer.num_waiting or 0),
+            # Messages in the stream the consumer has not been handed yet. Never negative: a
+            # purged or recreated stream can briefly report a last_seq below the delivered one.
+            "queue.lag": float(max(0, state.last_seq - delivered)),
+        }
+        counters: dict[str, float] = {
+            "queue.stream_last_seq": float(state.last_seq),
+            "queue.ack_floor": float(acked),
+        }
+        return gauges, counters
+
+    async def validate(self, spec: ServiceSpec) -> None:
+        await self._infos(_queue(spec))
+
+    async def close(self) -> None:
+        async with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for connection in connections:
+            try:
+                # Nothing is subscribed, so drain is quick; it still flushes pending requests.
+                await asyncio.wait_for(connection.drain(), timeout=self.connect_timeout)
+            except Exception:  # a connection that is already gone needs no drain
+                if not connection.is_closed:
+                    await connection.close()
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    async def _infos(self, queue: NatsQueueSpec) -> tuple[StreamInfo, ConsumerInfo]:
+        for kind, name in (("stream", queue.stream), ("consumer", queue.consumer)):
+            # nats-py refuses these locally with a ValueError; no retry can fix a name.
+            if any(c in INVALID_NAME_CHARS for c in name):
+                raise MetricConfigError(f"invalid {kind} name {name!r} (no '.', '*', '>', spaces)")
+        connection = await self._connection(queue.url)
+        jsm = connection.jsm(timeout=self.request_timeout)
+        try:
+            stream = await jsm.stream_info(queue.stream)
+        except NotFoundError:
+            raise MetricConfigError(f"stream '{queue.stream}' not found on {queue.url}") from None
+        except Exception as exc:
+            raise self._unavailable(queue, exc) from exc
+        try:
+            consumer = await jsm.consumer_info(queue.stream, queue.consumer)
+        except NotFoundError as exc:
+            if exc.err_code == STREAM_NOT_FOUND:  # deleted between the two calls
+                raise MetricConfigError(
+                    f"stream '{queue.stream}' not found on {queue.url}"
+                ) from None
+            raise MetricConfigError(
+                f"consumer '{queue.consumer}' not found on stream '{queue.stream}' ({queue.url})"
+            ) from None
+        except Exception as exc:
+            raise self._unavailable(queue, exc) from exc
+        return stream, consumer
+
+    def _unavailable(self, queue: NatsQueueSpec, exc: Exception) -> MetricUnavailable:
+        if isinstance(exc, nats.errors.NoRespondersError):
+            why = "JetStream is not enabled on the server (start it with -js)"
+        elif isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
+            why = f"no answer within {self.request_timeout:g}s"
+        else:
+            why = str(exc) or type(exc).__name__
+        return MetricUnavailable(f"{queue.url}: stream '{queue.stream}': {why}")
+
+    async def _connection(self, url: str) -> NatsClient:
+        async with self._lock:
+            connection = self._connections.get(url)
+            if connection is not None and not connection.is_closed:
+                return connection
+            # Closed after its reconnect attempts ran out: replace it now, lazily.
+            self._connections.pop(url, None)
+            connection = await self._connect(url)
+            self._connections[url] = connection
+            return connection
+
+    async def _connect(self, url: str) -> NatsClient:
+        last_error: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            # The client reports each failed attempt here; keep the last one for the message
+            # (the exception it finally raises only says "no servers available").
+            last_error[:] = [exc]
+            log.debug("nats %s: %s", url, exc)
+
+        async def on_disconnect() -> None:
+            log.debug("nats %s: disconnected", url)
+
+        try:
+            return await nats.connect(
+                url,
+                name="docktor",
+                connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
+                allow_reconnect=True,
+                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
+                reconnect_time_wait=RECONNECT_TIME_WAIT_S,  # type: ignore[arg-type]
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+            )
+        except Exception as exc:
+            cause = last_error[0] if last_error else exc
+            detail = _describe_connect_error(cause)
+            raise MetricUnavailable(f"{url}: cannot connect ({detail})") from exc
+
+
+def _queue(spec: ServiceSpec) -> NatsQueueSpec:
+    return queue_block(spec, NatsQueueSpec)
+
+
+def _describe_connect_error(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
+        return "timed out"
+    return first_line(exc)
