@@ -8,8 +8,8 @@ plugin installed from its own package is reachable without touching docktor (doc
 The scan of the installed distributions runs once per process (a worker serves many services
 for a long time; reading every dist-info on each lookup would cost milliseconds per call), and
 each class is loaded on first use only: a broken plugin fails the services that name it, not
-every service. This module imports nothing of docktor's, so config.py can ask it what is
-installed without an import cycle.
+every service. This module imports nothing of docktor's, so the config loader (docktor.spec) can
+ask it what is installed without an import cycle.
 """
 
 from __future__ import annotations

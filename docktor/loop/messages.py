@@ -7,9 +7,9 @@ readable JSON and a field can be added without breaking a running loop.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from docktor.spec import LLMSpec, ServiceSpec
 
@@ -17,6 +17,12 @@ RuleAction = Literal["scale_up", "scale_down", "hold"]
 # `stopped` ends a loop at cancellation; `manual` is an operator's scale_to; `expired` is an
 # approval that lapsed.
 Action = Literal["scale_up", "scale_down", "hold", "stopped", "manual", "expired"]
+
+# The spec models refuse unknown keys (in a user's file they are typos); a payload written by
+# another release may hold fields this one does not know, and must still decode: they are
+# dropped here, until the loop carries its own wire types (docktor/plan.py).
+PayloadServiceSpec = Annotated[ServiceSpec, BeforeValidator(ServiceSpec.known_fields_only)]
+PayloadLLMSpec = Annotated[LLMSpec, BeforeValidator(LLMSpec.known_fields_only)]
 
 # How many decisions the loop keeps in its state (and hands to continue-as-new).
 DECISION_RING = 50
@@ -256,8 +262,8 @@ class AutoscalerInput(BaseModel):
     """The workflow's argument: the service's spec, where to record, and the carried state."""
 
     project: str
-    service: ServiceSpec
-    llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
+    service: PayloadServiceSpec
+    llm: PayloadLLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
     journal_path: str | None = None
     state: LoopState = Field(default_factory=LoopState)
     # Continue-as-new after this many iterations even if the server has not suggested it, so
@@ -270,14 +276,14 @@ class AutoscalerInput(BaseModel):
 
 class ObserveInput(BaseModel):
     project: str
-    service: ServiceSpec
+    service: PayloadServiceSpec
     # The decision log to rebuild the forecast's history from, set while the loop has none yet
     # (a loop started beside an existing log need not wait several cycles to learn its rhythm).
     forecast_seed_from: str | None = None
 
 
 class EvaluateInput(BaseModel):
-    service: ServiceSpec
+    service: PayloadServiceSpec
     observation: Observation
     previous: Observation | None = None
     now: datetime
@@ -295,8 +301,8 @@ class AdviseInput(BaseModel):
     """What the model is shown. Never carries a secret: the API key is read by the activity
     from the worker's environment."""
 
-    service: ServiceSpec
-    llm: LLMSpec
+    service: PayloadServiceSpec
+    llm: PayloadLLMSpec
     proposal: Proposal
     cooldown_up_left: float = 0.0
     cooldown_down_left: float = 0.0
@@ -323,7 +329,7 @@ class Advice(BaseModel):
 
 class ApplyInput(BaseModel):
     project: str
-    service: ServiceSpec
+    service: PayloadServiceSpec
     target_replicas: int
     summary: str = ""
 
@@ -382,8 +388,8 @@ def operator_text_problems(**fields: str) -> list[str]:
 class SpecUpdate(BaseModel):
     """The `update_spec` update: a service's new spec and the model to consult."""
 
-    service: ServiceSpec
-    llm: LLMSpec
+    service: PayloadServiceSpec
+    llm: PayloadLLMSpec
 
 
 class LoopStatus(BaseModel):

@@ -62,15 +62,15 @@ Q = TypeVar("Q", bound=QueueSpec)
 def queue_block(spec: ServiceSpec, model: type[Q]) -> Q:
     """The service's `queue:` block as the source's own model.
 
-    In a workflow payload the block travels as a plain QueueSpec holding every field (the
-    workflow never loads plugins); the source reads it as its own model here, tolerantly, as
-    every payload is read (docktor.spec.Strict)."""
+    A service holds the block as an AnyQueue with every field (the spec loads no plugins); the
+    source reads it as its own model here. A field this release's model does not know (the
+    block came in a payload of another release) is dropped, not refused."""
     if spec.queue is None:
         raise MetricConfigError(f"services.{spec.name}: no queue: section")
     if isinstance(spec.queue, model):
         return spec.queue
     try:
-        return model.model_validate(spec.queue.model_dump())
+        return model.model_validate(model.known_fields_only(spec.queue.model_dump()))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
