@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -193,14 +194,14 @@ def _validate_config(data: dict[str, Any]) -> DocktorConfig:
     return config
 
 
+@dataclass
 class PluginCheck:
     """What check_plugins found in a file: its problems, its warnings, and the file's data
     with each valid `queue:` block as its kind's model wrote it."""
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.problems: list[str] = []
-        self.warnings: list[str] = []
+    data: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_plugins(data: dict[str, Any]) -> PluginCheck:
