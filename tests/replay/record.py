@@ -1,15 +1,18 @@
 """Record the histories that tests/replay/test_replay.py replays: real loops on a real Temporal
 dev server, driven through every path of the workflow (scale up, scale down, hold, pause, manual
-scale, a manual scale's hold, an iteration overlapping a manual scale, approval
-granted/refused/lapsed, LLM fallback, continue-as-new, cancel).
+scale, a manual scale's hold, an iteration overlapping a manual scale, an iteration overtaken by
+one, an update before the run begins, approval granted/refused/lapsed, LLM fallback,
+continue-as-new, cancel).
 
     .venv/bin/python -m tests.replay.record TAG  # writes tests/replay/histories/*.TAG.*.json
     .venv/bin/python -m tests.replay.record TAG manual_hold_resume   # only these scenarios
 
-Re-record only when a change to the workflow is *meant* to be incompatible with running loops,
-i.e. never for a release that loops are running on. For anything else, keep the old histories:
-if they stop replaying, guard the new code path with `workflow.patched("<change-id>")` (old
-histories take the old path, new runs the new one) and add a new recording beside the old ones.
+A TAG is a generation: the runs one release begins. The histories kept are one recording of
+every scenario for each generation of runs that can still be open. A release that changes the
+workflow's commands records its own generation beside the others; when a change would stop an
+older generation from replaying, guard the new code path with `workflow.patched("<change-id>")`
+(old runs take the old path, new runs the new one). A generation's files are deleted when its
+runs can no longer be open, as a patch is retired (docs/upgrading.md, "Workflow patches").
 """
 
 from __future__ import annotations
@@ -326,8 +329,8 @@ async def record(tag: str, only: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # A tag per recording (e.g. the release), so new recordings land beside the old ones: the
-    # old histories are what the loops started by older releases look like.
+    # A tag per generation (the release, or the change it brings), so new recordings land
+    # beside the old ones: the old histories are what runs begun by older releases look like.
     if len(sys.argv) < 2 or not sys.argv[1].isidentifier() or set(sys.argv[2:]) - set(SCENARIOS):
         sys.exit(
             "usage: python -m tests.replay.record TAG [SCENARIO...]   (TAG: letters, digits, _; "
