@@ -73,7 +73,7 @@ APPLY_RETRY = RetryPolicy(
 ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-# Retired patches (docs/upgrading.md, "Changing the workflow"): each was added with
+# Retired patches (docs/upgrading.md, "Workflow patches"): each was added with
 # workflow.patched by an earlier release, and no run that began before that release can still
 # be open, so only the new path is left. deprecate_patch stands where patched stood: it matches
 # the marker that runs begun by the previous release carry, and writes a marker flagged
