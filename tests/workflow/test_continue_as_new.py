@@ -84,5 +84,5 @@ async def test_a_new_loop_continues_as_new_after_a_short_run(
     for decision in decisions:
         runs.setdefault(decision.run_id, []).append(decision.iteration)
     first = runs[handle.first_execution_run_id]
-    assert first == list(range(1, 26))  # 25 iterations a run (SHORT_ITERATIONS_PER_RUN)
+    assert first == list(range(1, 26))  # 25 iterations a run (ITERATIONS_PER_RUN)
     await cancel_and_wait(env, handle)
