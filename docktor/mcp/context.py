@@ -1,5 +1,5 @@
-"""What every MCP tool, resource and prompt is handed: the app, who acts, and how a failure
-reaches the agent."""
+"""What every MCP tool, resource and prompt is handed: the app, who acts, a loop's status as
+views.StatusView, and how a failure reaches the agent."""
 
 from __future__ import annotations
 
