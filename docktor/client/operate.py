@@ -41,6 +41,7 @@ from docktor.loop.messages import (
     Proposal,
     Verdict,
 )
+from docktor.plan import ServicePlan
 from docktor.sources.sampling import Sampler
 from docktor.spec import DocktorConfig, parse_duration
 
@@ -470,7 +471,7 @@ async def _stop_loop(
 
 
 async def _stop_replicas(config: DocktorConfig, result: Down) -> None:
-    spec = config.service(result.service)
+    spec = ServicePlan.from_spec(config.service(result.service))
     what = f"{spec.backend} backend"
     project = config.project or ""
     try:
@@ -597,14 +598,15 @@ async def what_if(
 
 async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Observation:
     try:
-        observation, _ = await sampler.observe(config.service(service), config.project or "")
+        plan = ServicePlan.from_spec(config.service(service))
+        observation, _ = await sampler.observe(plan, config.project or "")
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
     return observation
 
 
 async def _count_replicas(config: DocktorConfig, service: str) -> int:
-    spec = config.service(service)
+    spec = ServicePlan.from_spec(config.service(service))
     try:
         async with one_backend(spec) as backend:
             return await backend.replicas(spec, config.project or "")

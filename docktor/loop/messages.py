@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from docktor.spec import LLMSpec, ServiceSpec
+from docktor.plan import LLMPlan, ServicePlan
 
 RuleAction = Literal["scale_up", "scale_down", "hold"]
 # `stopped` ends a loop at cancellation; `manual` is an operator's scale_to; `expired` is an
@@ -231,7 +231,7 @@ class LoopState(BaseModel):
         self.decisions.append(decision)
         del self.decisions[:-DECISION_RING]
 
-    def forecast_seed_from(self, spec: ServiceSpec, journal_path: str | None) -> str | None:
+    def forecast_seed_from(self, spec: ServicePlan, journal_path: str | None) -> str | None:
         """The decision log the next observation should seed the forecast from: only while
         predictive pre-scaling is on and the forecast has no history yet."""
         if not spec.predict.enabled or self.memory.forecast is not None:
@@ -253,11 +253,11 @@ class LoopState(BaseModel):
 
 
 class AutoscalerInput(BaseModel):
-    """The workflow's argument: the service's spec, where to record, and the carried state."""
+    """The workflow's argument: the service's plan, where to record, and the carried state."""
 
     project: str
-    service: ServiceSpec
-    llm: LLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
+    service: ServicePlan
+    llm: LLMPlan = Field(default_factory=LLMPlan.none)
     journal_path: str | None = None
     state: LoopState = Field(default_factory=LoopState)
     # Continue-as-new after this many iterations even if the server has not suggested it, so
@@ -270,14 +270,14 @@ class AutoscalerInput(BaseModel):
 
 class ObserveInput(BaseModel):
     project: str
-    service: ServiceSpec
+    service: ServicePlan
     # The decision log to rebuild the forecast's history from, set while the loop has none yet
     # (a loop started beside an existing log need not wait several cycles to learn its rhythm).
     forecast_seed_from: str | None = None
 
 
 class EvaluateInput(BaseModel):
-    service: ServiceSpec
+    service: ServicePlan
     observation: Observation
     previous: Observation | None = None
     now: datetime
@@ -295,8 +295,8 @@ class AdviseInput(BaseModel):
     """What the model is shown. Never carries a secret: the API key is read by the activity
     from the worker's environment."""
 
-    service: ServiceSpec
-    llm: LLMSpec
+    service: ServicePlan
+    llm: LLMPlan
     proposal: Proposal
     cooldown_up_left: float = 0.0
     cooldown_down_left: float = 0.0
@@ -323,7 +323,7 @@ class Advice(BaseModel):
 
 class ApplyInput(BaseModel):
     project: str
-    service: ServiceSpec
+    service: ServicePlan
     target_replicas: int
     summary: str = ""
 
@@ -380,10 +380,11 @@ def operator_text_problems(**fields: str) -> list[str]:
 
 
 class SpecUpdate(BaseModel):
-    """The `update_spec` update: a service's new spec and the model to consult."""
+    """The `update_spec` update: a service's new plan (built from its new spec) and the model
+    to consult. The names are the update's, kept so that a client of any release is read."""
 
-    service: ServiceSpec
-    llm: LLMSpec
+    service: ServicePlan
+    llm: LLMPlan
 
 
 class LoopStatus(BaseModel):

@@ -40,10 +40,10 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         operator_text_problems,
     )
+    from docktor.plan import ServicePlan
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
     from docktor.policy import predict as forecast_view
-    from docktor.spec import ServiceSpec, user_config_problems
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
@@ -104,7 +104,7 @@ class ServiceAutoscaler:
     @workflow.init
     def __init__(self, request: AutoscalerInput) -> None:
         self.request = request
-        self.spec: ServiceSpec = request.service
+        self.spec: ServicePlan = request.service
         self.state = request.state
         self.nudged = False
         # One scale at a time: an operator's scale_to and the loop's own apply both run
@@ -727,12 +727,12 @@ class ServiceAutoscaler:
     def _validate_spec(self, change: SpecUpdate) -> None:
         if change.service.name != self.spec.name:
             raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
-        # The payload decoded as a wire model, which takes what any release wrote; a new spec
-        # must also pass the checks of a config file (a check_interval no timer can hold would
-        # otherwise fail every workflow task from the next iteration on).
+        # The payload decoded as a wire model, which takes what any release wrote; a new plan
+        # must also be one a loop can run (a check_interval no timer can hold would otherwise
+        # fail every workflow task from the next iteration on).
         _refuse(
-            [f"service.{p}" for p in user_config_problems(change.service)]
-            + [f"llm.{p}" for p in user_config_problems(change.llm)]
+            [f"service.{p}" for p in change.service.problems()]
+            + [f"llm.{p}" for p in change.llm.problems()]
         )
 
 

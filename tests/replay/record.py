@@ -47,8 +47,8 @@ from docktor.loop.messages import (
     Verdict,
 )
 from docktor.loop.worker import build_worker
+from docktor.plan import LLMPlan
 from docktor.policy import hold as policy_hold
-from docktor.spec import LLMSpec
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
 from workflows import ServiceAutoscaler
 
@@ -152,7 +152,7 @@ async def approvals(client: Client, world: RecordedWorld) -> list[WorkflowHandle
 async def llm_fallback(client: Client, world: RecordedWorld) -> list[WorkflowHandle]:
     world.replicas, world.backlog = 1, 900
     spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
-    handle = await start(client, spec, llm=LLMSpec(provider="dmr"))
+    handle = await start(client, spec, llm=LLMPlan(provider="dmr"))
     await decided(handle, 2)
     await handle.cancel()
     await handle.result()

@@ -33,6 +33,7 @@ from docktor.loop.messages import (
     ObserveInput,
     RecordInput,
 )
+from docktor.plan import ServicePlan
 from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
 from workflows import ServiceAutoscaler
 
@@ -153,7 +154,8 @@ async def start(
 ) -> WorkflowHandle[ServiceAutoscaler, LoopStatus]:
     fields: dict[str, object] = {
         "project": "test",
-        "service": spec,
+        # Built as the starter builds it: once, from the spec.
+        "service": ServicePlan.from_spec(spec),
         # The scripted `record` activity keeps decisions in memory; the path is never opened.
         "journal_path": "/unused/decisions.jsonl",
         "search_attributes": False,

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from activities import LoopActivities
 from docktor.loop.messages import Advice, AdviseInput, EvaluateInput, ManualScale, Proposal
 from docktor.loop.worker import build_worker
-from docktor.spec import LLMSpec
+from docktor.plan import LLMPlan
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
@@ -113,7 +113,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
     activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
     async with build_worker(env.client, TASK_QUEUE, [*activities, gated.advise]):
         spec = service_spec(check_interval=1, cooldown={"up": 0})
-        handle = await start(env.client, spec, llm=LLMSpec(provider="dmr"))
+        handle = await start(env.client, spec, llm=LLMPlan(provider="dmr"))
         await decisions_after(env, handle, 1, step_seconds=POLL)
         gated.gate = asyncio.Event()
 
