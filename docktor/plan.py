@@ -184,6 +184,14 @@ class QueueBlock(Wire):
     kind: str = "nats"
     metrics: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _of_any_kind(cls, data: Any) -> Any:
+        # A kind's own model (docktor.sources.nats.NatsQueueSpec, a plugin's): its fields.
+        if isinstance(data, BaseModel) and not isinstance(data, QueueBlock):
+            return data.model_dump()
+        return data
+
 
 class ServicePlan(Wire):
     """One service as its loop runs it: the resolved spec's settings, under the same names."""
