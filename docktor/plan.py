@@ -251,8 +251,12 @@ class ServicePlan(Wire):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        rules = data.get("rules") if isinstance(data.get("rules"), dict) else {}
-        has_rules = bool(rules.get("scale_up_when") or rules.get("scale_down_when"))
+        rules = data.get("rules")
+        if isinstance(rules, BaseModel):  # built in code, with the models
+            rules = rules.model_dump()
+        has_rules = isinstance(rules, dict) and bool(
+            rules.get("scale_up_when") or rules.get("scale_down_when")
+        )
         if data.get("policy") is None:
             target_wanted = bool(data.get("target") or data.get("queue"))
             data["policy"] = "step" if has_rules or not target_wanted else "target"
@@ -301,6 +305,7 @@ class ServicePlan(Wire):
         the loop or its arithmetic - a timer no clock can hold, a count beyond int32, a
         division by zero, bounds the wrong way round."""
         found = _Problems()
+        found.version(self.version)
         if not self.name or not re.match(SERVICE_NAME_PATTERN, self.name):
             found.add("name", f"{self.name!r} is not a service name")
         elif len(self.name) > MAX_NAME_LENGTH:
@@ -394,6 +399,7 @@ class LLMPlan(Wire):
 
     def problems(self) -> list[str]:
         found = _Problems()
+        found.version(self.version)
         found.duration("timeout_s", self.timeout_s, positive=True)
         found.count("max_step", self.max_step, 1)
         return found.lines
@@ -407,6 +413,13 @@ class _Problems:
 
     def add(self, field: str, why: str) -> None:
         self.lines.append(f"{field}: {why}")
+
+    def version(self, version: int) -> None:
+        """A plan written by a newer release may mean something this one would misread: a
+        client ahead of the workers waits for them."""
+        if version > PLAN_VERSION:
+            newer = f"{version} is newer than this worker's ({PLAN_VERSION})"
+            self.add("version", f"{newer}; upgrade the workers first")
 
     def duration(self, field: str, seconds: float | None, positive: bool = False) -> None:
         """A duration becomes a durable timer or a timedelta in the workflow: one beyond what

@@ -250,6 +250,7 @@ def test_a_payload_of_the_wrong_shape_does_not_decode() -> None:
         ({"name": "a/b"}, "name: 'a/b' is not a service name"),
         ({"name": "x" * 64}, "name: is longer than 63 characters"),
         ({"command": []}, "command: must name a program"),
+        ({"version": 2}, "version: 2 is newer than this worker's (1)"),
     ],
 )
 def test_problems_name_what_a_loop_cannot_run(fields: dict[str, Any], problem: str) -> None:
