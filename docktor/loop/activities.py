@@ -57,7 +57,7 @@ log = logging.getLogger("docktor.activities")
 
 class LoopActivities:
     """One instance per worker: it owns the metric sources (and their pooled connections) and
-    the backend instances, for the worker's life; the service's spec comes with each call."""
+    the backend instances, for the worker's life; the service's plan comes with each call."""
 
     def __init__(self, metrics: DocktorMetrics | None = None) -> None:
         self.backends = Backends()
