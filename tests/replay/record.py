@@ -274,7 +274,7 @@ async def overridden_iteration(client: Client, world: RecordedWorld) -> list[Wor
     world.replicas, world.backlog = 1, 900
     world.advise_gate = asyncio.Event()
     spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
-    handle = await start(client, spec, llm=LLMSpec(provider="dmr"))
+    handle = await start(client, spec, llm=LLMPlan(provider="dmr"))
 
     async def asking() -> bool:
         return world.advised > 0
