@@ -43,8 +43,8 @@ CONVERTER = pydantic_data_converter.payload_converter
 
 
 def recorded_inputs(path: Path) -> list[tuple[str, Any, type[BaseModel]]]:
-    """(where, payload, its type) for the workflow's input, each continue-as-new's input and
-    every scheduled activity's input in one recorded history."""
+    """(where, payload, its type) for the workflow's input, each continue-as-new's input, every
+    scheduled activity's input and every accepted update_spec in one recorded history."""
     history = WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
     found: list[tuple[str, Any, type[BaseModel]]] = []
     for event in history.events:
@@ -57,6 +57,11 @@ def recorded_inputs(path: Path) -> list[tuple[str, Any, type[BaseModel]]]:
                 payload
             ) in event.workflow_execution_continued_as_new_event_attributes.input.payloads:
                 found.append((where, payload, AutoscalerInput))
+        elif event.HasField("workflow_execution_update_accepted_event_attributes"):
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == names.UPDATE_SPEC:
+                for payload in request.input.args.payloads:
+                    found.append((where, payload, SpecUpdate))
         elif event.HasField("activity_task_scheduled_event_attributes"):
             scheduled = event.activity_task_scheduled_event_attributes
             as_type = ACTIVITY_INPUTS[scheduled.activity_type.name]
@@ -82,8 +87,8 @@ def agrees(written: Any, decoded: Any, where: str) -> None:
 
 def test_there_are_recordings_with_every_activity() -> None:
     kinds = {t for path in HISTORIES for _, _, t in recorded_inputs(path)}
-    # evaluate runs as a local activity in the recordings: its input is not in history.
-    assert kinds >= {AutoscalerInput, ObserveInput, AdviseInput, ApplyInput, RecordInput}
+    # observe and evaluate run as local activities: their inputs are not in history.
+    assert kinds >= {AutoscalerInput, AdviseInput, ApplyInput, RecordInput}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
