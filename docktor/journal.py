@@ -13,7 +13,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from docktor.loop.messages import Decision, Observation, WarmStart
-from docktor.policy import forecast, predict
+from docktor.policy.forecast import model as forecast
+from docktor.policy.forecast import stage as predict
 from docktor.spec import ServiceSpec
 
 # How much of the end of the log a warm start reads: the forecast keeps three days at most

@@ -557,15 +557,9 @@ async def what_if(
             replicas = await _count_replicas(config, service)
         observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
     loop = state or LoopState()
-    proposal = policy.decide(
-        spec,
-        observation,
-        loop.last_sample,
-        now,
-        loop.last_scale_up_at,
-        loop.last_scale_down_at,
-        loop.memory,
-    )
+    # The loop's whole policy state (its hold and the count it expects included), so this is
+    # what its next iteration decides for the same observation.
+    proposal = policy.decide(spec, observation, loop.policy_state(), now)
     # The memory is the policy's bookkeeping for the next call, not part of the answer.
     proposal.memory = None
     notes = []

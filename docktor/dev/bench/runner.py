@@ -12,7 +12,7 @@ from docktor.dev.bench.reference import KedaHpa, Oracle, Seed
 from docktor.dev.bench.scenario import Scenario
 from docktor.dev.bench.simulate import DT, Controller, Run, simulate
 from docktor.loop.messages import PolicyMemory
-from docktor.policy.predict import learn_from_log
+from docktor.policy.forecast.stage import learn_from_log
 from docktor.spec import DocktorConfig, ServiceSpec
 
 ORACLE = "oracle"
