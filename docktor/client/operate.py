@@ -543,7 +543,7 @@ async def what_if(
 ) -> DryRun:
     """Run the real policy (docktor.policy.decide) on the given metrics, or on a fresh
     observation, from the loop's own state when its loop runs."""
-    spec = config.service(check_service(config, service))
+    check_service(config, service)
     now = now or datetime.now(UTC)
     state, why = await _loop_state(config, service, address)
     if metrics is None:
@@ -556,6 +556,20 @@ async def what_if(
         if replicas is None:
             replicas = await _count_replicas(config, service)
         observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
+    return dry_run(config, service, observation, state, why, now)
+
+
+def dry_run(
+    config: DocktorConfig,
+    service: str,
+    observation: Observation,
+    state: LoopState | None,
+    why: str | None,
+    now: datetime,
+) -> DryRun:
+    """The decision `what_if` reports, once it has the observation and the loop's state (None,
+    and `why` not, when no loop answered). Pure."""
+    spec = config.service(service)
     loop = state or LoopState()
     # The loop's whole policy state (its hold and the count it expects included), so this is
     # what its next iteration decides for the same observation.
