@@ -95,17 +95,7 @@ class LoopActivities:
 
     @activity.defn(name=names.EVALUATE)
     async def evaluate(self, request: EvaluateInput) -> Proposal:
-        return policy.decide(
-            request.service,
-            request.observation,
-            request.previous,
-            request.now,
-            request.last_scale_up_at,
-            request.last_scale_down_at,
-            request.memory,
-            request.expected_replicas,
-            request.hold,
-        )
+        return policy.decide(request.service, request.observation, request.state, request.now)
 
     @activity.defn(name=names.ADVISE)
     async def advise(self, request: AdviseInput) -> Advice:

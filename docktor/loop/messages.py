@@ -7,9 +7,9 @@ readable JSON and a field can be added without breaking a running loop.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from docktor.plan import LLMPlan, ServicePlan
 
@@ -23,7 +23,7 @@ DECISION_RING = 50
 
 
 class Ring(BaseModel):
-    """Per-bucket mean rates at one resolution (docktor/policy/forecast.py)."""
+    """Per-bucket mean rates at one resolution (docktor/policy/forecast/model.py)."""
 
     step: float
     # Index (epoch seconds // step) of the bucket being filled, and its running sum and count.
@@ -203,6 +203,25 @@ class ManualHold(BaseModel):
     by: str = ""
 
 
+class PolicyState(BaseModel):
+    """Everything the policy reads from the loop, besides the plan, the observation and the
+    clock: one value (LoopState.policy_state), so no caller of `policy.decide` can leave an
+    input out, and a new one reaches every caller at once."""
+
+    # The sample before this one: rates are measured against it.
+    previous: Observation | None = None
+    # The last applied scales: the cooldowns count from them.
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None
+    # The windows, rate limits, learnt rate and forecast; decide works on a copy.
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    # The count the loop last set or saw confirmed: fewer running means replicas died on their
+    # own, and the decision says so.
+    expected_replicas: int | None = None
+    # An operator's hold: while it is in force, the policy's target is the held count.
+    hold: ManualHold | None = None
+
+
 class LoopState(BaseModel):
     """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
 
@@ -230,6 +249,18 @@ class LoopState(BaseModel):
     def remember(self, decision: Decision) -> None:
         self.decisions.append(decision)
         del self.decisions[:-DECISION_RING]
+
+    def policy_state(self) -> PolicyState:
+        """What the policy reads from this state. The loop's evaluation, `what_if` and the
+        control benchmark all decide from this, so none can forget the hold or a scale time."""
+        return PolicyState(
+            previous=self.last_sample,
+            last_scale_up_at=self.last_scale_up_at,
+            last_scale_down_at=self.last_scale_down_at,
+            memory=self.memory,
+            expected_replicas=self.replicas,
+            hold=self.hold,
+        )
 
     def forecast_seed_from(self, spec: ServicePlan, journal_path: str | None) -> str | None:
         """The decision log the next observation should seed the forecast from: only while
@@ -279,16 +310,19 @@ class ObserveInput(BaseModel):
 class EvaluateInput(BaseModel):
     service: ServicePlan
     observation: Observation
-    previous: Observation | None = None
     now: datetime
-    last_scale_up_at: datetime | None = None
-    last_scale_down_at: datetime | None = None
-    memory: PolicyMemory = Field(default_factory=PolicyMemory)
-    # The count the loop last set or saw confirmed: fewer running means replicas died on their
-    # own, and the decision says so (None from a release that did not send it).
-    expected_replicas: int | None = None
-    # An operator's hold: while it is in force, the policy's target is the held count.
-    hold: ManualHold | None = None
+    state: PolicyState = Field(default_factory=PolicyState)
+
+    @model_validator(mode="before")
+    @classmethod
+    def nest_flat_state(cls, data: Any) -> Any:
+        """Releases before PolicyState sent its fields flat, under the same names: the one
+        place an evaluation of theirs is read as one of now."""
+        if not isinstance(data, dict) or "state" in data:
+            return data
+        flat = {name: data[name] for name in PolicyState.model_fields if name in data}
+        rest = {key: value for key, value in data.items() if key not in flat}
+        return {**rest, "state": flat}
 
 
 class AdviseInput(BaseModel):

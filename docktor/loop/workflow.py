@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from docktor.plan import ServicePlan
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
-    from docktor.policy import predict as forecast_view
+    from docktor.policy.forecast import stage as forecast_view
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
@@ -255,13 +255,8 @@ class ServiceAutoscaler:
                 EvaluateInput(
                     service=self.spec,
                     observation=observation,
-                    previous=self.state.last_sample,
                     now=workflow.now(),
-                    last_scale_up_at=self.state.last_scale_up_at,
-                    last_scale_down_at=self.state.last_scale_down_at,
-                    memory=self.state.memory,
-                    expected_replicas=self.state.replicas,
-                    hold=self.state.hold,
+                    state=self.state.policy_state(),
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
             )

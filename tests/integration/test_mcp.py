@@ -410,6 +410,40 @@ async def test_what_if_is_what_the_loop_then_decides(stack: Stack) -> None:
         assert signals == ["mcp:pytest"]
 
 
+async def test_what_if_during_a_hold_is_what_the_loop_then_records(stack: Stack) -> None:
+    """An operator's hold is part of the loop's policy state: the dry run keeps the held count
+    as the loop does, instead of answering what the policy would do without the hold."""
+    async with stack.stdio("--allow-control") as session:
+        await call(
+            session, "scale_to", service="consumer", replicas=2, reason="hold it", hold="10m"
+        )
+        dry = await call(session, "what_if", service="consumer")
+        assert dry["from_loop"] is True
+        proposal = dry["proposal"]
+        # The backlog asks for more (scale_up to 3); the hold keeps 2 and says what was wanted.
+        assert (proposal["action"], proposal["current_replicas"], proposal["target_replicas"]) == (
+            "hold",
+            2,
+            2,
+        ), proposal["reason"]
+        assert proposal["reason"].startswith("held by manual scale until ")
+        assert "the policy wanted scale_up to 3: queue.backlog 500 > 100" in proposal["reason"]
+
+        before = await stack.recorded("consumer")
+        await call(session, "nudge", service="consumer", reason="compare with the dry run")
+
+        async def decided() -> bool:
+            return await stack.recorded("consumer") > before
+
+        await async_wait_for(decided, 30, "the nudged decision")
+        latest = (await call(session, "explain_decisions", service="consumer", tail=1))[
+            "decisions"
+        ][0]
+        for key in ("action", "current_replicas", "target_replicas", "reason", "matched_rules"):
+            assert latest[key] == proposal[key], key
+        assert latest["observations"] == proposal["observations"]
+
+
 # ---- control over HTTP ----------------------------------------------------------------------
 
 

@@ -634,7 +634,7 @@ def test_no_metric_value_breaks_a_decision_or_its_payload(
     """Metric values are not trusted: NaN, infinities, enormous and tiny values, as a source
     might report them, go through the sampler's filter and the policy, and the proposal is
     within bounds and survives the JSON payload the workflow decodes."""
-    from docktor.loop.messages import Observation
+    from docktor.loop.messages import Observation, PolicyState
     from docktor.policy import decide
     from docktor.sources.sampling import COUNTER_LIMIT, METRIC_LIMIT, finite_values
 
@@ -659,7 +659,7 @@ def test_no_metric_value_breaks_a_decision_or_its_payload(
 
     previous, current = observed(now - timedelta(seconds=4), 0.5), observed(now, 1.0)
     memory = PolicyMemory(per_replica_rate=learned)
-    proposal = decide(spec, current, previous, now, memory=memory)
+    proposal = decide(spec, current, PolicyState(previous=previous, memory=memory), now)
     assert MIN <= proposal.target_replicas <= MAX
     for value in (backlog, cpu):
         if not math.isfinite(value):

@@ -168,7 +168,7 @@ def simulated_figures(
         shape="step",
         repeat_every=every,
     )
-    controller = DocktorController(f"config:{spec.name}", spec)
+    controller = DocktorController(f"config:{spec.name}", ServicePlan.from_spec(spec))
     run = simulate(
         controller,
         scenario.rates(DT),
