@@ -37,8 +37,9 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from docktor.loop.messages import Advice, AdviseInput, Decision, Proposal, Provenance
+from docktor.plan import LLMPlan
 from docktor.policy import action_for, settle
-from docktor.spec import ConfigError, LLMSpec, format_number
+from docktor.spec import ConfigError, format_number
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class _Fallback(Exception):
     """The model's answer cannot be used; the message is the short `fallback` reason."""
 
 
-def api_key_for(llm: LLMSpec) -> str | None:
+def api_key_for(llm: LLMPlan) -> str | None:
     """The key the provider needs, from the environment (never from the config or the workflow
     input, so it cannot end up in history)."""
     if llm.provider != "openai":
@@ -116,7 +117,7 @@ def api_key_for(llm: LLMSpec) -> str | None:
     return key
 
 
-def client_for(llm: LLMSpec, api_key: str | None) -> openai.AsyncOpenAI:
+def client_for(llm: LLMPlan, api_key: str | None) -> openai.AsyncOpenAI:
     # No retries in the client: the activity has its own (at most one) retry, and a loop
     # iteration must not wait through the client's exponential backoff.
     return openai.AsyncOpenAI(
@@ -135,7 +136,7 @@ class Clients:
     def __init__(self) -> None:
         self._clients: dict[tuple[str, str | None, float], openai.AsyncOpenAI] = {}
 
-    def get(self, llm: LLMSpec, api_key: str | None) -> openai.AsyncOpenAI:
+    def get(self, llm: LLMPlan, api_key: str | None) -> openai.AsyncOpenAI:
         key = (llm.base_url, api_key, llm.timeout_s)
         client = self._clients.get(key)
         if client is None:
@@ -267,7 +268,7 @@ def _elapsed_ms(started: float) -> float:
 
 
 async def _ask(
-    llm: LLMSpec, api_key: str | None, messages: list[dict[str, str]], clients: Clients | None
+    llm: LLMPlan, api_key: str | None, messages: list[dict[str, str]], clients: Clients | None
 ) -> ModelAnswer:
     """One answer from the model, or _Fallback. The whole exchange (including the retry
     without response_format) is held to llm.timeout_s: the client's own timeout applies per
@@ -287,7 +288,7 @@ async def _ask(
 
 
 async def _complete(
-    client: openai.AsyncOpenAI, llm: LLMSpec, messages: list[dict[str, str]]
+    client: openai.AsyncOpenAI, llm: LLMPlan, messages: list[dict[str, str]]
 ) -> str:
     try:
         # Structured output where the server supports it: a JSON object, nothing around it.
@@ -359,7 +360,7 @@ def _json_type(value: Any) -> str:
     )
 
 
-def describe_api_error(exc: openai.APIError, llm: LLMSpec) -> str:
+def describe_api_error(exc: openai.APIError, llm: LLMPlan) -> str:
     """A few words for a failed request. Built from the status and the kind of failure only:
     the server's own message is left out, as nothing guarantees it does not echo a header."""
     if isinstance(exc, openai.APITimeoutError):
@@ -446,7 +447,7 @@ def _round(value: float) -> float | int:
 # ---- listing models and the start-up check ---------------------------------------------------
 
 
-async def list_models(llm: LLMSpec, api_key: str | None = None) -> list[str]:
+async def list_models(llm: LLMPlan, api_key: str | None = None) -> list[str]:
     """The model ids the server offers (GET {base_url}/models), or LLMUnavailable."""
     client = client_for(llm, api_key)
     try:
@@ -469,7 +470,7 @@ async def list_models(llm: LLMSpec, api_key: str | None = None) -> list[str]:
         await client.close()
 
 
-async def check_llm(llm: LLMSpec) -> str | None:
+async def check_llm(llm: LLMPlan) -> str | None:
     """None when the server answers and lists the configured model; otherwise one line saying
     what is wrong. The worker calls this once at start-up."""
     if llm.provider == "none":

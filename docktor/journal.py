@@ -13,8 +13,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from docktor.loop.messages import Decision, Observation, WarmStart
-from docktor.policy import forecast, predict
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
+from docktor.policy.forecast import model as forecast
+from docktor.policy.forecast import stage as predict
 
 # How much of the end of the log a warm start reads: the forecast keeps three days at most
 # (forecast.RINGS), which at one decision every few seconds is tens of MB.
@@ -141,7 +142,7 @@ def _recent_keys(journal: Path) -> dict[str, None]:
     return seen.keys
 
 
-def warm_start(path: str | Path, spec: ServiceSpec, workflow_id: str, now: datetime) -> WarmStart:
+def warm_start(path: str | Path, spec: ServicePlan, workflow_id: str, now: datetime) -> WarmStart:
     """What this loop's earlier decisions in the log tell a loop that starts without history:
     the forecast's rate history (queue.rate_in and time) and what one replica handles
     (estimated from the logged samples as the policy estimates it live). Empty when the log is

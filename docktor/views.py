@@ -3,6 +3,8 @@ columns otherwise (pipes, logs, grep), and JSON for scripts.
 
 Pure formatting: everything arrives as models from docktor/client/operate.py, and `now` is
 passed in so that ages and countdowns are computed against one instant for the whole table.
+A service's status is computed once, as a StatusView (status_view()); the table's cells, the
+JSON and `docktor mcp` are all read from it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -21,7 +23,6 @@ from docktor.client.operate import ServiceState
 from docktor.loop.messages import (
     Decision,
     ForecastView,
-    LoopStatus,
     ManualHold,
     PendingApproval,
     Provenance,
@@ -100,93 +101,27 @@ def _observed_text(values: dict[str, float]) -> str:
     return ", ".join(f"{name}={format_number(value)}" for name, value in values.items()) or "-"
 
 
-def _paused_text(status: LoopStatus) -> str:
-    if not status.paused:
-        return "no"
-    text = f"yes: {status.pause_reason}" if status.pause_reason else "yes"
-    return f"{text} (by {status.paused_by})" if status.paused_by else text
-
-
-def _detail_text(status: LoopStatus) -> str:
-    """The last decision's reason, after what the operator must know first: decisions are
-    not reaching the log."""
-    reason = status.last_decision.reason if status.last_decision else ""
-    if status.journal_error is None:
-        return reason
-    problem = f"decision log not written: {status.journal_error}"
-    return f"{problem}; {reason}" if reason else problem
-
-
-def _cooldown_text(status: LoopStatus, now: datetime) -> str:
-    parts = []
-    for direction, until in (
-        ("up", status.cooldown_up_until),
-        ("down", status.cooldown_down_until),
-    ):
-        left = seconds_until(until, now)
-        if left is not None:
-            parts.append(f"{direction} {span(left)}")
-    return ", ".join(parts) or "-"
-
-
-def _held_text(status: LoopStatus, now: datetime) -> str:
-    """A manual scale's hold: `3 until 14:03:12 UTC (4m10s)`."""
-    hold = status.hold
-    left = seconds_until(hold.until if hold else None, now)
-    if hold is None or left is None:
-        return "-"
-    return f"{hold.replicas} until {hold.until:%H:%M:%S} UTC ({span(left)})"
-
-
-def _approval_text(status: LoopStatus, now: datetime) -> str:
-    pending = status.pending_approval
-    if pending is None:
-        return "-"
-    left = seconds_until(pending.expires_at, now)
-    expires = f"expires in {span(left)}" if left is not None else "expiring"
-    return f"{pending.current_replicas} -> {pending.target_replicas}, {expires}"
-
-
 # ---- status ----------------------------------------------------------------------------------
 
 
-def status_cells(state: ServiceState, now: datetime) -> list[str]:
-    """One row, in STATUS_HEADERS order."""
-    status = state.status
-    if status is None:
-        problem = state.problem or "not running"
-        last = "not running" if problem == "not running" else "no answer"
-        detail = "" if problem == "not running" else problem
-        return [state.service, "-", "-", "-", last, "-", "-", "-", "-", state.workflow_id, detail]
-    last = status.last_decision
-    return [
-        state.service,
-        "?" if status.replicas is None else str(status.replicas),
-        f"{status.min_replicas}..{status.max_replicas}",
-        _paused_text(status),
-        last.action if last else "-",
-        f"{span((now - last.timestamp).total_seconds())} ago" if last else "-",
-        _cooldown_text(status, now),
-        _held_text(status, now),
-        _approval_text(status, now),
-        status.workflow_id,
-        _detail_text(status),
-    ]
-
-
-class StatusRow(BaseModel):
-    """One service in `docktor status --json` and `docktor mcp`'s service_status: the same
-    keys on every row, null where there is no loop."""
+class StatusView(BaseModel):
+    """One service's status as every interface shows it: a row of `docktor status` (table or
+    plain columns), an element of `docktor status --json`, and `docktor mcp`'s service_status,
+    status resource and control results. Built only by status_view(); the same keys on every
+    row, null where there is no loop."""
 
     service: str
     workflow_id: str
-    running: bool
+    # True: the loop answered. False: no loop runs for the service. None: it could not be
+    # asked or did not answer (Temporal unreachable, no worker); `problem` says which.
+    running: bool | None
     problem: str | None = None
     replicas: int | None = None
     min_replicas: int | None = None
     max_replicas: int | None = None
     paused: bool | None = None
     pause_reason: str | None = None
+    # Who paused (a user, or mcp:<client>), kept apart from the reason and shown once.
     paused_by: str | None = None
     iteration: int | None = None
     last_decision: Decision | None = None
@@ -202,64 +137,148 @@ class StatusRow(BaseModel):
     journal_error: str | None = None
 
 
-def status_row(state: ServiceState, now: datetime) -> StatusRow:
+# What collect_status says of a service with no loop, as opposed to one that did not answer.
+NOT_RUNNING = "not running"
+
+
+def status_view(state: ServiceState, now: datetime) -> StatusView:
+    """The one place a loop's answer (or its absence) becomes what is shown; ages and
+    countdowns are against `now`, one instant for every row."""
     status = state.status
-    row = StatusRow(
+    if status is None:
+        problem = state.problem or NOT_RUNNING
+        return StatusView(
+            service=state.service,
+            workflow_id=state.workflow_id,
+            running=False if problem == NOT_RUNNING else None,
+            problem=problem,
+        )
+    last, pending, hold = status.last_decision, status.pending_approval, status.hold
+    return StatusView(
         service=state.service,
         workflow_id=state.workflow_id,
-        running=status is not None,
-        problem=state.problem,
-    )
-    if status is None:
-        return row
-    last, pending = status.last_decision, status.pending_approval
-    return row.model_copy(
-        update={
-            "replicas": status.replicas,
-            "min_replicas": status.min_replicas,
-            "max_replicas": status.max_replicas,
-            "paused": status.paused,
-            "pause_reason": status.pause_reason,
-            "paused_by": status.paused_by,
-            "iteration": status.iteration,
-            "last_decision": last,
-            "last_decision_age_s": (
-                round((now - last.timestamp).total_seconds(), 1) if last else None
-            ),
-            "cooldown_up_left_s": _rounded(seconds_until(status.cooldown_up_until, now)),
-            "cooldown_down_left_s": _rounded(seconds_until(status.cooldown_down_until, now)),
-            "pending_approval": pending,
-            "approval_expires_in_s": _rounded(
-                seconds_until(pending.expires_at, now) if pending else None
-            ),
-            "hold": status.hold,
-            "hold_left_s": _rounded(seconds_until(status.hold.until, now) if status.hold else None),
-            "journal_error": status.journal_error,
-        }
+        running=True,
+        replicas=status.replicas,
+        min_replicas=status.min_replicas,
+        max_replicas=status.max_replicas,
+        paused=status.paused,
+        pause_reason=_own_reason(status.pause_reason, status.paused_by),
+        paused_by=status.paused_by,
+        iteration=status.iteration,
+        last_decision=last,
+        last_decision_age_s=_rounded((now - last.timestamp).total_seconds() if last else None),
+        cooldown_up_left_s=_rounded(seconds_until(status.cooldown_up_until, now)),
+        cooldown_down_left_s=_rounded(seconds_until(status.cooldown_down_until, now)),
+        pending_approval=pending,
+        approval_expires_in_s=_rounded(seconds_until(pending.expires_at, now) if pending else None),
+        hold=hold,
+        hold_left_s=_rounded(seconds_until(hold.until, now) if hold else None),
+        journal_error=status.journal_error,
     )
 
 
-def status_json(states: Sequence[ServiceState], now: datetime) -> list[dict[str, Any]]:
-    """The same facts for scripts."""
-    return [status_row(state, now).model_dump(mode="json") for state in states]
+def _own_reason(reason: str | None, by: str | None) -> str | None:
+    """The pause's reason without its author: `docktor mcp` of earlier releases wrote
+    "(by mcp:<client>)" into the reason as well, and a loop paused then keeps that text."""
+    if reason and by and reason.endswith(f" (by {by})"):
+        return reason[: -len(f" (by {by})")] or None
+    return reason
+
+
+def _paused_text(view: StatusView) -> str:
+    if not view.paused:
+        return "no"
+    text = f"yes: {view.pause_reason}" if view.pause_reason else "yes"
+    return f"{text} (by {view.paused_by})" if view.paused_by else text
+
+
+def _detail_text(view: StatusView) -> str:
+    """The last decision's reason, after what the operator must know first: decisions are
+    not reaching the log."""
+    reason = view.last_decision.reason if view.last_decision else ""
+    if view.journal_error is None:
+        return reason
+    problem = f"decision log not written: {view.journal_error}"
+    return f"{problem}; {reason}" if reason else problem
+
+
+def _cooldown_text(view: StatusView) -> str:
+    parts = [
+        f"{direction} {span(left)}"
+        for direction, left in (
+            ("up", view.cooldown_up_left_s),
+            ("down", view.cooldown_down_left_s),
+        )
+        if left is not None
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _held_text(view: StatusView) -> str:
+    """A manual scale's hold: `3 until 14:03:12 UTC (4m10s)`."""
+    hold, left = view.hold, view.hold_left_s
+    if hold is None or left is None:
+        return "-"
+    return f"{hold.replicas} until {hold.until:%H:%M:%S} UTC ({span(left)})"
+
+
+def _approval_text(view: StatusView) -> str:
+    pending, left = view.pending_approval, view.approval_expires_in_s
+    if pending is None:
+        return "-"
+    expires = f"expires in {span(left)}" if left is not None else "expiring"
+    return f"{pending.current_replicas} -> {pending.target_replicas}, {expires}"
+
+
+def status_cells(view: StatusView) -> list[str]:
+    """One row, in STATUS_HEADERS order."""
+    if not view.running:
+        last = NOT_RUNNING if view.running is False else "no answer"
+        detail = "" if view.running is False else view.problem or ""
+        return [view.service, "-", "-", "-", last, "-", "-", "-", "-", view.workflow_id, detail]
+    last = view.last_decision
+    age = view.last_decision_age_s
+    return [
+        view.service,
+        "?" if view.replicas is None else str(view.replicas),
+        f"{view.min_replicas}..{view.max_replicas}",
+        _paused_text(view),
+        last.action if last else "-",
+        f"{span(age)} ago" if age is not None else "-",
+        _cooldown_text(view),
+        _held_text(view),
+        _approval_text(view),
+        view.workflow_id,
+        _detail_text(view),
+    ]
+
+
+def status_views(states: Sequence[ServiceState], now: datetime) -> list[StatusView]:
+    return [status_view(state, now) for state in states]
 
 
 def print_status(
     states: Sequence[ServiceState], now: datetime, out: TextIO, tty: bool, as_json: bool = False
-) -> None:
+) -> list[StatusView]:
+    """Print the services' status; the views printed are returned, so that a caller judges
+    (an exit code, say) from what the operator read."""
+    shown = status_views(states, now)
     if as_json:
-        out.write(json.dumps(status_json(states, now), indent=2) + "\n")
-        return
-    rows = [status_cells(state, now) for state in states]
+        # The same facts for scripts.
+        rows = [view.model_dump(mode="json") for view in shown]
+        out.write(json.dumps(rows, indent=2) + "\n")
+        return shown
+    cells = [status_cells(view) for view in shown]
     if tty:
         wrap = {"PAUSED", "HELD", "APPROVAL", "REASON"}
         table = _table("docktor status", STATUS_HEADERS, wrap=wrap)
-        for row in rows:
+        for row in cells:
             # Text, not markup: a reason such as "outside [1, 5]" must print as written.
             table.add_row(*(Text(cell) for cell in row), style="dim" if row[1] == "-" else None)
         Console(file=out).print(table)
-        return
-    out.write(columns(STATUS_HEADERS, rows))
+        return shown
+    out.write(columns(STATUS_HEADERS, cells))
+    return shown
 
 
 # ---- explain ---------------------------------------------------------------------------------

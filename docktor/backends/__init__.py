@@ -19,7 +19,7 @@ from docktor.backends.base import (
     ScalerConfigError,
     ScalerUnavailable,
 )
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
 
 __all__ = [
     "Backend",
@@ -54,7 +54,7 @@ class Backends:
             self._instances[name] = backend_class(name)()
         return self._instances[name]
 
-    def of(self, spec: ServiceSpec) -> Backend:
+    def of(self, spec: ServicePlan) -> Backend:
         """The backend a service names; ScalerConfigError naming the field if none is."""
         try:
             return self.get(spec.backend)
@@ -69,7 +69,7 @@ class Backends:
 
 
 @asynccontextmanager
-async def one_backend(spec: ServiceSpec) -> AsyncIterator[Backend]:
+async def one_backend(spec: ServicePlan) -> AsyncIterator[Backend]:
     """The service's backend for one command's length, closed after it."""
     owned = Backends()
     try:

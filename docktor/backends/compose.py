@@ -39,7 +39,7 @@ import docker.errors
 
 from docktor.backends.base import PerServiceBackend, ScalerConfigError, ScalerUnavailable
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call, engine_host
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -77,7 +77,7 @@ class ComposeBackend(PerServiceBackend):
     def __init__(self) -> None:
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
 
-    def service(self, spec: ServiceSpec, project: str) -> ComposeScaler:
+    def service(self, spec: ServicePlan, project: str) -> ComposeScaler:
         return ComposeScaler(spec, project=project, backend=self)
 
     def lock_for(self, key: tuple[str, ...]) -> asyncio.Lock:
@@ -94,7 +94,7 @@ class ComposeScaler:
 
     def __init__(
         self,
-        spec: ServiceSpec,
+        spec: ServicePlan,
         project: str | None = None,
         backend: ComposeBackend | None = None,
     ) -> None:
@@ -271,7 +271,7 @@ class ComposeScaler:
     def _stop_timeout(self, template: dict[str, Any]) -> int:
         """docktor's stop_grace_period when the config sets one, else the container's own
         (Compose writes `stop_grace_period` into StopTimeout), else Compose's 10 s."""
-        if "stop_grace_period" in self.spec.model_fields_set:
+        if self.spec.stop_grace_period_set:
             return max(0, round(self.spec.stop_grace_period))
         own = template["Config"].get("StopTimeout")
         return int(own) if own is not None else DEFAULT_STOP_TIMEOUT_S

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from docktor.backends.base import PerServiceBackend, ScalerConfigError
+from docktor.plan import ServicePlan
 from docktor.spec import ServiceSpec
 
 PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
@@ -210,7 +211,7 @@ class ProcessesBackend(PerServiceBackend):
         if not spec.command:
             raise ValueError("command: required when backend is 'processes'")
 
-    def service(self, spec: ServiceSpec, project: str) -> ProcessScaler:
+    def service(self, spec: ServicePlan, project: str) -> ProcessScaler:
         return ProcessScaler(spec, project=project, backend=self)
 
     def lock_for(self, state_dir: Path) -> asyncio.Lock:
@@ -233,7 +234,7 @@ class ProcessScaler:
 
     def __init__(
         self,
-        spec: ServiceSpec,
+        spec: ServicePlan,
         project: str = "default",
         backend: ProcessesBackend | None = None,
     ) -> None:

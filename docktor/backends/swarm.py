@@ -31,7 +31,7 @@ from docker.models.services import Service
 
 from docktor.backends.base import PerServiceBackend, ScalerConfigError, ScalerUnavailable
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
 
 # How long scale_to waits for the tasks to match the new count. A single-node scale of a few
 # replicas converges in 1-3 s here; multi-node swarms pulling images need longer. The apply
@@ -47,14 +47,14 @@ class SwarmBackend(PerServiceBackend):
     """The `swarm` backend as a worker holds it. The engine keeps the desired count and the
     engine client is shared (docktor.docker_engine), so there is no state of its own."""
 
-    def service(self, spec: ServiceSpec, project: str) -> SwarmScaler:
+    def service(self, spec: ServicePlan, project: str) -> SwarmScaler:
         return SwarmScaler(spec, project=project)
 
 
 class SwarmScaler:
     """Scales a replicated Swarm service. See the module docstring."""
 
-    def __init__(self, spec: ServiceSpec, project: str | None = None) -> None:
+    def __init__(self, spec: ServicePlan, project: str | None = None) -> None:
         self.spec = spec
         self.project = project or spec.project or "default"
         self.converge_timeout = CONVERGE_TIMEOUT

@@ -58,8 +58,9 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 def cmd_config_list_models(args: argparse.Namespace) -> int:
     from docktor.advisor import LLMUnavailable, api_key_for, list_models
+    from docktor.plan import LLMPlan
 
-    llm = read_config(args.config).llm
+    llm = LLMPlan.from_spec(read_config(args.config).llm)
     if llm.provider == "none":
         # Listing is how a model gets chosen, so rules-only configs may list too.
         print(f"note: llm.provider is none; listing {llm.base_url}", file=sys.stderr)

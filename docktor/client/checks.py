@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from docktor.advisor import check_llm
 from docktor.backends import one_backend
+from docktor.plan import LLMPlan, ServicePlan
 from docktor.sources import MetricSource, source_class
 from docktor.sources.sampling import source_kinds
-from docktor.spec import DocktorConfig, ServiceSpec
+from docktor.spec import DocktorConfig
 
 # Longer than any one client's own connect timeout (NATS 2 s, Docker, the LLM's timeout_s
 # unless set above this), so their clearer messages win over a bare "no answer".
@@ -44,7 +45,8 @@ async def run_checks(config: DocktorConfig) -> list[CheckResult]:
     sources: dict[str, MetricSource] = {}
     jobs: list[Awaitable[CheckResult]] = []
     try:
-        for spec in config.services:
+        # Checked as the worker will use them: through the plans the loops are started with.
+        for spec in map(ServicePlan.from_spec, config.services):
             for kind in source_kinds(spec):
                 jobs.append(_metric_check(spec, kind, sources))
             jobs.append(_backend_check(spec, project))
@@ -59,7 +61,7 @@ async def run_checks(config: DocktorConfig) -> list[CheckResult]:
 
 
 async def _metric_check(
-    spec: ServiceSpec, kind: str, sources: dict[str, MetricSource]
+    spec: ServicePlan, kind: str, sources: dict[str, MetricSource]
 ) -> CheckResult:
     subject = f"{spec.name}: metrics ({kind})"
     if kind == "nats" and spec.queue is not None:
@@ -80,7 +82,7 @@ async def _metric_check(
     return CheckResult(True, subject, "exist" if kind == "nats" else "source ready")
 
 
-async def _backend_check(spec: ServiceSpec, project: str) -> CheckResult:
+async def _backend_check(spec: ServicePlan, project: str) -> CheckResult:
     subject = f"{spec.name}: backend {spec.backend}"
     try:
         async with one_backend(spec) as backend:
@@ -92,7 +94,7 @@ async def _backend_check(spec: ServiceSpec, project: str) -> CheckResult:
 
 
 async def _llm_check(config: DocktorConfig) -> CheckResult:
-    llm = config.llm
+    llm = LLMPlan.from_spec(config.llm)
     subject = f"llm: {llm.provider} {llm.model} at {llm.base_url}"
     try:
         problem = await _deadline(check_llm(llm))

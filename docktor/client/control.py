@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor.client.temporal import autoscaler_input, missing_search_attributes
 from docktor.loop import names
 from docktor.loop.messages import Decision, ForecastView, LoopState, LoopStatus, SpecUpdate
+from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import DocktorConfig, ServiceSpec
 
 WORKFLOW_NAME = names.WORKFLOW
@@ -64,7 +65,9 @@ async def start_loop(client: Client, config: DocktorConfig, service: ServiceSpec
         # model): `docktor config set-model` and edits to docktor.yaml take effect this way.
         running = client.get_workflow_handle(workflow_id)
         await running.execute_update(
-            "update_spec", SpecUpdate(service=service, llm=config.llm), result_type=LoopStatus
+            "update_spec",
+            SpecUpdate(service=ServicePlan.from_spec(service), llm=LLMPlan.from_spec(config.llm)),
+            result_type=LoopStatus,
         )
         return StartResult(workflow_id, None, started=False)
     return StartResult(workflow_id, handle.result_run_id, started=True)

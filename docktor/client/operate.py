@@ -41,6 +41,7 @@ from docktor.loop.messages import (
     Proposal,
     Verdict,
 )
+from docktor.plan import ServicePlan
 from docktor.sources.sampling import Sampler
 from docktor.spec import DocktorConfig, parse_duration
 
@@ -470,7 +471,7 @@ async def _stop_loop(
 
 
 async def _stop_replicas(config: DocktorConfig, result: Down) -> None:
-    spec = config.service(result.service)
+    spec = ServicePlan.from_spec(config.service(result.service))
     what = f"{spec.backend} backend"
     project = config.project or ""
     try:
@@ -526,7 +527,7 @@ async def observe_now(
     previous = state.last_sample if state else None
     if previous is None:
         notes.append(f"no rates: they need the loop's previous sample ({why or 'none yet'})")
-    spec = config.service(service)
+    spec = ServicePlan.from_spec(config.service(service))
     samples = state.memory.rate_samples if state else []
     rates = policy.window_rates(observation, previous, samples, spec.window)
     return Observed(service=service, observation=observation, rates=rates, notes=notes)
@@ -543,7 +544,7 @@ async def what_if(
 ) -> DryRun:
     """Run the real policy (docktor.policy.decide) on the given metrics, or on a fresh
     observation, from the loop's own state when its loop runs."""
-    spec = config.service(check_service(config, service))
+    check_service(config, service)
     now = now or datetime.now(UTC)
     state, why = await _loop_state(config, service, address)
     if metrics is None:
@@ -556,16 +557,24 @@ async def what_if(
         if replicas is None:
             replicas = await _count_replicas(config, service)
         observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
+    return dry_run(config, service, observation, state, why, now)
+
+
+def dry_run(
+    config: DocktorConfig,
+    service: str,
+    observation: Observation,
+    state: LoopState | None,
+    why: str | None,
+    now: datetime,
+) -> DryRun:
+    """The decision `what_if` reports, once it has the observation and the loop's state (None,
+    and `why` not, when no loop answered). Pure."""
+    spec = ServicePlan.from_spec(config.service(service))
     loop = state or LoopState()
-    proposal = policy.decide(
-        spec,
-        observation,
-        loop.last_sample,
-        now,
-        loop.last_scale_up_at,
-        loop.last_scale_down_at,
-        loop.memory,
-    )
+    # The loop's whole policy state (its hold and the count it expects included), so this is
+    # what its next iteration decides for the same observation.
+    proposal = policy.decide(spec, observation, loop.policy_state(), now)
     # The memory is the policy's bookkeeping for the next call, not part of the answer.
     proposal.memory = None
     notes = []
@@ -597,14 +606,15 @@ async def what_if(
 
 async def _observe(config: DocktorConfig, service: str, sampler: Sampler) -> Observation:
     try:
-        observation, _ = await sampler.observe(config.service(service), config.project or "")
+        plan = ServicePlan.from_spec(config.service(service))
+        observation, _ = await sampler.observe(plan, config.project or "")
     except (ScalerConfigError, ScalerUnavailable) as exc:
         raise OperateError(f"cannot count the replicas of '{service}': {exc}") from None
     return observation
 
 
 async def _count_replicas(config: DocktorConfig, service: str) -> int:
-    spec = config.service(service)
+    spec = ServicePlan.from_spec(config.service(service))
     try:
         async with one_backend(spec) as backend:
             return await backend.replicas(spec, config.project or "")

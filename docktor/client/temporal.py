@@ -16,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from docktor.loop import names
 from docktor.loop.messages import AutoscalerInput
+from docktor.plan import LLMPlan, ServicePlan
 from docktor.reasons import connect_reason
 from docktor.spec import DocktorConfig, ServiceSpec
 
@@ -76,10 +77,11 @@ async def ensure_search_attributes(client: Client) -> list[str]:
 def autoscaler_input(
     config: DocktorConfig, service: ServiceSpec, search_attributes: bool = True
 ) -> AutoscalerInput:
+    """The workflow's input: the plan built from the service's spec, once, here."""
     return AutoscalerInput(
         project=config.project or "default",
-        service=service,
-        llm=config.llm,
+        service=ServicePlan.from_spec(service),
+        llm=LLMPlan.from_spec(config.llm),
         journal_path=config.journal_path,
         search_attributes=search_attributes,
     )

@@ -28,6 +28,7 @@ from docktor.dev.embedded import (
     start_redis,
     start_temporal,
 )
+from docktor.plan import ServicePlan
 from docktor.spec import DocktorConfig, ServiceSpec
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -63,7 +64,7 @@ async def stop_local_replicas(config: DocktorConfig) -> list[str]:
     from docktor.backends.processes import ProcessScaler
 
     async def stop(spec: ServiceSpec) -> str | None:
-        scaler = ProcessScaler(spec, project=config.project or "")
+        scaler = ProcessScaler(ServicePlan.from_spec(spec), project=config.project or "")
         if not scaler.state_dir.is_dir():
             return None  # never ran here (and stop_all would create the folder)
         try:

@@ -57,7 +57,7 @@ log = logging.getLogger("docktor.activities")
 
 class LoopActivities:
     """One instance per worker: it owns the metric sources (and their pooled connections) and
-    the backend instances, for the worker's life; the service's spec comes with each call."""
+    the backend instances, for the worker's life; the service's plan comes with each call."""
 
     def __init__(self, metrics: DocktorMetrics | None = None) -> None:
         self.backends = Backends()
@@ -95,17 +95,7 @@ class LoopActivities:
 
     @activity.defn(name=names.EVALUATE)
     async def evaluate(self, request: EvaluateInput) -> Proposal:
-        return policy.decide(
-            request.service,
-            request.observation,
-            request.previous,
-            request.now,
-            request.last_scale_up_at,
-            request.last_scale_down_at,
-            request.memory,
-            request.expected_replicas,
-            request.hold,
-        )
+        return policy.decide(request.service, request.observation, request.state, request.now)
 
     @activity.defn(name=names.ADVISE)
     async def advise(self, request: AdviseInput) -> Advice:

@@ -7,29 +7,23 @@ readable JSON and a field can be added without breaking a running loop.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field, model_validator
 
-from docktor.spec import LLMSpec, ServiceSpec
+from docktor.plan import LLMPlan, ServicePlan
 
 RuleAction = Literal["scale_up", "scale_down", "hold"]
 # `stopped` ends a loop at cancellation; `manual` is an operator's scale_to; `expired` is an
 # approval that lapsed.
 Action = Literal["scale_up", "scale_down", "hold", "stopped", "manual", "expired"]
 
-# The spec models refuse unknown keys (in a user's file they are typos); a payload written by
-# another release may hold fields this one does not know, and must still decode: they are
-# dropped here, until the loop carries its own wire types (docktor/plan.py).
-PayloadServiceSpec = Annotated[ServiceSpec, BeforeValidator(ServiceSpec.known_fields_only)]
-PayloadLLMSpec = Annotated[LLMSpec, BeforeValidator(LLMSpec.known_fields_only)]
-
 # How many decisions the loop keeps in its state (and hands to continue-as-new).
 DECISION_RING = 50
 
 
 class Ring(BaseModel):
-    """Per-bucket mean rates at one resolution (docktor/policy/forecast.py)."""
+    """Per-bucket mean rates at one resolution (docktor/policy/forecast/model.py)."""
 
     step: float
     # Index (epoch seconds // step) of the bucket being filled, and its running sum and count.
@@ -209,6 +203,25 @@ class ManualHold(BaseModel):
     by: str = ""
 
 
+class PolicyState(BaseModel):
+    """Everything the policy reads from the loop, besides the plan, the observation and the
+    clock: one value (LoopState.policy_state), so no caller of `policy.decide` can leave an
+    input out, and a new one reaches every caller at once."""
+
+    # The sample before this one: rates are measured against it.
+    previous: Observation | None = None
+    # The last applied scales: the cooldowns count from them.
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None
+    # The windows, rate limits, learnt rate and forecast; decide works on a copy.
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    # The count the loop last set or saw confirmed: fewer running means replicas died on their
+    # own, and the decision says so.
+    expected_replicas: int | None = None
+    # An operator's hold: while it is in force, the policy's target is the held count.
+    hold: ManualHold | None = None
+
+
 class LoopState(BaseModel):
     """Everything the loop remembers; continue-as-new hands exactly this to the next run."""
 
@@ -237,7 +250,19 @@ class LoopState(BaseModel):
         self.decisions.append(decision)
         del self.decisions[:-DECISION_RING]
 
-    def forecast_seed_from(self, spec: ServiceSpec, journal_path: str | None) -> str | None:
+    def policy_state(self) -> PolicyState:
+        """What the policy reads from this state. The loop's evaluation, `what_if` and the
+        control benchmark all decide from this, so none can forget the hold or a scale time."""
+        return PolicyState(
+            previous=self.last_sample,
+            last_scale_up_at=self.last_scale_up_at,
+            last_scale_down_at=self.last_scale_down_at,
+            memory=self.memory,
+            expected_replicas=self.replicas,
+            hold=self.hold,
+        )
+
+    def forecast_seed_from(self, spec: ServicePlan, journal_path: str | None) -> str | None:
         """The decision log the next observation should seed the forecast from: only while
         predictive pre-scaling is on and the forecast has no history yet."""
         if not spec.predict.enabled or self.memory.forecast is not None:
@@ -259,11 +284,11 @@ class LoopState(BaseModel):
 
 
 class AutoscalerInput(BaseModel):
-    """The workflow's argument: the service's spec, where to record, and the carried state."""
+    """The workflow's argument: the service's plan, where to record, and the carried state."""
 
     project: str
-    service: PayloadServiceSpec
-    llm: PayloadLLMSpec = Field(default_factory=lambda: LLMSpec(provider="none"))
+    service: ServicePlan
+    llm: LLMPlan = Field(default_factory=LLMPlan.none)
     journal_path: str | None = None
     state: LoopState = Field(default_factory=LoopState)
     # Continue-as-new after this many iterations even if the server has not suggested it, so
@@ -276,33 +301,36 @@ class AutoscalerInput(BaseModel):
 
 class ObserveInput(BaseModel):
     project: str
-    service: PayloadServiceSpec
+    service: ServicePlan
     # The decision log to rebuild the forecast's history from, set while the loop has none yet
     # (a loop started beside an existing log need not wait several cycles to learn its rhythm).
     forecast_seed_from: str | None = None
 
 
 class EvaluateInput(BaseModel):
-    service: PayloadServiceSpec
+    service: ServicePlan
     observation: Observation
-    previous: Observation | None = None
     now: datetime
-    last_scale_up_at: datetime | None = None
-    last_scale_down_at: datetime | None = None
-    memory: PolicyMemory = Field(default_factory=PolicyMemory)
-    # The count the loop last set or saw confirmed: fewer running means replicas died on their
-    # own, and the decision says so (None from a release that did not send it).
-    expected_replicas: int | None = None
-    # An operator's hold: while it is in force, the policy's target is the held count.
-    hold: ManualHold | None = None
+    state: PolicyState = Field(default_factory=PolicyState)
+
+    @model_validator(mode="before")
+    @classmethod
+    def nest_flat_state(cls, data: Any) -> Any:
+        """Releases before PolicyState sent its fields flat, under the same names: the one
+        place an evaluation of theirs is read as one of now."""
+        if not isinstance(data, dict) or "state" in data:
+            return data
+        flat = {name: data[name] for name in PolicyState.model_fields if name in data}
+        rest = {key: value for key, value in data.items() if key not in flat}
+        return {**rest, "state": flat}
 
 
 class AdviseInput(BaseModel):
     """What the model is shown. Never carries a secret: the API key is read by the activity
     from the worker's environment."""
 
-    service: PayloadServiceSpec
-    llm: PayloadLLMSpec
+    service: ServicePlan
+    llm: LLMPlan
     proposal: Proposal
     cooldown_up_left: float = 0.0
     cooldown_down_left: float = 0.0
@@ -329,7 +357,7 @@ class Advice(BaseModel):
 
 class ApplyInput(BaseModel):
     project: str
-    service: PayloadServiceSpec
+    service: ServicePlan
     target_replicas: int
     summary: str = ""
 
@@ -386,10 +414,11 @@ def operator_text_problems(**fields: str) -> list[str]:
 
 
 class SpecUpdate(BaseModel):
-    """The `update_spec` update: a service's new spec and the model to consult."""
+    """The `update_spec` update: a service's new plan (built from its new spec) and the model
+    to consult. The names are the update's, kept so that a client of any release is read."""
 
-    service: PayloadServiceSpec
-    llm: PayloadLLMSpec
+    service: ServicePlan
+    llm: LLMPlan
 
 
 class LoopStatus(BaseModel):

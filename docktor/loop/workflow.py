@@ -40,10 +40,10 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         operator_text_problems,
     )
+    from docktor.plan import ServicePlan
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
-    from docktor.policy import predict as forecast_view
-    from docktor.spec import ServiceSpec, user_config_problems
+    from docktor.policy.forecast import stage as forecast_view
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)
@@ -73,27 +73,30 @@ APPLY_RETRY = RetryPolicy(
 ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-# workflow.patched ids: a branch added after loops were already running takes the old path when
-# such a loop's history is replayed (see tests/replay/record.py).
+# Retired patches (docs/upgrading.md, "Workflow patches"): each was added with
+# workflow.patched by an earlier release, and no run that began before that release can still
+# be open, so only the new path is left. deprecate_patch stands where patched stood: it matches
+# the marker that runs begun by the previous release carry, and writes a marker flagged
+# deprecated, which the release that deletes these calls replays without them.
+# An iteration overtaken by an operator's scale records a hold saying the operator's count
+# stands (each iteration ends in exactly one decision).
 PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
+# A manual scale holds its count for a while.
 PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
 # An iteration that overlaps an operator's scale in any way leaves the count to the operator:
 # one that looked while the scale was still running, or whose own scale waited for it.
 PATCH_MANUAL_SCALE_IN_FLIGHT = "manual-scale-in-flight-wins"
-# The lean loop (issue 10): observe and evaluate as local activities in the workflow task the
-# timer wakes, a hold's journal line written by a local activity in that same task, search
-# attributes and memo upserted only when they change, and shorter runs. A hold then costs one
-# workflow task (~8 events) instead of three workflow tasks and two activities (~21 events).
+# The lean loop: observe and evaluate as local activities in the workflow task the timer wakes,
+# a hold's journal line written by a local activity in that same task, search attributes and
+# memo upserted only when they change. A hold costs one workflow task (~8 events) instead of
+# three workflow tasks and two activities (~21 events).
 PATCH_LEAN_LOOP = "lean-loop"
-# A restarted worker replays the current run of every loop before it decides again, so a run
-# is kept short enough to replay in well under a second; the carried state is all it needs.
-LEAN_ITERATIONS_PER_RUN = 100
-# Replaying costs ~8 ms of worker CPU per past iteration, so a run of 100 took up to 0.8 s:
-# 300 loops deep in their runs needed minutes of CPU to resume. Runs started since this
-# change end after 25 (at most 0.2 s to replay); the carried state, in each new run's first
-# event, is what that costs in history (benchmarks/README.md has both sides).
+# Short runs: a restarted worker replays the current run of every loop before it decides again,
+# at ~8 ms of worker CPU per past iteration, so a run ends after 25 iterations (at most 0.2 s to
+# replay); the carried state, in each new run's first event, is what that costs in history
+# (benchmarks/README.md has both sides).
 PATCH_SHORT_RUNS = "short-runs"
-SHORT_ITERATIONS_PER_RUN = 25
+ITERATIONS_PER_RUN = 25
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -101,7 +104,7 @@ class ServiceAutoscaler:
     @workflow.init
     def __init__(self, request: AutoscalerInput) -> None:
         self.request = request
-        self.spec: ServiceSpec = request.service
+        self.spec: ServicePlan = request.service
         self.state = request.state
         self.nudged = False
         # One scale at a time: an operator's scale_to and the loop's own apply both run
@@ -114,24 +117,22 @@ class ServiceAutoscaler:
         # Set once the loop has been asked to stop: a cancel that arrived mid-scale lets the
         # iteration finish and record its scale first, and no new manual scale is accepted.
         self.stopping = False
-        # Set by run() from workflow.patched: loops started by an older release keep the old
-        # command sequence until their next continue-as-new.
-        self.lean = False
+        # Set as run() begins. An update in a run's first workflow task is handled before
+        # that, and writes the memo and search attributes whole instead of only what changed:
+        # so did every release since the lean loop, and runs they began replay only if this
+        # stays (tests/replay: update_in_first_task).
+        self.run_begun = False
 
     # ---- the loop ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: AutoscalerInput) -> LoopStatus:
-        self.lean = workflow.patched(PATCH_LEAN_LOOP)
+        self.run_begun = True
+        workflow.deprecate_patch(PATCH_LEAN_LOOP)
         self._publish_identity()
-        iterations = request.iterations_per_run
-        if self.lean:
-            # Fixed for the run as it starts: a run begun before the change keeps its length.
-            short = workflow.patched(PATCH_SHORT_RUNS)
-            per_run = SHORT_ITERATIONS_PER_RUN if short else LEAN_ITERATIONS_PER_RUN
-            iterations = min(iterations, per_run)
+        workflow.deprecate_patch(PATCH_SHORT_RUNS)
         try:
-            for _ in range(iterations):
+            for _ in range(min(request.iterations_per_run, ITERATIONS_PER_RUN)):
                 await self.iterate()
                 if self.stopping or workflow.info().is_continue_as_new_suggested():
                     break
@@ -157,8 +158,8 @@ class ServiceAutoscaler:
         if self.operator_scaled_since(seen):
             # An operator scaled while this iteration was looking; their count stands.
             self.state.last_sample = observation
-            if workflow.patched(PATCH_RECORD_OVERRIDDEN_ITERATION):
-                await self.record_overridden(proposal, advice)
+            workflow.deprecate_patch(PATCH_RECORD_OVERRIDDEN_ITERATION)
+            await self.record_overridden(proposal, advice)
             return
         # The windows remember the recommendation that was followed: the model's when it
         # advised, the policy's own otherwise.
@@ -190,8 +191,10 @@ class ServiceAutoscaler:
         if epoch != self.manual_epoch:
             return True
         # One that was still running when the iteration looked, so the look is stale too.
-        # Loops recorded before this check took the old path (replay tests guard it).
-        return done != self.manual_done and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT)
+        if done != self.manual_done:
+            workflow.deprecate_patch(PATCH_MANUAL_SCALE_IN_FLIGHT)
+            return True
+        return False
 
     async def record_overridden(self, proposal: Proposal, advice: Advice) -> None:
         """Each iteration ends in exactly one recorded decision, this one too: a hold that says
@@ -216,16 +219,10 @@ class ServiceAutoscaler:
 
     async def observe(self) -> Observation | None:
         """One sample; when it cannot be had, the iteration is a recorded `hold`."""
-        # The lean loop looks with a local activity: it runs in the workflow task the timer
-        # woke, and only its result (a marker) enters history, not three activity events and
-        # another task.
-        execute = (
-            workflow.execute_local_activity_method
-            if self.lean
-            else workflow.execute_activity_method
-        )
+        # A local activity: it runs in the workflow task the timer woke, and only its result
+        # (a marker) enters history, not three activity events and another task.
         try:
-            return await execute(
+            return await workflow.execute_local_activity_method(
                 LoopActivities.observe,
                 ObserveInput(
                     project=self.request.project,
@@ -258,13 +255,8 @@ class ServiceAutoscaler:
                 EvaluateInput(
                     service=self.spec,
                     observation=observation,
-                    previous=self.state.last_sample,
                     now=workflow.now(),
-                    last_scale_up_at=self.state.last_scale_up_at,
-                    last_scale_down_at=self.state.last_scale_down_at,
-                    memory=self.state.memory,
-                    expected_replicas=self.state.replicas,
-                    hold=self.state.hold,
+                    state=self.state.policy_state(),
                 ),
                 start_to_close_timeout=timedelta(seconds=10),
             )
@@ -378,7 +370,8 @@ class ServiceAutoscaler:
     ) -> tuple[int, str | None]:
         async with self.scaling:
             # An operator's scale may have held the lock while this one waited for it.
-            if self.manual_counters() != seen and workflow.patched(PATCH_MANUAL_SCALE_IN_FLIGHT):
+            if self.manual_counters() != seen:
+                workflow.deprecate_patch(PATCH_MANUAL_SCALE_IN_FLIGHT)
                 replicas = self.state.replicas if self.state.replicas is not None else current
                 return replicas, f"an operator scaled to {replicas} meanwhile; their count stands"
             return await self._scale(current, target, why)
@@ -463,13 +456,13 @@ class ServiceAutoscaler:
         return decision
 
     def _start_record(self, decision: Decision) -> asyncio.Future[bool]:
-        """Write the decision's JSONL line. A hold of the lean loop is written by a local
-        activity in the same workflow task (its line is in the file before the timer starts,
-        so nothing is pending across a cancel, a continue-as-new or a crash); every other
-        decision keeps its own `record <action>` activity, visible beside its scale."""
+        """Write the decision's JSONL line. A hold is written by a local activity in the same
+        workflow task (its line is in the file before the timer starts, so nothing is pending
+        across a cancel, a continue-as-new or a crash); every other decision keeps its own
+        `record <action>` activity, visible beside its scale."""
         start = (
             workflow.start_local_activity_method
-            if self.lean and decision.action == "hold"
+            if decision.action == "hold"
             else workflow.start_activity_method
         )
         return start(
@@ -535,16 +528,15 @@ class ServiceAutoscaler:
         )
 
     def _upsert_attributes(self, updates: list[SearchAttributeUpdate]) -> None:
-        """Upsert search attributes; the lean loop leaves out those that already hold the value
-        (an unchanged upsert still writes an event and re-indexes the workflow)."""
+        """Upsert the search attributes that do not already hold the value (an unchanged upsert
+        still writes an event and re-indexes the workflow); all of them before run() begins."""
         if not self.request.search_attributes:
             return
-        if self.lean:
+        if self.run_begun:
             current = workflow.info().typed_search_attributes
             updates = [u for u in updates if current.get(u.key) != u.value]
-            if not updates:
-                return
-        workflow.upsert_search_attributes(updates)
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     def _publish_decision(self, decision: Decision) -> None:
         summary = (
@@ -567,7 +559,7 @@ class ServiceAutoscaler:
             "paused": self.state.paused,
             "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
         }
-        if self.lean:
+        if self.run_begun:
             # Only what changed: a hold like the last one changes nothing.
             memo = {k: v for k, v in memo.items() if workflow.memo_value(k, None) != v}
         if memo:
@@ -668,13 +660,13 @@ class ServiceAutoscaler:
         if failure is not None:
             raise ApplicationError(failure, type="ScaleFailed")
         reason = f"manual scale{who}: {why}"
-        if workflow.patched(PATCH_MANUAL_HOLD):
-            # The operator's count stands for a while; this scale's hold replaces any earlier
-            # one. The reason ends with the hold, as `docktor scale` reports it.
-            now = workflow.now()
-            hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
-            self.state.hold = hold
-            reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
+        workflow.deprecate_patch(PATCH_MANUAL_HOLD)
+        # The operator's count stands for a while; this scale's hold replaces any earlier one.
+        # The reason ends with the hold, as `docktor scale` reports it.
+        now = workflow.now()
+        hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
+        self.state.hold = hold
+        reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
         return await self.record(action="manual", current=current, target=replicas, reason=reason)
 
     @scale_to.validator
@@ -730,12 +722,12 @@ class ServiceAutoscaler:
     def _validate_spec(self, change: SpecUpdate) -> None:
         if change.service.name != self.spec.name:
             raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
-        # The payload decoded as a wire model, which takes what any release wrote; a new spec
-        # must also pass the checks of a config file (a check_interval no timer can hold would
-        # otherwise fail every workflow task from the next iteration on).
+        # The payload decoded as a wire model, which takes what any release wrote; a new plan
+        # must also be one a loop can run (a check_interval no timer can hold would otherwise
+        # fail every workflow task from the next iteration on).
         _refuse(
-            [f"service.{p}" for p in user_config_problems(change.service)]
-            + [f"llm.{p}" for p in user_config_problems(change.llm)]
+            [f"service.{p}" for p in change.service.problems()]
+            + [f"llm.{p}" for p in change.llm.problems()]
         )
 
 

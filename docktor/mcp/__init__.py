@@ -5,11 +5,14 @@ a fresh observation, dry-runs the policy and, only when the server was started w
 `--allow-control`, pauses, resumes, scales, nudges, approves and rejects. Every tool calls the
 code behind the CLI (docktor/client/operate.py, views.py); this package only adapts it to MCP:
 
-  command.py    `docktor mcp` and its options (the SDK is imported only when it runs)
-  server.py     the MCPServer, its transports and the per-call context (config, sampler)
+  server.py     the MCPServer and its transports; imports the three below
+  context.py    what they are all handed: the config, the sampler, who acts, error wording
   tools.py      the read-only tools and the control tools
   resources.py  docktor://services/{name}/status and .../decisions
   prompt.py     investigate-scaling
+
+`docktor mcp` and its options are docktor/cli/mcp.py, which imports the SDK only when it runs.
+Status is views.StatusView throughout, as `docktor status --json` gives it.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
-"""What every MCP tool, resource and prompt is handed: the app, who acts, and how a failure
-reaches the agent."""
+"""What every MCP tool, resource and prompt is handed: the app, who acts, a loop's status as
+views.StatusView, and how a failure reaches the agent."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
-from docktor.client.operate import OperateError
+from docktor.client.operate import OperateError, ServiceState
+from docktor.loop.messages import LoopStatus
 from docktor.sources.sampling import Sampler
 from docktor.spec import ConfigError, DocktorConfig, load_config
+from docktor.views import StatusView, status_view
 
 
 @dataclass
@@ -39,6 +42,11 @@ def actor(ctx: Context) -> str:
     params = ctx.session.client_params
     name = params.client_info.name if params is not None else ""
     return f"mcp:{name or 'unknown'}"
+
+
+def view(status: LoopStatus) -> StatusView:
+    """A loop's answer as `docktor status --json` shows it, at this instant."""
+    return status_view(ServiceState(status.service, status.workflow_id, status), datetime.now(UTC))
 
 
 @contextmanager

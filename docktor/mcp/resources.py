@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from docktor import views
 from docktor.client import operate
-from docktor.mcp.context import Docktor
+from docktor.mcp.context import Docktor, view
 from docktor.spec import ConfigError
 
 STATUS = "docktor://services/{name}/status"
@@ -26,12 +25,8 @@ def register(server: MCPServer, app: Docktor) -> None:
     async def status(name: str) -> str:
         """The loop's status now, as `docktor status --json` gives it for one service."""
         with _resource_errors():
-            config = app.config()
-            loop = await operate.service_status(config, name, app.address)
-            row = views.status_row(
-                operate.ServiceState(name, config.workflow_id(name), loop), datetime.now(UTC)
-            )
-            return row.model_dump_json(indent=2)
+            status = await operate.service_status(app.config(), name, app.address)
+            return view(status).model_dump_json(indent=2)
 
     async def decisions(name: str) -> str:
         """The loop's recent decisions (up to 50), oldest first, as `docktor explain --json`."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from docktor import views
 from docktor.client import operate
 from docktor.loop.messages import Decision, PendingApproval
-from docktor.mcp.context import Docktor, actor, tool_errors
+from docktor.mcp.context import Docktor, actor, tool_errors, view
 from docktor.policy.hold import problem
 from docktor.spec import ConfigError, load_config, parse_duration
 
@@ -33,24 +33,22 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 
 class ServiceSummary(BaseModel):
+    """A configured service: what the config says of it, and its loop's status."""
+
     name: str
     backend: str
     policy: str
+    # The config's bounds; status.min_replicas/max_replicas are the loop's, which differ until
+    # an edited config reaches the loop (python -m starter).
     min_replicas: int
     max_replicas: int
     check_interval_s: float
-    workflow_id: str
-    # None: Temporal could not be asked (see ServiceList.note).
-    running: bool | None
-    replicas: int | None = None
-    paused: bool | None = None
-    problem: str | None = None
+    status: views.StatusView
 
 
 class ServiceList(BaseModel):
     project: str
     services: list[ServiceSummary]
-    note: str | None = None
 
 
 class Explanation(BaseModel):
@@ -83,7 +81,7 @@ class ControlResult(BaseModel):
     by: str
     reason: str
     message: str
-    status: views.StatusRow | None = None
+    status: views.StatusView | None = None
     decision: Decision | None = None
     pending: PendingApproval | None = None
 
@@ -93,42 +91,38 @@ class ControlResult(BaseModel):
 
 def register_read_only(server: MCPServer, app: Docktor) -> None:
     async def list_services() -> ServiceList:
-        """List the configured services: backend, bounds, and whether each loop is running."""
+        """List the configured services: backend, bounds, and each loop's status."""
         with tool_errors():
             config = app.config()
-            note = None
             try:
-                rows = {r.service: r for r in await operate.collect_status(config, app.address)}
+                states = await operate.collect_status(config, app.address)
             except operate.OperateError as exc:
-                rows, note = {}, str(exc)
-            summaries = []
-            for spec in config.services:
-                row = rows.get(spec.name)
-                status = row.status if row else None
-                summaries.append(
-                    ServiceSummary(
-                        name=spec.name,
-                        backend=spec.backend,
-                        policy=spec.policy,
-                        min_replicas=spec.min_replicas,
-                        max_replicas=spec.max_replicas,
-                        check_interval_s=spec.check_interval,
-                        workflow_id=config.workflow_id(spec.name),
-                        running=None if row is None else status is not None,
-                        replicas=status.replicas if status else None,
-                        paused=status.paused if status else None,
-                        problem=row.problem if row else None,
-                    )
+                # Temporal cannot be asked: the services are listed all the same, each saying why
+                # its loop's status is unknown.
+                states = [
+                    operate.ServiceState(name, config.workflow_id(name), problem=str(exc))
+                    for name in config.service_names()
+                ]
+            now = datetime.now(UTC)
+            shown = {state.service: views.status_view(state, now) for state in states}
+            summaries = [
+                ServiceSummary(
+                    name=spec.name,
+                    backend=spec.backend,
+                    policy=spec.policy,
+                    min_replicas=spec.min_replicas,
+                    max_replicas=spec.max_replicas,
+                    check_interval_s=spec.check_interval,
+                    status=shown[spec.name],
                 )
-            return ServiceList(project=config.project or "", services=summaries, note=note)
+                for spec in config.services
+            ]
+            return ServiceList(project=config.project or "", services=summaries)
 
-    async def service_status(service: Service) -> views.StatusRow:
+    async def service_status(service: Service) -> views.StatusView:
         """A service's loop now: replicas, bounds, paused, last decision, cooldowns, approval."""
         with tool_errors():
-            config = app.config()
-            status = await operate.service_status(config, service, app.address)
-            state = operate.ServiceState(service, config.workflow_id(service), status)
-            return views.status_row(state, datetime.now(UTC))
+            return view(await operate.service_status(app.config(), service, app.address))
 
     async def explain_decisions(
         service: Annotated[
@@ -213,40 +207,30 @@ def register_control(server: MCPServer, app: Docktor) -> None:
         """Stop applying automatic decisions for a service; it keeps observing and recording."""
         by = _audit(ctx, "pause", service, reason)
         with tool_errors():
-            config = app.config()
-            # The loop keeps a pause's reason but not its author: the author goes in the reason,
-            # so `docktor status` shows who paused.
-            status = await operate.pause(config, service, f"{reason} (by {by})", app.address, by=by)
-            row = views.status_row(
-                operate.ServiceState(service, config.workflow_id(service), status),
-                datetime.now(UTC),
-            )
+            # The loop keeps who paused apart from why (PauseRequest.by): the reason is only
+            # the agent's words.
+            status = await operate.pause(app.config(), service, reason, app.address, by=by)
         return ControlResult(
             service=service,
             action="pause",
             by=by,
             reason=reason,
             message=f"paused {service}: it observes and records, but applies nothing until resumed",
-            status=row,
+            status=view(status),
         )
 
     async def resume(service: Service, reason: Reason, ctx: Context) -> ControlResult:
         """Apply automatic decisions again: ends a pause and a manual scale's hold."""
         by = _audit(ctx, "resume", service, reason)
         with tool_errors():
-            config = app.config()
-            status = await operate.resume(config, service, app.address, by=by)
-            row = views.status_row(
-                operate.ServiceState(service, config.workflow_id(service), status),
-                datetime.now(UTC),
-            )
+            status = await operate.resume(app.config(), service, app.address, by=by)
         return ControlResult(
             service=service,
             action="resume",
             by=by,
             reason=reason,
             message=f"resumed {service}: automatic decisions apply again",
-            status=row,
+            status=view(status),
         )
 
     async def scale_to(

@@ -1,155 +1,281 @@
-"""The whole policy: recommend -> stabilise -> limit -> bounds, one path for every proposal.
+"""The policy's one entry point, and its stages in the order they run.
 
-`decide` runs it on an observation (the rules' or the target's recommendation); `settle` runs
-the same stages on a recommendation from elsewhere (a model's advice), so no source of a
-proposal can skip a window, a rate limit, a cooldown or the bounds.
+`decide(plan, observation, state, now)` is how the loop's evaluation, `what_if` and the control
+benchmark ask what to do: `state` is the loop's PolicyState (LoopState.policy_state), so each
+caller hands in every input at once. `settle` runs the stages after a recommendation on a
+count from elsewhere (a model's advice), so no source of a proposal can skip a window, a rate
+limit, a cooldown or the bounds.
+
+A decision is worked out on a Draft that each stage of STAGES reads and adds to, with its
+reason, as the Kubernetes HPA does (raw recommendation -> stabilisation -> rate limits). A
+pre-check that answers on its own (a count out of bounds, no metrics at all) ends the policy's
+own stages; the last two, the replicas found missing and an operator's hold, overrule whatever
+came before and so always run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from docktor.loop.messages import ManualHold, Observation, PolicyMemory, Proposal
+from docktor.loop.messages import Observation, PolicyMemory, PolicyState, Proposal
+from docktor.plan import ServicePlan
 from docktor.policy import hold as manual_hold
-from docktor.policy import predict as forecast_stage
 from docktor.policy import rates, recommend, stages
-from docktor.spec import ServiceSpec
+from docktor.policy.forecast import stage as forecast_stage
 
 
-def decide(
-    spec: ServiceSpec,
-    observation: Observation,
-    previous: Observation | None,
-    now: datetime,
-    last_scale_up_at: datetime | None = None,
-    last_scale_down_at: datetime | None = None,
-    memory: PolicyMemory | None = None,
-    expected: int | None = None,
-    hold: ManualHold | None = None,
-) -> Proposal:
-    """What to do now and why. Pure: the memory handed in is not changed; the one to hand to
-    the next call comes back in `Proposal.memory`.
+@dataclass
+class Draft:
+    """A decision in the making: what the stages read, and what they have said so far."""
 
-    `expected` is the count the loop last set: fewer running means replicas died on their own
-    (a crash, an OOM kill), which the decision names and, unless the policy wants fewer
-    anyway, puts right. `hold` is an operator's manual scale: while in force, its count is
-    the target (docktor/policy/hold.py)."""
-    proposal = _decide(
-        spec, observation, previous, now, last_scale_up_at, last_scale_down_at, memory
-    )
-    if expected is not None and observation.replicas < expected:
-        proposal = _restore_missing(spec, proposal, expected)
-    return manual_hold.apply(spec, proposal, hold, now)
+    plan: ServicePlan
+    current: int
+    now: datetime
+    memory: PolicyMemory
+    state: PolicyState = field(default_factory=PolicyState)
+    observation: Observation | None = None
+    # The metrics the stages read (the observation's, with the rates over the metrics window),
+    # and those the plan reads that were not observed.
+    metrics: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    # The count so far, and each stage's reason for it, in order.
+    replicas: int = 0
+    reasons: list[str] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)
+    # The recommendation the windows remember (None when a pre-check answered).
+    recommended: int | None = None
+    # Pre-scale: whether the forecast raised the recommendation, and the scale-down window to
+    # use while its rhythm is trusted (None: the configured one).
+    raised: bool = False
+    down_window: float | None = None
+    # A model's max_step (settle only).
+    max_step: int | None = None
+    cooldown_blocked: bool = False
+    predicted: bool = False
+    # A pre-check answered: the stages up to bounds have nothing to add.
+    answered: bool = False
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def say(self, note: str | None) -> None:
+        if note:
+            self.reasons.append(note)
+
+    def answer(self, replicas: int, reason: str) -> None:
+        self.replicas, self.answered = replicas, True
+        self.reasons.append(reason)
 
 
-def _restore_missing(spec: ServiceSpec, proposal: Proposal, expected: int) -> Proposal:
-    """Replicas the loop started and that are gone come back at once, cooldown or not: losing
-    them was no decision, so putting them back is none either (as a count below min_replicas
-    is corrected at once). A policy that asks for fewer than run now is followed."""
-    current = proposal.current_replicas
-    note = f"{expected - current} of {expected} replicas found missing ({current} running)"
-    restored, _ = stages.bounds(spec, expected)
-    if proposal.action == "scale_down" or proposal.target_replicas >= restored:
-        return proposal.model_copy(update={"reason": f"{note}; {proposal.reason}"})
-    return proposal.model_copy(
-        update={
-            "action": stages.action_for(current, restored),
-            "target_replicas": restored,
-            "reason": f"{note}: restoring {restored}; {proposal.reason}",
-        }
-    )
+# ---- the stages ---------------------------------------------------------------------------------
 
 
-def _decide(
-    spec: ServiceSpec,
-    observation: Observation,
-    previous: Observation | None,
-    now: datetime,
-    last_scale_up_at: datetime | None,
-    last_scale_down_at: datetime | None,
-    memory: PolicyMemory | None,
-) -> Proposal:
-    memory = memory.model_copy(deep=True) if memory is not None else PolicyMemory()
-    # Before anything can return early: a seed that arrives in the first iteration is kept.
-    forecast_stage.warm_start(spec, memory, observation.warm_start)
-    current = observation.replicas
-    # The load is read over metrics_window; what one replica handles is learnt over the last
-    # interval alone, the span over which saturation and the replica count are known.
-    windowed = rates.window_rates(observation, previous, memory.rate_samples, spec.window)
-    memory.rate_samples = rates.remember(
-        memory.rate_samples, observation, spec.window, spec.check_interval
-    )
-    metrics = {**observation.metrics, **windowed}
-    wanted = sorted(spec.metric_names())
-    missing = [name for name in wanted if name not in metrics]
+def pre_checks(d: Draft) -> None:
+    """A count out of bounds is corrected at once, cooldown or not; an observation without any
+    metric holds (or goes up to the fallback): missing data never scales down."""
+    plan, current = d.plan, d.current
+    low, high = plan.min_replicas, plan.max_replicas
+    if current < low:
+        d.answer(low, f"{current} replicas is below min_replicas ({low})")
+    elif current > high:
+        d.answer(high, f"{current} replicas is above max_replicas ({high})")
+    elif not d.metrics:
+        _without_metrics(d)
+    else:
+        d.memory.failed_observations = 0
 
-    def proposal(
-        target: int,
-        reason: str,
-        matched: list[str] | None = None,
-        blocked: bool = False,
-        recommended: int | None = None,
-    ) -> Proposal:
-        stages.forget(spec, memory, now)
-        return Proposal(
-            action=stages.action_for(current, target),  # type: ignore[arg-type]
-            current_replicas=current,
-            target_replicas=target,
-            reason=reason,
-            matched_rules=matched or [],
-            missing_metrics=missing,
-            observations=metrics,
-            cooldown_blocked=blocked,
-            recommended=recommended,
-            memory=memory,
+
+def _without_metrics(d: Draft) -> None:
+    """Hold; after `fallback.after` such observations in a row, go up to the fallback count.
+    Never down: missing data is no evidence of less load."""
+    assert d.observation is not None
+    current, memory = d.current, d.memory
+    memory.failed_observations += 1
+    why = "; ".join(d.observation.errors) or "no metric source returned a value"
+    fallback = d.plan.fallback
+    if fallback is not None and memory.failed_observations >= fallback.after:
+        target, _ = stages.bounds(d.plan, max(current, fallback.replicas))
+        d.answer(
+            target,
+            f"no metrics for {memory.failed_observations} observations ({why}); "
+            f"fallback to {fallback.replicas}"
+            + (f", never below the current {current}" if current > fallback.replicas else ""),
         )
+    else:
+        d.answer(current, f"no metrics could be observed ({why}); holding")
 
-    # Out of bounds is corrected at once, cooldown or not.
-    if current < spec.min_replicas:
-        why = f"{current} replicas is below min_replicas ({spec.min_replicas})"
-        return proposal(spec.min_replicas, why)
-    if current > spec.max_replicas:
-        why = f"{current} replicas is above max_replicas ({spec.max_replicas})"
-        return proposal(spec.max_replicas, why)
 
-    if not metrics:
-        return _without_metrics(spec, observation, memory, proposal)
-    memory.failed_observations = 0
-
-    if spec.policy == "target":
-        last_interval = {**metrics, **rates.derive_rates(observation, previous)}
-        recommend.estimate_per_replica(spec, memory, observation, previous, last_interval)
-        raw, unread = recommend.target(spec, current, metrics, memory, now)
-        missing = sorted(set(missing) | set(unread))
+def recommend_stage(d: Draft) -> None:
+    """The raw desired count: the step rules, or target tracking (recommend.py)."""
+    assert d.observation is not None
+    plan, current, previous = d.plan, d.current, d.state.previous
+    if plan.policy == "target":
+        last_interval = {**d.metrics, **rates.derive_rates(d.observation, previous)}
+        recommend.estimate_per_replica(plan, d.memory, d.observation, previous, last_interval)
+        raw, unread = recommend.target(plan, current, d.metrics, d.memory, d.now)
+        d.missing = sorted(set(d.missing) | set(unread))
         if unread and raw.replicas < current:
             # Missing data never scales anything down.
             raw.reason += f"; not scaling down without {', '.join(unread)}"
             raw.replicas = current
     else:
-        raw = recommend.step(spec, current, metrics, missing)
+        raw = recommend.step(plan, current, d.metrics, d.missing)
+    d.replicas, d.matched = raw.replicas, raw.matched
+    d.say(raw.reason)
 
-    ahead = forecast_stage.pre_scale(spec, raw, metrics, memory, now)
-    settled = settle(
-        spec,
-        current,
-        raw.replicas,
-        memory,
-        now,
-        last_scale_up_at,
-        last_scale_down_at,
-        down_window=ahead.down_window,
+
+def pre_scale(d: Draft) -> None:
+    """Raise the recommendation for the load a trusted forecast expects (forecast/stage.py)."""
+    ahead = forecast_stage.pre_scale(d.plan, d.replicas, d.metrics, d.memory, d.now)
+    d.replicas, d.raised, d.down_window = ahead.replicas, ahead.raised, ahead.down_window
+    d.say(ahead.note)
+
+
+def stabilise(d: Draft) -> None:
+    """The recommendation joins the windows; the HPA's windows choose from them."""
+    d.recommended = d.replicas
+    d.replicas, note = stages.stabilise(
+        d.plan, d.current, d.replicas, d.memory, d.now, d.down_window
     )
-    reason = "; ".join([raw.reason, *settled.notes])
-    result = proposal(settled.replicas, reason, raw.matched, settled.cooldown_blocked, raw.replicas)
+    d.say(note)
+
+
+def limit(d: Draft) -> None:
+    """Rate limits per direction, a model's max_step, the cooldowns."""
+    settled = stages.limit(
+        d.plan,
+        d.current,
+        d.replicas,
+        d.memory,
+        d.now,
+        d.state.last_scale_up_at,
+        d.state.last_scale_down_at,
+        d.max_step,
+    )
+    d.replicas, d.cooldown_blocked = settled.replicas, settled.cooldown_blocked
+    d.reasons += settled.notes
+
+
+def bounds(d: Draft) -> None:
+    """min_replicas and max_replicas always win."""
+    d.replicas, note = stages.bounds(d.plan, d.replicas)
+    d.say(note)
     # Only a scale-up the forecast asked for counts as predicted: one the load already wanted
     # would have happened anyway.
-    result.predicted = ahead.raised and result.action == "scale_up"
-    return result
+    d.predicted = d.raised and d.replicas > d.current
+
+
+def restore_missing(d: Draft) -> None:
+    """Replicas the loop started and that are gone come back at once, cooldown or not: losing
+    them was no decision, so putting them back is none either (as a count below min_replicas
+    is corrected at once). A policy that asks for fewer than run now is followed."""
+    expected, current = d.state.expected_replicas, d.current
+    if expected is None or current >= expected:
+        return
+    note = f"{expected - current} of {expected} replicas found missing ({current} running)"
+    restored, _ = stages.bounds(d.plan, expected)
+    if d.replicas < current or d.replicas >= restored:
+        d.reasons.insert(0, note)
+    else:
+        d.replicas = restored
+        d.reasons.insert(0, f"{note}: restoring {restored}")
+
+
+def hold(d: Draft) -> None:
+    """An operator's manual scale: while its hold is in force, the held count (hold.py)."""
+    held = manual_hold.overrule(d.plan, d.current, d.replicas, d.reason, d.state.hold, d.now)
+    if held is None:
+        return
+    target, reason = held
+    # A held count is the operator's, not capacity the forecast asked for.
+    d.predicted = d.predicted and target == d.replicas
+    d.replicas, d.reasons = target, [reason]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Draft], None]
+    # Runs even after a pre-check answered.
+    always: bool = False
+
+
+# The policy, in the order it runs. Every proposal passes here: none re-implements a stage.
+STAGES: tuple[Stage, ...] = (
+    Stage("pre-checks", pre_checks),
+    Stage("recommend", recommend_stage),
+    Stage("pre-scale", pre_scale),
+    Stage("stabilise", stabilise),
+    Stage("limit", limit),
+    Stage("bounds", bounds),
+    Stage("restore", restore_missing, always=True),
+    Stage("hold", hold, always=True),
+)
+# What a recommendation from elsewhere (a model's) goes through.
+SETTLE = ("stabilise", "limit", "bounds")
+
+
+def _run(d: Draft, names: tuple[str, ...] | None = None) -> None:
+    for stage in STAGES:
+        if names is not None and stage.name not in names:
+            continue
+        if d.answered and not stage.always:
+            continue
+        stage.run(d)
+
+
+# ---- entry points ------------------------------------------------------------------------------
+
+
+def decide(
+    plan: ServicePlan, observation: Observation, state: PolicyState, now: datetime
+) -> Proposal:
+    """What to do now and why. Pure: `state` is not changed; the memory for the next call
+    comes back in `Proposal.memory` (the only part of the state the policy writes: the rest
+    is the loop's record of what it applied)."""
+    memory = state.memory.model_copy(deep=True)
+    # Before anything can answer early: a seed that arrives in the first iteration is kept.
+    forecast_stage.warm_start(plan, memory, observation.warm_start)
+    # The load is read over metrics_window; what one replica handles is learnt over the last
+    # interval alone, the span over which saturation and the replica count are known.
+    windowed = rates.window_rates(observation, state.previous, memory.rate_samples, plan.window)
+    memory.rate_samples = rates.remember(
+        memory.rate_samples, observation, plan.window, plan.check_interval
+    )
+    metrics = {**observation.metrics, **windowed}
+    d = Draft(
+        plan=plan,
+        current=observation.replicas,
+        now=now,
+        memory=memory,
+        state=state,
+        observation=observation,
+        metrics=metrics,
+        missing=[name for name in sorted(plan.metric_names()) if name not in metrics],
+        replicas=observation.replicas,
+    )
+    _run(d)
+    stages.forget(plan, memory, now)
+    return Proposal(
+        action=stages.action_for(d.current, d.replicas),  # type: ignore[arg-type]
+        current_replicas=d.current,
+        target_replicas=d.replicas,
+        reason=d.reason,
+        matched_rules=d.matched,
+        missing_metrics=d.missing,
+        observations=metrics,
+        cooldown_blocked=d.cooldown_blocked,
+        recommended=d.recommended,
+        memory=memory,
+        predicted=d.predicted,
+    )
 
 
 def settle(
-    spec: ServiceSpec,
+    plan: ServicePlan,
     current: int,
     raw: int,
     memory: PolicyMemory,
@@ -159,39 +285,17 @@ def settle(
     max_step: int | None = None,
     down_window: float | None = None,
 ) -> stages.Settled:
-    """Stabilise, limit, bounds: the stages after a recommendation, whatever made it.
+    """Stabilise, limit, bounds (SETTLE): the stages after a recommendation, whatever made it.
     Updates `memory` (the recommendation joins the windows)."""
-    stabilised, window_note = stages.stabilise(spec, current, raw, memory, now, down_window)
-    settled = stages.limit(
-        spec, current, stabilised, memory, now, last_scale_up_at, last_scale_down_at, max_step
+    d = Draft(
+        plan=plan,
+        current=current,
+        now=now,
+        memory=memory,
+        state=PolicyState(last_scale_up_at=last_scale_up_at, last_scale_down_at=last_scale_down_at),
+        replicas=raw,
+        max_step=max_step,
+        down_window=down_window,
     )
-    if window_note:
-        settled.notes.insert(0, window_note)
-    bounded, bounds_note = stages.bounds(spec, settled.replicas)
-    if bounds_note:
-        settled.notes.append(bounds_note)
-    settled.replicas = bounded
-    return settled
-
-
-def _without_metrics(
-    spec: ServiceSpec,
-    observation: Observation,
-    memory: PolicyMemory,
-    proposal: Callable[..., Proposal],
-) -> Proposal:
-    """Hold; after `fallback.after` such observations in a row, go up to the fallback count.
-    Never down: missing data is no evidence of less load."""
-    current = observation.replicas
-    memory.failed_observations += 1
-    why = "; ".join(observation.errors) or "no metric source returned a value"
-    fallback = spec.fallback
-    if fallback is not None and memory.failed_observations >= fallback.after:
-        target, _ = stages.bounds(spec, max(current, fallback.replicas))
-        return proposal(
-            target,
-            f"no metrics for {memory.failed_observations} observations ({why}); "
-            f"fallback to {fallback.replicas}"
-            + (f", never below the current {current}" if current > fallback.replicas else ""),
-        )
-    return proposal(current, f"no metrics could be observed ({why}); holding")
+    _run(d, SETTLE)
+    return stages.Settled(d.replicas, d.reasons, d.cooldown_blocked)

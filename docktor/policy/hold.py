@@ -12,16 +12,16 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from docktor.loop.messages import ManualHold, Proposal
+from docktor.loop.messages import ManualHold
+from docktor.plan import MAX_DURATION_S, ServicePlan
 from docktor.policy import stages
-from docktor.spec import MAX_DURATION_S, ServiceSpec
 
 # How a manual decision's reason ends when the scale was not held (`--hold 0`).
 NOT_HELD = "not held"
 HELD_PREFIX = "held by manual scale until"
 
 
-def default_seconds(spec: ServiceSpec) -> float:
+def default_seconds(spec: ServicePlan) -> float:
     """How long a manual scale holds unless the operator says: the longer of the cooldowns,
     or, for a service without cooldowns (the target policy's default), the longer of its
     stabilisation windows, which do the cooldowns' job there. 0 (no hold) when it has neither."""
@@ -45,7 +45,7 @@ def problem(seconds: float | None) -> str | None:
 
 
 def start(
-    spec: ServiceSpec, replicas: int, seconds: float | None, now: datetime, by: str = ""
+    spec: ServicePlan, replicas: int, seconds: float | None, now: datetime, by: str = ""
 ) -> ManualHold | None:
     """The hold a manual scale to `replicas` starts now; None for a hold of 0."""
     length = default_seconds(spec) if seconds is None else seconds
@@ -65,27 +65,22 @@ def describe(hold: ManualHold, now: datetime) -> str:
     return f"{HELD_PREFIX} {hold.until.strftime(when)} UTC"
 
 
-def apply(
-    spec: ServiceSpec, proposal: Proposal, hold: ManualHold | None, now: datetime
-) -> Proposal:
-    """The proposal with the hold's count as its target while the hold is in force."""
+def overrule(
+    plan: ServicePlan,
+    current: int,
+    target: int,
+    reason: str,
+    hold: ManualHold | None,
+    now: datetime,
+) -> tuple[int, str] | None:
+    """The held count and the reason for it while the hold is in force, None otherwise:
+    `target` and `reason` are what the stages before wanted, and the reason still says it."""
     if hold is None or not in_force(hold, now):
-        return proposal
-    current = proposal.current_replicas
-    target, _ = stages.bounds(spec, hold.replicas)
+        return None
+    held, _ = stages.bounds(plan, hold.replicas)
     note = describe(hold, now)
-    if proposal.target_replicas == target:
-        reason = f"{proposal.reason}; {note}"
-    else:
-        wanted = f"{proposal.action} to {proposal.target_replicas}: {proposal.reason}"
-        restore = f" (restoring {target}, {current} running)" if current != target else ""
-        reason = f"{note}{restore}; the policy wanted {wanted}"
-    return proposal.model_copy(
-        update={
-            "action": stages.action_for(current, target),
-            "target_replicas": target,
-            "reason": reason,
-            # A held count is the operator's, not capacity the forecast asked for.
-            "predicted": proposal.predicted and target == proposal.target_replicas,
-        }
-    )
+    if target == held:
+        return held, f"{reason}; {note}"
+    wanted = f"{stages.action_for(current, target)} to {target}: {reason}"
+    restore = f" (restoring {held}, {current} running)" if current != held else ""
+    return held, f"{note}{restore}; the policy wanted {wanted}"

@@ -1,4 +1,4 @@
-"""Stage 1, recommend: the raw desired replica count and why, before any window or limit.
+"""The recommend stage: the raw desired replica count and why, before any window or limit.
 
 Two recommenders, chosen by `policy`:
 
@@ -12,11 +12,23 @@ Two recommenders, chosen by `policy`:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from docktor.loop.messages import Observation, PolicyMemory
-from docktor.spec import PER_REPLICA_SUFFIX, Condition, ServiceSpec, format_number
+from docktor.plan import PER_REPLICA_SUFFIX, ServicePlan, format_number
+
+
+class Condition(Protocol):
+    """One of a plan's step rules: what the step recommender reads of it."""
+
+    @property
+    def metric(self) -> str: ...
+    def holds(self, observed: float) -> bool: ...
+    def describe(self, observed: float | None = None) -> str: ...
+
 
 BACKLOG = "queue.backlog"
 ACK_PENDING = "queue.ack_pending"
@@ -36,7 +48,7 @@ class Raw:
 # ---- step --------------------------------------------------------------------------------------
 
 
-def step(spec: ServiceSpec, current: int, metrics: dict[str, float], missing: list[str]) -> Raw:
+def step(spec: ServicePlan, current: int, metrics: dict[str, float], missing: list[str]) -> Raw:
     """ANY up rule: +scale_up_by (to max_replicas). ALL down rules: -scale_down_by (to
     min_replicas); a condition on a metric that was not observed is false. Else hold."""
     missing_note = f" (not observed: {', '.join(missing)})" if missing else ""
@@ -61,7 +73,7 @@ def step(spec: ServiceSpec, current: int, metrics: dict[str, float], missing: li
     return Raw(current, f"no rule matched: {summary(metrics, wanted)}{missing_note}")
 
 
-def _matching(conditions: list[Condition], metrics: dict[str, float]) -> list[str]:
+def _matching(conditions: Sequence[Condition], metrics: dict[str, float]) -> list[str]:
     return [
         c.describe(metrics[c.metric])
         for c in conditions
@@ -78,7 +90,7 @@ def summary(metrics: dict[str, float], wanted: list[str]) -> str:
 
 
 def estimate_per_replica(
-    spec: ServiceSpec,
+    spec: ServicePlan,
     memory: PolicyMemory,
     observation: Observation,
     previous: Observation | None,
@@ -107,7 +119,7 @@ def estimate_per_replica(
 
 
 def target(
-    spec: ServiceSpec,
+    spec: ServicePlan,
     current: int,
     metrics: dict[str, float],
     memory: PolicyMemory,
@@ -159,7 +171,7 @@ def target(
 
 
 def _feed_forward(
-    spec: ServiceSpec, current: int, metrics: dict[str, float], memory: PolicyMemory
+    spec: ServicePlan, current: int, metrics: dict[str, float], memory: PolicyMemory
 ) -> tuple[int, str] | None:
     """Capacity for the arrival rate (plus headroom) and for draining the backlog in time."""
     rate_in = metrics.get(RATE_IN)
@@ -183,7 +195,7 @@ def _feed_forward(
     return _tracked(needed, current, tolerance, why)
 
 
-def _per_replica(spec: ServiceSpec, memory: PolicyMemory) -> float | None:
+def _per_replica(spec: ServicePlan, memory: PolicyMemory) -> float | None:
     return spec.rate.per_replica or memory.per_replica_rate
 
 
@@ -196,7 +208,7 @@ def _tracked(needed: float, current: int, tolerance: float, why: str) -> tuple[i
 
 
 def _activation(
-    spec: ServiceSpec,
+    spec: ServicePlan,
     current: int,
     metrics: dict[str, float],
     memory: PolicyMemory,

@@ -1,6 +1,7 @@
-"""Stages 2-4, as the HPA's controller runs them after its replica calculator: stabilise the raw
-recommendation over a window, limit the rate of change (and the cooldowns), then bounds, which
-always win. Each stage that changes the count says so in one note.
+"""The arithmetic of stabilise, limit and bounds, as the HPA's controller runs them after its
+replica calculator: stabilise the raw recommendation over a window, limit the rate of change
+(and the cooldowns), then bounds, which always win. Each that changes the count says so in one
+note; docktor/policy/decide.py runs them in order.
 """
 
 from __future__ import annotations
@@ -8,9 +9,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from docktor.loop.messages import PolicyMemory, Recommendation
-from docktor.spec import RateLimit, ServiceSpec, format_number
+from docktor.plan import ServicePlan, format_number
+
+
+class RateLimit(Protocol):
+    """A plan's `behavior.<direction>.limit`: what the limit stage reads of it."""
+
+    @property
+    def replicas(self) -> int | None: ...
+    @property
+    def percent(self) -> float | None: ...
+    @property
+    def period(self) -> float: ...
 
 
 @dataclass
@@ -43,7 +56,7 @@ def action_for(current: int, target: int) -> str:
 
 
 def stabilise(
-    spec: ServiceSpec,
+    spec: ServicePlan,
     current: int,
     raw: int,
     memory: PolicyMemory,
@@ -84,7 +97,7 @@ def _within(memory: PolicyMemory, now: datetime, seconds: float) -> list[int]:
 
 
 def limit(
-    spec: ServiceSpec,
+    spec: ServicePlan,
     current: int,
     wanted: int,
     memory: PolicyMemory,
@@ -186,7 +199,7 @@ def _describe(rule: RateLimit) -> str:
     return f"{' or '.join(parts)} per {_s(rule.period)}"
 
 
-def bounds(spec: ServiceSpec, replicas: int) -> tuple[int, str | None]:
+def bounds(spec: ServicePlan, replicas: int) -> tuple[int, str | None]:
     """min_replicas and max_replicas always win."""
     low, high = spec.min_replicas, spec.max_replicas
     if replicas < low:
@@ -196,7 +209,7 @@ def bounds(spec: ServiceSpec, replicas: int) -> tuple[int, str | None]:
     return replicas, None
 
 
-def forget(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> None:
+def forget(spec: ServicePlan, memory: PolicyMemory, now: datetime) -> None:
     """Drop what no window or period can look at any more, so the memory stays small."""
     horizon = max(
         spec.behavior.up.window,

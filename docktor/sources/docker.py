@@ -32,8 +32,8 @@ import docker
 import docker.errors
 
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
+from docktor.plan import ServicePlan
 from docktor.sources.base import MetricConfigError, MetricUnavailable
-from docktor.spec import ServiceSpec
 
 GAUGES = ("cpu.avg_pct", "cpu.max_pct", "cpu.min_pct", "mem.avg_pct")
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -61,7 +61,7 @@ class DockerMetricSource:
         self._executor_lock = threading.Lock()
         self._cpu = CpuWindows()
 
-    async def sample(self, spec: ServiceSpec) -> tuple[dict[str, float], dict[str, float]]:
+    async def sample(self, spec: ServicePlan) -> tuple[dict[str, float], dict[str, float]]:
         filters = replica_filters(spec)
         client = await self._run(docker_client)
         rows = await self._run(client.api.containers, filters=filters)
@@ -79,7 +79,7 @@ class DockerMetricSource:
             gauges["mem.avg_pct"] = sum(mem) / len(mem)
         return gauges, {}
 
-    async def validate(self, spec: ServiceSpec) -> None:
+    async def validate(self, spec: ServicePlan) -> None:
         replica_filters(spec)
 
     async def close(self) -> None:
@@ -105,7 +105,7 @@ class DockerMetricSource:
             return self._executor
 
 
-def replica_filters(spec: ServiceSpec) -> dict[str, Any]:
+def replica_filters(spec: ServicePlan) -> dict[str, Any]:
     """The engine's container filter for this service's running replicas."""
     if spec.backend == "swarm":
         labels = [f"{SWARM_SERVICE_LABEL}={spec.name}"]

@@ -18,9 +18,10 @@ from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
 from pydantic import Field
 
+from docktor.plan import ServicePlan
 from docktor.reasons import first_line
 from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
-from docktor.spec import QueueSpec, ServiceSpec
+from docktor.spec import QueueSpec
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class NatsMetricSource:
         """The pool (URL -> connection), read-only by convention; tests assert on it."""
         return self._connections
 
-    async def sample(self, spec: ServiceSpec) -> tuple[dict[str, float], dict[str, float]]:
+    async def sample(self, spec: ServicePlan) -> tuple[dict[str, float], dict[str, float]]:
         queue = _queue(spec)
         stream, consumer = await self._infos(queue)
         state = stream.state
@@ -107,7 +108,7 @@ class NatsMetricSource:
         }
         return gauges, counters
 
-    async def validate(self, spec: ServiceSpec) -> None:
+    async def validate(self, spec: ServicePlan) -> None:
         await self._infos(_queue(spec))
 
     async def close(self) -> None:
@@ -200,7 +201,7 @@ class NatsMetricSource:
             raise MetricUnavailable(f"{url}: cannot connect ({detail})") from exc
 
 
-def _queue(spec: ServiceSpec) -> NatsQueueSpec:
+def _queue(spec: ServicePlan) -> NatsQueueSpec:
     return queue_block(spec, NatsQueueSpec)
 
 

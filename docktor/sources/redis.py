@@ -38,9 +38,10 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from docktor.plan import ServicePlan
 from docktor.reasons import first_line
 from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
-from docktor.spec import QueueSpec, ServiceSpec
+from docktor.spec import QueueSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class RedisStreamSource:
         read-only by convention; tests assert on it."""
         return self._clients
 
-    async def sample(self, spec: ServiceSpec) -> tuple[dict[str, float], dict[str, float]]:
+    async def sample(self, spec: ServicePlan) -> tuple[dict[str, float], dict[str, float]]:
         queue = _queue(spec)
         client = self._client(queue)
         try:
@@ -136,7 +137,7 @@ class RedisStreamSource:
         }
         return gauges, _counters(stream, group, pending)
 
-    async def validate(self, spec: ServiceSpec) -> None:
+    async def validate(self, spec: ServicePlan) -> None:
         queue = _queue(spec)
         client = self._client(queue)
         try:
@@ -266,7 +267,7 @@ class RedisStreamSource:
         return MetricUnavailable(f"{where}: stream '{queue.stream}': {first_line(exc)}")
 
 
-def _queue(spec: ServiceSpec) -> RedisQueueSpec:
+def _queue(spec: ServicePlan) -> RedisQueueSpec:
     return queue_block(spec, RedisQueueSpec)
 
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 from docktor.backends import Backends
 from docktor.loop.messages import Observation
+from docktor.plan import ServicePlan
 from docktor.sources import MetricConfigError, MetricSource, providers, source_class
-from docktor.spec import ServiceSpec
 
 
-def source_kinds(spec: ServiceSpec) -> list[str]:
+def source_kinds(spec: ServicePlan) -> list[str]:
     """The metric source kinds this service needs: its queue's kind, and the source that
     provides each other metric its rules and targets name (as each source declares)."""
     kinds: list[str] = []
@@ -58,7 +58,7 @@ class Sampler:
         return self._sources[kind]
 
     async def observe(
-        self, spec: ServiceSpec, project: str
+        self, spec: ServicePlan, project: str
     ) -> tuple[Observation, list[BaseException]]:
         """Count replicas and sample every source concurrently.
 

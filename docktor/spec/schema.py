@@ -215,7 +215,7 @@ class RateTracking(Strict):
 
 
 class Predict(Strict):
-    """Predictive pre-scaling (docktor/policy/forecast.py): learn the rhythm of queue.rate_in
+    """Predictive pre-scaling (docktor/policy/forecast/): learn the rhythm of queue.rate_in
     and, when confident, have capacity for the rate expected `lead` seconds from now.
 
     lead: how far ahead to look; unset, one check interval plus `startup` (a replica asked for

@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from helpers import async_wait_for, require_redis_server, wait_for
 
 from docktor.dev.embedded import EmbeddedRedis, start_redis
+from docktor.plan import ServicePlan
 from docktor.sources import MetricUnavailable
 from docktor.sources.redis import RedisQueueSpec, RedisStreamSource
-from docktor.spec import ServiceSpec
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "redis-streams"
 STREAM, GROUP = "jobs", "workers"
@@ -61,7 +61,7 @@ async def test_source_is_unavailable_while_redis_is_down_and_reads_again_after(
     url, port = servers[0].url, servers[0].port
     await wait_group(url)
     source = RedisStreamSource()
-    spec = ServiceSpec(
+    spec = ServicePlan(
         name="consumer",
         backend="compose",
         queue=RedisQueueSpec(url=url, stream=STREAM, group=GROUP),

@@ -18,12 +18,13 @@ from activities import LoopActivities
 from docktor.advisor import LLMConfigError, advise, api_key_for, check_llm, parse_answer
 from docktor.dev.embedded import free_port
 from docktor.loop.messages import Advice, AdviseInput, Decision, Proposal
-from docktor.spec import LLMSpec, ServiceSpec
+from docktor.plan import LLMPlan, ServicePlan
+from docktor.spec import ServiceSpec
 
 pytestmark = pytest.mark.integration
 
 MODEL = "ai/granite-4.0-h-micro"
-SPEC = ServiceSpec(name="consumer", min_replicas=1, max_replicas=10)
+SPEC = ServicePlan.from_spec(ServiceSpec(name="consumer", min_replicas=1, max_replicas=10))
 # The rules want 4 -> 5 because of a backlog.
 PROPOSAL = Proposal(
     action="scale_up",
@@ -70,7 +71,7 @@ def request(
     ]
     return AdviseInput(
         service=SPEC,
-        llm=LLMSpec(**settings),
+        llm=LLMPlan(**settings),
         proposal=PROPOSAL,
         recent=recent,
         cooldown_up_left=cooldown_up_left,
@@ -312,26 +313,26 @@ async def test_dmr_sends_a_placeholder_key(openai_stub: OpenAIStub) -> None:
 def test_openai_without_a_key_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LLMConfigError, match="needs OPENAI_API_KEY in the environment"):
-        api_key_for(LLMSpec(provider="openai"))
+        api_key_for(LLMPlan(provider="openai"))
 
 
 # ---- the start-up check ----------------------------------------------------------------------
 
 
 async def test_check_llm(openai_stub: OpenAIStub) -> None:
-    assert await check_llm(LLMSpec(base_url=openai_stub.base_url, model=MODEL)) is None
-    problem = await check_llm(LLMSpec(base_url=openai_stub.base_url, model="ai/nope"))
+    assert await check_llm(LLMPlan(base_url=openai_stub.base_url, model=MODEL)) is None
+    problem = await check_llm(LLMPlan(base_url=openai_stub.base_url, model="ai/nope"))
     assert problem == (
         f"model 'ai/nope' is not offered by {openai_stub.base_url} (available: {MODEL}, ai/smollm2)"
     )
     openai_stub.models_status = 500
-    problem = await check_llm(LLMSpec(base_url=openai_stub.base_url, model=MODEL))
+    problem = await check_llm(LLMPlan(base_url=openai_stub.base_url, model=MODEL))
     assert problem is not None and "HTTP 500" in problem
     gone = f"http://127.0.0.1:{free_port()}/v1"
-    assert await check_llm(LLMSpec(base_url=gone)) == (
+    assert await check_llm(LLMPlan(base_url=gone)) == (
         f"cannot reach the LLM server at {gone}: connection refused"
     )
-    assert await check_llm(LLMSpec(provider="none")) is None
+    assert await check_llm(LLMPlan(provider="none")) is None
 
 
 def test_parse_answer_is_strict() -> None:

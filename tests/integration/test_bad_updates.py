@@ -30,7 +30,7 @@ from temporalio.worker import Worker
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.loop import names
 from docktor.loop.messages import ManualScale, PauseRequest, SpecUpdate, Verdict
-from docktor.spec import LLMSpec
+from docktor.plan import LLMPlan, ServicePlan
 from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start
 from workflows import ServiceAutoscaler
 
@@ -38,13 +38,21 @@ pytestmark = pytest.mark.integration
 
 TICK = 0.5
 POLL = 0.1
-NONE = LLMSpec(provider="none")
+NONE = LLMPlan.none()
 
 
 @pytest.fixture(scope="module")
 async def env(temporal_dev: EmbeddedTemporal) -> AsyncIterator[WorkflowEnvironment]:
     client = await Client.connect(temporal_dev.address, data_converter=pydantic_data_converter)
     yield WorkflowEnvironment.from_client(client)
+
+
+def plan(**overrides: object) -> ServicePlan:
+    """A plan as `update_spec` carries it; built without the spec's checks, as another client
+    (or an older release) could send it."""
+    return ServicePlan.model_validate(
+        {**ServicePlan.from_spec(service_spec()).model_dump(), **overrides}
+    )
 
 
 async def refusal(update: Awaitable[object]) -> str:
@@ -125,13 +133,13 @@ async def test_invalid_updates_are_refused_and_the_loop_keeps_deciding(
         "other service": await refusal(
             handle.execute_update(
                 ServiceAutoscaler.update_spec,
-                SpecUpdate(service=service_spec(name="other"), llm=NONE),
+                SpecUpdate(service=plan(name="other"), llm=NONE),
             )
         ),
         "timer overflow": await refusal(
             handle.execute_update(
                 ServiceAutoscaler.update_spec,
-                SpecUpdate(service=service_spec(check_interval=1e12), llm=NONE),
+                SpecUpdate(service=plan(check_interval=1e12), llm=NONE),
             )
         ),
         "malformed spec": await refusal(

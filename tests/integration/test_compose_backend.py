@@ -20,6 +20,7 @@ from docker_engine import DockerEngine
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.backends.compose import ComposeScaler
 from docktor.dev.embedded import EmbeddedTemporal
+from docktor.plan import ServicePlan
 from docktor.spec import ServiceSpec
 
 CONFIG_HASH = "3f1c0ffee0ddba11" * 4
@@ -105,7 +106,7 @@ def service_containers(
 
 
 def scaler(project: str, name: str = "worker", **spec: Any) -> ComposeScaler:
-    service = ServiceSpec(name=name, backend="compose", **spec)
+    service = ServicePlan.from_spec(ServiceSpec(name=name, backend="compose", **spec))
     built = Backends().of(service).service(service, project)  # type: ignore[attr-defined]
     assert isinstance(built, ComposeScaler)
     return built

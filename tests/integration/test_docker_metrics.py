@@ -15,9 +15,9 @@ from docker.models.containers import Container
 from docker_engine import DockerEngine
 from helpers import async_wait_for
 
+from docktor.plan import ServicePlan
 from docktor.sources import MetricConfigError, MetricUnavailable, source_class
 from docktor.sources.docker import DockerMetricSource
-from docktor.spec import ServiceSpec
 
 BUSY = ["sh", "-c", "yes > /dev/null"]
 IDLE = ["sleep", "3600"]
@@ -72,10 +72,10 @@ async def source() -> Any:
     await built.close()
 
 
-def spec(project: str, name: str, backend: str = "compose", window: float = 1.0) -> ServiceSpec:
+def spec(project: str, name: str, backend: str = "compose", window: float = 1.0) -> ServicePlan:
     """A service whose CPU is averaged over `window` seconds: by default about one second, the
     engine's own figure, so that a reading can be checked against `docker stats`."""
-    return ServiceSpec(
+    return ServicePlan(
         name=name,
         backend=backend,  # type: ignore[arg-type]
         project=project,
@@ -97,7 +97,7 @@ def engine_cpu(engine: DockerEngine, container: Container) -> float:
 
 
 async def busy_reading(
-    source: DockerMetricSource, service: ServiceSpec, attempts: int = 5
+    source: DockerMetricSource, service: ServicePlan, attempts: int = 5
 ) -> dict[str, float]:
     """A sample in which the busy loop had a whole core. These 2-core machines also run other
     test suites, and a loop that gets half a core really does use 50%: so measure again (no
@@ -211,7 +211,7 @@ async def test_unreachable_engine_is_retryable(
 
 
 async def test_processes_backend_has_no_container_metrics(source: DockerMetricSource) -> None:
-    local = ServiceSpec(name="worker", backend="processes", command=["python", "w.py"])
+    local = ServicePlan(name="worker", backend="processes", command=["python", "w.py"])
     with pytest.raises(MetricConfigError, match="backend 'compose' or 'swarm'"):
         await source.validate(local)
 

@@ -20,7 +20,7 @@ from temporalio.worker import Worker
 
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.loop.messages import Decision, ManualScale, PauseRequest, SpecUpdate, Verdict
-from docktor.spec import LLMSpec
+from docktor.plan import LLMPlan, ServicePlan
 from tests.workflow.conftest import (
     ScriptedWorld,
     decisions_after,
@@ -133,17 +133,19 @@ async def test_update_spec_takes_new_bounds_without_a_restart(
     status = await handle.execute_update(
         ServiceAutoscaler.update_spec,
         SpecUpdate(
-            service=service_spec(
-                check_interval=TICK, max_replicas=8, cooldown={"up": 0, "down": 0}
+            service=ServicePlan.from_spec(
+                service_spec(check_interval=TICK, max_replicas=8, cooldown={"up": 0, "down": 0})
             ),
-            llm=LLMSpec(provider="none"),
+            llm=LLMPlan.none(),
         ),
     )
     assert status.max_replicas == 8
     assert "scales 'consumer'" in await refusal(
         handle.execute_update(
             ServiceAutoscaler.update_spec,
-            SpecUpdate(service=service_spec(name="other"), llm=LLMSpec(provider="none")),
+            SpecUpdate(
+                service=ServicePlan.from_spec(service_spec(name="other")), llm=LLMPlan.none()
+            ),
         )
     )
 

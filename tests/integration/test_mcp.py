@@ -297,7 +297,9 @@ async def test_status_and_decisions_of_a_running_loop(stack: Stack) -> None:
     async with stack.stdio() as session:
         listed = await call(session, "list_services")
         by_name = {s["name"]: s for s in listed["services"]}
-        assert by_name["consumer"]["running"] is True and by_name["idle"]["running"] is False
+        assert by_name["consumer"]["status"]["running"] is True
+        assert by_name["idle"]["status"]["running"] is False
+        assert by_name["idle"]["status"]["problem"] == "not running"
         assert (by_name["consumer"]["min_replicas"], by_name["consumer"]["max_replicas"]) == (1, 4)
         assert by_name["consumer"]["backend"] == "processes"
 
@@ -314,10 +316,12 @@ async def test_status_and_decisions_of_a_running_loop(stack: Stack) -> None:
         assert (status["replicas"], status["min_replicas"], status["max_replicas"]) == (1, 1, 4)
         assert status["paused"] is False
         assert status["last_decision"]["action"] == "scale_up"
-        # The same row as `docktor status --json`, apart from the ages that tick.
+        # The same view as `docktor status --json` and list_services, apart from the ages that
+        # tick.
         cli_row = json.loads(await stack.cli("status", "--json"))[0]
+        assert set(status) == set(cli_row) == set(by_name["consumer"]["status"])
         for key in ("service", "workflow_id", "replicas", "iteration", "last_decision"):
-            assert status[key] == cli_row[key], key
+            assert status[key] == cli_row[key] == by_name["consumer"]["status"][key], key
 
         explained = await call(session, "explain_decisions", service="consumer", tail=5)
         first = explained["decisions"][0]
@@ -406,6 +410,40 @@ async def test_what_if_is_what_the_loop_then_decides(stack: Stack) -> None:
         assert signals == ["mcp:pytest"]
 
 
+async def test_what_if_during_a_hold_is_what_the_loop_then_records(stack: Stack) -> None:
+    """An operator's hold is part of the loop's policy state: the dry run keeps the held count
+    as the loop does, instead of answering what the policy would do without the hold."""
+    async with stack.stdio("--allow-control") as session:
+        await call(
+            session, "scale_to", service="consumer", replicas=2, reason="hold it", hold="10m"
+        )
+        dry = await call(session, "what_if", service="consumer")
+        assert dry["from_loop"] is True
+        proposal = dry["proposal"]
+        # The backlog asks for more (scale_up to 3); the hold keeps 2 and says what was wanted.
+        assert (proposal["action"], proposal["current_replicas"], proposal["target_replicas"]) == (
+            "hold",
+            2,
+            2,
+        ), proposal["reason"]
+        assert proposal["reason"].startswith("held by manual scale until ")
+        assert "the policy wanted scale_up to 3: queue.backlog 500 > 100" in proposal["reason"]
+
+        before = await stack.recorded("consumer")
+        await call(session, "nudge", service="consumer", reason="compare with the dry run")
+
+        async def decided() -> bool:
+            return await stack.recorded("consumer") > before
+
+        await async_wait_for(decided, 30, "the nudged decision")
+        latest = (await call(session, "explain_decisions", service="consumer", tail=1))[
+            "decisions"
+        ][0]
+        for key in ("action", "current_replicas", "target_replicas", "reason", "matched_rules"):
+            assert latest[key] == proposal[key], key
+        assert latest["observations"] == proposal["observations"]
+
+
 # ---- control over HTTP ----------------------------------------------------------------------
 
 
@@ -439,7 +477,7 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         )
         assert "yes: hold for the sale (by mcp:ops-agent)" in row
         again = await refused(session, "pause", service="consumer", reason="twice")
-        assert "pause refused: already paused (hold for the sale (by mcp:ops-agent))" in again
+        assert again.endswith("pause refused: already paused (hold for the sale)")
         await call(session, "resume", service="consumer", reason="sale over")
         assert (await call(session, "service_status", service="consumer"))["paused"] is False
 
@@ -447,6 +485,47 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         assert "approve refused: no decision of consumer is awaiting approval" in nothing
         idle = await refused(session, "nudge", service="idle", reason="wake up")
         assert "no running loop for service 'idle'" in idle
+
+
+# ---- who paused is said once -----------------------------------------------------------------
+
+
+async def test_a_pause_by_mcp_names_its_author_once(stack: Stack) -> None:
+    """The loop keeps who paused apart from why (PauseRequest.by), and every view of its status
+    (the CLI's columns and JSON, the tools, the resource) says who once."""
+    by, reason = "mcp:night-shift", "investigating backlog"
+    async with stack.stdio("--allow-control", client="night-shift") as session:
+        paused = await call(session, "pause", service="consumer", reason=reason)
+        assert paused["by"] == by
+
+        loop = await loop_status(stack.client, stack.config, "consumer")
+        assert (loop.paused, loop.pause_reason, loop.paused_by) == (True, reason, by)
+
+        resource = await session.read_resource("docktor://services/consumer/status")
+        listed = (await call(session, "list_services"))["services"]
+        shown = {
+            "pause's result": paused["status"],
+            "service_status": await call(session, "service_status", service="consumer"),
+            "status resource": json.loads(resource.contents[0].text),
+            "list_services": next(s["status"] for s in listed if s["name"] == "consumer"),
+            "status --json": next(
+                row
+                for row in json.loads(await stack.cli("status", "--json"))
+                if row["service"] == "consumer"
+            ),
+        }
+        for where, view in shown.items():
+            assert (view["paused"], view["pause_reason"], view["paused_by"]) == (
+                True,
+                reason,
+                by,
+            ), where
+
+        row = next(
+            line for line in (await stack.cli("status")).splitlines() if line.startswith("consumer")
+        )
+        assert f"yes: {reason} (by {by})" in row
+        assert row.count(by) == 1, row
 
 
 # ---- Temporal goes away and comes back -------------------------------------------------------
@@ -468,8 +547,9 @@ async def test_the_server_survives_a_temporal_restart(tmp_path: Path) -> None:
                 down = await refused(session, "service_status", service="consumer")
                 assert f"cannot reach Temporal at {temporal.address}" in down
                 listed = await call(session, "list_services")
-                assert listed["services"][0]["running"] is None
-                assert "cannot reach Temporal" in listed["note"]
+                unknown = listed["services"][0]["status"]
+                assert unknown["running"] is None
+                assert f"cannot reach Temporal at {temporal.address}" in unknown["problem"]
                 # explain falls back to the decision log, as the CLI does, and says so.
                 logged = await call(session, "explain_decisions", service="consumer")
                 assert logged["decisions"][0]["action"] == "scale_up"

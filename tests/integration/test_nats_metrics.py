@@ -16,11 +16,11 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from docktor.dev.embedded import EmbeddedNats, free_port
 from docktor.loop.messages import Observation
+from docktor.plan import ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, MetricUnavailable, source_class
 from docktor.sources.nats import NatsMetricSource, NatsQueueSpec
 from docktor.sources.sampling import wanted
-from docktor.spec import ServiceSpec
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,11 @@ class Queue:
     subject: str
     url: str
 
-    def spec(self, metrics: list[str] | None = None, name: str = "consumer") -> ServiceSpec:
+    def spec(self, metrics: list[str] | None = None, name: str = "consumer") -> ServicePlan:
         queue = NatsQueueSpec(
             url=self.url, stream=self.stream, consumer=CONSUMER, metrics=metrics or []
         )
-        return ServiceSpec(name=name, backend="compose", queue=queue)
+        return ServicePlan(name=name, backend="compose", queue=queue)
 
     async def publish(self, count: int) -> None:
         for i in range(count):
@@ -157,7 +157,7 @@ async def test_missing_stream_and_consumer_name_what_is_missing(
 
 async def test_unreachable_server_is_unavailable(source: NatsMetricSource) -> None:
     url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
-    spec = ServiceSpec(
+    spec = ServicePlan(
         name="lost", backend="compose", queue=NatsQueueSpec(url=url, stream="S", consumer="c")
     )
     with pytest.raises(MetricUnavailable) as error:

@@ -18,11 +18,11 @@ from helpers import async_wait_for, require_redis_server
 import docktor.sources.redis as redis_source
 from docktor.dev.embedded import EmbeddedRedis, free_port, start_redis
 from docktor.loop.messages import Observation
+from docktor.plan import ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, MetricUnavailable, source_class
 from docktor.sources.redis import RedisQueueSpec, RedisStreamSource
 from docktor.sources.sampling import wanted
-from docktor.spec import ServiceSpec
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,9 @@ class Stream:
     name: str
     url: str
 
-    def spec(self, metrics: list[str] | None = None, name: str = "consumer") -> ServiceSpec:
+    def spec(self, metrics: list[str] | None = None, name: str = "consumer") -> ServicePlan:
         queue = RedisQueueSpec(url=self.url, stream=self.name, group=GROUP, metrics=metrics or [])
-        return ServiceSpec(name=name, backend="compose", queue=queue)
+        return ServicePlan(name=name, backend="compose", queue=queue)
 
     async def add(self, count: int) -> list[str]:
         return [await self.client.xadd(self.name, {"job": str(i)}) for i in range(count)]
@@ -191,7 +191,7 @@ async def test_missing_stream_and_group_name_what_is_missing(
     stream: Stream, source: RedisStreamSource
 ) -> None:
     no_stream = stream.spec()
-    assert isinstance(no_stream.queue, RedisQueueSpec)
+    assert no_stream.queue is not None
     no_stream.queue.stream = "no-such-stream"
     with pytest.raises(MetricConfigError) as error:
         await source.sample(no_stream)
@@ -200,7 +200,7 @@ async def test_missing_stream_and_group_name_what_is_missing(
         await source.validate(no_stream)
 
     no_group = stream.spec()
-    assert isinstance(no_group.queue, RedisQueueSpec)
+    assert no_group.queue is not None
     no_group.queue.group = "nobody"
     expected = f"consumer group 'nobody' not found on stream '{stream.name}' ({stream.url})"
     with pytest.raises(MetricConfigError) as error:
@@ -219,7 +219,7 @@ async def test_a_key_that_is_not_a_stream_is_a_config_error(
     await stream.client.set(key, "x")
     try:
         spec = stream.spec()
-        assert isinstance(spec.queue, RedisQueueSpec)
+        assert spec.queue is not None
         spec.queue.stream = key
         with pytest.raises(MetricConfigError) as error:
             await source.sample(spec)
@@ -232,7 +232,7 @@ async def test_unreachable_server_is_unavailable_and_hides_the_password(
     source: RedisStreamSource,
 ) -> None:
     port = free_port()  # nothing listens there
-    spec = ServiceSpec(
+    spec = ServicePlan(
         name="lost",
         backend="compose",
         queue=RedisQueueSpec(url=f"redis://:s3cret@127.0.0.1:{port}/0", stream="s", group="g"),
@@ -251,7 +251,7 @@ async def test_services_on_one_url_share_one_connection(
     await client.xgroup_create(other, GROUP, id="0", mkstream=True)
     try:
         second = stream.spec(name="billing")
-        assert isinstance(second.queue, RedisQueueSpec)
+        assert second.queue is not None
         second.queue.stream = other
         # Sampled at the same moment: they take turns on the one pooled connection.
         results = await asyncio.gather(
@@ -311,7 +311,7 @@ async def test_password_comes_from_the_workers_environment_never_the_spec(
     queue = RedisQueueSpec(
         url=password_server.url, stream="jobs", group=GROUP, password_env="JOBS_REDIS_PASSWORD"
     )
-    spec = ServiceSpec(name="consumer", backend="compose", queue=queue)
+    spec = ServicePlan(name="consumer", backend="compose", queue=queue)
 
     with pytest.raises(MetricConfigError) as error:
         await source.sample(spec)
@@ -332,6 +332,6 @@ async def test_a_wrong_or_missing_password_is_a_config_error(
     url = password_server.url
     for password_env in ("JOBS_REDIS_PASSWORD", None):
         queue = RedisQueueSpec(url=url, stream="jobs", group=GROUP, password_env=password_env)
-        spec = ServiceSpec(name="consumer", backend="compose", queue=queue)
+        spec = ServicePlan(name="consumer", backend="compose", queue=queue)
         with pytest.raises(MetricConfigError, match=f"^{url}: authentication failed"):
             await source.sample(spec)

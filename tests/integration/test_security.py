@@ -35,6 +35,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
+from docktor.plan import ServicePlan
 from docktor.spec import ServiceSpec, load_config
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,8 @@ async def test_compose_scales_only_its_own_project_and_service(
     }
     before = {name: fingerprint(c) for name, c in neighbours.items()}
 
-    scaler = ComposeScaler(ServiceSpec(name="worker", backend="compose"), project=project)
+    worker = ServicePlan.from_spec(ServiceSpec(name="worker", backend="compose"))
+    scaler = ComposeScaler(worker, project=project)
     assert await scaler.replicas() == 1
     # Up: our stopped replica 2 is started again and a third is cloned; no neighbour is started.
     assert await scaler.scale_to(3) == 3
@@ -176,14 +178,16 @@ async def test_processes_run_the_command_literally_never_through_a_shell(tmp_pat
     workdir.mkdir()
     (workdir / "existing-file").write_text("a glob would expand to this")
     out = tmp_path / "argv.json"
-    spec = ServiceSpec(
-        name="echo",
-        backend="processes",
-        command=[sys.executable, "-c", ECHO, *HOSTILE_ARGS],
-        env={"OUT": str(out), "TRAP": "$(touch pwned-env)"},
-        workdir=str(workdir),
-        state_dir=str(tmp_path / "state"),
-        stop_grace_period=2,
+    spec = ServicePlan.from_spec(
+        ServiceSpec(
+            name="echo",
+            backend="processes",
+            command=[sys.executable, "-c", ECHO, *HOSTILE_ARGS],
+            env={"OUT": str(out), "TRAP": "$(touch pwned-env)"},
+            workdir=str(workdir),
+            state_dir=str(tmp_path / "state"),
+            stop_grace_period=2,
+        )
     )
     scaler = ProcessScaler(spec, project="sec")
     try:
@@ -333,7 +337,8 @@ async def test_the_api_key_reaches_the_model_server_and_nothing_else(
         await stop_loop(client, config, "api")
     finally:
         stop(worker)
-        await ProcessScaler(config.services[0], project=config.project or "").stop_all()
+        plan = ServicePlan.from_spec(config.services[0])
+        await ProcessScaler(plan, project=config.project or "").stop_all()
 
     # The key was used, and the echo happened...
     assert all(r.headers.get("authorization") == f"Bearer {API_KEY}" for r in stub.requests)

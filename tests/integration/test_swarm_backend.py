@@ -26,7 +26,7 @@ from helpers import async_wait_for, wait_for
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.backends.swarm import SwarmScaler
 from docktor.docker_engine import reset_clients
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
 
 PROJECT = "dkswarm"
 # `sleep` as PID 1 ignores SIGTERM, which would make each stopped task wait out the grace period.
@@ -125,8 +125,8 @@ def make_service(swarm: docker.DockerClient, busybox_image: str) -> Iterator[Mak
             service.remove()
 
 
-def _spec(name: str) -> ServiceSpec:
-    return ServiceSpec(name=name, backend="swarm", project=PROJECT)
+def _spec(name: str) -> ServicePlan:
+    return ServicePlan(name=name, backend="swarm", project=PROJECT)
 
 
 def _version(swarm: docker.DockerClient, name: str) -> int:

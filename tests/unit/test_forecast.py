@@ -1,4 +1,4 @@
-"""The forecast alone (docktor/policy/forecast.py) and the pre-scale stage through decide()."""
+"""The forecast alone (docktor/policy/forecast/model.py) and the pre-scale stage via decide()."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docktor.loop.messages import ForecastMemory, Observation, PolicyMemory, Proposal
-from docktor.policy import decide, forecast
-from docktor.policy.predict import view
+from docktor.loop.messages import ForecastMemory, Observation, PolicyMemory, PolicyState, Proposal
+from docktor.policy import decide
+from docktor.policy.forecast import model as forecast
+from docktor.policy.forecast.stage import view
 from docktor.spec import ConfigError, ServiceSpec, parse_config
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -261,7 +262,7 @@ def test_bursts_that_drift_are_not_missed() -> None:
 
 
 def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -> None:
-    from docktor.policy.predict import _surprised
+    from docktor.policy.forecast.stage import _surprised
 
     # Mid-gap (t = 620 s, bursts at 648-660) a rate of 500: nothing like it was expected.
     steady = feed(bursts(), 600)
@@ -275,7 +276,7 @@ def test_an_unforeseen_burst_is_a_surprise_only_for_a_rhythm_that_keeps_time() -
 
 
 def test_a_rhythm_trusted_for_a_period_may_dip_a_little_below_min_confidence() -> None:
-    from docktor.policy.predict import _still_trusted
+    from docktor.policy.forecast.stage import _still_trusted
 
     service = spec()  # min_confidence 0.8
     sure, dip, low = (
@@ -349,7 +350,9 @@ def drive(
             metrics={"queue.backlog": 0.0, "queue.ack_pending": 0.0},
             counters={"queue.stream_last_seq": arrived, "queue.ack_floor": arrived},
         )
-        proposal = decide(service, sample, previous, sample.taken_at, memory=memory)
+        proposal = decide(
+            service, sample, PolicyState(previous=previous, memory=memory), sample.taken_at
+        )
         proposals.append((t, proposal))
         memory, previous = proposal.memory, sample
         replicas = proposal.target_replicas

@@ -19,11 +19,12 @@ from docktor.backends import ScalerConfigError
 from docktor.backends.processes import ProcessesBackend
 from docktor.cli.main import main
 from docktor.loop.messages import ApplyInput, AutoscalerInput, Observation, ObserveInput
+from docktor.plan import QueueBlock, ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, queue_block, queue_kinds, source_class
 from docktor.sources.nats import NatsQueueSpec
 from docktor.sources.sampling import source_kinds
-from docktor.spec import AnyQueue, ConfigError, ServiceSpec, parse_config
+from docktor.spec import ConfigError, ServiceSpec, parse_config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,7 +70,7 @@ def test_a_queue_block_of_an_earlier_release_decodes_and_keeps_its_fields() -> N
         },
     }
     decoded = AutoscalerInput.model_validate(payload)
-    assert isinstance(decoded.service.queue, AnyQueue)
+    assert isinstance(decoded.service.queue, QueueBlock)
     assert wire(decoded, AutoscalerInput) == decoded
     queue = queue_block(decoded.service, NatsQueueSpec)
     assert (queue.stream, queue.consumer, queue.subject) == ("JOBS", "workers", "jobs.new")
@@ -77,10 +78,11 @@ def test_a_queue_block_of_an_earlier_release_decodes_and_keeps_its_fields() -> N
 
 def test_a_block_of_a_kind_this_process_lacks_travels_intact() -> None:
     # The workflow loads no plugins: a kind only the worker has installed must round-trip.
-    spec = ServiceSpec.model_validate(
+    plan = ServicePlan.model_validate(
         {"name": "c", "queue": {"kind": "kafka", "brokers": ["127.0.0.1:9092"], "topic": "t"}}
     )
-    decoded = wire(spec, ServiceSpec)
+    decoded = wire(plan, ServicePlan)
+    assert decoded.queue is not None
     assert decoded.queue.model_dump() == {
         "kind": "kafka",
         "metrics": [],
@@ -95,9 +97,10 @@ def test_a_loaded_config_and_its_payload_are_one_thing(tmp_path: Path) -> None:
     )
     spec = config.services[0]
     assert spec.queue is not None
-    # The kind's defaults were filled in by its own model.
-    assert spec.queue.model_dump()["url"] == "nats://127.0.0.1:4222"
-    assert wire(spec, ServiceSpec) == spec
+    # The kind's defaults were filled in by its own model, and the plan carries them.
+    plan = ServicePlan.from_spec(spec)
+    assert plan.queue is not None and plan.queue.model_dump()["url"] == "nats://127.0.0.1:4222"
+    assert wire(plan, ServicePlan) == plan
 
 
 def test_sources_are_picked_by_the_metrics_they_declare(tmp_path: Path) -> None:
@@ -141,12 +144,14 @@ def test_an_observation_made_before_sources_declared_rates_keeps_the_nats_ones()
 
 
 async def test_the_worker_keeps_one_backend_for_observe_and_apply(tmp_path: Path) -> None:
-    spec = ServiceSpec(
-        name="idle",
-        backend="processes",
-        command=[sys.executable, "-c", "import time; time.sleep(600)"],
-        state_dir=str(tmp_path / "state"),
-        stop_grace_period=2,
+    spec = ServicePlan.from_spec(
+        ServiceSpec(
+            name="idle",
+            backend="processes",
+            command=[sys.executable, "-c", "import time; time.sleep(600)"],
+            state_dir=str(tmp_path / "state"),
+            stop_grace_period=2,
+        )
     )
     loop = LoopActivities()
     env = ActivityEnvironment()

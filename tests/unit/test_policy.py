@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docktor.loop.messages import Observation, Proposal
+from docktor.loop.messages import Observation, PolicyState, Proposal
 from docktor.policy import cooldown_left, decide, derive_rates
 from docktor.spec import ServiceSpec
 
@@ -63,25 +63,25 @@ MIDDLE = {"queue_backlog": 200, "queue_ack_pending": 2, "cpu_avg_pct": 30}
 def test_any_up_rule_scales_up_by_step() -> None:
     only_cpu = {"queue_backlog": 100, "queue_ack_pending": 2, "cpu_avg_pct": 95}
     for metrics in (BUSY, only_cpu):
-        proposal = decide(spec(), obs(3, **metrics), None, NOW)
+        proposal = decide(spec(), obs(3, **metrics), PolicyState(), NOW)
         assert proposal.action == "scale_up"
         assert (proposal.current_replicas, proposal.target_replicas) == (3, 5)
 
 
 def test_scale_up_is_clamped_to_max() -> None:
-    proposal = decide(spec(), obs(9, **BUSY), None, NOW)
+    proposal = decide(spec(), obs(9, **BUSY), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("scale_up", 10)
 
 
 def test_at_max_an_up_rule_holds() -> None:
-    proposal = decide(spec(), obs(10, **BUSY), None, NOW)
+    proposal = decide(spec(), obs(10, **BUSY), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 10)
     assert "max_replicas (10)" in proposal.reason
 
 
 def test_matched_rules_are_readable() -> None:
     metrics = {**BUSY, "cpu_avg_pct": 91.5}
-    proposal = decide(spec(), obs(3, **metrics), None, NOW)
+    proposal = decide(spec(), obs(3, **metrics), PolicyState(), NOW)
     assert proposal.matched_rules == ["queue.backlog 812 > 500", "cpu.avg_pct 91.5 > 80"]
     assert "queue.backlog 812 > 500" in proposal.reason
     assert proposal.observations["queue.backlog"] == 812
@@ -91,27 +91,27 @@ def test_matched_rules_are_readable() -> None:
 
 
 def test_all_down_rules_scale_down_by_step() -> None:
-    proposal = decide(spec(scale_down_by=2), obs(5, **CALM), None, NOW)
+    proposal = decide(spec(scale_down_by=2), obs(5, **CALM), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("scale_down", 3)
     assert proposal.matched_rules == ["queue.backlog 10 < 50", "queue.ack_pending 2 < 10"]
 
 
 def test_one_down_rule_is_not_enough() -> None:
     busy_in_flight = {**CALM, "queue_ack_pending": 40}
-    proposal = decide(spec(), obs(5, **busy_in_flight), None, NOW)
+    proposal = decide(spec(), obs(5, **busy_in_flight), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 5)
     assert proposal.matched_rules == []
 
 
 def test_scale_down_is_clamped_to_min() -> None:
-    proposal = decide(spec(min_replicas=2, scale_down_by=3), obs(4, **CALM), None, NOW)
+    proposal = decide(spec(min_replicas=2, scale_down_by=3), obs(4, **CALM), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("scale_down", 2)
-    at_min = decide(spec(min_replicas=2), obs(2, **CALM), None, NOW)
+    at_min = decide(spec(min_replicas=2), obs(2, **CALM), PolicyState(), NOW)
     assert (at_min.action, at_min.target_replicas) == ("hold", 2)
 
 
 def test_no_rule_matched_holds_and_says_what_it_saw() -> None:
-    proposal = decide(spec(), obs(4, **MIDDLE), None, NOW)
+    proposal = decide(spec(), obs(4, **MIDDLE), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 4)
     assert proposal.reason.startswith("no rule matched")
     assert "queue.backlog 200" in proposal.reason
@@ -119,7 +119,7 @@ def test_no_rule_matched_holds_and_says_what_it_saw() -> None:
 
 def test_service_without_down_rules_never_scales_down() -> None:
     rules = {"scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 500}]}
-    proposal = decide(spec(rules=rules), obs(5, queue_backlog=0), None, NOW)
+    proposal = decide(spec(rules=rules), obs(5, queue_backlog=0), PolicyState(), NOW)
     assert proposal.action == "hold"
 
 
@@ -127,7 +127,7 @@ def test_service_without_down_rules_never_scales_down() -> None:
 
 
 def test_missing_down_metric_is_false_and_named() -> None:
-    proposal = decide(spec(), obs(5, queue_backlog=0, cpu_avg_pct=10), None, NOW)
+    proposal = decide(spec(), obs(5, queue_backlog=0, cpu_avg_pct=10), PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 5)
     assert proposal.missing_metrics == ["queue.ack_pending"]
     assert "queue.ack_pending" in proposal.reason
@@ -135,14 +135,14 @@ def test_missing_down_metric_is_false_and_named() -> None:
 
 def test_missing_up_metric_is_false_and_named() -> None:
     # cpu is missing; the backlog alone still scales up, and the reason says what was not seen.
-    proposal = decide(spec(), obs(3, queue_backlog=900, queue_ack_pending=50), None, NOW)
+    proposal = decide(spec(), obs(3, queue_backlog=900, queue_ack_pending=50), PolicyState(), NOW)
     assert proposal.action == "scale_up"
     assert proposal.missing_metrics == ["cpu.avg_pct"]
     assert "cpu.avg_pct" in proposal.reason
 
 
 def test_scale_down_reason_names_unobserved_up_metric() -> None:
-    proposal = decide(spec(), obs(5, queue_backlog=0, queue_ack_pending=0), None, NOW)
+    proposal = decide(spec(), obs(5, queue_backlog=0, queue_ack_pending=0), PolicyState(), NOW)
     assert proposal.action == "scale_down"
     assert proposal.missing_metrics == ["cpu.avg_pct"]
     assert "cpu.avg_pct" in proposal.reason
@@ -150,7 +150,7 @@ def test_scale_down_reason_names_unobserved_up_metric() -> None:
 
 def test_no_metrics_at_all_holds_with_reason() -> None:
     observation = Observation(taken_at=NOW, replicas=5, errors=["nats: connection refused"])
-    proposal = decide(spec(), observation, None, NOW)
+    proposal = decide(spec(), observation, PolicyState(), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 5)
     assert "no metrics" in proposal.reason
     assert "nats: connection refused" in proposal.reason
@@ -160,7 +160,7 @@ def test_no_metrics_at_all_holds_with_reason() -> None:
 def test_no_metrics_never_scales_down_even_with_only_down_rules() -> None:
     # Rules that would hold on zeros must not be satisfied by absent data.
     rules = {"scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 50}]}
-    proposal = decide(spec(rules=rules), Observation(taken_at=NOW, replicas=5), None, NOW)
+    proposal = decide(spec(rules=rules), Observation(taken_at=NOW, replicas=5), PolicyState(), NOW)
     assert proposal.action == "hold"
     assert "no metric source returned a value" in proposal.reason
 
@@ -172,10 +172,8 @@ def test_below_min_is_corrected_even_in_cooldown() -> None:
     proposal = decide(
         spec(min_replicas=3),
         obs(1, **CALM),
-        None,
+        PolicyState(last_scale_up_at=ago(1), last_scale_down_at=ago(1)),
         NOW,
-        last_scale_up_at=ago(1),
-        last_scale_down_at=ago(1),
     )
     assert (proposal.action, proposal.target_replicas) == ("scale_up", 3)
     assert "below min_replicas (3)" in proposal.reason
@@ -184,7 +182,7 @@ def test_below_min_is_corrected_even_in_cooldown() -> None:
 
 def test_above_max_is_corrected_even_in_cooldown_and_without_metrics() -> None:
     observation = Observation(taken_at=NOW, replicas=14)
-    proposal = decide(spec(), observation, None, NOW, last_scale_up_at=ago(1))
+    proposal = decide(spec(), observation, PolicyState(last_scale_up_at=ago(1)), NOW)
     assert (proposal.action, proposal.target_replicas) == ("scale_down", 10)
     assert "above max_replicas (10)" in proposal.reason
 
@@ -193,44 +191,50 @@ def test_above_max_is_corrected_even_in_cooldown_and_without_metrics() -> None:
 
 
 def test_up_cooldown_blocks_a_second_scale_up() -> None:
-    blocked = decide(spec(), obs(3, **BUSY), None, NOW, last_scale_up_at=ago(10))
+    blocked = decide(spec(), obs(3, **BUSY), PolicyState(last_scale_up_at=ago(10)), NOW)
     assert (blocked.action, blocked.target_replicas) == ("hold", 3)
     assert blocked.cooldown_blocked
     assert "scale-up cooldown, 20s left" in blocked.reason
     assert blocked.matched_rules == ["queue.backlog 812 > 500"]
 
-    after = decide(spec(), obs(3, **BUSY), None, NOW, last_scale_up_at=ago(30))
+    after = decide(spec(), obs(3, **BUSY), PolicyState(last_scale_up_at=ago(30)), NOW)
     assert (after.action, after.target_replicas) == ("scale_up", 5)
 
 
 def test_up_cooldown_does_not_block_scale_down_once_down_cooldown_passed() -> None:
     # A long up cooldown, a short down cooldown: the up cooldown only guards scale-ups.
     service = spec(cooldown={"up": 300, "down": 60})
-    proposal = decide(service, obs(5, **CALM), None, NOW, last_scale_up_at=ago(90))
+    proposal = decide(service, obs(5, **CALM), PolicyState(last_scale_up_at=ago(90)), NOW)
     assert (proposal.action, proposal.target_replicas) == ("scale_down", 4)
     assert not proposal.cooldown_blocked
 
 
 def test_down_cooldown_counts_from_last_scale_up() -> None:
-    blocked = decide(spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(100))
+    blocked = decide(spec(), obs(5, **CALM), PolicyState(last_scale_up_at=ago(100)), NOW)
     assert (blocked.action, blocked.target_replicas) == ("hold", 5)
     assert blocked.cooldown_blocked
     assert "scale-down cooldown, 20s left" in blocked.reason
 
 
 def test_down_cooldown_counts_from_last_scale_down() -> None:
-    blocked = decide(spec(), obs(5, **CALM), None, NOW, last_scale_down_at=ago(119))
+    blocked = decide(spec(), obs(5, **CALM), PolicyState(last_scale_down_at=ago(119)), NOW)
     assert blocked.action == "hold" and blocked.cooldown_blocked
 
 
 def test_down_cooldown_uses_the_latest_action_in_either_direction() -> None:
     # The older scale-down is past its cooldown; the newer scale-up is not.
     blocked = decide(
-        spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(60), last_scale_down_at=ago(500)
+        spec(),
+        obs(5, **CALM),
+        PolicyState(last_scale_up_at=ago(60), last_scale_down_at=ago(500)),
+        NOW,
     )
     assert blocked.action == "hold" and blocked.cooldown_blocked
     free = decide(
-        spec(), obs(5, **CALM), None, NOW, last_scale_up_at=ago(500), last_scale_down_at=ago(120)
+        spec(),
+        obs(5, **CALM),
+        PolicyState(last_scale_up_at=ago(500), last_scale_down_at=ago(120)),
+        NOW,
     )
     assert free.action == "scale_down"
 
@@ -279,11 +283,16 @@ def test_missing_counter_gives_no_rate_for_it() -> None:
 
 def test_decide_uses_derived_rates_in_rules() -> None:
     rules = {"scale_up_when": [{"metric": "queue.rate_in", "op": ">", "value": 80}]}
-    first = decide(spec(rules=rules), counters(ago(10), 500, 200), None, ago(10))
+    first = decide(spec(rules=rules), counters(ago(10), 500, 200), PolicyState(), ago(10))
     assert first.action == "hold"
     assert first.missing_metrics == ["queue.rate_in"]
 
-    second = decide(spec(rules=rules), counters(NOW, 1500, 700), counters(ago(10), 500, 200), NOW)
+    second = decide(
+        spec(rules=rules),
+        counters(NOW, 1500, 700),
+        PolicyState(previous=counters(ago(10), 500, 200)),
+        NOW,
+    )
     assert (second.action, second.target_replicas) == ("scale_up", 4)
     assert second.matched_rules == ["queue.rate_in 100 > 80"]
     assert second.observations["queue.rate_out"] == 50.0
@@ -298,11 +307,12 @@ def run_loop(service: ServiceSpec, samples: list[Observation]) -> list[Proposal]
     """decide on each sample in turn, handing on the previous sample and the memory, as the
     workflow does."""
     proposals: list[Proposal] = []
-    previous, memory = None, None
+    state = PolicyState()
     for sample in samples:
-        proposal = decide(service, sample, previous, sample.taken_at, memory=memory)
+        proposal = decide(service, sample, state, sample.taken_at)
         proposals.append(proposal)
-        previous, memory = sample, proposal.memory
+        assert proposal.memory is not None
+        state = PolicyState(previous=sample, memory=proposal.memory)
     return proposals
 
 
@@ -415,10 +425,8 @@ def scenarios(
     proposal = decide(
         service,
         observation,
-        None,
+        PolicyState(last_scale_up_at=draw(moment), last_scale_down_at=draw(moment)),
         NOW,
-        last_scale_up_at=draw(moment),
-        last_scale_down_at=draw(moment),
     )
     return service, observation, proposal
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from docktor.loop.messages import ManualHold
+from docktor.loop.messages import ManualHold, PolicyState
 from docktor.policy import decide
 from docktor.policy import hold as manual_hold
 from tests.unit.test_policy import BUSY, CALM, NOW, ago, obs, spec
@@ -18,7 +18,7 @@ def held(replicas: int, seconds: float = 60) -> ManualHold:
 
 
 def test_a_held_count_stands_against_a_scale_up() -> None:
-    proposal = decide(spec(), obs(3, **BUSY), None, NOW, hold=held(3))
+    proposal = decide(spec(), obs(3, **BUSY), PolicyState(hold=held(3)), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 3)
     assert proposal.reason.startswith("held by manual scale until 12:01:00 UTC")
     # What the policy would have done is still said.
@@ -27,21 +27,26 @@ def test_a_held_count_stands_against_a_scale_up() -> None:
 
 
 def test_a_held_count_stands_against_a_scale_down() -> None:
-    proposal = decide(spec(), obs(6, **CALM), None, NOW, hold=held(6))
+    proposal = decide(spec(), obs(6, **CALM), PolicyState(hold=held(6)), NOW)
     assert (proposal.action, proposal.target_replicas) == ("hold", 6)
     assert "the policy wanted scale_down to 5" in proposal.reason
 
 
 def test_a_hold_that_agrees_with_the_policy_is_named_in_its_reason() -> None:
     # Calm, but the down cooldown runs: the policy holds anyway.
-    proposal = decide(spec(), obs(6, **CALM), None, NOW, ago(200), ago(10), hold=held(6))
+    proposal = decide(
+        spec(),
+        obs(6, **CALM),
+        PolicyState(last_scale_up_at=ago(200), last_scale_down_at=ago(10), hold=held(6)),
+        NOW,
+    )
     assert (proposal.action, proposal.target_replicas) == ("hold", 6)
     assert "cooldown" in proposal.reason
     assert proposal.reason.endswith("; held by manual scale until 12:01:00 UTC")
 
 
 def test_a_lost_replica_is_restored_to_the_held_count() -> None:
-    proposal = decide(spec(), obs(2, **CALM), None, NOW, expected=3, hold=held(3))
+    proposal = decide(spec(), obs(2, **CALM), PolicyState(expected_replicas=3, hold=held(3)), NOW)
     assert (proposal.action, proposal.current_replicas, proposal.target_replicas) == (
         "scale_up",
         2,
@@ -51,14 +56,14 @@ def test_a_lost_replica_is_restored_to_the_held_count() -> None:
 
 def test_an_ended_hold_changes_nothing() -> None:
     ended = ManualHold(replicas=3, until=NOW, by="ana")
-    with_it = decide(spec(), obs(3, **BUSY), None, NOW, hold=ended)
-    assert with_it == decide(spec(), obs(3, **BUSY), None, NOW)
+    with_it = decide(spec(), obs(3, **BUSY), PolicyState(hold=ended), NOW)
+    assert with_it == decide(spec(), obs(3, **BUSY), PolicyState(), NOW)
     assert with_it.target_replicas == 5
 
 
 def test_bounds_still_win_over_a_hold() -> None:
     # A spec update narrowed the bounds during the hold.
-    proposal = decide(spec(max_replicas=4), obs(4, **CALM), None, NOW, hold=held(6))
+    proposal = decide(spec(max_replicas=4), obs(4, **CALM), PolicyState(hold=held(6)), NOW)
     assert proposal.target_replicas == 4
 
 
@@ -85,5 +90,5 @@ def test_reasonable_holds_are_taken() -> None:
 
 
 def test_a_hold_that_ends_on_another_day_names_the_date() -> None:
-    proposal = decide(spec(), obs(3, **BUSY), None, NOW, hold=held(3, seconds=2 * 86400))
+    proposal = decide(spec(), obs(3, **BUSY), PolicyState(hold=held(3, seconds=2 * 86400)), NOW)
     assert proposal.reason.startswith("held by manual scale until 2026-01-03 12:00:00 UTC")

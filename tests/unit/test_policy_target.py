@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docktor.loop.messages import LoopState, Observation, PolicyMemory, Proposal
+from docktor.loop.messages import LoopState, Observation, PolicyMemory, PolicyState, Proposal
 from docktor.policy import decide
 from docktor.spec import ConfigError, ServiceSpec, parse_config
 
@@ -114,7 +114,7 @@ def test_the_payload_round_trips_without_changing_the_policy() -> None:
 def test_rate_feed_forward_with_a_configured_per_replica_rate() -> None:
     service = spec(rate={"per_replica": 48})
     current, previous = step_pair(replicas=4, backlog=0, rate_in=480, rate_out=190)
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert (proposal.action, proposal.target_replicas) == ("scale_up", 10)
     assert "queue.rate_in 480/s ÷ 48/s per replica → 10" in proposal.reason
 
@@ -123,10 +123,10 @@ def test_the_backlog_is_drained_within_drain_within() -> None:
     service = spec(rate={"per_replica": 50, "drain_within": 10})
     # 100 msg/s arriving needs 2; 1000 waiting drained in 10 s needs 100 msg/s more: 4.
     current, previous = step_pair(replicas=2, backlog=1000, rate_in=100, rate_out=100)
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 10  # the backlog target (1000 / 100) is larger ...
     service = spec(rate={"per_replica": 50, "drain_within": 10}, target={"cpu.avg_pct": 60})
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 4  # ... and alone the feed-forward asks for 4
     assert "backlog 1000 in 10s" in proposal.reason
 
@@ -135,7 +135,7 @@ def test_the_largest_target_wins_and_the_reason_names_it() -> None:
     service = spec(target={"queue.backlog_per_replica": 100, "cpu.avg_pct": 50})
     current, previous = step_pair(replicas=4, backlog=250, rate_in=100, rate_out=100)
     current.metrics["cpu.avg_pct"] = 90.0  # 4 x 90 / 50 = 7.2 -> 8; backlog 250 / 100 -> 3
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 8
     assert "cpu.avg_pct 90 vs target 50 at 4 replicas → 8" in proposal.reason
 
@@ -144,7 +144,7 @@ def test_within_the_tolerance_nothing_changes() -> None:
     service = spec(target={"cpu.avg_pct": 60}, rate={"enabled": False})
     current, previous = step_pair(replicas=5, backlog=0, rate_in=0, rate_out=0)
     current.metrics["cpu.avg_pct"] = 64.0  # 5 x 64 / 60 = 5.33: within 10%
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert (proposal.action, proposal.target_replicas) == ("hold", 5)
     assert "within 10% of 5" in proposal.reason
 
@@ -155,7 +155,7 @@ def test_the_per_replica_rate_is_learned_while_saturated() -> None:
     current, previous = step_pair(
         replicas=4, backlog=900, rate_in=400, rate_out=200, before_backlog=400
     )
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.memory is not None
     assert proposal.memory.per_replica_rate == pytest.approx(50.0)
     # 400/s + 900 in 10 s = 490/s over 50/s per replica -> 10.
@@ -167,15 +167,15 @@ def test_no_estimate_while_the_replica_count_changed_or_idle() -> None:
     service = spec()
     previous = sample(0, 2, 400, 0, 0)
     current = sample(5, 4, 900, 2000, 500)  # 2 -> 4: new replicas were still starting
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.memory is not None and proposal.memory.per_replica_rate is None
     # Not saturated: nothing waiting. A low throughput says nothing about capacity ...
     current, previous = step_pair(replicas=10, backlog=0, rate_in=100, rate_out=100)
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.memory is not None and proposal.memory.per_replica_rate is None
     # ... but a replica that served more than the estimate proves it too low.
     known = PolicyMemory(per_replica_rate=5.0)
-    proposal = decide(service, current, previous, at(5), memory=known)
+    proposal = decide(service, current, PolicyState(previous=previous, memory=known), at(5))
     assert proposal.memory is not None and proposal.memory.per_replica_rate == 10.0
     assert known.per_replica_rate == 5.0  # the memory handed in is not changed
 
@@ -183,7 +183,7 @@ def test_no_estimate_while_the_replica_count_changed_or_idle() -> None:
 def test_no_scale_down_before_the_rate_is_known() -> None:
     service = spec(rate={"per_replica": 50})
     first = sample(0, 6, 0, 1000, 1000)  # no previous sample: no rate yet
-    proposal = decide(service, first, None, at(0))
+    proposal = decide(service, first, PolicyState(), at(0))
     assert (proposal.action, proposal.target_replicas) == ("hold", 6)
     assert "not scaling down without queue.rate_in" in proposal.reason
 
@@ -203,15 +203,7 @@ def run(service: ServiceSpec, steps: list[tuple[float, int, float, float]]) -> l
         arrived += rate * (t - previous_t)
         previous_t = t
         observation = sample(t, replicas, backlog, arrived, arrived)
-        proposal = decide(
-            service,
-            observation,
-            state.last_sample,
-            at(t),
-            state.last_scale_up_at,
-            state.last_scale_down_at,
-            state.memory,
-        )
+        proposal = decide(service, observation, state.policy_state(), at(t))
         assert proposal.memory is not None
         state.memory = proposal.memory
         state.last_sample = observation
@@ -259,7 +251,7 @@ def test_the_down_rate_limit() -> None:
 def test_bounds_win_and_say_so() -> None:
     service = spec(rate={"per_replica": 10}, max_replicas=8)
     current, previous = step_pair(replicas=4, backlog=0, rate_in=480, rate_out=100)
-    proposal = decide(service, current, previous, at(5))
+    proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 8
     assert proposal.recommended == 48
     assert "clamped to max_replicas 8: 48 -> 8" in proposal.reason
@@ -284,10 +276,14 @@ def test_scale_to_zero_waits_for_the_idle_period_and_wakes_on_work() -> None:
     zero_at = targets.index(0)
     assert zero_at * 5 >= 30 and "scale to zero" in proposals[zero_at].reason
     # Asleep at 0: one message waiting wakes it.
-    woken = decide(service, sample(60, 0, 1, 10, 9), sample(55, 0, 0, 9, 9), at(60))
+    woken = decide(
+        service, sample(60, 0, 1, 10, 9), PolicyState(previous=sample(55, 0, 0, 9, 9)), at(60)
+    )
     assert woken.target_replicas >= 1
     assert "activated: 1 waiting > 0" in woken.reason
-    quiet = decide(service, sample(60, 0, 0, 9, 9), sample(55, 0, 0, 9, 9), at(60))
+    quiet = decide(
+        service, sample(60, 0, 0, 9, 9), PolicyState(previous=sample(55, 0, 0, 9, 9)), at(60)
+    )
     assert quiet.target_replicas == 0
 
 
@@ -297,7 +293,7 @@ def test_fallback_after_consecutive_failures_never_down() -> None:
     targets = []
     for replicas in (3, 3, 8):
         blind = Observation(taken_at=T0, replicas=replicas, errors=["nats: connection refused"])
-        proposal = decide(service, blind, None, T0, memory=memory)
+        proposal = decide(service, blind, PolicyState(memory=memory), T0)
         assert proposal.memory is not None
         memory = proposal.memory
         targets.append(proposal.target_replicas)
@@ -305,7 +301,7 @@ def test_fallback_after_consecutive_failures_never_down() -> None:
     assert targets == [3, 6, 8]
     # A good observation resets the count.
     current, previous = step_pair(replicas=3, backlog=0, rate_in=100, rate_out=100)
-    proposal = decide(service, current, previous, T0, memory=memory)
+    proposal = decide(service, current, PolicyState(previous=previous, memory=memory), T0)
     assert proposal.memory is not None and proposal.memory.failed_observations == 0
 
 
@@ -342,7 +338,9 @@ def test_property_every_target_is_within_bounds_and_memory_stays_small(
         current, previous = step_pair(replicas, backlog, rate_in, rate_out, before_backlog=backlog)
         current.taken_at += timedelta(seconds=5 * i)
         previous.taken_at += timedelta(seconds=5 * i)
-        proposal = decide(service, current, previous, current.taken_at, memory=memory)
+        proposal = decide(
+            service, current, PolicyState(previous=previous, memory=memory), current.taken_at
+        )
         assert proposal.memory is not None
         memory = proposal.memory
         assert service.min_replicas <= proposal.target_replicas <= service.max_replicas
@@ -354,7 +352,7 @@ def test_a_shortfall_in_capacity_is_never_tolerated_but_a_surplus_is() -> None:
     service = spec(rate={"per_replica": 50})
     # 5 replicas serve 250/s; 260/s arriving is within 10%, but the backlog would grow forever.
     current, previous = step_pair(replicas=5, backlog=0, rate_in=260, rate_out=250)
-    assert decide(service, current, previous, at(5)).target_replicas == 6
+    assert decide(service, current, PolicyState(previous=previous), at(5)).target_replicas == 6
     # 240/s needs 4.8: within 10% of 5, so no scale-down for so little.
     current, previous = step_pair(replicas=5, backlog=0, rate_in=240, rate_out=240)
-    assert decide(service, current, previous, at(5)).target_replicas == 5
+    assert decide(service, current, PolicyState(previous=previous), at(5)).target_replicas == 5

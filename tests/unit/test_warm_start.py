@@ -9,8 +9,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from docktor.journal import logged_samples, warm_start
-from docktor.loop.messages import LoopState, Observation, ObserveInput, PolicyMemory, WarmStart
-from docktor.policy import decide, forecast
+from docktor.loop.messages import (
+    LoopState,
+    Observation,
+    ObserveInput,
+    PolicyMemory,
+    PolicyState,
+    WarmStart,
+)
+from docktor.policy import decide
+from docktor.policy.forecast import model as forecast
 from tests.helpers import write_rate_log
 from tests.unit.test_forecast import STEP, spec
 
@@ -89,13 +97,13 @@ def test_a_seeded_loop_pre_scales_in_its_first_iteration(tmp_path: Path) -> None
         metrics={"queue.backlog": 0.0, "queue.ack_pending": 0.0},
         warm_start=warm_start(log, learnt, WORKFLOW, start),
     )
-    proposal = decide(learnt, sample, None, start, memory=PolicyMemory())
+    proposal = decide(learnt, sample, PolicyState(memory=PolicyMemory()), start)
     assert proposal.predicted and proposal.action == "scale_up"
     assert proposal.target_replicas == 11
     assert "pre-scaling for the burst expected at 10:00:48 (period 1m" in proposal.reason
     assert proposal.memory is not None and proposal.memory.per_replica_rate == 50
     # Without the seed the same first iteration knows nothing.
-    cold = decide(learnt, sample.model_copy(update={"warm_start": None}), None, start)
+    cold = decide(learnt, sample.model_copy(update={"warm_start": None}), PolicyState(), start)
     assert not cold.predicted
 
 
@@ -106,7 +114,9 @@ def test_the_seed_is_asked_for_once_and_only_with_predict_on() -> None:
     assert state.forecast_seed_from(spec(), None) is None
     sample = Observation(taken_at=NOW, replicas=2, metrics={"queue.backlog": 0.0})
     # An empty seed (no log yet) still counts as the history: the log is not read again.
-    seeded = decide(spec(), sample.model_copy(update={"warm_start": WarmStart()}), None, NOW)
+    seeded = decide(
+        spec(), sample.model_copy(update={"warm_start": WarmStart()}), PolicyState(), NOW
+    )
     state.memory = seeded.memory or PolicyMemory()
     assert state.forecast_seed_from(spec(), "/var/log/d.jsonl") is None
 

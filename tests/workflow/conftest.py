@@ -13,12 +13,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from docktor.loop.messages import (
@@ -31,6 +33,7 @@ from docktor.loop.messages import (
     ObserveInput,
     RecordInput,
 )
+from docktor.plan import ServicePlan
 from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
 from workflows import ServiceAutoscaler
 
@@ -151,7 +154,8 @@ async def start(
 ) -> WorkflowHandle[ServiceAutoscaler, LoopStatus]:
     fields: dict[str, object] = {
         "project": "test",
-        "service": spec,
+        # Built as the starter builds it: once, from the spec.
+        "service": ServicePlan.from_spec(spec),
         # The scripted `record` activity keeps decisions in memory; the path is never opened.
         "journal_path": "/unused/decisions.jsonl",
         "search_attributes": False,
@@ -209,6 +213,23 @@ async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> L
         return await asyncio.wait_for(handle.result(), 60)
 
 
+# A query goes to the loop's latest run. The time-skipping server can hand it to a run that has
+# just continued as new, which never answers it; a query changes nothing, so ask again.
+QUERY_TIMEOUT = timedelta(seconds=5)
+QUERY_ATTEMPTS = 6
+
+
+async def query_loop(handle: WorkflowHandle, query: Any, *args: Any) -> Any:
+    for attempt in range(1, QUERY_ATTEMPTS + 1):
+        try:
+            return await handle.query(query, *args, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            unanswered = err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+            if not unanswered or attempt == QUERY_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def decisions_after(
     env: WorkflowEnvironment,
     handle: WorkflowHandle,
@@ -218,7 +239,7 @@ async def decisions_after(
 ) -> list[Decision]:
     """Let workflow time pass (skipped, not slept) until the loop has made `count` decisions."""
     for _ in range(max_steps):
-        decisions = await handle.query(ServiceAutoscaler.decisions, 1000)
+        decisions = await query_loop(handle, ServiceAutoscaler.decisions, 1000)
         if len(decisions) >= count:
             return decisions
         await env.sleep(step_seconds)

@@ -16,12 +16,13 @@ from temporalio.worker import Worker
 from activities import LoopActivities
 from docktor.loop.messages import Advice, AdviseInput, EvaluateInput, ManualScale, Proposal
 from docktor.loop.worker import build_worker
-from docktor.spec import LLMSpec
+from docktor.plan import LLMPlan
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
     cancel_and_wait,
     decisions_after,
+    query_loop,
     service_spec,
     start,
     until,
@@ -86,7 +87,7 @@ async def test_cancel_during_evaluate_stops_the_loop_with_a_stopped_decision(
     final = await cancel_and_wait(env, handle)
     gated_worker.gate.set()
     assert final.last_decision is not None and final.last_decision.action == "stopped"
-    decisions = await handle.query(ServiceAutoscaler.decisions, 100)
+    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 100)
     assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
 
 
@@ -112,7 +113,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
     activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
     async with build_worker(env.client, TASK_QUEUE, [*activities, gated.advise]):
         spec = service_spec(check_interval=1, cooldown={"up": 0})
-        handle = await start(env.client, spec, llm=LLMSpec(provider="dmr"))
+        handle = await start(env.client, spec, llm=LLMPlan(provider="dmr"))
         await decisions_after(env, handle, 1, step_seconds=POLL)
         gated.gate = asyncio.Event()
 
@@ -120,7 +121,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
             return gated.running > 0
 
         await until(env, advising, step_seconds=POLL)
-        iteration = (await handle.query(ServiceAutoscaler.status)).iteration
+        iteration = (await query_loop(handle, ServiceAutoscaler.status)).iteration
         update = await handle.start_update(
             ServiceAutoscaler.scale_to,
             ManualScale(replicas=2, reason="load test", by="ana"),

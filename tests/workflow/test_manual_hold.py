@@ -15,6 +15,7 @@ from tests.workflow.conftest import (
     ScriptedWorld,
     cancel_and_wait,
     decisions_after,
+    query_loop,
     service_spec,
     start,
     until,
@@ -25,7 +26,7 @@ TICK = 10  # check_interval, in (skipped) seconds
 
 
 async def after(handle: WorkflowHandle, decision: Decision) -> list[Decision]:
-    decisions = await handle.query(ServiceAutoscaler.decisions, 1000)
+    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 1000)
     return [d for d in decisions if d.sequence > decision.sequence]
 
 
@@ -43,7 +44,7 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
     )
     assert (manual.action, manual.target_replicas) == ("manual", 3)
     assert "held by manual scale until" in manual.reason
-    status: LoopStatus = await handle.query(ServiceAutoscaler.status)
+    status: LoopStatus = await query_loop(handle, ServiceAutoscaler.status)
     assert status.hold is not None and status.hold.replicas == 3 and status.hold.by == "ana"
     assert status.hold.until == manual.timestamp + timedelta(seconds=300)
 
@@ -72,7 +73,7 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
     first = next(d for d in await after(handle, manual) if d.action == "scale_down")
     assert first.timestamp >= status.hold.until
     assert "held" not in first.reason
-    assert (await handle.query(ServiceAutoscaler.status)).hold is None
+    assert (await query_loop(handle, ServiceAutoscaler.status)).hold is None
 
     # Every run replays from its recorded history, as after a worker restart: the hold is
     # loop state rebuilt from history, not memory of the worker that took it.
@@ -100,7 +101,7 @@ async def test_resume_or_a_new_scale_ends_the_hold_early(
     # No cooldowns, so the default hold is 0: the loop is free again at once.
     free = await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=1))
     assert free.reason.endswith("; not held")
-    assert (await handle.query(ServiceAutoscaler.status)).hold is None
+    assert (await query_loop(handle, ServiceAutoscaler.status)).hold is None
 
     manual = await handle.execute_update(
         ServiceAutoscaler.scale_to, ManualScale(replicas=2, hold_s=3600)
@@ -111,7 +112,7 @@ async def test_resume_or_a_new_scale_ends_the_hold_early(
     again = await handle.execute_update(
         ServiceAutoscaler.scale_to, ManualScale(replicas=3, hold_s=3600)
     )
-    assert (await handle.query(ServiceAutoscaler.status)).hold.replicas == 3  # type: ignore[union-attr]
+    assert (await query_loop(handle, ServiceAutoscaler.status)).hold.replicas == 3  # type: ignore[union-attr]
     resumed = await handle.execute_update(ServiceAutoscaler.resume)
     assert resumed.hold is None and not resumed.paused
 

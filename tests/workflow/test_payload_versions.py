@@ -11,6 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from docktor.loop.messages import AutoscalerInput
+from docktor.plan import ServicePlan
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, decisions_after, service_spec
 from workflows import ServiceAutoscaler
 
@@ -19,7 +20,9 @@ def other_release_payload() -> dict[str, Any]:
     """The workflow input as JSON, as a release before or after this one might have written it."""
     request = AutoscalerInput(
         project="test",
-        service=service_spec(check_interval=5, cooldown={"up": 0, "down": 60}),
+        service=ServicePlan.from_spec(
+            service_spec(check_interval=5, cooldown={"up": 0, "down": 60})
+        ),
         journal_path=None,
         search_attributes=False,
         iterations_per_run=2,

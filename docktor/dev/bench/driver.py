@@ -1,10 +1,9 @@
 """Drives docktor's real policy (docktor.policy.decide) the way the workflow does.
 
-docktor/loop/workflow.py keeps the previous sample, the times of the last scale-up and
-scale-down and the policy's memory in its LoopState, calls decide with them, keeps the memory
-that comes back, scales, books the scale with LoopState.note_scale, and only then stores the
-sample; this adapter does the same against the simulated queue, so a change to the policy
-shows up in the benchmark without touching it.
+docktor/loop/workflow.py keeps what the policy reads in its LoopState, calls decide with
+LoopState.policy_state(), keeps the memory that comes back, scales, books the scale with
+LoopState.note_scale, and only then stores the sample; this adapter does the same against the
+simulated queue, so a change to the policy shows up in the benchmark without touching it.
 """
 
 from __future__ import annotations
@@ -13,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from docktor.dev.bench.simulate import QueueView
 from docktor.loop.messages import LoopState, Observation, PolicyMemory
+from docktor.plan import ServicePlan
 from docktor.policy import decide
-from docktor.spec import ServiceSpec
 
 # Simulated time 0; any fixed moment works, a fixed one keeps runs identical.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,7 +37,7 @@ class DocktorController:
     def __init__(
         self,
         name: str,
-        spec: ServiceSpec,
+        spec: ServicePlan,
         memory: PolicyMemory | None = None,
         epoch: datetime = EPOCH,
     ) -> None:
@@ -54,15 +53,7 @@ class DocktorController:
         sample = observation(view, self.epoch)
         now = sample.taken_at
         state = self.state
-        proposal = decide(
-            self.spec,
-            sample,
-            state.last_sample,
-            now,
-            last_scale_up_at=state.last_scale_up_at,
-            last_scale_down_at=state.last_scale_down_at,
-            memory=state.memory,
-        )
+        proposal = decide(self.spec, sample, state.policy_state(), now)
         # As the workflow does: keep the memory the evaluation returned, apply (in the
         # simulation a scale always succeeds, at once), book the scale, then keep the sample.
         if proposal.memory is not None:

@@ -32,6 +32,7 @@ from docktor.dev.bench.scenario import Scenario
 from docktor.dev.bench.simulate import DT, simulate
 from docktor.dev.demo.stack import Demo, producer_script
 from docktor.dev.embedded import spawn
+from docktor.plan import ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, ServiceSpec
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def simulated_figures(
         shape="step",
         repeat_every=every,
     )
-    controller = DocktorController(f"config:{spec.name}", spec)
+    controller = DocktorController(f"config:{spec.name}", ServicePlan.from_spec(spec))
     run = simulate(
         controller,
         scenario.rates(DT),
@@ -188,6 +189,8 @@ class LiveBench(Demo):
     def __init__(self, args: argparse.Namespace, config_path: Path, config: DocktorConfig) -> None:
         super().__init__(args, config_path, config)
         self.spec = pick_service(config, args.service)
+        # What the worker's source and scaler are handed for this service.
+        self.plan = ServicePlan.from_spec(self.spec)
         config.services = [self.spec]
         self.load = {
             "rate": args.rate,
@@ -225,7 +228,7 @@ class LiveBench(Demo):
 
         assert self.producer_started is not None
         source = NatsMetricSource()
-        scaler = ProcessScaler(self.spec, self.config.project or "default")
+        scaler = ProcessScaler(self.plan, self.config.project or "default")
         end = self.producer_started + self.duration
         next_report = self.producer_started + REPORT_EVERY
         self.say(f"measuring for {self.duration:g}s (Ctrl-C stops early)")
@@ -273,7 +276,7 @@ class LiveBench(Demo):
         assert self.producer_started is not None
         self._watch_startups()
         try:
-            gauges, counters = await source.sample(self.spec)  # type: ignore[attr-defined]
+            gauges, counters = await source.sample(self.plan)  # type: ignore[attr-defined]
             replicas = await scaler.replicas()  # type: ignore[attr-defined]
         except Exception:  # the stream is created by the first consumer; not there yet
             return

@@ -12,7 +12,8 @@ from docktor.dev.bench.reference import KedaHpa, Oracle, Seed
 from docktor.dev.bench.scenario import Scenario
 from docktor.dev.bench.simulate import DT, Controller, Run, simulate
 from docktor.loop.messages import PolicyMemory
-from docktor.policy.predict import learn_from_log
+from docktor.plan import ServicePlan
+from docktor.policy.forecast.stage import learn_from_log
 from docktor.spec import DocktorConfig, ServiceSpec
 
 ORACLE = "oracle"
@@ -57,7 +58,7 @@ def warm_predict(scenario: Scenario, rates: list[float]) -> DocktorController:
     """docktor-predict restarted beside the decision log of a run of the same load that ended
     as it starts: seeded from that log as a live loop is (predict.learn_from_log: the rate
     history and what one replica handles), nothing else carried over."""
-    spec = predict_spec(scenario)
+    spec = ServicePlan.from_spec(predict_spec(scenario))
     before = DocktorController(
         "earlier run", spec, epoch=EPOCH - timedelta(seconds=len(rates) * DT)
     )
@@ -80,9 +81,9 @@ def controllers(
     out: list[Controller] = [
         Seed(low, high),
         KedaHpa(low, high),
-        DocktorController("docktor-default", default_spec(scenario)),
+        DocktorController("docktor-default", ServicePlan.from_spec(default_spec(scenario))),
         # The same defaults with predictive pre-scaling on: reactive vs predictive side by side.
-        DocktorController("docktor-predict", predict_spec(scenario)),
+        DocktorController("docktor-predict", ServicePlan.from_spec(predict_spec(scenario))),
         # ... and the same restarted with a decision log to learn from (warm start).
         warm_predict(scenario, rates),
     ]
@@ -90,7 +91,9 @@ def controllers(
     for each in configs:
         # A config's services keep their own bounds and check interval: they are measured as
         # they would run.
-        out += [DocktorController(f"config:{s.name}", s) for s in each.services]
+        out += [
+            DocktorController(f"config:{s.name}", ServicePlan.from_spec(s)) for s in each.services
+        ]
     out.append(Oracle(low, high))
     return out
 

@@ -52,6 +52,7 @@ from docktor.dev.embedded import (
     start_temporal,
 )
 from docktor.dev.stack import local_queue_port, temporal_port
+from docktor.plan import ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
 if TYPE_CHECKING:
@@ -481,7 +482,8 @@ class Demo:
                 # Not overridden (the start failed early): these pid files are not the demo's.
                 continue
             try:
-                stopped = await ProcessScaler(service, self.config.project or "default").stop_all()
+                plan = ServicePlan.from_spec(service)
+                stopped = await ProcessScaler(plan, self.config.project or "default").stop_all()
             except Exception as exc:
                 self.complain(f"warning: could not stop replicas of '{service.name}' ({exc})")
                 continue

@@ -1,6 +1,6 @@
-"""Stage 1b, pre-scale: after the reactive recommendation, before the windows and limits.
+"""The pre-scale stage: after the reactive recommendation, before the windows and limits.
 
-When the forecast (forecast.py) trusts a rhythm in queue.rate_in, the recommendation becomes the
+When the forecast (model.py) trusts a rhythm in queue.rate_in, the recommendation becomes the
 larger of the reactive one and the capacity the predicted rate needs `lead` seconds from now. It
 is lowered in one case only: a burst the rhythm foresaw is over and nothing waits, while rate_in,
 the last interval's mean, still reads the burst (`_release`). Either way it still passes
@@ -14,31 +14,36 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from docktor.loop.messages import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
-from docktor.policy import forecast, recommend
-from docktor.policy.recommend import BACKLOG, RATE_IN, RATE_OUT, Raw, _n
-from docktor.spec import ServiceSpec
+from docktor.plan import ServicePlan
+from docktor.policy import recommend
+from docktor.policy.forecast import model as forecast
+from docktor.policy.recommend import BACKLOG, RATE_IN, RATE_OUT, _n
 
 
 @dataclass
 class Ahead:
-    """What the stage did: whether it raised the recommendation, and the scale-down window to
-    use while the rhythm is trusted (None: the configured one)."""
+    """What the stage did: the recommendation after it and why it changed (None: it did not),
+    whether it raised it, and the scale-down window to use while the rhythm is trusted (None:
+    the configured one)."""
 
+    replicas: int
+    note: str | None = None
     raised: bool = False
     down_window: float | None = None
 
 
 def pre_scale(
-    spec: ServiceSpec,
-    raw: Raw,
+    spec: ServicePlan,
+    recommended: int,
     metrics: dict[str, float],
     memory: PolicyMemory,
     now: datetime,
 ) -> Ahead:
-    """Learn from this sample's rate_in, then raise `raw` if a trusted forecast needs more."""
+    """Learn from this sample's rate_in, then raise `recommended` if a trusted forecast needs
+    more (or lower it when a burst it foresaw is over: `_release`)."""
     settings = spec.predict
     if not settings.enabled:
-        return Ahead()
+        return Ahead(recommended)
     if memory.forecast is None:
         memory.forecast = ForecastMemory()
     rate_in = metrics.get(RATE_IN)
@@ -47,50 +52,55 @@ def pre_scale(
     lead = settings.lead_for(spec.check_interval)
     prediction = forecast.predict(memory.forecast, now, lead, settings.min_cycles)
     if prediction is None or not _still_trusted(spec, memory.forecast, prediction.period, now):
-        return Ahead()
+        return Ahead(recommended)
     period = prediction.period
     surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
     if surprised or forecast.missed(memory.forecast, settings.min_cycles, SURPRISE):
         memory.forecast.surprised_at = now
     recently = memory.forecast.surprised_at
     if recently is not None and (now - recently).total_seconds() <= period.seconds:
-        ahead = Ahead()  # pre-scaling only adds capacity; giving it back early needs trust
+        # Pre-scaling only adds capacity; giving it back early needs trust.
+        ahead = Ahead(recommended)
     else:
-        ahead = Ahead(down_window=settings.down_window)
+        ahead = Ahead(recommended, down_window=settings.down_window)
     per_replica = spec.rate.per_replica or memory.per_replica_rate
     if not per_replica:
         return ahead  # the rate is known, what one replica handles not yet
-    if ahead.down_window is not None and _release(
-        spec, raw, metrics, prediction, per_replica, memory.forecast, now
-    ):
-        return ahead
+    if ahead.down_window is not None:
+        released = _release(
+            spec, recommended, metrics, prediction, per_replica, memory.forecast, now
+        )
+        if released is not None:
+            ahead.replicas, ahead.note = released
+            return ahead
     # Headroom only for a rise: on the rate that already arrives it would just cost replicas,
     # while inside a burst the forecast still keeps its capacity through the dips of the noise.
     rising = rate_in is None or prediction.rate > rate_in * (1 + settings.headroom)
     factor = 1 + settings.headroom if rising else 1.0
     needed = math.ceil(prediction.rate * factor / per_replica - 1e-9)
-    if needed <= raw.replicas:
+    if needed <= recommended:
         return ahead
-    raw.reason += (
-        f"; pre-scaling for the burst expected at {prediction.at:%H:%M:%S} "
+    ahead.note = (
+        f"pre-scaling for the burst expected at {prediction.at:%H:%M:%S} "
         f"(period {describe_seconds(period.seconds)}, seen {period.cycles} times, "
         f"confidence {period.confidence:.2f}): {_n(prediction.rate)}/s needs {needed}"
     )
-    raw.replicas = needed
+    ahead.replicas = needed
     ahead.raised = True
     return ahead
 
 
 def _release(
-    spec: ServiceSpec,
-    raw: Raw,
+    spec: ServicePlan,
+    recommended: int,
     metrics: dict[str, float],
     prediction: forecast.Prediction,
     per_replica: float,
     memory: ForecastMemory,
     now: datetime,
-) -> bool:
-    """Give a burst's capacity back as soon as the trusted rhythm says it is over.
+) -> tuple[int, str] | None:
+    """Give a burst's capacity back as soon as the trusted rhythm says it is over: the lower
+    count and why, or None.
 
     rate_in is the mean over the last interval: the check after a burst ends still reads its
     full rate, and the reactive target keeps the burst's capacity one more interval for
@@ -109,32 +119,30 @@ def _release(
     that keeps time, and by the reactive target."""
     rate_in, backlog = metrics.get(RATE_IN), metrics.get(BACKLOG)
     if rate_in is None or backlog is None or backlog > per_replica:
-        return False
+        return None
     if spec.policy != "target" or any(not m.startswith("queue.") for m in spec.target):
-        return False  # step rules, or a target whose need is not known here
+        return None  # step rules, or a target whose need is not known here
     headroom = 1 + spec.predict.headroom
     if prediction.drift > 0 or prediction.rate * headroom * forecast.RISE >= rate_in:
-        return False
+        return None
     # A rhythm trusted by chance (random bursts can fold for a while) did not foresee it.
     expected_now = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
     if expected_now is None or rate_in > expected_now.rate * headroom:
-        return False
+        return None
     if forecast.ending(memory, now, spec.predict.min_cycles):
-        return False  # the burst's last moments are in the next bucket: one check more
+        return None  # the burst's last moments are in the next bucket: one check more
     needed = math.ceil(prediction.rate * (1 + spec.rate.headroom) / per_replica - 1e-9)
-    if needed >= raw.replicas:
-        return False
-    raw.reason += (
-        f"; the burst is over as the rhythm expected (period "
+    if needed >= recommended:
+        return None
+    return needed, (
+        f"the burst is over as the rhythm expected (period "
         f"{describe_seconds(prediction.period.seconds)}, confidence "
         f"{prediction.period.confidence:.2f}): {_n(prediction.rate)}/s expected "
         f"needs {needed}"
     )
-    raw.replicas = needed
-    return True
 
 
-def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: WarmStart | None) -> None:
+def warm_start(spec: ServicePlan, memory: PolicyMemory, seed: WarmStart | None) -> None:
     """Take the history rebuilt from the decision log (ObserveInput.forecast_seed_from) when
     the loop has none yet: a restarted loop need not wait `min_cycles` cycles, nor a burst to
     learn what one replica handles, to pre-scale."""
@@ -145,7 +153,7 @@ def warm_start(spec: ServiceSpec, memory: PolicyMemory, seed: WarmStart | None) 
         memory.per_replica_rate = seed.per_replica_rate
 
 
-def learn_from_log(spec: ServiceSpec, samples: list[Observation]) -> WarmStart:
+def learn_from_log(spec: ServicePlan, samples: list[Observation]) -> WarmStart:
     """What a loop's earlier samples (oldest first, each with the rates its decision recorded)
     teach a loop that starts without history: the forecast's rate history, and what one
     replica handles, estimated from them as the policy estimates it live."""
@@ -176,7 +184,7 @@ SURPRISE = 1.5
 _CYCLES_NOW = 3
 
 
-def trusted(spec: ServiceSpec, period: forecast.Period) -> bool:
+def trusted(spec: ServicePlan, period: forecast.Period) -> bool:
     settings = spec.predict
     return period.confidence >= settings.min_confidence and period.cycles >= settings.min_cycles
 
@@ -186,7 +194,7 @@ TRUST_SLACK = 0.1
 
 
 def _still_trusted(
-    spec: ServiceSpec, memory: ForecastMemory, period: forecast.Period, now: datetime
+    spec: ServicePlan, memory: ForecastMemory, period: forecast.Period, now: datetime
 ) -> bool:
     """Trusted now (noted in `memory`); or trusted without a break for at least a period until
     less than a period ago, and now only a little below min_confidence. Bursts that drift
@@ -219,7 +227,7 @@ def describe_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def view(spec: ServiceSpec, memory: PolicyMemory, now: datetime) -> ForecastView:
+def view(spec: ServicePlan, memory: PolicyMemory, now: datetime) -> ForecastView:
     """What the loop has learnt, for `docktor forecast`. Pure, like the rest of the policy.
     Works on a copy: detection caches its result in the rings, and a query changes nothing."""
     settings = spec.predict
