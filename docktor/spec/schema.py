@@ -55,8 +55,8 @@ class Strict(BaseModel):
     """In a user's file, unknown keys are typos: refuse them rather than silently ignore a
     setting."""
 
-    # allow_inf_nan=False: a loop's payload is JSON, where NaN and infinity become null, so a
-    # file that says `value: .inf` would start a loop whose input no worker can decode.
+    # allow_inf_nan=False: a loop's plan travels as JSON, where NaN and infinity become null,
+    # so a file that says `value: .inf` would start a loop whose input no worker can decode.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
     # Fields that still load because older files set them, but that change nothing: field ->
@@ -68,38 +68,6 @@ class Strict(BaseModel):
         return {
             name: why for name, why in self.IGNORED_FIELDS.items() if name in self.model_fields_set
         }
-
-    @classmethod
-    def known_fields_only(cls, data: Any) -> Any:
-        """`data` without the keys this model (and the models inside it) does not know.
-
-        For payload code only, while loop payloads still carry these models: a payload written
-        by another release may hold a field this one does not know, and must still decode. A
-        user's file never goes through this."""
-        return _known_fields_only(cls, data)
-
-
-def _known_fields_only(model: type[BaseModel], data: Any) -> Any:
-    if (
-        not isinstance(data, dict)
-        or model is QueueSpec
-        or model.model_config.get("extra") == "allow"
-    ):
-        # A service's queue: block keeps every field (AnyQueue): they are its kind's.
-        return data
-    kept: dict[str, Any] = {}
-    for key, value in data.items():
-        field = model.model_fields.get(key)
-        if field is None:
-            continue
-        inner = inner_model(field.annotation)
-        if inner is None:
-            kept[key] = value
-        elif isinstance(value, list):
-            kept[key] = [_known_fields_only(inner, item) for item in value]
-        else:
-            kept[key] = _known_fields_only(inner, value)
-    return kept
 
 
 def inner_model(annotation: Any) -> type[BaseModel] | None:
@@ -272,8 +240,8 @@ class AnyQueue(QueueSpec):
     """A `queue:` block as a ServiceSpec holds it: `kind`, `metrics` and every field of the
     kind's own model, kept as they are. The schema loads no plugins, so it cannot know those
     fields; the loader checks them against the kind's model and keeps the block as that model
-    wrote it (defaults filled in), and a source reads it as its own model
-    (docktor.sources.queue_block)."""
+    wrote it (defaults filled in). The loop's plan carries it on (docktor.plan.QueueBlock), and
+    the source reads it as its own model (docktor.sources.queue_block)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -386,8 +354,6 @@ class ServiceSpec(Strict):
                 # The step rules had no windows; an old file keeps behaving as it did.
                 self.behavior = Behavior(down=Direction())
         if self.metrics_window is None:
-            # Filled in, not left None: a payload must decode in a release that requires a
-            # number here (every release before this one did).
             self.metrics_window = self.check_interval
         return self
 
