@@ -8,6 +8,10 @@ never imports the workflow code), every call has a deadline, and every answer is
   in all, and carries the time after which it is void (`void_after`): a loop that receives it
   later refuses it, so a control this client gave up on is never carried out afterwards.
 
+The void time is read on this machine's clock and judged by the loop on the Temporal server's
+(workflow time): the two must agree to within about a second (NTP), or controls are refused as
+expired, the refusal saying by how much.
+
 Failures are exceptions whose message is the line an operator reads: NoRunningLoop,
 LoopNotAnswering (no worker took the call in time), ControlRefused (the loop's validator said
 no, or the control failed).
