@@ -1,6 +1,8 @@
 """`python -m starter --service consumer`: start (or stop) a service's scaling loop.
 
-Starting is idempotent: a loop that is already running is left in place.
+Starting is idempotent: a loop that is already running is left in place and handed the config
+as it is now; a running loop that does not take it within --timeout (no worker serves it) is an
+error, and being void by then, the update is never applied later.
 """
 
 from __future__ import annotations
@@ -9,22 +11,25 @@ import argparse
 import asyncio
 import os
 
-from temporalio.client import Client
+from temporalio.service import RPCError
 
 from docktor.cli.exits import (
     EXIT_OK,
     EXIT_USAGE,
     error,
+    interrupted,
     leave,
     read_config,
     report_config_error,
 )
-from docktor.client.control import (
+from docktor.cli.exits import run as run_async
+from docktor.client.loops import (
+    START_TIMEOUT,
     UPDATE_TIMEOUT,
+    ControlRefused,
+    LoopClient,
     LoopNotAnswering,
     NoRunningLoop,
-    start_loop,
-    stop_loop,
 )
 from docktor.client.temporal import TemporalUnreachable, connect, ui_url
 from docktor.dev.stack import recorded_ui_url
@@ -48,10 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", default=None, help="Temporal address (overrides config)")
     parser.add_argument(
         "--timeout",
-        type=float,
-        default=UPDATE_TIMEOUT,
-        help=f"with --stop: seconds to wait for each loop's final decision "
-        f"(default {UPDATE_TIMEOUT:g})",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help=f"seconds to wait for each loop: for a running loop to take the config "
+        f"(default {START_TIMEOUT:g}; not taken by then, it never is), or with --stop for its "
+        f"final decision (default {UPDATE_TIMEOUT:g})",
     )
     parser.add_argument(
         "--ui",
@@ -62,13 +69,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _seconds(text: str) -> float:
+    """--timeout: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 # Loops started or stopped at once by --all: one round trip each, so 200 services took 54 s one
 # by one (issue 10); a bounded number in flight keeps a small server from being swamped.
 CONCURRENT = 16
 
 
 async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str]) -> int:
-    client = await connect(config, args.address)
+    loops = LoopClient(await connect(config, args.address), config)
     # The UI of the `docktor dev` serving this Temporal, wherever it is; else the dev server's
     # default place.
     ui = args.ui or recorded_ui_url(config, args.address)
@@ -76,7 +94,7 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
 
     async def one(name: str) -> tuple[list[str], list[str]]:
         async with slots:
-            return await _start_or_stop(client, args, config, name, ui)
+            return await _start_or_stop(loops, args, name, ui)
 
     code = EXIT_OK
     # Reported in the config's order, whatever order they finished in.
@@ -89,25 +107,42 @@ async def run(args: argparse.Namespace, config: DocktorConfig, names: list[str])
 
 
 async def _start_or_stop(
-    client: Client, args: argparse.Namespace, config: DocktorConfig, name: str, ui: str | None
+    loops: LoopClient, args: argparse.Namespace, name: str, ui: str | None
 ) -> tuple[list[str], list[str]]:
     """What to print for one service: (stdout lines, errors)."""
+    config = loops.config
     workflow_id = config.workflow_id(name)
     if args.stop:
         try:
-            status = await stop_loop(client, config, name, timeout=args.timeout)
+            status = await loops.stop(name, timeout=args.timeout or UPDATE_TIMEOUT)
         except NoRunningLoop as exc:
             return [f"{name}: {exc}"], []
         except LoopNotAnswering as exc:
             return [], [f"{name}: {exc}"]
+        except RPCError as exc:
+            return [], [f"{name}: Temporal refused the call: {exc.message}"]
         return [f"{name}: stopped {workflow_id} at {status.replicas} replicas"], []
-    result = await start_loop(client, config, config.service(name))
+    try:
+        result = await loops.start(config.service(name), timeout=args.timeout or START_TIMEOUT)
+    except LoopNotAnswering as exc:
+        return [], [f"{name}: {exc}"]
+    except ControlRefused as exc:
+        return [], [f"{name}: {workflow_id} is running and refused the config: {exc}"]
+    except RPCError as exc:
+        return [], [f"{name}: Temporal refused the call: {exc.message}"]
     verb = "started" if result.started else "already running; config updated in place:"
     link = ui_url(config, workflow_id, ui, args.address)
     return [f"{name}: {verb} {workflow_id}", f"  Web UI: {link}"], []
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return interrupted()
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = read_config(args.config)
@@ -124,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         names = [args.service]
     try:
-        return asyncio.run(run(args, config, names))
+        return run_async(run(args, config, names))
     except TemporalUnreachable as exc:
         return error(exc)
 

@@ -1,7 +1,7 @@
 """`python -m worker`: serve the ServiceAutoscaler workflow and its activities.
 
 Runs until SIGINT or SIGTERM, then stops polling, lets running activities finish, closes the
-pooled metric connections and exits.
+pooled metric connections and exits (0 after SIGTERM, 130 after Ctrl-C, as every entry point).
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ from temporalio.runtime import (
 )
 
 from activities import LoopActivities
-from docktor.cli.exits import EXIT_OK, EXIT_USAGE, error, leave, read_config, report_config_error
+from docktor.cli.exits import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    interrupted,
+    leave,
+    read_config,
+    report_config_error,
+)
 from docktor.client.temporal import TemporalUnreachable, connect, ensure_search_attributes
 from docktor.dev.embedded import free_port
 from docktor.loop.worker import build_worker
@@ -127,7 +136,8 @@ def start_metrics(host: str, port: int) -> MetricsServer:
 
 async def serve(
     config: DocktorConfig, address: str | None, metrics: tuple[str, int] | None = None
-) -> None:
+) -> int:
+    """Serve until SIGINT or SIGTERM; returns the signal that stopped the worker."""
     await check_llm_at_start(config)
     if metrics:
         metrics_server: MetricsServer | None = start_metrics(*metrics)
@@ -135,13 +145,13 @@ async def serve(
         sdk_runtime()
         metrics_server = None
     try:
-        await _serve(config, address)
+        return await _serve(config, address)
     finally:
         if metrics_server is not None:
             metrics_server.stop()
 
 
-async def _serve(config: DocktorConfig, address: str | None) -> None:
+async def _serve(config: DocktorConfig, address: str | None) -> int:
     client = await connect(config, address)
     try:
         added = await ensure_search_attributes(client)
@@ -157,8 +167,14 @@ async def _serve(config: DocktorConfig, address: str | None) -> None:
         graceful_shutdown_timeout=_grace(config),
     )
     stop = asyncio.Event()
+    stopped_by: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        stopped_by.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     log.info(
         "worker serving task queue '%s' on %s (namespace %s) for project '%s': services %s",
         config.temporal.task_queue,
@@ -172,6 +188,7 @@ async def _serve(config: DocktorConfig, address: str | None) -> None:
         log.info("shutting down: finishing running activities")
     await loop_activities.close()
     log.info("worker stopped")
+    return stopped_by[0]
 
 
 def _grace(config: DocktorConfig):
@@ -193,14 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         return report_config_error(exc)
     try:
         metrics = (args.metrics_host, args.metrics_port) if args.metrics_port else None
-        asyncio.run(serve(config, args.address, metrics))
+        stopped_by = asyncio.run(serve(config, args.address, metrics))
+    except KeyboardInterrupt:  # Ctrl-C before serving began (connecting, checking the model)
+        return interrupted()
     except ConfigError as exc:
         return report_config_error(exc)
     except LLMRequired as exc:
         return error(exc, EXIT_USAGE)
     except (TemporalUnreachable, MetricsPortUnavailable) as exc:
         return error(exc)
-    return EXIT_OK
+    return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ command produces, so it can be piped.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from docktor.spec import ConfigError, DocktorConfig, load_config
 
@@ -25,6 +28,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+T = TypeVar("T")
 
 
 def error(message: object, code: int = EXIT_FAILED) -> int:
@@ -35,6 +40,53 @@ def error(message: object, code: int = EXIT_FAILED) -> int:
 
 def warn(message: object) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+def interrupted() -> int:
+    """The one line for Ctrl-C; returns EXIT_INTERRUPTED for the caller to exit with."""
+    print("interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run for an entry point, where Ctrl-C always surfaces as KeyboardInterrupt.
+
+    asyncio.run turns SIGINT into the cancellation of `main`, and into KeyboardInterrupt only
+    when `main` ends cancelled; code that turns a cancellation into an error of its own (the
+    Temporal SDK does, for a cancelled update call) would make Ctrl-C look like a failure. A
+    second Ctrl-C, while the work winds down, leaves at once.
+    """
+    interrupted_at: list[bool] = []
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def on_sigint() -> None:
+            if interrupted_at:
+                leave(interrupted())
+            interrupted_at.append(True)
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (ValueError, RuntimeError):  # not the main thread: Ctrl-C is not ours to take
+            return await main
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        result = asyncio.run(guarded())
+    except BaseException:
+        if interrupted_at:
+            raise KeyboardInterrupt from None
+        raise
+    if interrupted_at:
+        raise KeyboardInterrupt
+    return result
 
 
 def report_config_error(exc: ConfigError) -> int:

@@ -7,21 +7,22 @@ and error lines: docktor/exits.py.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from docktor.cli.exits import (  # the handlers return these codes
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     error,
+    interrupted,
     leave,
     read_config,
     report_config_error,
+    run,
 )
 from docktor.cli.mcp import add_parser as register_mcp  # `docktor mcp`
 from docktor.cli.options import add_config_option
@@ -29,6 +30,9 @@ from docktor.cli.plugins import add_parser as register_plugins  # `docktor plugi
 from docktor.dev.bench.cli import register as register_bench  # `docktor bench ...`
 from docktor.dev.demo import DEMO_SECONDS, EXAMPLES
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
+
+if TYPE_CHECKING:
+    from docktor.loop.messages import ManualHold
 
 
 class UsageError(Exception):
@@ -47,7 +51,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     from docktor.client.checks import run_checks
 
     # One line per check, all of them, so one run shows everything that is wrong.
-    results = asyncio.run(run_checks(config))
+    results = run(run_checks(config))
     for result in results:
         print(result.line())
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
@@ -65,7 +69,7 @@ def cmd_config_list_models(args: argparse.Namespace) -> int:
         # Listing is how a model gets chosen, so rules-only configs may list too.
         print(f"note: llm.provider is none; listing {llm.base_url}", file=sys.stderr)
     try:
-        models = asyncio.run(list_models(llm, api_key_for(llm)))
+        models = run(list_models(llm, api_key_for(llm)))
     except LLMUnavailable as exc:
         return error(exc)
     configured = llm.model if llm.provider != "none" else None
@@ -127,10 +131,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        states = asyncio.run(operate.collect_status(config, args.address))
+        states = run(operate.collect_status(config, args.address, args.timeout))
         now = datetime.now(UTC)
         views.print_status(states, now, sys.stdout, sys.stdout.isatty(), as_json=args.json)
-        return EXIT_OK
+        # Every row is printed first; a loop that did not answer then fails the command, so
+        # that a script learns of it (a loop that is not running is a row like any other).
+        failed = [state for state in states if state.failed]
+        for state in failed:
+            error(f"{state.service}: {state.problem}")
+        return EXIT_FAILED if failed else EXIT_OK
 
     return _operate(args, work)
 
@@ -144,7 +153,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     def work(config: DocktorConfig) -> int:
         since = operate.parse_since(args.since, datetime.now(UTC)) if args.since else None
-        explained = asyncio.run(
+        explained = run(
             operate.collect_decisions(config, args.tail, args.service, args.address, since)
         )
         for note in explained.notes:
@@ -161,7 +170,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        asyncio.run(operate.pause(config, args.service, args.reason, args.address, args.timeout))
+        run(operate.pause(config, args.service, args.reason, args.address, args.timeout))
         why = f" ({args.reason})" if args.reason else ""
         print(
             f"paused {args.service}{why}: it keeps observing and recording, but applies nothing "
@@ -176,7 +185,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        status = asyncio.run(operate.resume(config, args.service, args.address, args.timeout))
+        status = run(operate.resume(config, args.service, args.address, args.timeout))
         replicas = "?" if status.replicas is None else status.replicas
         print(f"resumed {args.service}: automatic decisions apply again (replicas {replicas})")
         return EXIT_OK
@@ -188,7 +197,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        decision = asyncio.run(
+        decision = run(
             operate.scale(
                 config,
                 args.service,
@@ -201,24 +210,21 @@ def cmd_scale(args: argparse.Namespace) -> int:
         )
         print(
             f"scaled {args.service} {decision.current_replicas} -> {decision.target_replicas} "
-            f"(recorded as a manual decision; {_hold_words(decision.reason, args.service)})"
+            f"(recorded as a manual decision; {_hold_words(decision.hold, args.service)})"
         )
         return EXIT_OK
 
     return _operate(args, work)
 
 
-def _hold_words(reason: str, service: str) -> str:
-    """What the loop did with the count, from the end of its manual decision's reason (the
-    loop words the hold: its length is the service's default unless --hold says)."""
-    from docktor.policy.hold import HELD_PREFIX, NOT_HELD
+def _hold_words(hold: ManualHold | None, service: str) -> str:
+    """What the loop does with the count it was given, from the hold it reported keeping (its
+    length is the service's default unless --hold says)."""
+    from docktor.policy.hold import describe
 
-    last = reason.rsplit("; ", 1)[-1]
-    if last.startswith(HELD_PREFIX):
-        return f"{last}; `docktor resume {service}` ends it early"
-    if last == NOT_HELD:
+    if hold is None:
         return "not held: the policy decides again from the next check"
-    return "the cooldown applies from now"  # a loop of a release before holds
+    return f"{describe(hold, datetime.now(UTC))}; `docktor resume {service}` ends it early"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -230,7 +236,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         if args.replicas and not args.yes and not _confirmed(config, names):
             print("nothing stopped", file=sys.stderr)
             return EXIT_FAILED
-        report = asyncio.run(operate.down(config, names, args.replicas, args.address, args.timeout))
+        report = run(operate.down(config, names, args.replicas, args.address, args.timeout))
         if report.unreachable:
             print(f"error: {report.unreachable}", file=sys.stderr)
         for result in report.services:
@@ -265,7 +271,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        learnt = asyncio.run(operate.forecast(config, args.service, args.address))
+        learnt = run(operate.forecast(config, args.service, args.address))
         views.print_forecast(learnt, sys.stdout, as_json=args.json)
         return EXIT_OK
 
@@ -276,7 +282,7 @@ def cmd_nudge(args: argparse.Namespace) -> int:
     from docktor.client import operate
 
     def work(config: DocktorConfig) -> int:
-        asyncio.run(operate.nudge(config, args.service, args.address))
+        run(operate.nudge(config, args.service, args.address))
         print(f"nudged {args.service}: it evaluates now instead of at the next tick")
         return EXIT_OK
 
@@ -289,7 +295,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     approve = args.command == "approve"
 
     def work(config: DocktorConfig) -> int:
-        pending = asyncio.run(
+        pending = run(
             operate.verdict(config, args.service, approve, args.reason, args.address, args.timeout)
         )
         change = f"{args.service} {pending.current_replicas} -> {pending.target_replicas}"
@@ -304,6 +310,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
 
 def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     """The commands that read and steer running loops through Temporal."""
+    from docktor.client.loops import ANSWER_TIMEOUT, UPDATE_TIMEOUT
 
     def operate_parser(name: str, help_text: str, service: bool = True) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
@@ -320,22 +327,31 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
 
     def update_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         """A command that changes the loop through an update, and so waits for its answer."""
-        from docktor.client.control import UPDATE_TIMEOUT
-
         parser = operate_parser(name, help_text)
         parser.add_argument(
             "--timeout",
             type=_seconds,
             default=UPDATE_TIMEOUT,
             metavar="S",
-            help=f"seconds to wait for the loop's answer (default {UPDATE_TIMEOUT:g})",
+            help=f"seconds to wait for the loop's answer (default {UPDATE_TIMEOUT:g}); a loop "
+            "that has not taken the request by then never carries it out",
         )
         return parser
 
     status = operate_parser(
-        "status", "one row per service: replicas, bounds, paused, last action", service=False
+        "status",
+        "one row per service: replicas, bounds, paused, last action; exit 1 when a loop does "
+        "not answer",
+        service=False,
     )
     status.add_argument("--json", action="store_true", help="print a JSON list instead")
+    status.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=ANSWER_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for each loop's answer (default {ANSWER_TIMEOUT:g})",
+    )
     status.set_defaults(handler=cmd_status)
 
     explain = operate_parser(
@@ -584,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         code = error(exc, EXIT_USAGE)
     except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
+        code = interrupted()
     sys.stdout.flush()
     sys.stderr.flush()
     return code

@@ -2,8 +2,8 @@
 apart from printing: find the service, reach its loop through Temporal, and turn every way that can
 fail into one exception whose message is the line the operator reads.
 
-The Temporal calls themselves live in docktor/client/control.py; this module only orchestrates
-them and words the failures. Rendering is docktor/views.py.
+The Temporal calls themselves are docktor/client/loops.py's LoopClient; this module only
+orchestrates them and words the failures. Rendering is docktor/views.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,14 +18,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, Field
-from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from docktor import policy
 from docktor.backends import ScalerConfigError, ScalerUnavailable, one_backend
 from docktor.cli.exits import EXIT_FAILED, EXIT_USAGE
-from docktor.client import control
+from docktor.client.loops import (
+    ANSWER_TIMEOUT,
+    UPDATE_TIMEOUT,
+    ControlRefused,
+    LoopClient,
+    LoopNotAnswering,
+    NoRunningLoop,
+)
 from docktor.client.temporal import TemporalUnreachable, connect
 from docktor.journal import read_journal
 from docktor.loop.messages import (
@@ -34,12 +39,10 @@ from docktor.loop.messages import (
     ForecastView,
     LoopState,
     LoopStatus,
-    ManualScale,
+    ManualScaleResult,
     Observation,
-    PauseRequest,
     PendingApproval,
     Proposal,
-    Verdict,
 )
 from docktor.plan import ServicePlan
 from docktor.sources.sampling import Sampler
@@ -59,7 +62,16 @@ class UnknownService(OperateError):
 
 
 class NoLoop(OperateError):
-    """The service is configured, but no loop runs for it."""
+    """The service is configured, but no loop runs for it; `state` is how its workflow ended
+    (None: there is none)."""
+
+    def __init__(self, message: str, state: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class NotAnswering(OperateError):
+    """The loop runs but did not answer in time (no worker took the call)."""
 
 
 class BadArgument(OperateError):
@@ -79,6 +91,9 @@ class ServiceState:
     status: LoopStatus | None = None
     # "not running" / "not answering ..." when status is None.
     problem: str | None = None
+    # A problem that is a failure (a loop that did not answer, a server that went away), not
+    # just a loop that is not running: `docktor status` exits 1.
+    failed: bool = False
 
 
 @dataclass
@@ -112,22 +127,26 @@ def _address(config: DocktorConfig, address: str | None) -> str:
 
 
 async def _connect(
-    config: DocktorConfig, address: str | None, identity: str | None = None
-) -> Client:
+    config: DocktorConfig,
+    address: str | None,
+    identity: str | None = None,
+    answer_timeout: float = ANSWER_TIMEOUT,
+) -> LoopClient:
     try:
-        return await connect(config, address, identity)
+        client = await connect(config, address, identity)
     except TemporalUnreachable as exc:
         raise OperateError(str(exc)) from None
+    return LoopClient(client, config, answer_timeout)
 
 
 async def _call(config: DocktorConfig, address: str | None, service: str, call: Awaitable[T]) -> T:
     """Await one Temporal call about `service`, wording the failures every command shares."""
     try:
         return await call
-    except control.NoRunningLoop as exc:
-        raise NoLoop(_no_loop(config, service, exc)) from None
-    except control.LoopNotAnswering as exc:
-        raise OperateError(str(exc)) from None
+    except NoRunningLoop as exc:
+        raise NoLoop(_no_loop(config, service, exc), exc.state) from None
+    except LoopNotAnswering as exc:
+        raise NotAnswering(str(exc)) from None
     except RPCError as exc:
         if exc.status == RPCStatusCode.UNAVAILABLE:
             # Connected, then lost: the server went away between calls.
@@ -140,22 +159,25 @@ async def _call(config: DocktorConfig, address: str | None, service: str, call: 
 # ---- status ----------------------------------------------------------------------------------
 
 
-async def collect_status(config: DocktorConfig, address: str | None = None) -> list[ServiceState]:
-    """Every configured service, in config order; a missing loop is a row, not an error."""
-    client = await _connect(config, address)
-    rows = []
-    for name in config.service_names():
-        row = ServiceState(service=name, workflow_id=config.workflow_id(name))
+async def collect_status(
+    config: DocktorConfig, address: str | None = None, timeout: float = ANSWER_TIMEOUT
+) -> list[ServiceState]:
+    """Every configured service, in config order; a missing loop is a row, not an error, and a
+    loop that does not answer within `timeout` is a row marked `failed`."""
+    loops = await _connect(config, address, answer_timeout=timeout)
+
+    async def row(name: str) -> ServiceState:
+        state = ServiceState(service=name, workflow_id=config.workflow_id(name))
         try:
-            row.status = await _call(
-                config, address, name, control.query_status(client, config, name)
-            )
+            state.status = await _call(config, address, name, loops.status(name))
         except NoLoop:
-            row.problem = "not running"
+            state.problem = "not running"
         except OperateError as exc:
-            row.problem = str(exc)
-        rows.append(row)
-    return rows
+            state.problem, state.failed = str(exc), True
+        return state
+
+    # All at once: loops that do not answer cost one timeout together, not one each.
+    return list(await asyncio.gather(*(row(name) for name in config.service_names())))
 
 
 async def service_status(
@@ -163,15 +185,13 @@ async def service_status(
 ) -> LoopStatus:
     """One service's loop, where a missing loop is an error (NoLoop) rather than a row."""
     check_service(config, service)
-    client = await _connect(config, address)
-    return await _call(config, address, service, control.query_status(client, config, service))
+    loops = await _connect(config, address)
+    return await _call(config, address, service, loops.status(service))
 
 
-def _no_loop(config: DocktorConfig, service: str, exc: control.NoRunningLoop) -> str:
+def _no_loop(config: DocktorConfig, service: str, exc: NoRunningLoop) -> str:
     workflow_id = config.workflow_id(service)
-    # control words "not running" with the workflow's final state in parentheses.
-    ended = re.search(r"is not running \((\w+)\)", str(exc))
-    state = f"workflow {workflow_id} is {ended.group(1)}" if ended else f"no workflow {workflow_id}"
+    state = f"workflow {workflow_id} is {exc.state}" if exc.state else f"no workflow {workflow_id}"
     return (
         f"no running loop for service '{service}' ({state}; "
         f"start it: python -m starter --service {service})"
@@ -199,7 +219,7 @@ async def collect_decisions(
     journal = config.journal_path
     notes: list[str] = []
     try:
-        client = await connect(config, address)
+        loops = LoopClient(await connect(config, address), config)
     except TemporalUnreachable:
         notes.append(
             f"Temporal not reachable at {_address(config, address)}; "
@@ -216,9 +236,7 @@ async def collect_decisions(
     from_log: list[str] = []
     for name in names:
         try:
-            found += await _call(
-                config, address, name, control.query_decisions(client, config, name, tail)
-            )
+            found += await _call(config, address, name, loops.decisions(name, tail))
         except OperateError as exc:
             if not Path(journal).exists():
                 if service:
@@ -272,33 +290,26 @@ def _latest(decisions: list[Decision], tail: int, since: datetime | None = None)
 
 
 # ---- controls --------------------------------------------------------------------------------
+# Each waits at most `timeout` seconds for the loop's answer, and the loop refuses the control
+# once that time has passed (see docktor/client/loops.py): "not answered" means "not done".
+# `by` is who acted, recorded with the change; the CLI leaves it to operator() ($USER). A
+# caller that names itself (docktor mcp) is named in the history of the update too.
 
 
-async def _update(
+async def _control(
     config: DocktorConfig,
     address: str | None,
     service: str,
     verb: str,
-    run: Callable[[Client], Awaitable[T]],
+    run: Callable[[LoopClient], Awaitable[T]],
     by: str | None = None,
 ) -> T:
     check_service(config, service)
-    # A caller that names itself (docktor mcp) is named in the history of the update too.
-    client = await _connect(config, address, identity=by)
+    loops = await _connect(config, address, identity=by)
     try:
-        return await _call(config, address, service, run(client))
-    except WorkflowUpdateFailedError as exc:
-        raise UpdateRefused(f"{verb} refused: {_refusal(exc)}") from None
-
-
-def _refusal(exc: WorkflowUpdateFailedError) -> str:
-    cause = exc.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or exc)
-
-
-# `by` is who acted, recorded with the change; the CLI leaves it to operator() ($USER).
+        return await _call(config, address, service, run(loops))
+    except ControlRefused as exc:
+        raise UpdateRefused(f"{verb} refused: {exc}") from None
 
 
 async def pause(
@@ -306,16 +317,16 @@ async def pause(
     service: str,
     reason: str = "",
     address: str | None = None,
-    timeout: float = control.UPDATE_TIMEOUT,
+    timeout: float = UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> LoopStatus:
-    request = PauseRequest(reason=reason, by=by or operator())
-    return await _update(
+    who = by or operator()
+    return await _control(
         config,
         address,
         service,
         "pause",
-        lambda c: control.send_update(c, config, service, "pause", request, LoopStatus, timeout),
+        lambda loops: loops.pause(service, reason, who, timeout),
         by,
     )
 
@@ -324,16 +335,11 @@ async def resume(
     config: DocktorConfig,
     service: str,
     address: str | None = None,
-    timeout: float = control.UPDATE_TIMEOUT,
+    timeout: float = UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> LoopStatus:
-    return await _update(
-        config,
-        address,
-        service,
-        "resume",
-        lambda c: control.send_update(c, config, service, "resume", None, LoopStatus, timeout),
-        by,
+    return await _control(
+        config, address, service, "resume", lambda loops: loops.resume(service, timeout), by
     )
 
 
@@ -343,19 +349,19 @@ async def scale(
     replicas: int,
     reason: str = "",
     address: str | None = None,
-    timeout: float = control.UPDATE_TIMEOUT,
+    timeout: float = UPDATE_TIMEOUT,
     by: str | None = None,
     hold_s: float | None = None,
-) -> Decision:
+) -> ManualScaleResult:
     """Scale now; the loop then holds the count for `hold_s` seconds (None: the service's
-    default, 0: no hold)."""
-    request = ManualScale(replicas=replicas, reason=reason, by=by or operator(), hold_s=hold_s)
-    return await _update(
+    default, 0: no hold). The answer is the manual decision with the hold the loop keeps."""
+    who = by or operator()
+    return await _control(
         config,
         address,
         service,
         "scale",
-        lambda c: control.send_update(c, config, service, "scale_to", request, Decision, timeout),
+        lambda loops: loops.scale_to(service, replicas, reason, who, hold_s, timeout),
         by,
     )
 
@@ -363,16 +369,16 @@ async def scale(
 async def forecast(config: DocktorConfig, service: str, address: str | None = None) -> ForecastView:
     """What the running loop has learnt of its load's rhythm (a query: it changes nothing)."""
     check_service(config, service)
-    client = await _connect(config, address)
-    return await _call(config, address, service, control.query_forecast(client, config, service))
+    loops = await _connect(config, address)
+    return await _call(config, address, service, loops.forecast(service))
 
 
 async def nudge(
     config: DocktorConfig, service: str, address: str | None = None, by: str | None = None
 ) -> None:
     check_service(config, service)
-    client = await _connect(config, address, identity=by)
-    await _call(config, address, service, control.send_nudge(client, config, service))
+    loops = await _connect(config, address, identity=by)
+    await _call(config, address, service, loops.nudge(service))
 
 
 async def verdict(
@@ -381,19 +387,17 @@ async def verdict(
     approve: bool,
     reason: str = "",
     address: str | None = None,
-    timeout: float = control.UPDATE_TIMEOUT,
+    timeout: float = UPDATE_TIMEOUT,
     by: str | None = None,
 ) -> PendingApproval:
     verb = "approve" if approve else "reject"
-    request = Verdict(by=by or operator(), reason=reason)
-    return await _update(
-        config,
-        address,
-        service,
-        verb,
-        lambda c: control.send_update(c, config, service, verb, request, PendingApproval, timeout),
-        by,
-    )
+    who = by or operator()
+
+    def run(loops: LoopClient) -> Awaitable[PendingApproval]:
+        send = loops.approve if approve else loops.reject
+        return send(service, reason, who, timeout)
+
+    return await _control(config, address, service, verb, run, by)
 
 
 # ---- down: stop the loops, and with them (when asked) the replicas ---------------------------
@@ -425,7 +429,7 @@ async def down(
     services: list[str],
     replicas: bool = False,
     address: str | None = None,
-    timeout: float = control.UPDATE_TIMEOUT,
+    timeout: float = UPDATE_TIMEOUT,
 ) -> DownReport:
     """Cancel each service's loop (it records `stopped`) and, with `replicas`, scale what the
     backend runs to 0, min_replicas notwithstanding: stopping the service is the point. A loop
@@ -433,14 +437,14 @@ async def down(
     names = [check_service(config, name) for name in services] or config.service_names()
     report = DownReport([Down(name) for name in names])
     try:
-        client: Client | None = await connect(config, address)
+        loops: LoopClient | None = LoopClient(await connect(config, address), config)
     except TemporalUnreachable as exc:
         # No loop can act while Temporal is away, so the replicas can still be stopped.
-        client, report.unreachable = None, f"{exc}; no loop was cancelled"
+        loops, report.unreachable = None, f"{exc}; no loop was cancelled"
 
     async def one(result: Down) -> None:
-        if client is not None:
-            await _stop_loop(client, config, address, result, timeout)
+        if loops is not None:
+            await _stop_loop(loops, config, address, result, timeout)
         # After the loop has stopped, so that it does not start them again.
         if replicas:
             await _stop_replicas(config, result)
@@ -450,17 +454,14 @@ async def down(
 
 
 async def _stop_loop(
-    client: Client, config: DocktorConfig, address: str | None, result: Down, timeout: float
+    loops: LoopClient, config: DocktorConfig, address: str | None, result: Down, timeout: float
 ) -> None:
     name = result.service
     workflow_id = config.workflow_id(name)
     try:
-        status = await _call(
-            config, address, name, control.stop_loop(client, config, name, timeout=timeout)
-        )
+        status = await _call(config, address, name, loops.stop(name, timeout=timeout))
     except NoLoop as exc:
-        ended = re.search(r"\(workflow \S+ is (\w+)", str(exc))
-        state = f"{workflow_id} is {ended.group(1)}" if ended else f"no workflow {workflow_id}"
+        state = f"{workflow_id} is {exc.state}" if exc.state else f"no workflow {workflow_id}"
         result.done.append(f"no loop was running ({state})")
         return
     except OperateError as exc:
@@ -628,10 +629,8 @@ async def _loop_state(
     """The loop's state, or None and why not: a dry run without a loop still runs the policy,
     and says what it could not know."""
     try:
-        client = await _connect(config, address)
-        state = await _call(
-            config, address, service, control.query_loop_state(client, config, service)
-        )
+        loops = await _connect(config, address)
+        state = await _call(config, address, service, loops.loop_state(service))
     except OperateError as exc:
         return None, str(exc)
     except WorkflowQueryFailedError as exc:

@@ -6,7 +6,7 @@ readable JSON and a field can be added without breaking a running loop.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -371,6 +371,14 @@ class RecordInput(BaseModel):
     decision: Decision
 
 
+# Every control (pause, resume, scale_to, approve, reject, update_spec) carries the time after
+# which it is void: the client that sends it stops waiting then and tells its operator that
+# nothing was done, so the loop must not do it later. An update that no worker validated in
+# time (the worker was down) waits in the server and reaches the loop when a worker returns;
+# its validator compares `void_after` with workflow time and refuses it. None: never void (what
+# a client of an older release sends, and what every recorded history holds).
+
+
 class ManualScale(BaseModel):
     # Strict: `"3"`, `3.0` or `true` from a client other than docktor's is refused, not read as
     # a count (an update whose payload does not decode is rejected before it is accepted).
@@ -381,11 +389,27 @@ class ManualScale(BaseModel):
     # service's default (docktor/policy/hold.py), 0: no hold. A loop of a release before holds
     # ignores it.
     hold_s: float | None = Field(default=None, strict=True)
+    void_after: datetime | None = None
+
+
+class ManualScaleResult(Decision):
+    """The `scale_to` update's answer: the `manual` decision it recorded, and the hold the loop
+    keeps from it (None: not held). A Decision with one field more, so that a client which reads
+    the answer as a Decision (older releases) still can."""
+
+    hold: ManualHold | None = None
 
 
 class PauseRequest(BaseModel):
     reason: str = ""
     by: str = ""
+    void_after: datetime | None = None
+
+
+class ResumeRequest(BaseModel):
+    """The `resume` update's argument. Optional: clients of older releases send none."""
+
+    void_after: datetime | None = None
 
 
 class Verdict(BaseModel):
@@ -393,6 +417,22 @@ class Verdict(BaseModel):
 
     by: str = ""
     reason: str = ""
+    void_after: datetime | None = None
+
+
+def void_problem(void_after: datetime | None, now: datetime) -> str | None:
+    """Why a control can no longer be carried out (its sender gave up waiting), or None."""
+    if void_after is None:
+        return None
+    if void_after.tzinfo is None:  # a client that forgot the zone meant UTC, as docktor does
+        void_after = void_after.replace(tzinfo=UTC)
+    if now <= void_after:
+        return None
+    late = (now - void_after).total_seconds()
+    return (
+        f"the request expired at {void_after.astimezone(UTC):%H:%M:%S} UTC and reached the "
+        f"loop {late:.0f}s later (its sender had stopped waiting); nothing was done"
+    )
 
 
 # What an operator's `by` and `reason` may be: they are recorded in a decision, kept in the
@@ -419,6 +459,7 @@ class SpecUpdate(BaseModel):
 
     service: ServicePlan
     llm: LLMPlan
+    void_after: datetime | None = None
 
 
 class LoopStatus(BaseModel):

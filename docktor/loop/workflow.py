@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LoopState,
         LoopStatus,
         ManualScale,
+        ManualScaleResult,
         Observation,
         ObserveInput,
         PauseRequest,
@@ -36,9 +37,11 @@ with workflow.unsafe.imports_passed_through():
         Proposal,
         Provenance,
         RecordInput,
+        ResumeRequest,
         SpecUpdate,
         Verdict,
         operator_text_problems,
+        void_problem,
     )
     from docktor.plan import ServicePlan
     from docktor.policy import cooldown_left, latest
@@ -626,13 +629,15 @@ class ServiceAutoscaler:
 
     @pause.validator
     def _validate_pause(self, request: PauseRequest) -> None:
+        _refuse_void(request.void_after)
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if self.state.paused:
             raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
 
     @workflow.update(name=names.RESUME)
-    def resume(self) -> LoopStatus:
-        """Automatic decisions apply again: ends a pause and a manual scale's hold."""
+    def resume(self, request: ResumeRequest | None = None) -> LoopStatus:
+        """Automatic decisions apply again: ends a pause and a manual scale's hold. The request
+        is optional: clients of older releases, and the recorded histories, send none."""
         self.state.paused = False
         self.state.pause_reason = None
         self.state.paused_by = None
@@ -641,12 +646,13 @@ class ServiceAutoscaler:
         return self.status()
 
     @resume.validator
-    def _validate_resume(self) -> None:
+    def _validate_resume(self, request: ResumeRequest | None = None) -> None:
+        _refuse_void(request.void_after if request else None)
         if not self.state.paused and not manual_hold.in_force(self.state.hold, workflow.now()):
             raise ValueError("not paused, and no manual scale is held")
 
     @workflow.update(name=names.SCALE_TO)
-    async def scale_to(self, request: ManualScale) -> Decision:
+    async def scale_to(self, request: ManualScale) -> ManualScaleResult:
         """An operator's override, recorded as a `manual` decision; the count is then held
         (request.hold_s, else the service's default) and the cooldown applies. Works while
         paused too: pausing stops the automatic decisions, not the operator."""
@@ -662,15 +668,20 @@ class ServiceAutoscaler:
         reason = f"manual scale{who}: {why}"
         workflow.deprecate_patch(PATCH_MANUAL_HOLD)
         # The operator's count stands for a while; this scale's hold replaces any earlier one.
-        # The reason ends with the hold, as `docktor scale` reports it.
+        # The reason ends with the hold, for whoever reads the decision.
         now = workflow.now()
         hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
         self.state.hold = hold
         reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
-        return await self.record(action="manual", current=current, target=replicas, reason=reason)
+        decision = await self.record(
+            action="manual", current=current, target=replicas, reason=reason
+        )
+        # The hold as data too: the client words it from this, never from the reason's text.
+        return ManualScaleResult(**dict(decision), hold=hold)
 
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
+        _refuse_void(request.void_after)
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if hold_problem := manual_hold.problem(request.hold_s):
             raise ValueError(hold_problem)
@@ -686,6 +697,7 @@ class ServiceAutoscaler:
 
     @approve.validator
     def _validate_approve(self, verdict: Verdict) -> None:
+        _refuse_void(verdict.void_after)
         _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
 
@@ -695,6 +707,7 @@ class ServiceAutoscaler:
 
     @reject.validator
     def _validate_reject(self, verdict: Verdict) -> None:
+        _refuse_void(verdict.void_after)
         _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
 
@@ -720,6 +733,7 @@ class ServiceAutoscaler:
 
     @update_spec.validator
     def _validate_spec(self, change: SpecUpdate) -> None:
+        _refuse_void(change.void_after)
         if change.service.name != self.spec.name:
             raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
         # The payload decoded as a wire model, which takes what any release wrote; a new plan
@@ -729,6 +743,15 @@ class ServiceAutoscaler:
             [f"service.{p}" for p in change.service.problems()]
             + [f"llm.{p}" for p in change.llm.problems()]
         )
+
+
+def _refuse_void(void_after: datetime | None) -> None:
+    """Refuse a control whose sender has given up waiting for it (it told its operator that
+    nothing was done). Workflow time is that of the task delivering the update, so a request
+    that waited in the server for a worker is judged when it reaches the loop; validators do
+    not run on replay, so this never touches a recorded history."""
+    if problem := void_problem(void_after, workflow.now()):
+        raise ValueError(problem)
 
 
 def _refuse(problems: list[str]) -> None:

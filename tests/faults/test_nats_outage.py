@@ -19,9 +19,9 @@ from helpers import (
 )
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal, start_nats
-from docktor.loop.messages import Decision, ManualScale
+from docktor.loop.messages import Decision
 from docktor.spec import load_config
 
 BACKLOG = 50  # between the rules' thresholds: with data, the loop holds
@@ -79,9 +79,7 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
                 )
 
             await start_loop(client, config, config.services[0])
-            await send_update(
-                client, config, "consumer", "scale_to", ManualScale(replicas=2), Decision
-            )
+            await scale_to(client, config, "consumer", 2)
             scaled_at = datetime.now(UTC)
             await async_wait_for(
                 lambda: observed_backlog_since(scaled_at), 20, "a backlog read at 2"

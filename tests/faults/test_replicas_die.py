@@ -21,10 +21,10 @@ from helpers import IDLE_COMMAND, assert_gapless, async_wait_for, replica_pids, 
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, send_update, start_loop, stop_loop
+from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
-from docktor.loop.messages import Decision, ManualScale
+from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
 
 SET = 3  # the count the operator sets, before one replica dies
@@ -58,9 +58,7 @@ async def lose_one_and_see_it_restored(
 ) -> Decision:
     """Scale to SET, kill one replica, and return the decision that restored it."""
     await start_loop(client, config, config.services[0])
-    manual = await send_update(
-        client, config, "consumer", "scale_to", ManualScale(replicas=SET, by="test"), Decision
-    )
+    manual = await scale_to(client, config, "consumer", SET, by="test")
     assert manual.target_replicas == SET
     await async_wait_for(lambda: _equals(running, SET), 30, f"{SET} replicas running")
     killed_at = datetime.now(UTC)

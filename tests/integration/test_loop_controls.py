@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -19,7 +20,14 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision, ManualScale, PauseRequest, SpecUpdate, Verdict
+from docktor.loop.messages import (
+    Decision,
+    ManualScale,
+    PauseRequest,
+    ResumeRequest,
+    SpecUpdate,
+    Verdict,
+)
 from docktor.plan import LLMPlan, ServicePlan
 from tests.workflow.conftest import (
     ScriptedWorld,
@@ -211,6 +219,55 @@ async def test_manual_approval_waits_then_applies_rejects_or_expires(
     expired = await decisions_after(env, handle, held + 3, step_seconds=POLL)
     assert expired[held + 2].action == "expired"
     assert world.replicas == 3
+    await handle.cancel()
+    await handle.result()  # stopped for good: no later test's worker serves it
+
+
+async def test_a_control_past_its_void_time_is_refused_and_changes_nothing(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # What a loop sees when a worker returns to updates that waited in the server after their
+    # sender gave up: a void_after in the past. Each is refused before anything else is checked.
+    handle = await start(env.client, service_spec(check_interval=TICK))
+    await decisions_after(env, handle, 1, step_seconds=POLL)
+    gone = datetime.now(UTC) - timedelta(seconds=5)
+    spec = SpecUpdate(
+        service=ServicePlan.from_spec(service_spec(check_interval=TICK, max_replicas=8)),
+        llm=LLMPlan.none(),
+        void_after=gone,
+    )
+    stale: list[Awaitable[object]] = [
+        handle.execute_update(ServiceAutoscaler.pause, PauseRequest(by="ana", void_after=gone)),
+        handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=3, void_after=gone)),
+        handle.execute_update(ServiceAutoscaler.approve, Verdict(void_after=gone)),
+        handle.execute_update(ServiceAutoscaler.reject, Verdict(void_after=gone)),
+        handle.execute_update(ServiceAutoscaler.resume, ResumeRequest(void_after=gone)),
+        handle.execute_update(ServiceAutoscaler.update_spec, spec),
+    ]
+    for update in stale:
+        why = await refusal(update)
+        assert "expired at" in why and "nothing was done" in why, why
+    status = await handle.query(ServiceAutoscaler.status)
+    assert (status.paused, status.max_replicas, status.hold) == (False, 5, None)
+    assert world.replicas == 1 and world.apply_calls == []
+
+    # In time, each is taken; the manual scale answers with the hold it keeps, as data.
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    paused = await handle.execute_update(
+        ServiceAutoscaler.pause, PauseRequest(by="ana", void_after=soon)
+    )
+    assert paused.paused
+    resumed = await handle.execute_update(ServiceAutoscaler.resume, ResumeRequest(void_after=soon))
+    assert not resumed.paused
+    manual = await handle.execute_update(
+        ServiceAutoscaler.scale_to, ManualScale(replicas=3, hold_s=60, by="ana", void_after=soon)
+    )
+    assert manual.target_replicas == 3 and world.replicas == 3
+    assert manual.hold is not None and (manual.hold.replicas, manual.hold.by) == (3, "ana")
+    unheld = await handle.execute_update(
+        ServiceAutoscaler.scale_to, ManualScale(replicas=2, hold_s=0, void_after=soon)
+    )
+    assert unheld.hold is None and "hold" in unheld.model_fields_set
     await handle.cancel()
     await handle.result()  # stopped for good: no later test's worker serves it
 

@@ -17,6 +17,7 @@ from docktor.dev.bench.driver import EPOCH, DocktorController, observation
 from docktor.dev.bench.simulate import QueueView
 from docktor.loop.activities import LoopActivities
 from docktor.loop.messages import EvaluateInput, LoopState, ManualHold, PolicyState, Proposal
+from docktor.plan import ServicePlan
 from docktor.policy import STAGES, decide
 from docktor.spec import DocktorConfig, parse_config
 
@@ -60,7 +61,7 @@ async def by_all_three(state: LoopState, seen: QueueView) -> list[Proposal]:
     """The proposal of the evaluate activity (given what the workflow sends), of what_if's
     decision and of the benchmark's controller, for the same observation and loop state."""
     cfg = config()
-    plan = cfg.service("worker")
+    plan = ServicePlan.from_spec(cfg.service("worker"))
     sample = observation(seen)
     request = EvaluateInput(service=plan, observation=sample, now=NOW, state=state.policy_state())
     activities = LoopActivities()
