@@ -1,7 +1,8 @@
-"""The values that travel through the loop: what was seen, proposed, decided and remembered.
+"""The loop's own payloads: the workflow's input and carried state, each activity's input and
+result, the controls an operator sends and the loop's answers.
 
-Every activity input and output is one of these pydantic models, so the workflow history shows
-readable JSON and a field can be added without breaking a running loop.
+Every one is a pydantic model, so the workflow history shows readable JSON; fields are only
+ever added, with defaults, so a payload written by one release decodes in the next.
 """
 
 from __future__ import annotations
