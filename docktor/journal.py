@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from docktor.loop.messages import Decision, Observation, WarmStart
 from docktor.plan import ServicePlan
 from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast import stage as predict
+from docktor.values import Decision, Observation, WarmStart
 
 # How much of the end of the log a warm start reads: the forecast keeps three days at most
 # (forecast.RINGS), which at one decision every few seconds is tens of MB.

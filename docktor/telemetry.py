@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from docktor.loop.messages import Decision, Observation
+from docktor.values import Decision, Observation
 
 log = logging.getLogger("docktor.telemetry")
 

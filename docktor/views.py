@@ -20,14 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from docktor.client.operate import ServiceState
-from docktor.loop.messages import (
-    Decision,
-    ForecastView,
-    ManualHold,
-    PendingApproval,
-    Provenance,
-)
+from docktor.loop.messages import PendingApproval
 from docktor.spec import DocktorConfig, format_number
+from docktor.values import Decision, ForecastView, ManualHold, Provenance
 
 STATUS_HEADERS = [
     "SERVICE",

@@ -374,7 +374,7 @@ def write_rate_log(
     (`rate` of the interval's middle, in epoch seconds), a backlog of 0 and 2 replicas, unless
     `also` says otherwise. For warm-start tests."""
     from docktor.journal import append_decision
-    from docktor.loop.messages import Decision
+    from docktor.values import Decision
 
     t, sequence = -seconds, 0
     while t < 0:

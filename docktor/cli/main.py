@@ -32,7 +32,7 @@ from docktor.dev.demo import DEMO_SECONDS, EXAMPLES
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
 if TYPE_CHECKING:
-    from docktor.loop.messages import ManualHold
+    from docktor.values import ManualHold
 
 
 class UsageError(Exception):

@@ -17,8 +17,9 @@ from docktor.client.loops import (
     NoRunningLoop,
     StartResult,
 )
-from docktor.loop.messages import Decision, LoopStatus, ManualScaleResult
+from docktor.loop.messages import LoopStatus, ManualScaleResult
 from docktor.spec import DocktorConfig, ServiceSpec
+from docktor.values import Decision
 
 __all__ = [
     "ANSWER_TIMEOUT",

@@ -42,8 +42,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from docktor.client.temporal import autoscaler_input, missing_search_attributes
 from docktor.loop import names
 from docktor.loop.messages import (
-    Decision,
-    ForecastView,
     LoopState,
     LoopStatus,
     ManualScale,
@@ -56,6 +54,7 @@ from docktor.loop.messages import (
 )
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import DocktorConfig, LLMSpec, ServiceSpec
+from docktor.values import Decision, ForecastView
 
 T = TypeVar("T")
 

@@ -34,19 +34,11 @@ from docktor.client.loops import (
 )
 from docktor.client.temporal import TemporalUnreachable, connect
 from docktor.journal import read_journal
-from docktor.loop.messages import (
-    Decision,
-    ForecastView,
-    LoopState,
-    LoopStatus,
-    ManualScaleResult,
-    Observation,
-    PendingApproval,
-    Proposal,
-)
+from docktor.loop.messages import LoopState, LoopStatus, ManualScaleResult, PendingApproval
 from docktor.plan import ServicePlan
 from docktor.sources.sampling import Sampler
 from docktor.spec import DocktorConfig, parse_duration
+from docktor.values import Decision, ForecastView, Observation, Proposal
 
 T = TypeVar("T")
 

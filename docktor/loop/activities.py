@@ -18,19 +18,17 @@ from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.journal import append_decision, warm_start
 from docktor.loop import names
 from docktor.loop.messages import (
-    Advice,
     AdviseInput,
     ApplyInput,
     ApplyResult,
     EvaluateInput,
-    Observation,
     ObserveInput,
-    Proposal,
     RecordInput,
 )
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
 from docktor.telemetry import METRICS, DocktorMetrics
+from docktor.values import Advice, Observation, Proposal
 
 if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
     from docktor.advisor import Clients

@@ -19,23 +19,17 @@ with workflow.unsafe.imports_passed_through():
     from docktor.loop import names
     from docktor.loop.activities import OBSERVE_ATTEMPTS, LoopActivities
     from docktor.loop.messages import (
-        Advice,
         AdviseInput,
         ApplyInput,
         AutoscalerInput,
-        Decision,
         EvaluateInput,
-        ForecastView,
         LoopState,
         LoopStatus,
         ManualScale,
         ManualScaleResult,
-        Observation,
         ObserveInput,
         PauseRequest,
         PendingApproval,
-        Proposal,
-        Provenance,
         RecordInput,
         ResumeRequest,
         SpecUpdate,
@@ -47,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
     from docktor.policy.forecast import stage as forecast_view
+    from docktor.values import Advice, Decision, ForecastView, Observation, Proposal, Provenance
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)

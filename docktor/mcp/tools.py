@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field
 
 from docktor import views
 from docktor.client import operate
-from docktor.loop.messages import Decision, PendingApproval
+from docktor.loop.messages import PendingApproval
 from docktor.mcp.context import Docktor, actor, tool_errors, view
 from docktor.policy.hold import problem
 from docktor.spec import ConfigError, load_config, parse_duration
+from docktor.values import Decision
 
 log = logging.getLogger("docktor.mcp")
 

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from docktor.loop.messages import Observation, PolicyMemory, PolicyState, Proposal
 from docktor.plan import ServicePlan
 from docktor.policy import hold as manual_hold
 from docktor.policy import rates, recommend, stages
 from docktor.policy.forecast import stage as forecast_stage
+from docktor.values import Observation, PolicyMemory, PolicyState, Proposal
 
 
 @dataclass

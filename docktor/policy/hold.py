@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from docktor.loop.messages import ManualHold
 from docktor.plan import MAX_DURATION_S, ServicePlan
 from docktor.policy import stages
+from docktor.values import ManualHold
 
 # How a manual decision's reason ends when the scale was not held (`--hold 0`).
 NOT_HELD = "not held"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from docktor.loop.messages import CounterSample, Observation
+from docktor.values import CounterSample, Observation
 
 # The mapping of observations made before each metric source declared its own
 # (Observation.counter_rates): the NATS counters, the only ones there were.

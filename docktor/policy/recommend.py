@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from docktor.loop.messages import Observation, PolicyMemory
 from docktor.plan import PER_REPLICA_SUFFIX, ServicePlan, format_number
+from docktor.values import Observation, PolicyMemory
 
 
 class Condition(Protocol):

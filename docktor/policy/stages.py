@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from docktor.loop.messages import PolicyMemory, Recommendation
 from docktor.plan import ServicePlan, format_number
+from docktor.values import PolicyMemory, Recommendation
 
 
 class RateLimit(Protocol):

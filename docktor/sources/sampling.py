@@ -12,9 +12,9 @@ import math
 from datetime import UTC, datetime
 
 from docktor.backends import Backends
-from docktor.loop.messages import Observation
 from docktor.plan import ServicePlan
 from docktor.sources import MetricConfigError, MetricSource, providers, source_class
+from docktor.values import Observation
 
 
 def source_kinds(spec: ServicePlan) -> list[str]:

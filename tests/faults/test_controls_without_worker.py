@@ -41,8 +41,8 @@ from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 pytestmark = pytest.mark.integration
 

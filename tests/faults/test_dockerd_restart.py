@@ -24,8 +24,8 @@ from helpers import assert_gapless, async_wait_for, serving_loops
 from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
-from docktor.loop.messages import Decision
 from docktor.spec import load_config
+from docktor.values import Decision
 
 REPLICAS = 2
 

@@ -24,8 +24,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.loop.messages import Decision
 from docktor.spec import load_config
+from docktor.values import Decision
 
 IDLE = ["sleep", "600"]
 # Decisions while the log is broken: several iterations, each of which could have warned.

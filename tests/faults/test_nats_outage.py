@@ -21,8 +21,8 @@ from helpers import (
 from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal, start_nats
-from docktor.loop.messages import Decision
 from docktor.spec import load_config
+from docktor.values import Decision
 
 BACKLOG = 50  # between the rules' thresholds: with data, the loop holds
 FALLBACK = {"after": 2, "replicas": 3}

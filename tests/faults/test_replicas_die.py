@@ -24,8 +24,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 SET = 3  # the count the operator sets, before one replica dies
 

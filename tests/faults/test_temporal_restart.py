@@ -22,8 +22,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedNats, start_temporal
-from docktor.loop.messages import Decision
 from docktor.spec import load_config
+from docktor.values import Decision
 
 COOLDOWN_UP = 600  # far longer than the test: it must still be running after the restart
 

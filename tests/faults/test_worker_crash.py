@@ -28,8 +28,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 # The apply activity's heartbeat timeout (docktor/loop/workflow.py): a dead worker's activity is
 # retried elsewhere after this long.

@@ -32,8 +32,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import start_loop
 from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 pytestmark = pytest.mark.integration
 

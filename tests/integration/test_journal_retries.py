@@ -22,10 +22,11 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, start_loop, stop_loop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision, RecordInput
+from docktor.loop.messages import RecordInput
 from docktor.loop.worker import build_worker
 from docktor.spec import DocktorConfig, load_config
 from docktor.telemetry import DocktorMetrics
+from docktor.values import Decision
 
 DECISIONS = 4
 

@@ -17,8 +17,8 @@ from temporalio.client import Client
 from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 API_KEY = "sk-docktor-test-" + uuid.uuid4().hex
 MODEL = "gpt-test-mini"

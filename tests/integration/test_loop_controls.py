@@ -20,15 +20,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import (
-    Decision,
-    ManualScale,
-    PauseRequest,
-    ResumeRequest,
-    SpecUpdate,
-    Verdict,
-)
+from docktor.loop.messages import ManualScale, PauseRequest, ResumeRequest, SpecUpdate, Verdict
 from docktor.plan import LLMPlan, ServicePlan
+from docktor.values import Decision
 from tests.workflow.conftest import (
     ScriptedWorld,
     decisions_after,

@@ -18,8 +18,8 @@ from temporalio.client import Client
 from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, start_loop, stop_loop
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision
 
 # Decisions each run makes before it is stopped: the first (0 -> 1, min_replicas) and holds.
 PER_RUN = 3

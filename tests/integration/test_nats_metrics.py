@@ -15,12 +15,12 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from docktor.dev.embedded import EmbeddedNats, free_port
-from docktor.loop.messages import Observation
 from docktor.plan import ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, MetricUnavailable, source_class
 from docktor.sources.nats import NatsMetricSource, NatsQueueSpec
 from docktor.sources.sampling import wanted
+from docktor.values import Observation
 
 pytestmark = pytest.mark.integration
 

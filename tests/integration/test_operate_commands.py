@@ -41,9 +41,10 @@ from docktor.client.control import NoRunningLoop, loop_status, running_handle, s
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
-from docktor.loop.messages import ApplyInput, ApplyResult, Decision, LoopStatus, Provenance
+from docktor.loop.messages import ApplyInput, ApplyResult, LoopStatus
 from docktor.loop.worker import build_worker
 from docktor.spec import DocktorConfig, load_config
+from docktor.values import Decision, Provenance
 from docktor.views import mattered, model_label
 
 pytestmark = pytest.mark.integration

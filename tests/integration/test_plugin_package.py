@@ -29,8 +29,8 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.control import loop_decisions, loop_status, start_loop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop.messages import Decision
 from docktor.spec import ConfigError, load_config, parse_config
+from docktor.values import Decision
 
 EXAMPLE = REPO / "examples" / "plugin-http-queue"
 PACKAGE = "docktor-http-queue"

@@ -17,12 +17,12 @@ from helpers import async_wait_for, require_redis_server
 
 import docktor.sources.redis as redis_source
 from docktor.dev.embedded import EmbeddedRedis, free_port, start_redis
-from docktor.loop.messages import Observation
 from docktor.plan import ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, MetricUnavailable, source_class
 from docktor.sources.redis import RedisQueueSpec, RedisStreamSource
 from docktor.sources.sampling import wanted
+from docktor.values import Observation
 
 pytestmark = pytest.mark.integration
 

@@ -38,7 +38,6 @@ from temporalio.exceptions import ApplicationError
 from activities import LoopActivities
 from docktor.dev.embedded import start_temporal
 from docktor.loop.messages import (
-    Advice,
     AdviseInput,
     AutoscalerInput,
     LoopState,
@@ -49,6 +48,7 @@ from docktor.loop.messages import (
 from docktor.loop.worker import build_worker
 from docktor.plan import LLMPlan
 from docktor.policy import hold as policy_hold
+from docktor.values import Advice
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
 from workflows import ServiceAutoscaler
 

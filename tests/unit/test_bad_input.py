@@ -32,14 +32,7 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from docktor.advisor import REASON_MAX_CHARS, REPLY_MAX_CHARS, advise
-from docktor.loop.messages import (
-    Advice,
-    AdviseInput,
-    AutoscalerInput,
-    Decision,
-    PolicyMemory,
-    Proposal,
-)
+from docktor.loop.messages import AdviseInput, AutoscalerInput
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.policy import action_for
 from docktor.spec import (
@@ -54,6 +47,7 @@ from docktor.spec import (
     load_config,
     parse_config,
 )
+from docktor.values import Advice, Decision, PolicyMemory, Proposal
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "nats-multi"
@@ -634,9 +628,9 @@ def test_no_metric_value_breaks_a_decision_or_its_payload(
     """Metric values are not trusted: NaN, infinities, enormous and tiny values, as a source
     might report them, go through the sampler's filter and the policy, and the proposal is
     within bounds and survives the JSON payload the workflow decodes."""
-    from docktor.loop.messages import Observation, PolicyState
     from docktor.policy import decide
     from docktor.sources.sampling import COUNTER_LIMIT, METRIC_LIMIT, finite_values
+    from docktor.values import Observation, PolicyState
 
     fields: dict[str, Any] = {
         "queue": {"name": "consumer", "queue": {"stream": "S", "consumer": "c"}},

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from docktor.client.operate import BadArgument, _latest, parse_since
-from docktor.loop.messages import Decision
+from docktor.values import Decision
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

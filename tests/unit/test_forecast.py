@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docktor.loop.messages import ForecastMemory, Observation, PolicyMemory, PolicyState, Proposal
 from docktor.policy import decide
 from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast.stage import view
 from docktor.spec import ConfigError, ServiceSpec, parse_config
+from docktor.values import ForecastMemory, Observation, PolicyMemory, PolicyState, Proposal
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 STEP = 4.0

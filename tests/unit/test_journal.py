@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from docktor.journal import append_decision, decision_key, read_decisions, read_journal
-from docktor.loop.messages import Decision
+from docktor.values import Decision
 
 
 def _decision(**fields: object) -> Decision:

@@ -18,13 +18,14 @@ from docktor import plugins
 from docktor.backends import ScalerConfigError
 from docktor.backends.processes import ProcessesBackend
 from docktor.cli.main import main
-from docktor.loop.messages import ApplyInput, AutoscalerInput, Observation, ObserveInput
+from docktor.loop.messages import ApplyInput, AutoscalerInput, ObserveInput
 from docktor.plan import QueueBlock, ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, queue_block, queue_kinds, source_class
 from docktor.sources.nats import NatsQueueSpec
 from docktor.sources.sampling import source_kinds
 from docktor.spec import ConfigError, ServiceSpec, parse_config
+from docktor.values import Observation
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

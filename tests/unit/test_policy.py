@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docktor.loop.messages import Observation, PolicyState, Proposal
 from docktor.policy import cooldown_left, decide, derive_rates
 from docktor.spec import ServiceSpec
+from docktor.values import Observation, PolicyState, Proposal
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

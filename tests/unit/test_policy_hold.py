@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from docktor.loop.messages import ManualHold, PolicyState
 from docktor.policy import decide
 from docktor.policy import hold as manual_hold
+from docktor.values import ManualHold, PolicyState
 from tests.unit.test_policy import BUSY, CALM, NOW, ago, obs, spec
 from tests.unit.test_policy_target import spec as target_spec
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from docktor.loop.messages import Observation, PolicyState
 from docktor.policy import decide
 from docktor.spec import ServiceSpec
+from docktor.values import Observation, PolicyState
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SPEC = ServiceSpec.model_validate(

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from docktor.loop.messages import PolicyMemory
 from docktor.policy import action_for, settle
 from docktor.spec import ServiceSpec
+from docktor.values import PolicyMemory
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 # The step policy's cooldowns: 30 s up, 120 s down (from the last action in either direction).

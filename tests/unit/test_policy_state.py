@@ -16,10 +16,11 @@ from docktor.client.operate import dry_run
 from docktor.dev.bench.driver import EPOCH, DocktorController, observation
 from docktor.dev.bench.simulate import QueueView
 from docktor.loop.activities import LoopActivities
-from docktor.loop.messages import EvaluateInput, LoopState, ManualHold, PolicyState, Proposal
+from docktor.loop.messages import EvaluateInput, LoopState
 from docktor.plan import ServicePlan
 from docktor.policy import STAGES, decide
 from docktor.spec import DocktorConfig, parse_config
+from docktor.values import ManualHold, PolicyState, Proposal
 
 NOW = EPOCH + timedelta(minutes=5)
 CONFIG = """

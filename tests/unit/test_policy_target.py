@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from docktor.loop.messages import LoopState, Observation, PolicyMemory, PolicyState, Proposal
+from docktor.loop.messages import LoopState
 from docktor.policy import decide
 from docktor.spec import ConfigError, ServiceSpec, parse_config
+from docktor.values import Observation, PolicyMemory, PolicyState, Proposal
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 QUEUE = {"stream": "JOBS", "consumer": "workers"}

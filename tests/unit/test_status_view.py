@@ -13,7 +13,8 @@ import pytest
 
 from docktor import views
 from docktor.client.operate import ServiceState
-from docktor.loop.messages import Decision, LoopStatus, ManualHold, PendingApproval
+from docktor.loop.messages import LoopStatus, PendingApproval
+from docktor.values import Decision, ManualHold
 
 NOW = datetime(2026, 6, 1, 14, 0, 0, tzinfo=UTC)
 WORKFLOW = "docktor-shop-consumer"

@@ -9,16 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from docktor.journal import logged_samples, warm_start
-from docktor.loop.messages import (
-    LoopState,
-    Observation,
-    ObserveInput,
-    PolicyMemory,
-    PolicyState,
-    WarmStart,
-)
+from docktor.loop.messages import LoopState, ObserveInput
 from docktor.policy import decide
 from docktor.policy.forecast import model as forecast
+from docktor.values import Observation, PolicyMemory, PolicyState, WarmStart
 from tests.helpers import write_rate_log
 from tests.unit.test_forecast import STEP, spec
 

@@ -27,14 +27,13 @@ from docktor.loop.messages import (
     ApplyInput,
     ApplyResult,
     AutoscalerInput,
-    Decision,
     LoopStatus,
-    Observation,
     ObserveInput,
     RecordInput,
 )
 from docktor.plan import ServicePlan
 from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
+from docktor.values import Decision, Observation
 from workflows import ServiceAutoscaler
 
 TASK_QUEUE = "docktor-test"

@@ -6,7 +6,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from docktor.loop.messages import Decision
+from docktor.values import Decision
 from tests.workflow.conftest import (
     ScriptedWorld,
     cancel_and_wait,

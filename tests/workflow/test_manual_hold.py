@@ -10,7 +10,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from docktor.loop.messages import Decision, LoopStatus, ManualScale
+from docktor.loop.messages import LoopStatus, ManualScale
+from docktor.values import Decision
 from tests.workflow.conftest import (
     ScriptedWorld,
     cancel_and_wait,

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from docktor.dev.bench.simulate import QueueView
-from docktor.loop.messages import LoopState, Observation, PolicyMemory
+from docktor.loop.messages import LoopState
 from docktor.plan import ServicePlan
 from docktor.policy import decide
+from docktor.values import Observation, PolicyMemory
 
 # Simulated time 0; any fixed moment works, a fixed one keeps runs identical.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)

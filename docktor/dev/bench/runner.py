@@ -11,10 +11,10 @@ from docktor.dev.bench.metrics import Metrics, measure
 from docktor.dev.bench.reference import KedaHpa, Oracle, Seed
 from docktor.dev.bench.scenario import Scenario
 from docktor.dev.bench.simulate import DT, Controller, Run, simulate
-from docktor.loop.messages import PolicyMemory
 from docktor.plan import ServicePlan
 from docktor.policy.forecast.stage import learn_from_log
 from docktor.spec import DocktorConfig, ServiceSpec
+from docktor.values import PolicyMemory
 
 ORACLE = "oracle"
 

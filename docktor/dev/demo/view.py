@@ -22,8 +22,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from docktor.loop.messages import Decision, LoopStatus
+from docktor.loop.messages import LoopStatus
 from docktor.spec import format_number
+from docktor.values import Decision
 
 # How often the view (or the plain log) is brought up to date; rich redraws at the same pace.
 REFRESH_SECONDS = 0.5

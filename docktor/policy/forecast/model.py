@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from docktor.loop.messages import ForecastMemory, Ring
+from docktor.values import ForecastMemory, Ring
 
 # (bucket seconds, capacity); the fine ring's bucket is the check interval (None here).
 FINE_CAPACITY = 240

@@ -13,11 +13,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from docktor.loop.messages import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
 from docktor.plan import ServicePlan
 from docktor.policy import recommend
 from docktor.policy.forecast import model as forecast
 from docktor.policy.recommend import BACKLOG, RATE_IN, RATE_OUT, _n
+from docktor.values import ForecastMemory, ForecastView, Observation, PolicyMemory, WarmStart
 
 
 @dataclass
