@@ -36,11 +36,10 @@ from typing import Any, Literal
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from docktor.loop.messages import AdviseInput
 from docktor.plan import LLMPlan
 from docktor.policy import action_for, settle
 from docktor.spec import ConfigError, format_number
-from docktor.values import Advice, Decision, Proposal, Provenance
+from docktor.values import Advice, AdviseInput, Decision, Proposal, Provenance
 
 log = logging.getLogger(__name__)
 

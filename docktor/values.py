@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from docktor.plan import LLMPlan, ServicePlan
+
 RuleAction = Literal["scale_up", "scale_down", "hold"]
 
 
@@ -237,3 +239,21 @@ class ForecastView(BaseModel):
     # Seconds of rate history the forecast holds, and its size in the loop's state.
     history_s: float = 0.0
     state_bytes: int = 0
+
+
+class AdviseInput(BaseModel):
+    """What the model is shown. Never carries a secret: the API key is read by the activity
+    from the worker's environment."""
+
+    service: ServicePlan
+    llm: LLMPlan
+    proposal: Proposal
+    cooldown_up_left: float = 0.0
+    cooldown_down_left: float = 0.0
+    recent: list[Decision] = Field(default_factory=list)
+    # The model's target goes through the same stabilise/limit stages as the rules' one: they
+    # need the policy's memory as it was before this evaluation, the clock and the last scales.
+    memory: PolicyMemory = Field(default_factory=PolicyMemory)
+    now: datetime | None = None
+    last_scale_up_at: datetime | None = None
+    last_scale_down_at: datetime | None = None

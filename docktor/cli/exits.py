@@ -22,12 +22,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from docktor.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from docktor.spec import ConfigError, DocktorConfig, load_config
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE"]
+
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """One typed client for the running loops of a config: start and stop them, read them, steer them.
 
-Every query, signal and update is addressed by its name in docktor/loop/names.py (this module
+Every query, signal and update is addressed by its name in docktor/names.py (this module
 never imports the workflow code), every call has a deadline, and every answer is a model:
 
 - queries (status, decisions, loop state, forecast) wait at most `answer_timeout`;
@@ -39,8 +39,8 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from docktor import names
 from docktor.client.temporal import autoscaler_input, missing_search_attributes
-from docktor.loop import names
 from docktor.loop.messages import (
     LoopState,
     LoopStatus,

@@ -23,7 +23,6 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from docktor import policy
 from docktor.backends import ScalerConfigError, ScalerUnavailable, one_backend
-from docktor.cli.exits import EXIT_FAILED, EXIT_USAGE
 from docktor.client.loops import (
     ANSWER_TIMEOUT,
     UPDATE_TIMEOUT,
@@ -33,6 +32,7 @@ from docktor.client.loops import (
     NoRunningLoop,
 )
 from docktor.client.temporal import TemporalUnreachable, connect
+from docktor.exit_codes import EXIT_FAILED, EXIT_USAGE
 from docktor.journal import read_journal
 from docktor.loop.messages import LoopState, LoopStatus, ManualScaleResult, PendingApproval
 from docktor.plan import ServicePlan

@@ -14,7 +14,7 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from docktor.loop import names
+from docktor import names
 from docktor.loop.messages import AutoscalerInput
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.reasons import connect_reason

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from docktor.loop import names
+from docktor import names
 from docktor.reasons import connect_reason
 
 if TYPE_CHECKING:

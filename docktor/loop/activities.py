@@ -13,22 +13,14 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from docktor import policy
+from docktor import names, policy
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.journal import append_decision, warm_start
-from docktor.loop import names
-from docktor.loop.messages import (
-    AdviseInput,
-    ApplyInput,
-    ApplyResult,
-    EvaluateInput,
-    ObserveInput,
-    RecordInput,
-)
+from docktor.loop.messages import ApplyInput, ApplyResult, EvaluateInput, ObserveInput, RecordInput
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
 from docktor.telemetry import METRICS, DocktorMetrics
-from docktor.values import Advice, Observation, Proposal
+from docktor.values import Advice, AdviseInput, Observation, Proposal
 
 if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
     from docktor.advisor import Clients

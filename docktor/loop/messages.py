@@ -19,7 +19,6 @@ from docktor.values import (
     Observation,
     PolicyMemory,
     PolicyState,
-    Proposal,
     RuleAction,
     ScaleEvent,
 )
@@ -144,24 +143,6 @@ class EvaluateInput(BaseModel):
         flat = {name: data[name] for name in PolicyState.model_fields if name in data}
         rest = {key: value for key, value in data.items() if key not in flat}
         return {**rest, "state": flat}
-
-
-class AdviseInput(BaseModel):
-    """What the model is shown. Never carries a secret: the API key is read by the activity
-    from the worker's environment."""
-
-    service: ServicePlan
-    llm: LLMPlan
-    proposal: Proposal
-    cooldown_up_left: float = 0.0
-    cooldown_down_left: float = 0.0
-    recent: list[Decision] = Field(default_factory=list)
-    # The model's target goes through the same stabilise/limit stages as the rules' one: they
-    # need the policy's memory as it was before this evaluation, the clock and the last scales.
-    memory: PolicyMemory = Field(default_factory=PolicyMemory)
-    now: datetime | None = None
-    last_scale_up_at: datetime | None = None
-    last_scale_down_at: datetime | None = None
 
 
 class ApplyInput(BaseModel):

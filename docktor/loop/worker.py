@@ -10,7 +10,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from workflows import ServiceAutoscaler
+from docktor.loop.workflow import ServiceAutoscaler
 
 # Workflow tasks this worker runs at once. A task is CPU work under one GIL: a worker that
 # has just started replays every loop, and with no cap each of hundreds of replays takes its

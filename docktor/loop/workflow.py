@@ -16,10 +16,9 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from docktor.loop import names
+    from docktor import names
     from docktor.loop.activities import OBSERVE_ATTEMPTS, LoopActivities
     from docktor.loop.messages import (
-        AdviseInput,
         ApplyInput,
         AutoscalerInput,
         EvaluateInput,
@@ -41,7 +40,15 @@ with workflow.unsafe.imports_passed_through():
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
     from docktor.policy.forecast import stage as forecast_view
-    from docktor.values import Advice, Decision, ForecastView, Observation, Proposal, Provenance
+    from docktor.values import (
+        Advice,
+        AdviseInput,
+        Decision,
+        ForecastView,
+        Observation,
+        Proposal,
+        Provenance,
+    )
 
 PROJECT = SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE)
 SERVICE = SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE)

@@ -21,6 +21,15 @@ from docktor.spec.loader import (
     spec_problems,
     user_config_problems,
 )
+from docktor.spec.primitives import (
+    MAX_DURATION_S,
+    MAX_NAME_LENGTH,
+    MAX_REPLICAS,
+    PROJECT_NAME_RE,
+    SERVICE_NAME_PATTERN,
+    format_number,
+    parse_duration,
+)
 from docktor.spec.schema import (
     DEFAULT_BASE_URLS,
     LOADER_FIELDS,
@@ -47,15 +56,6 @@ from docktor.spec.schema import (
     ServiceSpec,
     Strict,
     TemporalSpec,
-)
-from docktor.spec.values import (
-    MAX_DURATION_S,
-    MAX_NAME_LENGTH,
-    MAX_REPLICAS,
-    PROJECT_NAME_RE,
-    SERVICE_NAME_PATTERN,
-    format_number,
-    parse_duration,
 )
 
 __all__ = [

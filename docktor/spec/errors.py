@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from docktor.spec.primitives import short
 from docktor.spec.schema import LOADER_FIELDS, DocktorConfig, ServiceSpec, inner_model
-from docktor.spec.values import short
 
 
 class ConfigError(Exception):

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from docktor import plugins
 from docktor.spec.errors import at, describe
+from docktor.spec.primitives import short
 from docktor.spec.schema import QueueSpec, ServiceSpec, Strict
-from docktor.spec.values import short
 
 log = logging.getLogger(__name__)
 

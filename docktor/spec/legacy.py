@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from docktor.spec.primitives import SERVICE_NAME_PATTERN, format_number
 from docktor.spec.schema import (
     VERSION_IGNORED,
     LLMSpec,
@@ -18,7 +19,6 @@ from docktor.spec.schema import (
     TemporalSpec,
     max_not_below_min,
 )
-from docktor.spec.values import SERVICE_NAME_PATTERN, format_number
 
 
 def is_legacy(data: dict[str, Any]) -> bool:

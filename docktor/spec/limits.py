@@ -1,5 +1,5 @@
-"""The limits of a user's file (docktor.spec.values.Limit), checked on the data as the file wrote
-it: every value past its limit is reported with the file's other problems, whatever else is
+"""The limits of a user's file (docktor.spec.primitives.Limit), checked on the data as the file
+wrote it: every value past its limit is reported with the file's other problems, whatever else is
 wrong around it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Annotated, Any, get_args, get_origin
 from pydantic import BaseModel
 
 from docktor.spec.errors import at
+from docktor.spec.primitives import Limit
 from docktor.spec.schema import inner_model
-from docktor.spec.values import Limit
 
 
 def limit_problems(model: type[BaseModel], data: Any, loc: tuple[Any, ...] = ()) -> list[str]:

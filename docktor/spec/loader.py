@@ -27,8 +27,8 @@ from docktor.spec.installed import (
 )
 from docktor.spec.legacy import LegacyConfig, is_legacy
 from docktor.spec.limits import limit_problems
+from docktor.spec.primitives import MAX_NAME_LENGTH, short
 from docktor.spec.schema import DocktorConfig, ServiceSpec, duplicate_names
-from docktor.spec.values import MAX_NAME_LENGTH, short
 
 DEFAULT_CONFIG_NAME = "docktor.yaml"
 SCRIPT_SUFFIXES = (".py", ".sh", ".js", ".rb", ".pl")

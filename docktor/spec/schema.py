@@ -3,7 +3,7 @@
 Unknown keys are refused (in a file they are typos), and a model knows nothing of the installed
 plugins: a `queue:` block is kept as the kind's fields (AnyQueue) and a `backend:` as a name. The
 loader (docktor.spec.loader) checks those against what is installed, and checks the limits of a
-user's file (docktor.spec.values.Limit), with every other problem of the file at once.
+user's file (docktor.spec.primitives.Limit), with every other problem of the file at once.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from docktor.loop import names
-from docktor.spec.values import (
+from docktor import names
+from docktor.spec.primitives import (
     DURATION_LIMIT,
     NAME_LIMIT,
     PROJECT_LIMIT,

@@ -17,10 +17,9 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from activities import LoopActivities
 from docktor.advisor import LLMConfigError, advise, api_key_for, check_llm, parse_answer
 from docktor.dev.embedded import free_port
-from docktor.loop.messages import AdviseInput
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import ServiceSpec
-from docktor.values import Advice, Decision, Proposal
+from docktor.values import Advice, AdviseInput, Decision, Proposal
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from docktor import names
 from docktor.dev.embedded import EmbeddedTemporal
-from docktor.loop import names
 from docktor.loop.messages import ManualScale, PauseRequest, SpecUpdate, Verdict
 from docktor.plan import LLMPlan, ServicePlan
 from tests.workflow.conftest import ScriptedWorld, decisions_after, service_spec, start

@@ -37,18 +37,11 @@ from temporalio.exceptions import ApplicationError
 
 from activities import LoopActivities
 from docktor.dev.embedded import start_temporal
-from docktor.loop.messages import (
-    AdviseInput,
-    AutoscalerInput,
-    LoopState,
-    ManualScale,
-    PauseRequest,
-    Verdict,
-)
+from docktor.loop.messages import AutoscalerInput, LoopState, ManualScale, PauseRequest, Verdict
 from docktor.loop.worker import build_worker
 from docktor.plan import LLMPlan
 from docktor.policy import hold as policy_hold
-from docktor.values import Advice
+from docktor.values import Advice, AdviseInput
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
 from workflows import ServiceAutoscaler
 

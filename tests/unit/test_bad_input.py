@@ -32,7 +32,7 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from docktor.advisor import REASON_MAX_CHARS, REPLY_MAX_CHARS, advise
-from docktor.loop.messages import AdviseInput, AutoscalerInput
+from docktor.loop.messages import AutoscalerInput
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.policy import action_for
 from docktor.spec import (
@@ -47,7 +47,7 @@ from docktor.spec import (
     load_config,
     parse_config,
 )
-from docktor.values import Advice, Decision, PolicyMemory, Proposal
+from docktor.values import Advice, AdviseInput, Decision, PolicyMemory, Proposal
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "nats-multi"

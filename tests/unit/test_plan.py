@@ -14,9 +14,8 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from docktor.loop import names
+from docktor import names
 from docktor.loop.messages import (
-    AdviseInput,
     ApplyInput,
     AutoscalerInput,
     EvaluateInput,
@@ -28,6 +27,7 @@ from docktor.plan import LLMPlan, QueueBlock, ServicePlan
 from docktor.sources import MetricConfigError, queue_block
 from docktor.sources.nats import NatsQueueSpec
 from docktor.spec import LLMSpec, ServiceSpec, load_config
+from docktor.values import AdviseInput
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORIES = sorted((REPO / "tests" / "replay" / "histories").glob("*.json"))

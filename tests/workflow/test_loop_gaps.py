@@ -14,10 +14,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import LoopActivities
-from docktor.loop.messages import AdviseInput, EvaluateInput, ManualScale
+from docktor.loop.messages import EvaluateInput, ManualScale
 from docktor.loop.worker import build_worker
 from docktor.plan import LLMPlan
-from docktor.values import Advice, Proposal
+from docktor.values import Advice, AdviseInput, Proposal
 from tests.workflow.conftest import (
     TASK_QUEUE,
     ScriptedWorld,
