@@ -1,4 +1,4 @@
-"""What N scaling loops cost on one worker and the embedded dev server (issue 10).
+"""What N scaling loops cost on one worker and the embedded dev server.
 
 For each N: a fresh embedded Temporal (SQLite), `--workers` `python -m worker` processes (one
 by default) on the same task queue, N services of

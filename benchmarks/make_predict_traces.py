@@ -1,4 +1,4 @@
-"""Writes the traces of the predictive scenarios (issue 11) into benchmarks/scenarios/, one row
+"""Writes the traces of the predictive scenarios into benchmarks/scenarios/, one row
 per second. Run once; the CSVs are committed so the loads never change under the benchmark.
 
 - periodic-jitter: 100 msg/s; a 10 s burst of 500 msg/s +-10% after each gap of 60 s +-10%

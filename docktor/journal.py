@@ -34,7 +34,7 @@ _KEY = re.compile(rb'"decision_id"\s*:\s*"([^"]*)"')
 class _Seen:
     """What this process has read of one log: the file it was (device, inode), how far, and the
     decision ids found. Each byte is read once, instead of the whole tail at every append
-    (that cost a busy worker 18% of its CPU; issue 10)."""
+    (that cost a busy worker 18% of its CPU)."""
 
     file: tuple[int, int]
     offset: int

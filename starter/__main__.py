@@ -81,7 +81,7 @@ def _seconds(text: str) -> float:
 
 
 # Loops started or stopped at once by --all: one round trip each, so 200 services took 54 s one
-# by one (issue 10); a bounded number in flight keeps a small server from being swamped.
+# by one; a bounded number in flight keeps a small server from being swamped.
 CONCURRENT = 16
 
 

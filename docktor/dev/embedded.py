@@ -449,7 +449,7 @@ def start_temporal(
     base += ["--ui-disable-news-fetch"]
     # Write-ahead log, synced at checkpoints rather than at every commit: the dev server writes
     # ~9 rows per loop iteration, and a full fsync each caps the whole system near 9 iterations
-    # a second (issue 10). A power cut may lose the last moments; this is the dev server.
+    # a second. A power cut may lose the last moments; this is the dev server.
     for pragma in sqlite_pragmas:
         base += ["--sqlite-pragma", pragma]
     attributes: list[str] = []

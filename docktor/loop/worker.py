@@ -15,7 +15,7 @@ from docktor.loop.workflow import ServiceAutoscaler
 # Workflow tasks this worker runs at once. A task is CPU work under one GIL: a worker that
 # has just started replays every loop, and with no cap each of hundreds of replays takes its
 # share of the CPU and all of them overrun the task timeout (10 s), are retried from scratch
-# and the loops stay silent for minutes (issue 10). A few at a time each finish in
+# and the loops stay silent for minutes. A few at a time each finish in
 # milliseconds; the rest wait on the server, where waiting costs nothing.
 WORKFLOW_TASK_SLOTS = 4
 # Local activities (observe, evaluate, a hold's record) at once: they run inside the loops'
@@ -30,8 +30,8 @@ CACHED_WORKFLOWS = 2000
 STICKY_TIMEOUT = timedelta(seconds=3)
 # The workflow runs outside the SDK's sandbox. The sandbox re-imports the workflow's modules for
 # every loop it loads and wraps every activation in import hooks: about a third of a busy
-# worker's CPU, and most of what a replaced worker spends resuming 100 loops (issue 10,
-# benchmarks/loops.py). What it guards against is kept out another way: workflows/ calls only
+# worker's CPU, and most of what a replaced worker spends resuming 100 loops
+# (benchmarks/loops.py). What it guards against is kept out another way: the workflow calls only
 # workflow.* APIs for time, randomness and I/O, imports docktor/ passed through, keeps no
 # module state, and tests/replay replays recorded histories on every run, inside the sandbox
 # (the Replayer's default runner), so a call the sandbox forbids still fails a test.

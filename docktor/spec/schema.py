@@ -124,7 +124,7 @@ class Cooldown(Strict):
     down: NonNegativeDuration = 120.0
 
 
-# Defaults of the target policy, chosen from `docktor bench control` (README: Control quality).
+# Defaults of the target policy, chosen from `docktor bench control` (benchmarks/README.md).
 DEFAULT_QUEUE_TARGET = {"queue.backlog_per_replica": 100.0}
 DEFAULT_HEADROOM = 0.0
 DEFAULT_DRAIN_WITHIN = 10.0

@@ -1,4 +1,4 @@
-"""A replaced worker resumes at once (issue 10): with 30 loops running, the worker is killed and
+"""A replaced worker resumes at once: with 30 loops running, the worker is killed and
 a new one started; every loop records a new decision within a few intervals. Real `python -m
 worker` processes on the session's Temporal dev server."""
 

@@ -1,4 +1,4 @@
-"""A hold that changes nothing costs one workflow task (issue 10): the timer fires, observe,
+"""A hold that changes nothing costs one workflow task: the timer fires, observe,
 evaluate and the hold's record run as local activities in that task, the next timer starts.
 No activity task, no memo or search-attribute upsert. On the dev server: the time-skipping
 server adds workflow tasks of its own while it skips time."""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
 SAMPLE_EVERY = 0.5
-# Live and simulated backlog·s and replica·s should agree within this fraction (issue 8).
+# Live and simulated backlog·s and replica·s should agree within this fraction.
 AGREEMENT = 0.25
 # A window of consecutive samples over which the per-replica rate is measured: long enough
 # for the ack floor's steps to average out.
