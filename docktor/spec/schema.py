@@ -32,7 +32,6 @@ from docktor.spec.primitives import (
     PROJECT_LIMIT,
     REPLICAS_LIMIT,
     SERVICE_NAME_PATTERN,
-    format_number,
     parse_duration,
 )
 
@@ -82,32 +81,12 @@ def inner_model(annotation: Any) -> type[BaseModel] | None:
 
 
 class Condition(Strict):
+    """A rule's condition as the file writes it; the policy evaluates it as the plan's
+    Condition (docktor.plan), which the loop runs by."""
+
     metric: str = Field(min_length=1)
     op: Operator
     value: float
-
-    def holds(self, observed: float) -> bool:
-        match self.op:
-            case ">":
-                return observed > self.value
-            case ">=":
-                return observed >= self.value
-            case "<":
-                return observed < self.value
-            case "<=":
-                return observed <= self.value
-            case "==":
-                return observed == self.value
-            case "!=":
-                return observed != self.value
-        raise AssertionError(self.op)
-
-    def describe(self, observed: float | None = None) -> str:
-        """`queue.backlog 812 > 500` with the observed value, `queue.backlog > 500` without."""
-        value = format_number(self.value)
-        if observed is None:
-            return f"{self.metric} {self.op} {value}"
-        return f"{self.metric} {format_number(observed)} {self.op} {value}"
 
 
 class Rules(Strict):

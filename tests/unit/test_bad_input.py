@@ -640,7 +640,7 @@ def test_no_metric_value_breaks_a_decision_or_its_payload(
             "rules": {"scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 5}]},
         },
     }[policy]
-    spec = ServiceSpec(min_replicas=MIN, max_replicas=MAX, **fields)
+    spec = ServicePlan.from_spec(ServiceSpec(min_replicas=MIN, max_replicas=MAX, **fields))
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def observed(at: datetime, counter_scale: float) -> Observation:

@@ -136,16 +136,20 @@ def test_legacy_form_becomes_one_service_with_cpu_rules(tmp_path: Path) -> None:
     assert service.check_interval == 20.0
     assert service.metrics_window == 60.0
     up, down = service.rules.scale_up_when, service.rules.scale_down_when
-    assert [c.describe() for c in up] == ["cpu.avg_pct > 75"]
-    assert [c.describe() for c in down] == ["cpu.avg_pct < 25"]
+    assert [(c.metric, c.op, c.value) for c in up] == [("cpu.avg_pct", ">", 75)]
+    assert [(c.metric, c.op, c.value) for c in down] == [("cpu.avg_pct", "<", 25)]
     assert config.compose_file == str(tmp_path / "compose.yaml")
 
 
 def test_legacy_defaults_keep_the_go_tool_steps(tmp_path: Path) -> None:
     service = load_config(write(tmp_path, "service: web\n")).services[0]
     assert (service.scale_up_by, service.scale_down_by) == (2, 1)
-    assert [c.describe() for c in service.rules.scale_up_when] == ["cpu.avg_pct > 80"]
-    assert [c.describe() for c in service.rules.scale_down_when] == ["cpu.avg_pct < 20"]
+    assert [(c.metric, c.op, c.value) for c in service.rules.scale_up_when] == [
+        ("cpu.avg_pct", ">", 80)
+    ]
+    assert [(c.metric, c.op, c.value) for c in service.rules.scale_down_when] == [
+        ("cpu.avg_pct", "<", 20)
+    ]
 
 
 def test_legacy_thresholds_must_be_ordered(tmp_path: Path) -> None:

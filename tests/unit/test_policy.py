@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from docktor.plan import ServicePlan
 from docktor.policy import cooldown_left, decide, derive_rates
 from docktor.spec import ServiceSpec
 from docktor.values import Observation, PolicyState, Proposal
@@ -15,7 +16,7 @@ from docktor.values import Observation, PolicyState, Proposal
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def spec(**overrides: Any) -> ServiceSpec:
+def spec(**overrides: Any) -> ServicePlan:
     """A queue-worker service: up on backlog OR cpu, down on backlog AND ack_pending."""
     data: dict[str, Any] = {
         "name": "worker",
@@ -36,7 +37,7 @@ def spec(**overrides: Any) -> ServiceSpec:
         },
     }
     data.update(overrides)
-    return ServiceSpec.model_validate(data)
+    return ServicePlan.from_spec(ServiceSpec.model_validate(data))
 
 
 def obs(replicas: int, **metrics: float) -> Observation:
@@ -303,7 +304,7 @@ def test_decide_uses_derived_rates_in_rules() -> None:
 RATE_RULES = {"scale_up_when": [{"metric": "queue.rate_in", "op": ">", "value": 80}]}
 
 
-def run_loop(service: ServiceSpec, samples: list[Observation]) -> list[Proposal]:
+def run_loop(service: ServicePlan, samples: list[Observation]) -> list[Proposal]:
     """decide on each sample in turn, handing on the previous sample and the memory, as the
     workflow does."""
     proposals: list[Proposal] = []
@@ -368,13 +369,15 @@ def test_the_kept_samples_stay_few_whatever_the_window() -> None:
 
 
 def test_the_per_replica_rate_is_learnt_over_the_last_interval() -> None:
-    service = ServiceSpec.model_validate(
-        {
-            "name": "worker",
-            "check_interval": 10,
-            "metrics_window": 60,
-            "queue": {"stream": "S", "consumer": "c"},
-        }
+    service = ServicePlan.from_spec(
+        ServiceSpec.model_validate(
+            {
+                "name": "worker",
+                "check_interval": 10,
+                "metrics_window": 60,
+                "queue": {"stream": "S", "consumer": "c"},
+            }
+        )
     )
     samples = burst_then_quiet()
     for sample in samples:
@@ -402,7 +405,7 @@ conditions = st.fixed_dictionaries(
 @st.composite
 def scenarios(
     draw: st.DrawFn, current_in_bounds: bool = True
-) -> tuple[ServiceSpec, Observation, Proposal]:
+) -> tuple[ServicePlan, Observation, Proposal]:
     low = draw(st.integers(0, 20))
     high = draw(st.integers(max(low, 1), 30))
     service = spec(
@@ -431,7 +434,7 @@ def scenarios(
     return service, observation, proposal
 
 
-Scenario = tuple[ServiceSpec, Observation, Proposal]
+Scenario = tuple[ServicePlan, Observation, Proposal]
 
 
 @settings(max_examples=300, deadline=None)

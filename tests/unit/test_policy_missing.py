@@ -5,22 +5,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from docktor.plan import ServicePlan
 from docktor.policy import decide
 from docktor.spec import ServiceSpec
 from docktor.values import Observation, PolicyState
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-SPEC = ServiceSpec.model_validate(
-    {
-        "name": "worker",
-        "min_replicas": 1,
-        "max_replicas": 5,
-        "cooldown": {"up": 600, "down": 600},
-        "rules": {
-            "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 500}],
-            "scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 50}],
-        },
-    }
+SPEC = ServicePlan.from_spec(
+    ServiceSpec.model_validate(
+        {
+            "name": "worker",
+            "min_replicas": 1,
+            "max_replicas": 5,
+            "cooldown": {"up": 600, "down": 600},
+            "rules": {
+                "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 500}],
+                "scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 50}],
+            },
+        }
+    )
 )
 
 

@@ -115,7 +115,8 @@ async def test_replicas_the_loop_expects_are_restored_by_every_caller() -> None:
 async def test_without_a_hold_all_three_agree_with_decide_itself() -> None:
     state = LoopState(replicas=6, last_scale_down_at=NOW - timedelta(seconds=5))
     proposals = await by_all_three(state, view(replicas=6, backlog=0))
-    direct = decide(config().service("worker"), observation(view(6, 0)), state.policy_state(), NOW)
+    plan = ServicePlan.from_spec(config().service("worker"))
+    direct = decide(plan, observation(view(6, 0)), state.policy_state(), NOW)
     assert direct.action == "scale_down"
     for proposal in proposals:
         assert proposal == direct.model_copy(update={"memory": None})
