@@ -23,6 +23,7 @@ from docktor.cli.exits import (
     report_config_error,
 )
 from docktor.cli.exits import run as run_async
+from docktor.cli.options import positive_seconds
 from docktor.client.loops import (
     START_TIMEOUT,
     UPDATE_TIMEOUT,
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", default=None, help="Temporal address (overrides config)")
     parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=None,
         metavar="S",
         help=f"seconds to wait for each loop: for a running loop to take the config "
@@ -67,17 +68,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "`docktor dev` serving this Temporal, else the API port + 1000)",
     )
     return parser.parse_args(argv)
-
-
-def _seconds(text: str) -> float:
-    """--timeout: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
-    return value
 
 
 # Loops started or stopped at once by --all: one round trip each, so 200 services took 54 s one

@@ -25,7 +25,7 @@ from docktor.cli.exits import (  # the handlers return these codes
     run,
 )
 from docktor.cli.mcp import add_parser as register_mcp  # `docktor mcp`
-from docktor.cli.options import add_config_option
+from docktor.cli.options import add_config_option, positive_seconds
 from docktor.cli.plugins import add_parser as register_plugins  # `docktor plugins`
 from docktor.dev.bench.cli import register as register_bench  # `docktor bench ...`
 from docktor.dev.demo import DEMO_SECONDS, EXAMPLES
@@ -330,7 +330,7 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
         parser = operate_parser(name, help_text)
         parser.add_argument(
             "--timeout",
-            type=_seconds,
+            type=positive_seconds,
             default=UPDATE_TIMEOUT,
             metavar="S",
             help=f"seconds to wait for the loop's answer (default {UPDATE_TIMEOUT:g}); a loop "
@@ -347,7 +347,7 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print a JSON list instead")
     status.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=ANSWER_TIMEOUT,
         metavar="S",
         help=f"seconds to wait for each loop's answer (default {ANSWER_TIMEOUT:g})",
@@ -413,7 +413,7 @@ def add_operate_parsers(commands: argparse._SubParsersAction) -> None:
     down.add_argument("--yes", action="store_true", help="do not ask: needed without a terminal")
     down.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="S",
         help="seconds to wait for each loop's final decision (default 30)",
@@ -448,17 +448,6 @@ def _hold(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if why := problem(value):
         raise argparse.ArgumentTypeError(why)
-    return value
-
-
-def _seconds(text: str) -> float:
-    """--timeout: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
     return value
 
 
