@@ -1,7 +1,7 @@
 """ServiceAutoscaler: the story of one service's scaling loop.
 
 observe -> evaluate -> (advise) -> apply -> record -> wait, again and again, until cancelled.
-Everything here is deterministic orchestration; the arithmetic lives in docktor/policy.py and
+Everything here is deterministic orchestration; the arithmetic lives in docktor/policy/ and
 every side effect in an activity.
 """
 
@@ -109,7 +109,7 @@ class ServiceAutoscaler:
     @workflow.init
     def __init__(self, request: AutoscalerInput) -> None:
         self.request = request
-        self.spec: ServicePlan = request.service
+        self.plan: ServicePlan = request.service
         self.state = request.state
         self.nudged = False
         # One scale at a time: an operator's scale_to and the loop's own apply both run
@@ -231,14 +231,14 @@ class ServiceAutoscaler:
                 LoopActivities.observe,
                 ObserveInput(
                     project=self.request.project,
-                    service=self.spec,
+                    service=self.plan,
                     forecast_seed_from=self.state.forecast_seed_from(
-                        self.spec, self.request.journal_path
+                        self.plan, self.request.journal_path
                     ),
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=OBSERVE_RETRY,
-                summary=f"observe {self.spec.name}",
+                summary=f"observe {self.plan.name}",
             )
         except FailureError as err:  # a local activity's failure is not an ActivityError
             _reraise_cancellation(err)
@@ -258,7 +258,7 @@ class ServiceAutoscaler:
             return await workflow.execute_local_activity_method(
                 LoopActivities.evaluate,
                 EvaluateInput(
-                    service=self.spec,
+                    service=self.plan,
                     observation=observation,
                     now=workflow.now(),
                     state=self.state.policy_state(),
@@ -291,13 +291,13 @@ class ServiceAutoscaler:
             return await workflow.execute_activity_method(
                 LoopActivities.advise,
                 AdviseInput(
-                    service=self.spec,
+                    service=self.plan,
                     llm=llm,
                     proposal=proposal,
                     cooldown_up_left=cooldown_left(
-                        self.state.last_scale_up_at, self.spec.cooldown.up, now
+                        self.state.last_scale_up_at, self.plan.cooldown.up, now
                     ),
-                    cooldown_down_left=cooldown_left(last_any, self.spec.cooldown.down, now),
+                    cooldown_down_left=cooldown_left(last_any, self.plan.cooldown.down, now),
                     recent=self.state.decisions[-5:],
                     memory=self.state.memory,
                     now=now,
@@ -328,10 +328,10 @@ class ServiceAutoscaler:
             why = self.state.pause_reason or "no reason given"
             return current, "hold", f"{advice.reason}; paused ({why}), nothing applied"
         reason = advice.reason
-        if self.spec.approval == "manual":
+        if self.plan.approval == "manual":
             verdict = await self.await_approval(current, advice)
             if verdict.verdict is None:
-                waited = self.spec.approval_timeout
+                waited = self.plan.approval_timeout
                 return current, "expired", f"{reason}; not approved within {waited:.0f}s"
             who = verdict.by or "an operator"
             note = f": {verdict.why}" if verdict.why else ""
@@ -348,7 +348,7 @@ class ServiceAutoscaler:
         """Wait durably (a timer in history: a worker restart does not lose it) for an
         operator's verdict, at most approval_timeout. verdict None means it lapsed."""
         now = workflow.now()
-        timeout = self.spec.approval_timeout
+        timeout = self.plan.approval_timeout
         pending = PendingApproval(
             action=advice.action,
             current_replicas=current,
@@ -359,9 +359,9 @@ class ServiceAutoscaler:
         )
         self.state.pending = pending
         workflow.set_current_details(
-            f"Awaiting approval: {self.spec.name} {current} -> {advice.target_replicas} "
-            f"({advice.reason}). Run `docktor approve {self.spec.name}` or "
-            f"`docktor reject {self.spec.name}` before {pending.expires_at:%H:%M:%S} UTC."
+            f"Awaiting approval: {self.plan.name} {current} -> {advice.target_replicas} "
+            f"({advice.reason}). Run `docktor approve {self.plan.name}` or "
+            f"`docktor reject {self.plan.name}` before {pending.expires_at:%H:%M:%S} UTC."
         )
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
@@ -382,14 +382,14 @@ class ServiceAutoscaler:
             return await self._scale(current, target, why)
 
     async def _scale(self, current: int, target: int, why: str) -> tuple[int, str | None]:
-        change = f"{self.spec.name} {current} -> {target}"
+        change = f"{self.plan.name} {current} -> {target}"
         # Started, then shielded: a cancellation arriving mid-scale waits for the scale to
         # finish, so a loop is never stopped with a half-applied replica count.
         handle = workflow.start_activity_method(
             LoopActivities.apply,
             ApplyInput(
                 project=self.request.project,
-                service=self.spec,
+                service=self.plan,
                 target_replicas=target,
                 summary=change,
             ),
@@ -427,7 +427,7 @@ class ServiceAutoscaler:
         self.state.decision_count += 1
         decision = Decision(
             timestamp=workflow.now(),
-            service=self.spec.name,
+            service=self.plan.name,
             action=action,  # type: ignore[arg-type]
             current_replicas=current,
             target_replicas=target,
@@ -510,7 +510,7 @@ class ServiceAutoscaler:
         """A durable timer: survives worker restarts; a nudge cuts it short."""
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: self.nudged, timeout=timedelta(seconds=self.spec.check_interval)
+                lambda: self.nudged, timeout=timedelta(seconds=self.plan.check_interval)
             )
         self.nudged = False
 
@@ -529,7 +529,7 @@ class ServiceAutoscaler:
 
     def _publish_identity(self) -> None:
         self._upsert_attributes(
-            [PROJECT.value_set(self.request.project), SERVICE.value_set(self.spec.name)]
+            [PROJECT.value_set(self.request.project), SERVICE.value_set(self.plan.name)]
         )
 
     def _upsert_attributes(self, updates: list[SearchAttributeUpdate]) -> None:
@@ -562,7 +562,7 @@ class ServiceAutoscaler:
             "last_action": last.action if last else None,
             "last_reason": last.reason if last else None,
             "paused": self.state.paused,
-            "bounds": f"{self.spec.min_replicas}..{self.spec.max_replicas}",
+            "bounds": f"{self.plan.min_replicas}..{self.plan.max_replicas}",
         }
         if self.run_begun:
             # Only what changed: a hold like the last one changes nothing.
@@ -574,15 +574,15 @@ class ServiceAutoscaler:
     @workflow.query(name=names.STATUS)
     def status(self) -> LoopStatus:
         now = workflow.now()
-        up_left = cooldown_left(self.state.last_scale_up_at, self.spec.cooldown.up, now)
+        up_left = cooldown_left(self.state.last_scale_up_at, self.plan.cooldown.up, now)
         last_any = latest(self.state.last_scale_up_at, self.state.last_scale_down_at)
-        down_left = cooldown_left(last_any, self.spec.cooldown.down, now)
+        down_left = cooldown_left(last_any, self.plan.cooldown.down, now)
         return LoopStatus(
             workflow_id=workflow.info().workflow_id,
-            service=self.spec.name,
+            service=self.plan.name,
             replicas=self.state.replicas,
-            min_replicas=self.spec.min_replicas,
-            max_replicas=self.spec.max_replicas,
+            min_replicas=self.plan.min_replicas,
+            max_replicas=self.plan.max_replicas,
             paused=self.state.paused,
             pause_reason=self.state.pause_reason,
             paused_by=self.state.paused_by,
@@ -613,7 +613,7 @@ class ServiceAutoscaler:
     @workflow.query(name=names.FORECAST)
     def forecast(self) -> ForecastView:
         """What the loop has learnt of its load's rhythm (`docktor forecast`)."""
-        return forecast_view.view(self.spec, self.state.memory, workflow.now())
+        return forecast_view.view(self.plan, self.state.memory, workflow.now())
 
     @workflow.signal(name=names.NUDGE)
     def nudge(self) -> None:
@@ -672,7 +672,7 @@ class ServiceAutoscaler:
         # The operator's count stands for a while; this scale's hold replaces any earlier one.
         # The reason ends with the hold, for whoever reads the decision.
         now = workflow.now()
-        hold = manual_hold.start(self.spec, request.replicas, request.hold_s, now, request.by)
+        hold = manual_hold.start(self.plan, request.replicas, request.hold_s, now, request.by)
         self.state.hold = hold
         reason += f"; {manual_hold.describe(hold, now) if hold else manual_hold.NOT_HELD}"
         decision = await self.record(
@@ -688,10 +688,10 @@ class ServiceAutoscaler:
         if hold_problem := manual_hold.problem(request.hold_s):
             raise ValueError(hold_problem)
         if self.stopping:
-            raise ValueError(f"the loop for {self.spec.name} is stopping")
-        low, high = self.spec.min_replicas, self.spec.max_replicas
+            raise ValueError(f"the loop for {self.plan.name} is stopping")
+        low, high = self.plan.min_replicas, self.plan.max_replicas
         if not low <= request.replicas <= high:
-            raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.spec.name}")
+            raise ValueError(f"{request.replicas} is outside [{low}, {high}] for {self.plan.name}")
 
     @workflow.update(name=names.APPROVE)
     def approve(self, verdict: Verdict) -> PendingApproval:
@@ -715,7 +715,7 @@ class ServiceAutoscaler:
 
     def _require_pending(self) -> None:
         if self.state.pending is None or self.state.pending.verdict is not None:
-            raise ValueError(f"no decision of {self.spec.name} is awaiting approval")
+            raise ValueError(f"no decision of {self.plan.name} is awaiting approval")
 
     def _decide_pending(self, approved: bool, verdict: Verdict) -> PendingApproval:
         pending = self.state.pending
@@ -728,7 +728,7 @@ class ServiceAutoscaler:
     @workflow.update(name=names.UPDATE_SPEC)
     def update_spec(self, change: SpecUpdate) -> LoopStatus:
         """New rules, bounds or model, taken from the next iteration on, without a restart."""
-        self.spec = change.service
+        self.plan = change.service
         self.request.service = change.service
         self.request.llm = change.llm
         return self.status()
@@ -736,8 +736,8 @@ class ServiceAutoscaler:
     @update_spec.validator
     def _validate_spec(self, change: SpecUpdate) -> None:
         _refuse_void(change.void_after)
-        if change.service.name != self.spec.name:
-            raise ValueError(f"this loop scales '{self.spec.name}', not '{change.service.name}'")
+        if change.service.name != self.plan.name:
+            raise ValueError(f"this loop scales '{self.plan.name}', not '{change.service.name}'")
         # The payload decoded as a wire model, which takes what any release wrote; a new plan
         # must also be one a loop can run (a check_interval no timer can hold would otherwise
         # fail every workflow task from the next iteration on).
