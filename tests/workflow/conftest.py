@@ -8,6 +8,7 @@ test double stands in for a load the test cannot produce. The evaluate step is t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -168,16 +169,37 @@ async def start(
     )
 
 
-# A cancel is sent only when the loop's tick timer is at least this far from firing.
+# A cancel is sent only when the loop's tick timer is at least this far from firing; a query,
+# which is answered in milliseconds, when it is this far (in real time: skipping is locked).
 TIMER_GUARD = timedelta(seconds=1)
+QUERY_GUARD = timedelta(seconds=0.25)
 
 
-async def _tick_due(env: WorkflowEnvironment, handle: WorkflowHandle) -> timedelta | None:
-    """How long until the latest run's pending timer fires, by the server's clock (None: none)."""
+class RunLook:
+    """What the latest run of a loop is doing, read from its history."""
+
+    def __init__(self, task_in_flight: bool, tick_due: timedelta | None) -> None:
+        self.task_in_flight = task_in_flight
+        self.tick_due = tick_due  # until the pending timer fires, by the server's clock
+
+    def tick_within(self, guard: timedelta) -> bool:
+        return self.tick_due is not None and self.tick_due <= guard
+
+
+async def _look(env: WorkflowEnvironment, handle: WorkflowHandle) -> RunLook:
     due: dict[str, datetime] = {}
+    task_in_flight = False
     latest = env.client.get_workflow_handle(handle.id)
     async for event in latest.fetch_history_events():
-        if event.HasField("timer_started_event_attributes"):
+        if event.HasField("workflow_task_scheduled_event_attributes"):
+            task_in_flight = True
+        elif (
+            event.HasField("workflow_task_completed_event_attributes")
+            or event.HasField("workflow_task_failed_event_attributes")
+            or event.HasField("workflow_task_timed_out_event_attributes")
+        ):
+            task_in_flight = False
+        elif event.HasField("timer_started_event_attributes"):
             started = event.timer_started_event_attributes
             fires = event.event_time.ToDatetime(tzinfo=UTC)
             due[started.timer_id] = fires + started.start_to_fire_timeout.ToTimedelta()
@@ -185,9 +207,8 @@ async def _tick_due(env: WorkflowEnvironment, handle: WorkflowHandle) -> timedel
             due.pop(event.timer_fired_event_attributes.timer_id, None)
         elif event.HasField("timer_canceled_event_attributes"):
             due.pop(event.timer_canceled_event_attributes.timer_id, None)
-    if not due:
-        return None
-    return min(due.values()) - await env.get_current_time()
+    tick_due = min(due.values()) - await env.get_current_time() if due else None
+    return RunLook(task_in_flight, tick_due)
 
 
 async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> LoopStatus:
@@ -198,28 +219,92 @@ async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> L
     holds, the server refuses the completion ("invalid history builder state for action") and
     never sends the run another task (temporalio/sdk-java#3088). Each skip of `env.sleep`
     lands a few milliseconds before the next tick is due, which made that race common. So the
-    clock is first moved past a tick that is about to fire, and the result is awaited with
+    clock is first moved past a tick that is about to fire, and the end is awaited with
     skipping locked, so no tick fires under the cancel's task. (The real server drops the fired
     timer instead: running loops are not affected.)
     """
     for _ in range(10):
-        due = await _tick_due(env, handle)
-        if due is None or due > TIMER_GUARD:
+        look = await _look(env, handle)
+        if look.tick_due is None or not look.tick_within(TIMER_GUARD):
             break
-        await env.sleep((due + TIMER_GUARD).total_seconds())
+        await env.sleep((look.tick_due + TIMER_GUARD).total_seconds())
     await handle.cancel()
     with env.auto_time_skipping_disabled():
-        return await asyncio.wait_for(handle.result(), 60)
+        return await _final_status(env, handle)
 
 
-# A query goes to the loop's latest run. The time-skipping server can hand it to a run that has
-# just continued as new, which never answers it; a query changes nothing, so ask again.
+# How long a cancelled loop may take to close, in real seconds, and how often to look.
+CLOSE_DEADLINE = 60.0
+LOOK_EVERY = 0.05
+RECANCEL_AFTER = 10.0
+
+
+async def _final_status(env: WorkflowEnvironment, handle: WorkflowHandle) -> LoopStatus:
+    """The closed loop's result, found by describing its latest run until that run closes.
+
+    `handle.result()` long-polls for the close event of the run it follows; on a loaded machine
+    the time-skipping server can miss waking that poll when a run closes just after a
+    continue-as-new, and the wait outlives the run by minutes. Describing needs no wake-up.
+    A cancel that met a continue-as-new can be left with the run that closed, so a run still
+    open after a while is cancelled again (a loop treats a second cancel as the first).
+    """
+    latest = env.client.get_workflow_handle(handle.id, result_type=LoopStatus)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_DEADLINE
+    recancel_at = loop.time() + RECANCEL_AFTER
+    while True:
+        description = await latest.describe()
+        if description.status not in (
+            WorkflowExecutionStatus.RUNNING,
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+        ):
+            closed = env.client.get_workflow_handle(
+                handle.id, run_id=description.run_id, result_type=LoopStatus
+            )
+            return await closed.result(follow_runs=False)
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"loop {handle.id} still {description.status.name} "
+                f"{CLOSE_DEADLINE:.0f}s after its cancel (run {description.run_id})"
+            )
+        if loop.time() > recancel_at:
+            recancel_at = loop.time() + RECANCEL_AFTER
+            # Refused when the run closed meanwhile: the next look finds its result.
+            with contextlib.suppress(RPCError):
+                await latest.cancel()
+        await asyncio.sleep(LOOK_EVERY)
+
+
+# A query is sent when the loop's latest run is between tasks, or after this long (real
+# seconds) if it never is (a task held by a test's gate).
+QUIET_DEADLINE = 3.0
 QUERY_TIMEOUT = timedelta(seconds=5)
 QUERY_ATTEMPTS = 6
 
 
-async def query_loop(handle: WorkflowHandle, query: Any, *args: Any) -> Any:
+async def _until_quiet(env: WorkflowEnvironment, handle: WorkflowHandle) -> None:
+    """Wait, in real time with skipping locked, until no workflow task is due or in flight.
+
+    A query that reaches the time-skipping server while a workflow task is in flight rides on
+    that task; when the task continues as new, the query is never answered and the lock on
+    time skipping it took is never released, so every later `env.sleep` runs in real time
+    (a 3 s test took 5 minutes). Between tasks the query is answered on its own.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + QUIET_DEADLINE
+    while loop.time() < deadline:
+        look = await _look(env, handle)
+        if not look.task_in_flight and not look.tick_within(QUERY_GUARD):
+            return
+        await asyncio.sleep(LOOK_EVERY)
+
+
+async def query_loop(
+    env: WorkflowEnvironment, handle: WorkflowHandle, query: Any, *args: Any
+) -> Any:
+    """Ask the loop's latest run, between its tasks; ask again if a run that ended took it."""
     for attempt in range(1, QUERY_ATTEMPTS + 1):
+        await _until_quiet(env, handle)
         try:
             return await handle.query(query, *args, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
@@ -238,7 +323,7 @@ async def decisions_after(
 ) -> list[Decision]:
     """Let workflow time pass (skipped, not slept) until the loop has made `count` decisions."""
     for _ in range(max_steps):
-        decisions = await query_loop(handle, ServiceAutoscaler.decisions, 1000)
+        decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 1000)
         if len(decisions) >= count:
             return decisions
         await env.sleep(step_seconds)

@@ -140,7 +140,7 @@ async def test_status_query_reports_bounds_and_cooldown(
     world.backlog = 900
     handle = await start(env.client, service_spec(cooldown={"up": 300, "down": 600}))
     await decisions_after(env, handle, 1, step_seconds=1)
-    status = await query_loop(handle, ServiceAutoscaler.status)
+    status = await query_loop(env, handle, ServiceAutoscaler.status)
     assert (status.min_replicas, status.max_replicas, status.replicas) == (1, 5, 3)
     assert status.cooldown_up_until is not None and status.cooldown_down_until is not None
     assert status.last_decision is not None and status.last_decision.action == "scale_up"
@@ -211,12 +211,12 @@ async def test_a_learnt_rhythm_pre_scales_before_the_burst_and_says_so(
         return decision.metadata.predicted and decision.observations["queue.rate_in"] < 200
 
     async def pre_scaled() -> bool:
-        recent = await query_loop(handle, ServiceAutoscaler.decisions, 50)
+        recent = await query_loop(env, handle, ServiceAutoscaler.decisions, 50)
         return any(ahead_of_the_burst(d) for d in recent)
 
     # Within a few bursts; the loop keeps its last 50 decisions, so it is looked for as it comes.
     await until(env, pre_scaled, step_seconds=5, max_steps=120)
-    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 50)
+    decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 50)
     first = next(d for d in decisions if ahead_of_the_burst(d))
     assert first.action == "scale_up"
     assert "pre-scaling for the burst expected at" in first.reason

@@ -25,11 +25,11 @@ async def test_thousands_of_iterations_stay_bounded(
         env.client, service_spec(check_interval=5), iterations_per_run=PER_RUN, journal_path=None
     )
     for _ in range(ITERATIONS // 10):
-        status = await query_loop(handle, ServiceAutoscaler.status)
+        status = await query_loop(env, handle, ServiceAutoscaler.status)
         if status.iteration >= ITERATIONS:
             break
         await env.sleep(5 * 50)
-    status = await query_loop(handle, ServiceAutoscaler.status)
+    status = await query_loop(env, handle, ServiceAutoscaler.status)
     assert status.iteration >= ITERATIONS
 
     description = await handle.describe()
@@ -38,7 +38,7 @@ async def test_thousands_of_iterations_stay_bounded(
     # One run holds at most PER_RUN iterations of a handful of events each.
     assert len(history.events) < PER_RUN * 15
 
-    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 1000)
+    decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 1000)
     assert len(decisions) == DECISION_RING
     iterations = [d.iteration for d in decisions]
     assert iterations == list(range(status.iteration - DECISION_RING + 1, status.iteration + 1))
@@ -52,7 +52,7 @@ async def test_recent_decisions_and_cooldown_survive_continue_as_new(
     spec = service_spec(max_replicas=20, check_interval=5, cooldown={"up": 40, "down": 60})
     handle = await start(env.client, spec, iterations_per_run=3, journal_path=None)
     for _ in range(100):
-        decisions = await query_loop(handle, ServiceAutoscaler.decisions, 100)
+        decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 100)
         if len(decisions) >= 12:
             break
         await env.sleep(5)
@@ -76,7 +76,7 @@ async def test_a_new_loop_continues_as_new_after_a_short_run(
     world.backlog = 100  # hold every time
     handle = await start(env.client, service_spec(check_interval=5), journal_path=None)
     for _ in range(100):
-        decisions = await query_loop(handle, ServiceAutoscaler.decisions, 100)
+        decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 100)
         if len({d.run_id for d in decisions}) >= 2:
             break
         await env.sleep(5 * 5)

@@ -88,7 +88,7 @@ async def test_cancel_during_evaluate_stops_the_loop_with_a_stopped_decision(
     final = await cancel_and_wait(env, handle)
     gated_worker.gate.set()
     assert final.last_decision is not None and final.last_decision.action == "stopped"
-    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 100)
+    decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 100)
     assert [d.sequence for d in decisions] == list(range(1, len(decisions) + 1))
 
 
@@ -122,7 +122,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
             return gated.running > 0
 
         await until(env, advising, step_seconds=POLL)
-        iteration = (await query_loop(handle, ServiceAutoscaler.status)).iteration
+        iteration = (await query_loop(env, handle, ServiceAutoscaler.status)).iteration
         update = await handle.start_update(
             ServiceAutoscaler.scale_to,
             ManualScale(replicas=2, reason="load test", by="ana"),

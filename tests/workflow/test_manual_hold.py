@@ -26,8 +26,10 @@ from workflows import ServiceAutoscaler
 TICK = 10  # check_interval, in (skipped) seconds
 
 
-async def after(handle: WorkflowHandle, decision: Decision) -> list[Decision]:
-    decisions = await query_loop(handle, ServiceAutoscaler.decisions, 1000)
+async def after(
+    env: WorkflowEnvironment, handle: WorkflowHandle, decision: Decision
+) -> list[Decision]:
+    decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 1000)
     return [d for d in decisions if d.sequence > decision.sequence]
 
 
@@ -45,17 +47,17 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
     )
     assert (manual.action, manual.target_replicas) == ("manual", 3)
     assert "held by manual scale until" in manual.reason
-    status: LoopStatus = await query_loop(handle, ServiceAutoscaler.status)
+    status: LoopStatus = await query_loop(env, handle, ServiceAutoscaler.status)
     assert status.hold is not None and status.hold.replicas == 3 and status.hold.by == "ana"
     assert status.hold.until == manual.timestamp + timedelta(seconds=300)
 
     # A burst: the rules want more, the hold keeps 3.
     world.backlog = 900
-    await until(env, lambda: _count_after(handle, manual, 6), step_seconds=TICK)
+    await until(env, lambda: _count_after(env, handle, manual, 6), step_seconds=TICK)
     # Quiet: the rules want fewer, the hold keeps 3.
     world.backlog = 5
-    await until(env, lambda: _count_after(handle, manual, 12), step_seconds=TICK)
-    held = await after(handle, manual)
+    await until(env, lambda: _count_after(env, handle, manual, 12), step_seconds=TICK)
+    held = await after(env, handle, manual)
     assert world.replicas == 3
     assert all(d.action == "hold" and d.target_replicas == 3 for d in held), held
     assert all(
@@ -68,17 +70,17 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
 
     # The hold ends: the loop decides again, and the quiet queue takes a replica away.
     async def scaled_down() -> bool:
-        return any(d.action == "scale_down" for d in await after(handle, manual))
+        return any(d.action == "scale_down" for d in await after(env, handle, manual))
 
     await until(env, scaled_down, step_seconds=TICK, max_steps=60)
-    first = next(d for d in await after(handle, manual) if d.action == "scale_down")
+    first = next(d for d in await after(env, handle, manual) if d.action == "scale_down")
     assert first.timestamp >= status.hold.until
     assert "held" not in first.reason
-    assert (await query_loop(handle, ServiceAutoscaler.status)).hold is None
+    assert (await query_loop(env, handle, ServiceAutoscaler.status)).hold is None
 
     # Every run replays from its recorded history, as after a worker restart: the hold is
     # loop state rebuilt from history, not memory of the worker that took it.
-    runs = {manual.run_id} | {d.run_id for d in await after(handle, manual)}
+    runs = {manual.run_id} | {d.run_id for d in await after(env, handle, manual)}
     await cancel_and_wait(env, handle)
     replayer = Replayer(workflows=[ServiceAutoscaler], data_converter=pydantic_data_converter)
     for run_id in runs:
@@ -87,8 +89,10 @@ async def test_a_manual_scale_holds_both_ways_across_continue_as_new_until_it_en
         assert result.replay_failure is None, result.replay_failure
 
 
-async def _count_after(handle: WorkflowHandle, decision: Decision, count: int) -> bool:
-    return len(await after(handle, decision)) >= count
+async def _count_after(
+    env: WorkflowEnvironment, handle: WorkflowHandle, decision: Decision, count: int
+) -> bool:
+    return len(await after(env, handle, decision)) >= count
 
 
 async def test_resume_or_a_new_scale_ends_the_hold_early(
@@ -102,23 +106,23 @@ async def test_resume_or_a_new_scale_ends_the_hold_early(
     # No cooldowns, so the default hold is 0: the loop is free again at once.
     free = await handle.execute_update(ServiceAutoscaler.scale_to, ManualScale(replicas=1))
     assert free.reason.endswith("; not held")
-    assert (await query_loop(handle, ServiceAutoscaler.status)).hold is None
+    assert (await query_loop(env, handle, ServiceAutoscaler.status)).hold is None
 
     manual = await handle.execute_update(
         ServiceAutoscaler.scale_to, ManualScale(replicas=2, hold_s=3600)
     )
-    await until(env, lambda: _count_after(handle, manual, 2), step_seconds=TICK)
+    await until(env, lambda: _count_after(env, handle, manual, 2), step_seconds=TICK)
     assert world.replicas == 2
     # Another scale replaces the hold; `resume` ends it (the loop is not paused).
     again = await handle.execute_update(
         ServiceAutoscaler.scale_to, ManualScale(replicas=3, hold_s=3600)
     )
-    assert (await query_loop(handle, ServiceAutoscaler.status)).hold.replicas == 3  # type: ignore[union-attr]
+    assert (await query_loop(env, handle, ServiceAutoscaler.status)).hold.replicas == 3  # type: ignore[union-attr]
     resumed = await handle.execute_update(ServiceAutoscaler.resume)
     assert resumed.hold is None and not resumed.paused
 
     async def scaled_up() -> bool:
-        return any(d.action == "scale_up" for d in await after(handle, again))
+        return any(d.action == "scale_up" for d in await after(env, handle, again))
 
     await until(env, scaled_up, step_seconds=TICK)
     assert world.replicas == 5
