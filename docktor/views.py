@@ -21,6 +21,7 @@ from rich.text import Text
 
 from docktor.client.operate import ServiceState
 from docktor.loop.messages import PendingApproval
+from docktor.plan import ServicePlan
 from docktor.spec import DocktorConfig, format_number
 from docktor.values import Decision, ForecastView, ManualHold, Provenance
 
@@ -88,7 +89,8 @@ def mattered(decision: Decision, config: DocktorConfig | None = None) -> dict[st
     names = [rule.split()[0] for rule in decision.matched_rules if rule.split()]
     names = [name for name in dict.fromkeys(names) if name in observed]
     if not names and config is not None and decision.service in config.service_names():
-        names = sorted(config.service(decision.service).metric_names() & observed.keys())
+        plan = ServicePlan.from_spec(config.service(decision.service))
+        names = sorted(plan.metric_names() & observed.keys())
     return {name: observed[name] for name in names}
 
 

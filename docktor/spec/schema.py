@@ -345,22 +345,6 @@ class ServiceSpec(Strict):
             )
         return self
 
-    @property
-    def window(self) -> float:
-        """Seconds the metrics are averaged over: `metrics_window` (one check interval unless
-        the file set it)."""
-        return self.metrics_window or self.check_interval
-
-    def metric_names(self) -> set[str]:
-        rules = self.rules.scale_up_when + self.rules.scale_down_when
-        names = {c.metric for c in rules}
-        if self.policy == "target":
-            names |= {m.removesuffix(PER_REPLICA_SUFFIX) for m in self.target}
-            if self.queue is not None and self.rate.enabled:
-                # The feed-forward reads these; `explain` shows what the policy looked at.
-                names |= {"queue.backlog", "queue.rate_in", "queue.rate_out"}
-        return names
-
 
 class TemporalSpec(Strict):
     address: str = "127.0.0.1:7233"

@@ -166,7 +166,7 @@ def assert_usable(config: DocktorConfig) -> None:
         )
         assert 0 <= service.min_replicas <= service.max_replicas <= MAX_REPLICAS
         for name in SERVICE_DURATIONS:
-            seconds = _get(service, name)
+            seconds = _get(ServicePlan.from_spec(service), name)
             assert math.isfinite(seconds) and seconds >= 0, (name, seconds)
             timedelta(seconds=seconds)  # what the workflow does with it: must not overflow
         timedelta(seconds=config.llm.timeout_s + 5)

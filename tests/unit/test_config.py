@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from docktor import plugins
+from docktor.plan import ServicePlan
 from docktor.sources import queue_kinds
 from docktor.spec import ConfigError, DocktorConfig, load_config, parse_config, parse_duration
 
@@ -46,7 +47,7 @@ def test_minimal_multi_service_form_gets_defaults(tmp_path: Path) -> None:
     assert (service.min_replicas, service.max_replicas) == (1, 10)
     assert (service.scale_up_by, service.scale_down_by) == (1, 1)
     assert service.check_interval == 15.0
-    assert service.metrics_window == service.window == 15.0  # one check interval
+    assert service.metrics_window == ServicePlan.from_spec(service).window == 15.0
     assert (service.cooldown.up, service.cooldown.down) == (30.0, 120.0)
     assert service.rules.scale_up_when == [] and service.rules.scale_down_when == []
     assert config.temporal.address == "127.0.0.1:7233"
@@ -388,7 +389,7 @@ def test_example_multi_service_config_loads() -> None:
     assert service.target == {"queue.backlog_per_replica": 100}
     assert service.rate.per_replica is None
     assert service.behavior.down.window == 90
-    assert service.metric_names() <= {
+    assert ServicePlan.from_spec(service).metric_names() <= {
         "queue.backlog",
         "queue.ack_pending",
         "queue.rate_in",
@@ -403,7 +404,7 @@ def test_example_legacy_config_loads() -> None:
     service = config.service("consumer")
     assert service.backend == "compose"
     assert config.compose_file == str(EXAMPLE / "docker-compose.yaml")
-    assert service.metric_names() == {"cpu.avg_pct"}
+    assert ServicePlan.from_spec(service).metric_names() == {"cpu.avg_pct"}
     assert service.check_interval == 10.0 and service.metrics_window == 30.0
 
 
@@ -493,8 +494,8 @@ def test_a_duplicate_name_alone_is_reported_once(tmp_path: Path) -> None:
 def test_metrics_window_is_kept_when_set_and_one_interval_when_not(tmp_path: Path) -> None:
     text = "services:\n  - {name: a, metrics_window: 1m}\n  - {name: b, check_interval: 7s}\n"
     config = load_config(write(tmp_path, text))
-    assert config.service("a").window == 60.0
-    assert config.service("b").window == 7.0
+    assert ServicePlan.from_spec(config.service("a")).window == 60.0
+    assert ServicePlan.from_spec(config.service("b")).window == 7.0
 
 
 def test_checks_across_a_services_fields_are_reported_with_its_field_problems(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from docktor.plan import ServicePlan
 from docktor.policy import decide
 from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast.stage import view
@@ -307,28 +308,31 @@ def test_a_rhythm_trusted_for_a_period_may_dip_a_little_below_min_confidence() -
 # ---- the stage, through decide() -----------------------------------------------------------
 
 
-def spec(**predict: object) -> ServiceSpec:
-    return ServiceSpec.model_validate(
-        {
-            "name": "consumer",
-            "backend": "compose",
-            "queue": {"stream": "JOBS", "consumer": "workers"},
-            "min_replicas": 1,
-            "max_replicas": 12,
-            "rate": {"per_replica": 50},
-            "predict": {"enabled": True, "startup": 3, **predict},
-        }
+def spec(**predict: object) -> ServicePlan:
+    """The plan a loop runs for the example consumer with predictive pre-scaling on."""
+    return ServicePlan.from_spec(
+        ServiceSpec.model_validate(
+            {
+                "name": "consumer",
+                "backend": "compose",
+                "queue": {"stream": "JOBS", "consumer": "workers"},
+                "min_replicas": 1,
+                "max_replicas": 12,
+                "rate": {"per_replica": 50},
+                "predict": {"enabled": True, "startup": 3, **predict},
+            }
+        )
     )
 
 
-def run(service: ServiceSpec, until: float, replicas: int = 2):
+def run(service: ServicePlan, until: float, replicas: int = 2):
     """Drive decide() as the workflow does over bursts every 60 s; the last proposal."""
     proposals = drive(service, until, replicas=replicas)
     return proposals[-1][1] if proposals else None
 
 
 def drive(
-    service: ServiceSpec,
+    service: ServicePlan,
     until: float,
     rate: Callable[[float], float] | None = None,
     means: bool = False,

@@ -173,8 +173,8 @@ def test_the_plan_is_what_the_spec_resolved() -> None:
     )
     plan = ServicePlan.from_spec(spec)
     assert plan.policy == spec.policy == "target"
-    assert plan.window == spec.window
-    assert plan.metric_names() == spec.metric_names()
+    assert plan.window == spec.metrics_window == spec.check_interval
+    assert plan.metric_names() == {"queue.backlog", "queue.rate_in", "queue.rate_out"}
     assert plan.lead_s() == spec.predict.lead_for(spec.check_interval)
     assert plan.predict.lead_for(7.0) == spec.predict.lead_for(7.0)
 

@@ -116,7 +116,7 @@ def test_sources_are_picked_by_the_metrics_they_declare(tmp_path: Path) -> None:
     )
     # nats for the queue: block, docker because it declares cpu.avg_pct; nothing provides
     # custom.thing, so nothing is sampled for it (the policy reports it missing).
-    assert source_kinds(config.services[0]) == ["nats", "docker"]
+    assert source_kinds(ServicePlan.from_spec(config.services[0])) == ["nats", "docker"]
 
 
 def test_rates_come_from_the_counters_each_source_declares() -> None:

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docktor.loop.messages import LoopState
+from docktor.plan import ServicePlan
 from docktor.policy import decide
 from docktor.spec import ConfigError, ServiceSpec, parse_config
 from docktor.values import Observation, PolicyMemory, PolicyState, Proposal
@@ -19,10 +20,11 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 QUEUE = {"stream": "JOBS", "consumer": "workers"}
 
 
-def spec(**overrides: Any) -> ServiceSpec:
+def spec(**overrides: Any) -> ServicePlan:
+    """The plan a loop runs for a queue consumer with the default (target) policy."""
     data: dict[str, Any] = {"name": "consumer", "max_replicas": 12, "queue": QUEUE}
     data.update(overrides)
-    return ServiceSpec.model_validate(data)
+    return ServicePlan.from_spec(ServiceSpec.model_validate(data))
 
 
 def sample(
@@ -105,7 +107,7 @@ def test_policy_config_errors_name_the_field(service: str, message: str, tmp_pat
 
 def test_the_payload_round_trips_without_changing_the_policy() -> None:
     service = spec(behavior={"up": {"limit": {"replicas": 4, "percent": 100}}})
-    again = ServiceSpec.model_validate(service.model_dump(mode="json"))
+    again = ServicePlan.model_validate(service.model_dump(mode="json"))
     assert again == service
 
 
@@ -192,7 +194,7 @@ def test_no_scale_down_before_the_rate_is_known() -> None:
 # ---- stabilise and limit -------------------------------------------------------------------------
 
 
-def run(service: ServiceSpec, steps: list[tuple[float, int, float, float]]) -> list[Proposal]:
+def run(service: ServicePlan, steps: list[tuple[float, int, float, float]]) -> list[Proposal]:
     """Drive decide like the workflow: samples at the given times (t, replicas seen, backlog,
     arrival rate), scales booked with LoopState.note_scale."""
     state = LoopState()
