@@ -11,6 +11,9 @@ import logging
 from docktor import plugins
 from docktor.sources.base import MetricConfigError, MetricSource, MetricUnavailable, queue_block
 
+# The loader checks `queue:` blocks against the same list, so it lives with the loader.
+from docktor.spec.installed import queue_kinds
+
 __all__ = [
     "MetricSource",
     "MetricUnavailable",
@@ -32,11 +35,6 @@ def kinds() -> list[str]:
 
 def source_class(kind: str) -> type[MetricSource]:
     return plugins.load(plugins.SOURCES, kind, MetricConfigError)
-
-
-def queue_kinds() -> list[str]:
-    """The kinds a `queue:` block can name: the sources that declare a config model."""
-    return [kind for kind, cls in _loadable().items() if cls.config_model is not None]
 
 
 def providers() -> dict[str, str]:
