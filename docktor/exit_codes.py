@@ -1,4 +1,4 @@
-"""The exit codes every docktor entry point uses (docktor/cli/exits.py says how they are reported).
+"""The exit codes every docktor entry point uses (docktor/exits.py says how they are reported).
 
 A leaf: the operations in docktor/client carry the code a failure exits with, and the
 interfaces that print them sit above.

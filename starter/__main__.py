@@ -13,16 +13,6 @@ import os
 
 from temporalio.service import RPCError
 
-from docktor.cli.exits import (
-    EXIT_OK,
-    EXIT_USAGE,
-    error,
-    interrupted,
-    leave,
-    read_config,
-    report_config_error,
-)
-from docktor.cli.exits import run as run_async
 from docktor.cli.options import positive_seconds
 from docktor.client.loops import (
     START_TIMEOUT,
@@ -34,6 +24,16 @@ from docktor.client.loops import (
 )
 from docktor.client.temporal import TemporalUnreachable, connect, ui_url
 from docktor.dev.stack import recorded_ui_url
+from docktor.exits import (
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    interrupted,
+    leave,
+    read_config,
+    report_config_error,
+)
+from docktor.exits import run as run_async
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
 

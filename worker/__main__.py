@@ -22,7 +22,9 @@ from temporalio.runtime import (
 )
 
 from activities import LoopActivities
-from docktor.cli.exits import (
+from docktor.client.temporal import TemporalUnreachable, connect, ensure_search_attributes
+from docktor.dev.embedded import free_port
+from docktor.exits import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -32,8 +34,6 @@ from docktor.cli.exits import (
     read_config,
     report_config_error,
 )
-from docktor.client.temporal import TemporalUnreachable, connect, ensure_search_attributes
-from docktor.dev.embedded import free_port
 from docktor.loop.worker import build_worker
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 from docktor.telemetry import MetricsServer

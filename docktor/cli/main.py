@@ -13,7 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from docktor.cli.exits import (  # the handlers return these codes
+from docktor.cli.mcp import add_parser as register_mcp  # `docktor mcp`
+from docktor.cli.options import add_config_option, positive_seconds
+from docktor.cli.plugins import add_parser as register_plugins  # `docktor plugins`
+from docktor.dev.bench.cli import register as register_bench  # `docktor bench ...`
+from docktor.dev.demo import DEMO_SECONDS, EXAMPLES
+from docktor.exits import (  # the handlers return these codes
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -24,11 +29,6 @@ from docktor.cli.exits import (  # the handlers return these codes
     report_config_error,
     run,
 )
-from docktor.cli.mcp import add_parser as register_mcp  # `docktor mcp`
-from docktor.cli.options import add_config_option, positive_seconds
-from docktor.cli.plugins import add_parser as register_plugins  # `docktor plugins`
-from docktor.dev.bench.cli import register as register_bench  # `docktor bench ...`
-from docktor.dev.demo import DEMO_SECONDS, EXAMPLES
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from docktor.cli.exits import EXIT_OK, read_config
+    from docktor.exits import EXIT_OK, read_config
     from docktor.spec import default_config_path
 
     path = Path(args.config) if args.config else default_config_path()

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from docktor import plugins
-from docktor.cli.exits import EXIT_FAILED, EXIT_OK
+from docktor.exits import EXIT_FAILED, EXIT_OK
 
 
 def installed() -> dict[str, list[dict[str, Any]]]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from docktor.backends.base import ScalerConfigError, ScalerUnavailable
-from docktor.cli.exits import EXIT_OK, error, read_config
 from docktor.dev.embedded import (
     EmbeddedError,
     EmbeddedTemporal,
@@ -28,6 +27,7 @@ from docktor.dev.embedded import (
     start_redis,
     start_temporal,
 )
+from docktor.exits import EXIT_OK, error, read_config
 from docktor.plan import ServicePlan
 from docktor.spec import DocktorConfig, ServiceSpec
 

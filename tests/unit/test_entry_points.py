@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from docktor.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from docktor.dev.embedded import free_port
+from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[2]
 

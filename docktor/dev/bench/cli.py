@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from docktor.cli.exits import read_config
+from docktor.exits import read_config
 from docktor.spec import ConfigError
 
 # benchmarks/scenarios/ of the source tree this package lives in (an editable install or a

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 import docktor
-from docktor.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 from docktor.dev.demo import DEFAULT_EXAMPLE
 from docktor.dev.demo.view import (
     Journal,
@@ -52,6 +51,7 @@ from docktor.dev.embedded import (
     start_temporal,
 )
 from docktor.dev.stack import local_queue_port, temporal_port
+from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 from docktor.plan import ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 
