@@ -97,10 +97,10 @@ async def stop_loop_within(
     activity is in flight can be swallowed by the workflow (it catches the resulting
     ActivityError), so a loop that has not ended within `timeout` is terminated instead of
     hanging the teardown."""
-    from docktor.client.control import NoRunningLoop, running_handle
+    from docktor.client.loops import LoopClient, NoRunningLoop
 
     try:
-        handle = await running_handle(client, config, service)
+        handle = await LoopClient(client, config).handle(service)
     except NoRunningLoop:
         return
     await handle.cancel()
@@ -174,10 +174,10 @@ async def wait_for_replicas(
     message: str,
 ) -> None:
     """Until the loop's status reports a replica count that `done` accepts."""
-    from docktor.client.control import loop_status
+    from docktor.client.loops import LoopClient
 
     async def reached() -> bool:
-        status = await loop_status(client, config, service)
+        status = await LoopClient(client, config).status(service)
         return status.replicas is not None and done(status.replicas)
 
     await async_wait_for(reached, timeout, message)
@@ -189,7 +189,7 @@ async def assert_burst_scaled_up_and_down(
     """A burst_service loop fed one burst: it scales up past 2 replicas while the burst waits,
     back to min_replicas once it is drained (the queue's rules and nothing else deciding), and
     the decisions say so."""
-    from docktor.client.control import loop_decisions
+    from docktor.client.loops import LoopClient
 
     await wait_for_replicas(
         client, config, service.name, lambda n: n >= 3, 60, "scale-up to 3 during the burst"
@@ -202,7 +202,7 @@ async def assert_burst_scaled_up_and_down(
         90,
         "scale-down to min_replicas after the burst",
     )
-    decisions = await loop_decisions(client, config, service.name, tail=50)
+    decisions = await LoopClient(client, config).decisions(service.name, tail=50)
     ups = [d for d in decisions if d.action == "scale_up"]
     downs = [d for d in decisions if d.action == "scale_down"]
     assert any("queue.backlog" in rule for d in ups for rule in d.matched_rules)

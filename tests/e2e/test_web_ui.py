@@ -33,7 +33,7 @@ from temporalio.client import Client
 
 from activities import LoopActivities
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.loop.worker import build_worker
@@ -253,18 +253,18 @@ async def loop(
     worker = build_worker(client, config.temporal.task_queue, activities.all())
     try:
         async with worker:
-            started = await start_loop(client, config, service)
+            started = await LoopClient(client, config).start(service)
             assert started.run_id is not None
 
             async def scaled_up() -> bool:
-                decisions = await loop_decisions(client, config, service.name)
+                decisions = await LoopClient(client, config).decisions(service.name)
                 return any(d.action == "scale_up" for d in decisions)
 
             await async_wait_for(scaled_up, 60, "the first scale_up decision")
             try:
                 yield config, client, started.run_id
             finally:
-                await stop_loop(client, config, service.name)
+                await LoopClient(client, config).stop(service.name)
     finally:
         await activities.close()
         await ProcessScaler(service, project=config.project or "").stop_all()

@@ -21,7 +21,7 @@ import yaml
 from docker_engine import DockerEngine, dockerd_available, import_busybox, start_dockerd
 from helpers import assert_gapless, async_wait_for, serving_loops
 
-from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
 from docktor.spec import load_config
@@ -99,7 +99,7 @@ async def test_dockerd_stopped_and_started_clear_errors_backoff_and_recovery(
     async with serving_loops(config) as client:
 
         async def decisions() -> list[Decision]:
-            return await loop_decisions(client, config, "consumer", tail=1000)
+            return await LoopClient(client, config).decisions("consumer", tail=1000)
 
         async def since(moment: datetime) -> list[Decision]:
             return [d for d in await decisions() if d.timestamp > moment]
@@ -110,9 +110,9 @@ async def test_dockerd_stopped_and_started_clear_errors_backoff_and_recovery(
         async def scaled() -> bool:
             # The loop's scale recorded, not only its containers started: an engine stopped
             # while the apply is still reporting back is a different story (a failed scale).
-            return (await loop_status(client, config, "consumer")).replicas == REPLICAS
+            return (await LoopClient(client, config).status("consumer")).replicas == REPLICAS
 
-        await start_loop(client, config, config.services[0])
+        await LoopClient(client, config).start(config.services[0])
         await async_wait_for(scaled, 30, f"the loop's scale to {REPLICAS}")
         assert await count_running()
 
@@ -134,7 +134,7 @@ async def test_dockerd_stopped_and_started_clear_errors_backoff_and_recovery(
             )
 
         await async_wait_for(recovered, 60, "containers started again after the restart")
-        await stop_loop(client, config, "consumer", timeout=30)
+        await LoopClient(client, config).stop("consumer", timeout=30)
         handle = client.get_workflow_handle(config.workflow_id("consumer"))
         made = await handle.query("decisions", 1000, result_type=list[Decision])
         recovery = next(d for d in made if d.timestamp > up_at and d.action == "scale_up")

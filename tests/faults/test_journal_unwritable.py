@@ -21,7 +21,7 @@ from helpers import assert_gapless, async_wait_for, run_docktor, serving_loops
 from temporalio.api.history.v1 import HistoryEvent
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.spec import load_config
@@ -106,18 +106,18 @@ async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
     caplog.set_level(logging.WARNING)
 
     async def decisions() -> list[Decision]:
-        return await loop_decisions(client, config, service.name, tail=1000)
+        return await LoopClient(client, config).decisions(service.name, tail=1000)
 
     try:
         async with serving_loops(config) as client:
-            await start_loop(client, config, service)
+            await LoopClient(client, config).start(service)
 
             async def made(count: int) -> bool:
                 return len(await decisions()) >= count
 
             # No retries wait on a write that cannot succeed: half-second ticks stay short.
             await async_wait_for(lambda: made(BROKEN_FOR), 20, f"{BROKEN_FOR} decisions")
-            status = await loop_status(client, config, service.name)
+            status = await LoopClient(client, config).status(service.name)
             assert status.journal_error is not None
             assert status.journal_error.startswith("decisions from 1 on not written: cannot write")
             assert status.replicas == 1
@@ -136,9 +136,9 @@ async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
 
             mend()
             await async_wait_for(lambda: _nonempty(journal), 20, "the log written again")
-            status = await loop_status(client, config, service.name)
+            status = await LoopClient(client, config).status(service.name)
             assert status.journal_error is None
-            await stop_loop(client, config, service.name, timeout=30)
+            await LoopClient(client, config).stop(service.name, timeout=30)
 
             handle = client.get_workflow_handle(config.workflow_id(service.name))
             kept = await handle.query("decisions", 1000, result_type=list[Decision])

@@ -19,7 +19,7 @@ from helpers import (
 )
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal, start_nats
 from docktor.spec import load_config
 from docktor.values import Decision
@@ -69,7 +69,7 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
         async with serving_loops(config) as client:
 
             async def decisions() -> list[Decision]:
-                return await loop_decisions(client, config, "consumer", tail=1000)
+                return await LoopClient(client, config).decisions("consumer", tail=1000)
 
             async def observed_backlog_since(moment: datetime) -> bool:
                 return any(
@@ -78,8 +78,8 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
                     if d.timestamp > moment
                 )
 
-            await start_loop(client, config, config.services[0])
-            await scale_to(client, config, "consumer", 2)
+            await LoopClient(client, config).start(config.services[0])
+            await LoopClient(client, config).scale_to("consumer", 2)
             scaled_at = datetime.now(UTC)
             await async_wait_for(
                 lambda: observed_backlog_since(scaled_at), 20, "a backlog read at 2"
@@ -105,7 +105,7 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
             nats = start_nats(tmp_path / "nats", port=nats.port, monitor_port=nats.monitor_port)
             up_at = datetime.now(UTC)
             await async_wait_for(lambda: observed_backlog_since(up_at), 60, "the backlog again")
-            await stop_loop(client, config, "consumer", timeout=30)
+            await LoopClient(client, config).stop("consumer", timeout=30)
             handle = client.get_workflow_handle(config.workflow_id("consumer"))
             made = await handle.query("decisions", 1000, result_type=list[Decision])
             replicas_at_end = len(replica_pids(project, "consumer"))

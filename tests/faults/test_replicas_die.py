@@ -21,7 +21,7 @@ from helpers import IDLE_COMMAND, assert_gapless, async_wait_for, replica_pids, 
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, scale_to, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.docker_engine import reset_clients
 from docktor.spec import DocktorConfig, load_config
@@ -57,8 +57,8 @@ async def lose_one_and_see_it_restored(
     client: Client, config: DocktorConfig, kill_one: Any, running: Any
 ) -> Decision:
     """Scale to SET, kill one replica, and return the decision that restored it."""
-    await start_loop(client, config, config.services[0])
-    manual = await scale_to(client, config, "consumer", SET, by="test")
+    await LoopClient(client, config).start(config.services[0])
+    manual = await LoopClient(client, config).scale_to("consumer", SET, by="test")
     assert manual.target_replicas == SET
     await async_wait_for(lambda: _equals(running, SET), 30, f"{SET} replicas running")
     killed_at = datetime.now(UTC)
@@ -66,17 +66,17 @@ async def lose_one_and_see_it_restored(
     await async_wait_for(lambda: _equals(running, SET - 1), 10, "one replica gone")
 
     async def restored() -> Decision | None:
-        decisions = await loop_decisions(client, config, "consumer", tail=100)
+        decisions = await LoopClient(client, config).decisions("consumer", tail=100)
         return next((d for d in decisions if "found missing" in d.reason), None)
 
     decision = await async_wait_for(restored, 20, "a decision that names the missing replica")
     assert isinstance(decision, Decision)
-    decisions = await loop_decisions(client, config, "consumer", tail=100)
+    decisions = await LoopClient(client, config).decisions("consumer", tail=100)
     after_kill = [d for d in decisions if d.timestamp > killed_at]
     # The next iteration, or the one after when one was observing just as the replica died.
     assert decision in after_kill[:2], [(d.action, d.reason) for d in after_kill]
     await async_wait_for(lambda: _equals(running, SET), 20, f"{SET} replicas again")
-    await stop_loop(client, config, "consumer", timeout=30)
+    await LoopClient(client, config).stop("consumer", timeout=30)
     assert_gapless([d.sequence for d in decisions], "decision sequences")
     return decision
 

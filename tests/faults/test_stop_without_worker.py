@@ -14,7 +14,7 @@ import yaml
 from helpers import REPO
 from temporalio.client import WorkflowExecutionStatus
 
-from docktor.client.control import start_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import load_config
@@ -34,7 +34,7 @@ async def test_stop_with_no_worker_gives_up_after_the_timeout_in_one_line(
     path.write_text(yaml.safe_dump(document))
     config = load_config(path)
     client = await connect(config)
-    await start_loop(client, config, config.services[0])
+    await LoopClient(client, config).start(config.services[0])
     handle = client.get_workflow_handle(config.workflow_id("consumer"))
     try:
         began = time.monotonic()

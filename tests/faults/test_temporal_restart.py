@@ -19,7 +19,7 @@ from helpers import (
 )
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedNats, start_temporal
 from docktor.spec import load_config
@@ -69,15 +69,15 @@ async def test_loops_resume_after_a_temporal_restart_with_cooldowns_intact(
         await queue_with_backlog(nats_server.url, stream, subject, 100)
         worker = start_worker(path, tmp_path / "worker.log")
         client = await connect(config)
-        started = await start_loop(client, config, config.services[0])
+        started = await LoopClient(client, config).start(config.services[0])
 
         async def in_cooldown() -> bool:
-            decisions = await loop_decisions(client, config, "consumer", tail=100)
+            decisions = await LoopClient(client, config).decisions("consumer", tail=100)
             return any("cooldown" in d.reason for d in decisions)
 
         # 0 -> 1 (min_replicas) starts the up cooldown; then holds in it.
         await async_wait_for(in_cooldown, 30, "a hold in the up cooldown")
-        before = await loop_status(client, config, "consumer")
+        before = await LoopClient(client, config).status("consumer")
         assert before.cooldown_up_until is not None and before.replicas == 1
         assert before.last_decision is not None
         last_before = before.last_decision.sequence
@@ -89,16 +89,16 @@ async def test_loops_resume_after_a_temporal_restart_with_cooldowns_intact(
         client = await connect(config)
 
         async def went_on() -> bool:
-            decisions = await loop_decisions(client, config, "consumer", tail=100)
+            decisions = await LoopClient(client, config).decisions("consumer", tail=100)
             return len([d for d in decisions if d.sequence > last_before]) >= 3
 
         await async_wait_for(went_on, 60, "3 decisions after the restart")
-        after = await loop_status(client, config, "consumer")
+        after = await LoopClient(client, config).status("consumer")
         handle = client.get_workflow_handle(config.workflow_id("consumer"))
         assert (await handle.describe()).run_id == started.run_id  # the same run, not a new one
         assert after.cooldown_up_until == before.cooldown_up_until
         assert worker.process.poll() is None, "the worker died with the server"
-        await stop_loop(client, config, "consumer", timeout=30)
+        await LoopClient(client, config).stop("consumer", timeout=30)
         made = await handle.query("decisions", 1000, result_type=list[Decision])
         replicas = len(replica_pids(project, "consumer"))
     finally:

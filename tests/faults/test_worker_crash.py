@@ -25,7 +25,7 @@ from helpers import (
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import DocktorConfig, load_config
@@ -113,7 +113,7 @@ async def test_worker_killed_mid_scale_a_new_worker_finishes_it_once(
         DOCKTOR_TEST_START_DELAY="1.5",
     )
     workers.append(slow)
-    await start_loop(client, config, service)
+    await LoopClient(client, config).start(service)
     wait_for(lambda: len(replica_pids(project, service.name)) >= 2, 60, "2 replicas started")
     slow.kill()
     started_before_kill = len(replica_pids(project, service.name))
@@ -125,14 +125,14 @@ async def test_worker_killed_mid_scale_a_new_worker_finishes_it_once(
     async def converged() -> bool:
         nonlocal most_seen
         most_seen = max(most_seen, len(replica_pids(project, service.name)))
-        status = await loop_status(client, config, service.name)
+        status = await LoopClient(client, config).status(service.name)
         return status.replicas == target and status.iteration >= 3
 
     # The dead worker's apply is retried on the new one after the heartbeat timeout.
     await async_wait_for(converged, HEARTBEAT_TIMEOUT + 30, f"{target} replicas, 3 iterations")
     assert most_seen == target, f"{most_seen} replicas ran at some point for a target of {target}"
     assert len(replica_pids(project, service.name)) == target
-    await stop_loop(client, config, service.name, timeout=30)
+    await LoopClient(client, config).stop(service.name, timeout=30)
 
     decisions = await all_decisions(client, config, service.name)
     assert_gapless([d.sequence for d in decisions], "sequences in the decisions query")
@@ -159,10 +159,10 @@ async def test_one_of_two_workers_killed_its_loops_continue_on_the_other(
     workers.append(start_worker(path, tmp_path / "a.log"))
     workers.append(start_worker(path, tmp_path / "b.log"))
     for name in names:
-        await start_loop(client, config, config.service(name))
+        await LoopClient(client, config).start(config.service(name))
 
     async def decided(name: str, count: int) -> bool:
-        return len(await loop_decisions(client, config, name, tail=1000)) >= count
+        return len(await LoopClient(client, config).decisions(name, tail=1000)) >= count
 
     for name in names:
         await async_wait_for(lambda n=name: decided(n, 3), 30, f"{name}: 3 decisions")
@@ -184,7 +184,7 @@ async def test_one_of_two_workers_killed_its_loops_continue_on_the_other(
             last_identity = event.workflow_task_completed_event_attributes.identity
     victim = next(w for w in workers if w.identity == last_identity)
     survivor = next(w for w in workers if w is not victim)
-    before = {n: len(await loop_decisions(client, config, n, tail=1000)) for n in names}
+    before = {n: len(await LoopClient(client, config).decisions(n, tail=1000)) for n in names}
     victim.kill()
     killed_at = time.monotonic()
 
@@ -199,7 +199,7 @@ async def test_one_of_two_workers_killed_its_loops_continue_on_the_other(
     for name in names:
         assert survivor.identity in await served_by(name)
     for name in names:
-        await stop_loop(client, config, name, timeout=30)
+        await LoopClient(client, config).stop(name, timeout=30)
 
     lines = journal_lines(config)
     ids = [line["decision_id"] for line in lines]

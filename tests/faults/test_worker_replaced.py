@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from helpers import WorkerProcess, async_wait_for, start_worker, stop_loop_within
 
-from docktor.client.control import start_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import load_config
@@ -53,7 +53,7 @@ async def test_every_loop_decides_again_soon_after_the_worker_is_replaced(
     journal = Path(config.journal_path or "")
     client = await connect(config)
     workers.append(start_worker(path, tmp_path / "first.log"))
-    await asyncio.gather(*(start_loop(client, config, s) for s in config.services))
+    await asyncio.gather(*(LoopClient(client, config).start(s) for s in config.services))
     ids = {config.workflow_id(name) for name in config.service_names()}
     try:
 

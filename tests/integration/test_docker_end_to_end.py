@@ -23,7 +23,7 @@ from helpers import async_wait_for, burst_service, serving_loops
 from temporalio.client import Client
 
 from docktor.backends.compose import ComposeScaler
-from docktor.client.control import loop_decisions, loop_status, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.spec import DocktorConfig, load_config
 
@@ -124,7 +124,7 @@ async def test_burst_scales_consumer_containers_up_and_down(
     assert service.queue is not None and service.queue.subject is not None
     scaler = ComposeScaler(service, project=config.project)
     assert await scaler.replicas() == 1
-    await start_loop(client, config, service)
+    await LoopClient(client, config).start(service)
 
     publisher = await nats.connect(nats_server.url)
     js = publisher.jetstream()
@@ -138,13 +138,13 @@ async def test_burst_scales_consumer_containers_up_and_down(
     await async_wait_for(containers_at_least_3, 90, "consumer containers scaled up to 3")
 
     async def back_to_one() -> bool:
-        status = await loop_status(client, config, service.name)
+        status = await LoopClient(client, config).status(service.name)
         return status.replicas == 1 and await scaler.replicas() == 1
 
     await async_wait_for(back_to_one, 120, "consumer containers scaled back down to 1")
-    decisions = await loop_decisions(client, config, service.name, tail=50)
+    decisions = await LoopClient(client, config).decisions(service.name, tail=50)
     actions = {d.action for d in decisions}
     assert {"scale_up", "scale_down"} <= actions
     assert all(1 <= d.target_replicas <= 4 for d in decisions)
-    final = await stop_loop(client, config, service.name)
+    final = await LoopClient(client, config).stop(service.name)
     assert final.last_decision is not None and final.last_decision.action == "stopped"

@@ -29,7 +29,7 @@ from helpers import (
 )
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import start_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.spec import DocktorConfig, load_config
@@ -89,7 +89,7 @@ async def loop(
         log = Path(config.journal_path)
         write_rate_log(log, workflow_id, rhythm(burst_at), 240, 1.0, now, also=busy)
         try:
-            await start_loop(client, config, config.service("consumer"))
+            await LoopClient(client, config).start(config.service("consumer"))
             yield Loop(config, path, burst_at)
         finally:
             await stop_loop_within(client, config, "consumer")

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import LoopActivities
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.loop.messages import RecordInput
@@ -78,16 +78,16 @@ async def test_retried_record_writes_each_decision_once(
     config, client, flaky, metrics = stack
     service = config.services[0]
     journal = Path(config.journal_path)
-    await start_loop(client, config, service)
+    await LoopClient(client, config).start(service)
 
     async def enough_attempts_made() -> bool:
         # Every decision's record failed once and then succeeded on its retry.
-        decisions = await loop_decisions(client, config, service.name, tail=50)
+        decisions = await LoopClient(client, config).decisions(service.name, tail=50)
         return len(decisions) >= DECISIONS and flaky.forced_failures >= DECISIONS
 
     await async_wait_for(enough_attempts_made, 60, f"{DECISIONS} decisions, each retried")
     # Bounded: a loop that missed its cancellation would otherwise hang the test.
-    final = await asyncio.wait_for(stop_loop(client, config, service.name), 30)
+    final = await asyncio.wait_for(LoopClient(client, config).stop(service.name), 30)
     assert final.last_decision is not None and final.last_decision.action == "stopped"
 
     lines = [json.loads(raw) for raw in journal.read_text().splitlines() if raw.strip()]

@@ -15,7 +15,7 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import DocktorConfig, load_config
 from docktor.values import Decision
@@ -76,7 +76,7 @@ async def loop(
 
 async def decisions_reaching(client: Client, config: DocktorConfig, count: int) -> list[Decision]:
     async def enough() -> list[Decision] | None:
-        found = await loop_decisions(client, config, "api", tail=50)
+        found = await LoopClient(client, config).decisions("api", tail=50)
         return found if len(found) >= count else None
 
     return await async_wait_for(enough, 30, f"{count} decisions")  # type: ignore[return-value]
@@ -91,8 +91,8 @@ async def test_model_advice_provenance_and_no_key_in_history(
         Reply.json({"action": "scale_up", "target_replicas": 9, "reason": "panic"}),
         Reply.http_error(500),
     )
-    await start_loop(client, config, config.services[0])
-    handle = await running_handle(client, config, "api")
+    await LoopClient(client, config).start(config.services[0])
+    handle = await LoopClient(client, config).handle("api")
 
     first = (await decisions_reaching(client, config, 1))[0]
     # The rules wanted 0 -> 1 (below min_replicas); the model's 2 is within bounds and max_step.
@@ -112,7 +112,7 @@ async def test_model_advice_provenance_and_no_key_in_history(
     third = (await decisions_reaching(client, config, 3))[2]
     assert third.action == "hold" and "500" in (third.metadata.fallback or "")
 
-    await stop_loop(client, config, "api")
+    await LoopClient(client, config).stop("api")
     # The key was really used...
     assert any(API_KEY in r.headers.get("authorization", "") for r in stub.chat_requests())
     # ...and is nowhere in what Temporal or the log keep.

@@ -21,7 +21,7 @@ from helpers import (
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.spec import DocktorConfig, load_config
@@ -82,8 +82,8 @@ async def test_burst_scales_up_and_quiet_scales_down(
     assert service.queue is not None and service.queue.subject is not None
     scaler = ProcessScaler(service, project=config.project or "")
 
-    first = await start_loop(client, config, service)
-    again = await start_loop(client, config, service)
+    first = await LoopClient(client, config).start(service)
+    again = await LoopClient(client, config).start(service)
     assert first.started and not again.started  # starting twice is harmless
 
     # min_replicas brings up the first consumer, which creates the durable consumer.
@@ -98,7 +98,7 @@ async def test_burst_scales_up_and_quiet_scales_down(
     await assert_burst_scaled_up_and_down(client, config, service)
     assert await scaler.replicas() == service.min_replicas
 
-    final = await stop_loop(client, config, service.name)
+    final = await LoopClient(client, config).stop(service.name)
     assert final.last_decision is not None and final.last_decision.action == "stopped"
     journal = read_decisions(config.journal_path)
     assert journal[-1].action == "stopped"

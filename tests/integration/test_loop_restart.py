@@ -16,7 +16,7 @@ from helpers import async_wait_for, serving_loops, write_idle_config
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import DocktorConfig, load_config
 from docktor.values import Decision
@@ -42,14 +42,14 @@ async def stack(
 async def run_once(client: Client, config: DocktorConfig) -> str:
     """Start the loop, let it make PER_RUN decisions, stop it; the run's id."""
     service = config.services[0]
-    started = await start_loop(client, config, service)
+    started = await LoopClient(client, config).start(service)
     assert started.started and started.run_id is not None
 
     async def decided() -> bool:
-        return len(await loop_decisions(client, config, service.name, tail=50)) >= PER_RUN
+        return len(await LoopClient(client, config).decisions(service.name, tail=50)) >= PER_RUN
 
     await async_wait_for(decided, 30, f"{PER_RUN} decisions")
-    final = await asyncio.wait_for(stop_loop(client, config, service.name), STOP_WAIT)
+    final = await asyncio.wait_for(LoopClient(client, config).stop(service.name), STOP_WAIT)
     assert final.last_decision is not None and final.last_decision.action == "stopped"
     return started.run_id
 

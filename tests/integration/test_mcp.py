@@ -34,7 +34,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_status, start_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import (
     EmbeddedNats,
     EmbeddedTemporal,
@@ -164,7 +164,7 @@ class Stack:
     async def recorded(self, name: str) -> int:
         """How many decisions the loop has recorded (its iteration counter moves before the
         iteration's decision is made, so it would race)."""
-        last = (await loop_status(self.client, self.config, name)).last_decision
+        last = (await LoopClient(self.client, self.config).status(name)).last_decision
         return last.sequence if last else 0
 
 
@@ -213,7 +213,7 @@ async def running_stack(
         stack = Stack(config, path, client, tmp_path)
         try:
             for name in start:
-                await start_loop(client, config, config.service(name))
+                await LoopClient(client, config).start(config.service(name))
             yield stack
         finally:
             for name in config.service_names():
@@ -498,7 +498,7 @@ async def test_a_pause_by_mcp_names_its_author_once(stack: Stack) -> None:
         paused = await call(session, "pause", service="consumer", reason=reason)
         assert paused["by"] == by
 
-        loop = await loop_status(stack.client, stack.config, "consumer")
+        loop = await LoopClient(stack.client, stack.config).status("consumer")
         assert (loop.paused, loop.pause_reason, loop.paused_by) == (True, reason, by)
 
         resource = await session.read_resource("docktor://services/consumer/status")

@@ -18,7 +18,7 @@ from helpers import async_wait_for, wait_for, write_idle_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.spec import DocktorConfig, load_config
@@ -88,7 +88,7 @@ async def test_metrics_endpoint_serves_docktor_and_sdk_metrics(
     wait_for(lambda: scrape(url), timeout=60, message=f"metrics endpoint {url}")
 
     client = await connect(config)
-    await start_loop(client, config, service)
+    await LoopClient(client, config).start(service)
     try:
 
         async def scaled_up() -> str | None:
@@ -105,7 +105,7 @@ async def test_metrics_endpoint_serves_docktor_and_sdk_metrics(
         )
         text = str(more)
     finally:
-        await stop_loop(client, config, service.name)
+        await LoopClient(client, config).stop(service.name)
         await scaler.stop_all()
 
     assert value(text, "docktor_decisions_total", service="consumer", action="scale_up") == 1

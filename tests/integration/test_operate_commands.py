@@ -37,7 +37,7 @@ from temporalio.worker import Worker
 
 from activities import LoopActivities
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import NoRunningLoop, loop_status, running_handle, start_loop, stop_loop
+from docktor.client.loops import LoopClient, NoRunningLoop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
@@ -85,13 +85,13 @@ class Stack:
         return result.stdout
 
     async def status(self, name: str) -> LoopStatus:
-        return await loop_status(self.client, self.config, name)
+        return await LoopClient(self.client, self.config).status(name)
 
     def scaler(self, name: str) -> ProcessScaler:
         return ProcessScaler(self.config.service(name), project=self.config.project or "")
 
     async def start(self, name: str) -> None:
-        await start_loop(self.client, self.config, self.config.service(name))
+        await LoopClient(self.client, self.config).start(self.config.service(name))
 
     async def stop(self, name: str) -> None:
         await stop_loop_within(self.client, self.config, name, STOP_WAIT)
@@ -351,7 +351,7 @@ async def test_nudge_evaluates_now(make_stack: StackFactory) -> None:
 
 async def _loop_gone(stack: Stack, name: str) -> bool:
     try:
-        await running_handle(stack.client, stack.config, name)
+        await LoopClient(stack.client, stack.config).handle(name)
     except NoRunningLoop:
         return True
     return False
@@ -512,7 +512,7 @@ async def test_failures_are_one_clear_line(make_stack: StackFactory) -> None:
     assert "not running" in idle_line
 
     # A loop that was stopped.
-    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    await asyncio.wait_for(LoopClient(stack.client, stack.config).stop("consumer"), STOP_WAIT)
     for args in (("pause", "consumer"), ("nudge", "consumer"), ("approve", "consumer")):
         stopped = await stack.run(*args)
         assert stopped.returncode == 1, args
@@ -631,7 +631,7 @@ async def test_an_update_accepted_but_never_finished_is_given_up_on(
 async def test_explain_falls_back_to_the_decision_log(make_stack: StackFactory) -> None:
     stack = await make_stack([service("consumer", check_interval="1h")])
     await stack.settled("consumer")
-    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    await asyncio.wait_for(LoopClient(stack.client, stack.config).stop("consumer"), STOP_WAIT)
 
     nowhere = f"127.0.0.1:{free_port()}"
     result = await stack.run("explain", "--address", nowhere, "--tail", "100")
@@ -654,14 +654,14 @@ async def test_a_torn_line_in_the_log_costs_only_itself(make_stack: StackFactory
     # decision was appended onto it (both lost) and explain from the log died on a traceback.
     stack = await make_stack([service("consumer", check_interval="1h")])
     await stack.settled("consumer")
-    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    await asyncio.wait_for(LoopClient(stack.client, stack.config).stop("consumer"), STOP_WAIT)
     journal = Path(stack.config.journal_path)
     with journal.open("a") as handle:
         handle.write('{"timestamp":"2026-01-01T00:00:00Z","service":"consumer","act')
 
     await stack.start("consumer")  # the loop again, appending after the torn line
     await stack.settled("consumer", decisions=3)  # scale_up, stopped, the new loop's first
-    await asyncio.wait_for(stop_loop(stack.client, stack.config, "consumer"), STOP_WAIT)
+    await asyncio.wait_for(LoopClient(stack.client, stack.config).stop("consumer"), STOP_WAIT)
 
     nowhere = f"127.0.0.1:{free_port()}"
     result = await stack.run("explain", "--address", nowhere, "--json", "--tail", "100")

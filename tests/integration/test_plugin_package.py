@@ -26,7 +26,7 @@ from helpers import IDLE_COMMAND, REPO, async_wait_for, start_worker, stop_loop_
 
 from docktor import plugins
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, loop_status, start_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import ConfigError, load_config, parse_config
@@ -203,10 +203,10 @@ async def test_a_real_loop_scales_on_the_plugins_metric(
     worker = start_worker(path, tmp_path / "worker.log")
     try:
         client = await connect(config)
-        await start_loop(client, config, spec)
+        await LoopClient(client, config).start(spec)
 
         async def replicas(count: int) -> bool:
-            return (await loop_status(client, config, spec.name)).replicas == count
+            return (await LoopClient(client, config).status(spec.name)).replicas == count
 
         await async_wait_for(lambda: replicas(1), 60, "min_replicas on a quiet queue")
         endpoint.depth = 500
@@ -230,7 +230,7 @@ async def _decision(client: Any, config: Any, action: str, backlog: float) -> De
     """The latest decision of this action made on this backlog, when the loop has made one."""
 
     async def found() -> Decision | None:
-        decisions = await loop_decisions(client, config, "consumer", tail=50)
+        decisions = await LoopClient(client, config).decisions("consumer", tail=50)
         return next(
             (
                 d

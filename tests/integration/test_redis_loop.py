@@ -22,7 +22,7 @@ from helpers import (
 from temporalio.client import Client
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.dev.embedded import EmbeddedRedis, EmbeddedTemporal
 from docktor.journal import read_decisions
 from docktor.sources import queue_block
@@ -88,7 +88,7 @@ async def test_burst_scales_the_example_consumer_up_and_quiet_scales_it_down(
     stream = queue_block(service, RedisQueueSpec).stream
     scaler = ProcessScaler(service, project=config.project or "")
 
-    assert (await start_loop(client, config, service)).started
+    assert (await LoopClient(client, config).start(service)).started
 
     async def consumers(count: int) -> bool:
         return await scaler.replicas() >= count
@@ -107,12 +107,12 @@ async def test_burst_scales_the_example_consumer_up_and_quiet_scales_it_down(
     group = next(g for g in await producer.xinfo_groups(stream))
     assert group["lag"] == 0 and group["pending"] == 0
 
-    decisions = await loop_decisions(client, config, service.name, tail=50)
+    decisions = await LoopClient(client, config).decisions(service.name, tail=50)
     # The rates came from the Redis counters: entries were seen arriving and acknowledged.
     assert any(d.observations.get("queue.rate_in", 0) > 0 for d in decisions)
     assert any(d.observations.get("queue.rate_out", 0) > 0 for d in decisions)
 
-    final = await stop_loop(client, config, service.name)
+    final = await LoopClient(client, config).stop(service.name)
     assert final.last_decision is not None and final.last_decision.action == "stopped"
     journal = read_decisions(config.journal_path)
     assert {d.action for d in journal} >= {"scale_up", "scale_down", "stopped"}

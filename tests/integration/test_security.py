@@ -32,7 +32,7 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from docktor.backends import ScalerConfigError
 from docktor.backends.compose import ComposeScaler
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, running_handle, start_loop, stop_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.plan import ServicePlan
@@ -323,18 +323,18 @@ async def test_the_api_key_reaches_the_model_server_and_nothing_else(
         wait_for(lambda: ("127.0.0.1", port) in listening(worker.pid), 60, "metrics listener")
         assert all(host == "127.0.0.1" for host, _ in listening(worker.pid)), listening(worker.pid)
 
-        await start_loop(client, config, config.services[0])
-        handle = await running_handle(client, config, "api")
+        await LoopClient(client, config).start(config.services[0])
+        handle = await LoopClient(client, config).handle("api")
         for count in (1, 2, 3):
             if count > 1:
                 await handle.signal("nudge")
 
             async def decided(count: int = count) -> bool:
-                return len(await loop_decisions(client, config, "api", tail=50)) >= count
+                return len(await LoopClient(client, config).decisions("api", tail=50)) >= count
 
             await async_wait_for(decided, 60, f"{count} decisions")
-        decisions = await loop_decisions(client, config, "api", tail=50)
-        await stop_loop(client, config, "api")
+        decisions = await LoopClient(client, config).decisions("api", tail=50)
+        await LoopClient(client, config).stop("api")
     finally:
         stop(worker)
         plan = ServicePlan.from_spec(config.services[0])

@@ -14,7 +14,7 @@ import yaml
 from helpers import async_wait_for, wait_for
 
 from docktor.backends.processes import ProcessScaler
-from docktor.client.control import loop_decisions, start_loop
+from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port, start_temporal
 from docktor.spec import load_config
@@ -132,7 +132,7 @@ async def test_retried_observe_failures_are_one_line_each_with_the_traceback_at_
     client = await connect(config)
 
     async def decisions() -> int:
-        return len(await loop_decisions(client, config, "consumer", tail=50))
+        return len(await LoopClient(client, config).decisions("consumer", tail=50))
 
     async def serve(level: str, iterations: int) -> str:
         """Run the worker at this log level for a few more decisions; what it logged."""
@@ -154,7 +154,7 @@ async def test_retried_observe_failures_are_one_line_each_with_the_traceback_at_
                     worker.kill()
         return log.read_text()
 
-    await start_loop(client, config, config.services[0])
+    await LoopClient(client, config).start(config.services[0])
     try:
         info = await serve("INFO", iterations=2)
         failures = [line for line in info.splitlines() if nats_url in line]

@@ -240,7 +240,7 @@ class Demo:
         self.stop.set()
 
     async def start(self) -> Client | None:
-        from docktor.client.control import start_loop, stop_loop
+        from docktor.client.loops import LoopClient
         from docktor.client.temporal import TemporalUnreachable, connect, ui_url
 
         self.say(f"{self.title}: {self.config_path} (project '{self.config.project}')")
@@ -309,17 +309,16 @@ class Demo:
             return client
         self.start_producer()
 
+        loops = LoopClient(client, self.config)
         for service in self.config.services:
             workflow_id = self.config.workflow_id(service.name)
             try:
-                result = await start_loop(client, self.config, service)
+                result = await loops.start(service)
                 if not result.started:
                     # Left running by an earlier demo on this state dir, with that demo's
                     # ports in its input: replace it so it uses the servers started now.
-                    await asyncio.wait_for(
-                        stop_loop(client, self.config, service.name), STOP_LOOP_TIMEOUT
-                    )
-                    await start_loop(client, self.config, service)
+                    await asyncio.wait_for(loops.stop(service.name), STOP_LOOP_TIMEOUT)
+                    await loops.start(service)
             except Exception as exc:  # an RPC failure: one line, then the cleanup runs
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 raise DemoFailed(
@@ -397,13 +396,13 @@ class Demo:
     # -- while it runs --
 
     async def watch(self, client: Client) -> None:
-        from docktor.client.control import loop_status
+        from docktor.client.loops import LoopClient
 
         if not self.live:
             self.say(f"running for {self.duration:g}s; one line per decision (Ctrl-C stops)")
         view = LiveView(self.views, self.journal, self.state_dir, self.live, self.say, self.console)
         await view.show(
-            lambda name: loop_status(client, self.config, name),
+            LoopClient(client, self.config).status,
             end=time.monotonic() + self.duration,
             stop=self.stop,
             failed=self._worker_failed,
@@ -448,7 +447,7 @@ class Demo:
                 await asyncio.to_thread(server.stop)
 
     async def stop_loops(self, client: Client) -> None:
-        from docktor.client.control import NoRunningLoop, stop_loop
+        from docktor.client.loops import LoopClient, NoRunningLoop
 
         worker_alive = self.worker is not None and self.worker.running
 
@@ -456,7 +455,7 @@ class Demo:
             try:
                 if worker_alive:
                     await asyncio.wait_for(
-                        stop_loop(client, self.config, view.name), STOP_LOOP_TIMEOUT
+                        LoopClient(client, self.config).stop(view.name), STOP_LOOP_TIMEOUT
                     )
                 else:
                     # Nobody would run the cancellation: end the workflow outright so a later
