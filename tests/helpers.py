@@ -56,15 +56,17 @@ async def async_wait_for(
 
 
 @asynccontextmanager
-async def serving_loops(config: DocktorConfig) -> AsyncIterator[Client]:
+async def serving_loops(config: DocktorConfig, path: Path | None = None) -> AsyncIterator[Client]:
     """A client and an in-process worker with the real workflow and activities on the config's
-    task queue, as `python -m worker` would run them; closed (pooled connections too) at the end."""
+    task queue, as `python -m worker` would run them: the worker runs what `config` says (read
+    again from `path` when that file changes). Closed (pooled connections too) at the end."""
     from activities import LoopActivities
     from docktor.client.temporal import connect
+    from docktor.loop.authority import WorkerConfig
     from docktor.loop.worker import build_worker
 
     client = await connect(config)
-    loop_activities = LoopActivities()
+    loop_activities = LoopActivities(WorkerConfig(config, path))
     try:
         async with build_worker(client, config.temporal.task_queue, loop_activities.all()):
             yield client

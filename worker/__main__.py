@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -34,6 +35,7 @@ from docktor.exits import (
     read_config,
     report_config_error,
 )
+from docktor.loop.authority import WorkerConfig
 from docktor.loop.worker import build_worker
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 from docktor.telemetry import MetricsServer
@@ -135,9 +137,13 @@ def start_metrics(host: str, port: int) -> MetricsServer:
 
 
 async def serve(
-    config: DocktorConfig, address: str | None, metrics: tuple[str, int] | None = None
+    config: DocktorConfig,
+    address: str | None,
+    metrics: tuple[str, int] | None = None,
+    config_path: str | Path | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM; returns the signal that stopped the worker."""
+    """Serve until SIGINT or SIGTERM; returns the signal that stopped the worker. The loops run
+    what `config` says (re-read from `config_path` when that file changes), and nothing else."""
     await check_llm_at_start(config)
     if metrics:
         metrics_server: MetricsServer | None = start_metrics(*metrics)
@@ -145,13 +151,13 @@ async def serve(
         sdk_runtime()
         metrics_server = None
     try:
-        return await _serve(config, address)
+        return await _serve(config, address, config_path)
     finally:
         if metrics_server is not None:
             metrics_server.stop()
 
 
-async def _serve(config: DocktorConfig, address: str | None) -> int:
+async def _serve(config: DocktorConfig, address: str | None, config_path: str | Path | None) -> int:
     client = await connect(config, address)
     try:
         added = await ensure_search_attributes(client)
@@ -159,7 +165,7 @@ async def _serve(config: DocktorConfig, address: str | None) -> int:
             log.info("registered search attributes: %s", ", ".join(added))
     except Exception as exc:  # a namespace we may not administer: run without them
         log.warning("could not register search attributes (%s); continuing", exc)
-    loop_activities = LoopActivities()
+    loop_activities = LoopActivities(WorkerConfig(config, config_path))
     worker = build_worker(
         client,
         config.temporal.task_queue,
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_config_error(exc)
     try:
         metrics = (args.metrics_host, args.metrics_port) if args.metrics_port else None
-        stopped_by = asyncio.run(serve(config, args.address, metrics))
+        config_path = args.config or default_config_path()
+        stopped_by = asyncio.run(serve(config, args.address, metrics, config_path))
     except KeyboardInterrupt:  # Ctrl-C before serving began (connecting, checking the model)
         return interrupted()
     except ConfigError as exc:

@@ -1,5 +1,10 @@
 """The loop's activities: thin async wrappers that call into docktor/ and translate its errors
-into Temporal's terms (retryable or not)."""
+into Temporal's terms (retryable or not).
+
+Each one that executes, connects, reads a secret or writes a file acts on the worker's own
+config (docktor.loop.authority), never on what its payload carries: a payload that asks for
+anything the config does not say is refused (a non-retryable `Refused` error) and nothing runs.
+Only `evaluate`, pure arithmetic on the payload, takes it as it comes."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -16,6 +21,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from docktor import names, policy
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.journal import append_decision, warm_start
+from docktor.loop.authority import DEFAULT_PROJECT, Refused, WorkerConfig
 from docktor.loop.messages import ApplyInput, ApplyResult, EvaluateInput, ObserveInput, RecordInput
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
@@ -43,13 +49,18 @@ LASTING_WRITE_ERRORS = {
 }
 
 log = logging.getLogger("docktor.activities")
+T = TypeVar("T")
 
 
 class LoopActivities:
     """One instance per worker: it owns the metric sources (and their pooled connections) and
-    the backend instances, for the worker's life; the service's plan comes with each call."""
+    the backend instances, for the worker's life, and acts on the worker's own config."""
 
-    def __init__(self, metrics: DocktorMetrics | None = None) -> None:
+    def __init__(
+        self, own: WorkerConfig | None = None, metrics: DocktorMetrics | None = None
+    ) -> None:
+        # Without a config the worker runs nothing (a test's scripted loop uses only evaluate).
+        self.own = own or WorkerConfig(None)
         self.backends = Backends()
         self.sampler = Sampler(self.backends)
         # Prometheus figures: the worker's shared set unless a test brings its own.
@@ -59,25 +70,28 @@ class LoopActivities:
 
     @activity.defn(name=names.OBSERVE)
     async def observe(self, request: ObserveInput) -> Observation:
+        allowed = _obey(lambda: self.own.check_plan(request.project, request.service))
+        plan = allowed.plan
         try:
-            observation, failures = await self.sampler.observe(request.service, request.project)
+            observation, failures = await self.sampler.observe(plan, allowed.project)
         except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
-            self.metrics.replicas_unavailable(request.service.name)
-            raise _unavailable(f"observe {request.service.name}", str(exc)) from exc
-        self.metrics.observed(request.service.name, observation, source_kinds(request.service))
+            self.metrics.replicas_unavailable(plan.name)
+            raise _unavailable(f"observe {plan.name}", str(exc)) from exc
+        self.metrics.observed(plan.name, observation, source_kinds(plan))
         transient = [f for f in failures if isinstance(f, MetricUnavailable)]
         if transient and activity.info().attempt < OBSERVE_ATTEMPTS:
             # Worth another try; on the last attempt the observation goes ahead without these
             # metrics, so the replica count (and the min_replicas floor) still counts.
-            raise _unavailable(f"observe {request.service.name}", "; ".join(observation.errors))
+            raise _unavailable(f"observe {plan.name}", "; ".join(observation.errors))
         if request.forecast_seed_from:
-            # Warm start: once, for a loop whose forecast has no history yet.
+            # Warm start: once, for a loop whose forecast has no history yet, from the worker's
+            # own decision log only.
             observation.warm_start = await asyncio.to_thread(
                 warm_start,
-                request.forecast_seed_from,
-                request.service,
+                _obey(lambda: self.own.journal_path(request.forecast_seed_from or "")),
+                plan,
                 activity.info().workflow_id,
                 observation.taken_at,
             )
@@ -92,36 +106,44 @@ class LoopActivities:
         # Imported here: the openai client is only loaded by workers whose config uses a model.
         from docktor import advisor
 
+        # The model server, like everything the key is sent to, is the worker's config's.
+        allowed = _obey(lambda: self.own.check_plan(self._project(), request.service))
+        llm = _obey(lambda: self.own.check_llm(allowed, request.llm))
         try:
             # The key comes from the worker's environment, never from workflow input.
-            api_key = advisor.api_key_for(request.llm)
+            api_key = advisor.api_key_for(llm)
         except advisor.LLMConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
         if self.model_clients is None:
             self.model_clients = advisor.Clients()
-        return await advisor.advise(request, api_key, self.model_clients)
+        return await advisor.advise(
+            request.model_copy(update={"service": allowed.plan, "llm": llm}),
+            api_key,
+            self.model_clients,
+        )
 
     @activity.defn(name=names.APPLY)
     async def apply(self, request: ApplyInput) -> ApplyResult:
-        self.metrics.applying(request.service.name, request.target_replicas)
+        allowed = _obey(lambda: self.own.check_plan(request.project, request.service))
+        plan = allowed.plan
+        self.metrics.applying(plan.name, request.target_replicas)
         try:
-            backend = self.backends.of(request.service)
+            backend = self.backends.of(plan)
             async with _heartbeating():
-                replicas = await backend.scale_to(
-                    request.service, request.project, request.target_replicas
-                )
+                replicas = await backend.scale_to(plan, allowed.project, request.target_replicas)
         except ScalerConfigError as exc:
             raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
         except ScalerUnavailable as exc:
-            what = f"apply {request.service.name} -> {request.target_replicas}"
+            what = f"apply {plan.name} -> {request.target_replicas}"
             raise _unavailable(what, str(exc)) from exc
-        self.metrics.applied(request.service.name, replicas)
+        self.metrics.applied(plan.name, replicas)
         return ApplyResult(replicas=replicas)
 
     @activity.defn(name=names.RECORD)
     async def record(self, request: RecordInput) -> bool:
+        path = _obey(lambda: self.own.journal_path(request.path))
         try:
-            written = await asyncio.to_thread(append_decision, request.path, request.decision)
+            written = await asyncio.to_thread(append_decision, path, request.decision)
         except OSError as exc:
             if exc.errno not in LASTING_WRITE_ERRORS:
                 raise
@@ -139,6 +161,11 @@ class LoopActivities:
         self.metrics.recorded(request.decision, written)
         return written
 
+    def _project(self) -> str:
+        """The project of the loop this activity serves, as its workflow id names it."""
+        config = self.own.config
+        return (config.project if config else None) or DEFAULT_PROJECT
+
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every activity a worker registers, so no entry point forgets one."""
         return [self.observe, self.evaluate, self.advise, self.apply, self.record]
@@ -148,6 +175,22 @@ class LoopActivities:
         await self.backends.close()
         if self.model_clients is not None:
             await self.model_clients.close()
+
+
+def _obey(check: Callable[[], T]) -> T:
+    """The worker config's answer, or the refusal as a non-retryable error: asking again
+    changes nothing until the config or the loop changes."""
+    try:
+        return check()
+    except Refused as exc:
+        log.warning("refused: %s", exc)
+        # BENIGN: one warning line above, no traceback (the SDK's is for the unexpected).
+        raise ApplicationError(
+            str(exc),
+            type="Refused",
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        ) from None
 
 
 def _unavailable(what: str, problem: str) -> ApplicationError:

@@ -243,11 +243,13 @@ class ServiceAutoscaler:
         except FailureError as err:  # a local activity's failure is not an ActivityError
             _reraise_cancellation(err)
             current = self.state.replicas if self.state.replicas is not None else 0
+            # A worker that refuses the loop's plan ran nothing: its refusal says so.
+            why = "" if _error_type(err) == "Refused" else "metrics unavailable: "
             await self.record(
                 action="hold",
                 current=current,
                 target=current,
-                reason=f"metrics unavailable: {_cause(err)}; holding",
+                reason=f"{why}{_cause(err)}; holding",
             )
             return None
 
@@ -768,6 +770,11 @@ def _reraise_cancellation(err: FailureError) -> None:
     the loop would take it for a failure and go on."""
     if isinstance(err, CancelledError) or isinstance(err.cause, CancelledError):
         raise asyncio.CancelledError() from err
+
+
+def _error_type(err: FailureError) -> str | None:
+    cause = err.cause if isinstance(err, ActivityError) else err
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _cause(err: FailureError) -> str:

@@ -36,6 +36,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.authority import WorkerConfig
 from docktor.loop.worker import build_worker
 from docktor.spec import DocktorConfig, load_config
 
@@ -249,7 +250,7 @@ async def loop(
     config = load_config(write_config(tmp_path, temporal_dev, uuid.uuid4().hex[:6]))
     service = config.services[0]
     client = await connect(config)
-    activities = LoopActivities()
+    activities = LoopActivities(WorkerConfig(config))
     worker = build_worker(client, config.temporal.task_queue, activities.all())
     try:
         async with worker:

@@ -17,8 +17,9 @@ from openai_stub import OpenAIStub, Reply, running_stub
 from activities import LoopActivities
 from docktor.advisor import LLMConfigError, advise, api_key_for, check_llm, parse_answer
 from docktor.dev.embedded import free_port
+from docktor.loop.authority import WorkerConfig
 from docktor.plan import LLMPlan, ServicePlan
-from docktor.spec import ServiceSpec
+from docktor.spec import DocktorConfig, LLMSpec, ServiceSpec
 from docktor.values import Advice, AdviseInput, Decision, Proposal
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,12 @@ def answer(action: str, target: Any, reason: str = "backlog is growing fast") ->
 
 async def test_a_worker_keeps_its_model_client_and_connection(openai_stub: OpenAIStub) -> None:
     # Building a client per call cost ~140 ms of CPU and a new connection each iteration.
-    activities = LoopActivities()
+    own = DocktorConfig(
+        project="p",
+        llm=LLMSpec(provider="dmr", model=MODEL, base_url=openai_stub.base_url, timeout_s=5),
+        services=[ServiceSpec(name="consumer", min_replicas=1, max_replicas=10)],
+    )
+    activities = LoopActivities(WorkerConfig(own))
     try:
         openai_stub.script(answer("scale_up", 6), answer("scale_up", 6))
         for _ in range(2):

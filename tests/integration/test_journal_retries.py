@@ -22,6 +22,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.authority import WorkerConfig
 from docktor.loop.messages import RecordInput
 from docktor.loop.worker import build_worker
 from docktor.spec import DocktorConfig, load_config
@@ -57,7 +58,7 @@ async def stack(
     )
     client = await connect(config)
     metrics = DocktorMetrics()
-    real = LoopActivities(metrics=metrics)
+    real = LoopActivities(WorkerConfig(config), metrics=metrics)
     flaky = FlakyRecord(real)
     worker = build_worker(
         client,

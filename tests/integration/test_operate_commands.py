@@ -41,6 +41,7 @@ from docktor.client.loops import LoopClient, NoRunningLoop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
 from docktor.journal import read_decisions
+from docktor.loop.authority import WorkerConfig
 from docktor.loop.messages import ApplyInput, ApplyResult, LoopStatus
 from docktor.loop.worker import build_worker
 from docktor.spec import DocktorConfig, load_config
@@ -124,7 +125,7 @@ async def make_stack(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> AsyncIte
     """Write a config, run a worker on a task queue of its own, start the named loops; at the
     end stop every loop and every replica."""
     stacks: list[Stack] = []
-    activities = LoopActivities()
+    served: list[LoopActivities] = []
     workers: list[Worker] = []
 
     async def make(services: list[dict[str, Any]], start: list[str] | None = None) -> Stack:
@@ -135,10 +136,13 @@ async def make_stack(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> AsyncIte
             "temporal": {"address": temporal_dev.address, "task_queue": f"docktor-op-{tag}"},
             "services": services,
         }
-        path = tmp_path / "docktor.yaml"
+        # A file per stack: each worker runs its own file, and reads it again when it changes.
+        path = tmp_path / f"docktor-{tag}.yaml"
         path.write_text(yaml.safe_dump(document))
         config = load_config(path)
         client = await connect(config)
+        activities = LoopActivities(WorkerConfig(config, path))
+        served.append(activities)
         worker = build_worker(client, config.temporal.task_queue, activities.all())
         await worker.__aenter__()
         workers.append(worker)
@@ -157,7 +161,8 @@ async def make_stack(tmp_path: Path, temporal_dev: EmbeddedTemporal) -> AsyncIte
                 await stack.scaler(name).stop_all()
         for worker in workers:
             await worker.__aexit__(None, None, None)
-        await activities.close()
+        for activities in served:
+            await activities.close()
 
 
 async def _replicas(stack: Stack, name: str, count: int) -> bool:
@@ -600,7 +605,7 @@ async def test_an_update_accepted_but_never_finished_is_given_up_on(
     path.write_text(yaml.safe_dump(document))
     config = load_config(path)
     client = await connect(config)
-    real, stuck = LoopActivities(), StuckApply()
+    real, stuck = LoopActivities(WorkerConfig(config, path)), StuckApply()
     worker = build_worker(
         client,
         config.temporal.task_queue,

@@ -18,13 +18,14 @@ from docktor import plugins
 from docktor.backends import ScalerConfigError
 from docktor.backends.processes import ProcessesBackend
 from docktor.cli.main import main
+from docktor.loop.authority import WorkerConfig
 from docktor.loop.messages import ApplyInput, AutoscalerInput, ObserveInput
 from docktor.plan import QueueBlock, ServicePlan
 from docktor.policy import derive_rates
 from docktor.sources import MetricConfigError, queue_block, queue_kinds, source_class
 from docktor.sources.nats import NatsQueueSpec
 from docktor.sources.sampling import source_kinds
-from docktor.spec import ConfigError, ServiceSpec, parse_config
+from docktor.spec import ConfigError, DocktorConfig, ServiceSpec, parse_config
 from docktor.values import Observation
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -145,16 +146,15 @@ def test_an_observation_made_before_sources_declared_rates_keeps_the_nats_ones()
 
 
 async def test_the_worker_keeps_one_backend_for_observe_and_apply(tmp_path: Path) -> None:
-    spec = ServicePlan.from_spec(
-        ServiceSpec(
-            name="idle",
-            backend="processes",
-            command=[sys.executable, "-c", "import time; time.sleep(600)"],
-            state_dir=str(tmp_path / "state"),
-            stop_grace_period=2,
-        )
+    idle = ServiceSpec(
+        name="idle",
+        backend="processes",
+        command=[sys.executable, "-c", "import time; time.sleep(600)"],
+        state_dir=str(tmp_path / "state"),
+        stop_grace_period=2,
     )
-    loop = LoopActivities()
+    spec = ServicePlan.from_spec(idle)
+    loop = LoopActivities(WorkerConfig(DocktorConfig(project="p", services=[idle])))
     env = ActivityEnvironment()
     backend = loop.backends.of(spec)
     assert isinstance(backend, ProcessesBackend)
