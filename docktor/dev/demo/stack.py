@@ -6,9 +6,9 @@ service, hands what the loops decide to the view (docktor/dev/demo/view.py), and
 it again, replicas included. All state (servers' data, replica pid files and logs, the JSONL
 decision log) goes to one directory, which is kept afterwards for inspection.
 
-The config file is loaded here and then overridden in memory (Temporal address, queue URL,
-state paths): the service spec travels inside the workflow input, so the worker acts on these
-overrides without re-reading them from the file.
+The config file is loaded here and pointed at the demo's own servers and state folder (Temporal
+address, queue URLs, state paths); the result is written to the state folder as the file the
+demo's worker reads, since a worker runs only what its own file says.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
 from rich.console import Console
 
 import docktor
@@ -53,7 +54,7 @@ from docktor.dev.embedded import (
 from docktor.dev.stack import local_queue_port, temporal_port
 from docktor.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, read_config
 from docktor.plan import ServicePlan
-from docktor.spec import ConfigError, DocktorConfig, default_config_path
+from docktor.spec import ConfigError, DocktorConfig, default_config_path, load_config
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -161,6 +162,18 @@ def override_config(
             service.env[BROKERS[kind].url_variable] = url
 
 
+def write_demo_config(config: DocktorConfig, state_dir: Path) -> tuple[Path, DocktorConfig]:
+    """The overridden config as a file in the demo's state folder, and that file loaded back.
+
+    A worker runs only what its own file says, so the demo's worker reads this file and the
+    demo starts its loops from the same one. Every path in it is already absolute; only the
+    replicas' working folder becomes the state folder (the file's folder, as for any config)."""
+    path = state_dir / "docktor.yaml"
+    data = config.model_dump(mode="json", exclude_unset=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path, load_config(path)
+
+
 def _preferred(port: int, what: str, notes: list[str]) -> int | None:
     """`port` when it is free; None (a free port is chosen) with a note when it is taken."""
     if port_in_use(port):
@@ -193,6 +206,8 @@ class Demo:
         # queue kind -> the URL of the server started for it
         self.brokers: dict[str, str] = {}
         self.worker: ManagedProcess | None = None
+        # The file the worker reads: the user's config pointed at the demo's servers.
+        self.worker_config = config_path
         self.producer: ManagedProcess | None = None
         self.journal = Journal(self.state_dir / "decisions.jsonl")
         self.views: list[ServiceView] = []
@@ -295,6 +310,7 @@ class Demo:
             return None
 
         override_config(self.config, self.state_dir, self.temporal.address, self.brokers)
+        self.worker_config, self.config = write_demo_config(self.config, self.state_dir)
         self.journal = Journal(Path(self.config.journal_path))
         self.journal.mark_start()
 
@@ -340,7 +356,7 @@ class Demo:
             # Unbuffered, so worker.log is current while the demo runs.
             "PYTHONUNBUFFERED": "1",
         }
-        args = [sys.executable, "-m", "worker", "--config", str(self.config_path.resolve())]
+        args = [sys.executable, "-m", "worker", "--config", str(self.worker_config)]
         args += ["--address", self.temporal.address]
         # cwd = the repo root, so `-m worker` imports even where the package is not installed.
         self.worker = spawn("worker", args, self.state_dir / "worker.log", REPO_ROOT, env)
