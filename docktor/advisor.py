@@ -203,7 +203,17 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
     memory = request.memory.model_copy(deep=True)
     now = request.now or datetime.now(UTC)
     last_up, last_down = _last_scales(request, now)
-    settled = settle(spec, current, target, memory, now, last_up, last_down, max_step=llm.max_step)
+    settled = settle(
+        spec,
+        current,
+        target,
+        memory,
+        now,
+        last_up,
+        last_down,
+        max_step=llm.max_step,
+        missing=proposal.missing_metrics,
+    )
     reason = REASON_PREFIX + answer.reason
     if settled.notes:
         reason += f" (guardrails: {'; '.join(settled.notes)})"
