@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 # How many recent decisions the model is shown: enough to see a trend or a flapping loop,
 # few enough to keep the prompt small for a local model.
 RECENT_DECISIONS = 5
+# Every text in the prompt that a metric source or the loop wrote (a reason quotes a source's
+# error) is one printable line of at most this many characters (a recent decision's: 160), so
+# a hostile source can neither fill the prompt nor lay out instructions on lines of their own.
+PROMPT_TEXT_MAX_CHARS = 300
+PROMPT_NAME_MAX_CHARS = 100
 # DMR and most local servers ignore the key, but the client insists on one.
 NO_KEY = "not-needed"
 REASON_PREFIX = "LLM: "
@@ -108,7 +113,7 @@ class ModelAnswer(BaseModel):
     def _reason_not_blank(cls, value: str) -> str:
         # One line of printable text: the reason is shown in terminals (`docktor explain`),
         # where escape sequences or bidi overrides from a model would act, not be read.
-        value = "".join(ch for ch in " ".join(value.split()) if ch.isprintable())
+        value = _printable_line(value)
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -297,8 +302,20 @@ def _redact(text: str, api_key: str | None) -> str:
     return text.replace(api_key, REDACTED) if api_key else text
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+def _shorten(text: str, limit: int = REASON_MAX_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _printable_line(text: str) -> str:
+    """Whitespace runs (newlines included) as one space, other control and format characters
+    (escape sequences, bidi overrides) dropped."""
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+
+
+def _one_line(text: str, limit: int) -> str:
+    """`text` as one printable line of at most `limit` characters. Cut before it is cleaned,
+    so a huge text costs no more than a short one."""
+    return _shorten(_printable_line(text[: limit * 4]), limit)
 
 
 def _last_scales(request: AdviseInput, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -493,12 +510,15 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
         "min_replicas": spec.min_replicas,
         "max_replicas": spec.max_replicas,
         "current_replicas": proposal.current_replicas,
-        "observations": {k: _round(v) for k, v in sorted(proposal.observations.items())},
-        "matched_rules": proposal.matched_rules,
+        "observations": {
+            _one_line(k, PROMPT_NAME_MAX_CHARS): _round(v)
+            for k, v in sorted(proposal.observations.items())
+        },
+        "matched_rules": [_one_line(r, PROMPT_TEXT_MAX_CHARS) for r in proposal.matched_rules],
         "rules_proposal": {
             "action": proposal.action,
             "target_replicas": proposal.target_replicas,
-            "reason": proposal.reason,
+            "reason": _one_line(proposal.reason, PROMPT_TEXT_MAX_CHARS),
         },
         "cooldown_seconds_left": {
             "up": round(request.cooldown_up_left),
@@ -507,7 +527,9 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
         "recent_decisions": [_brief(d) for d in request.recent[-RECENT_DECISIONS:]],
     }
     if proposal.missing_metrics:
-        facts["not_observed"] = proposal.missing_metrics
+        facts["not_observed"] = [
+            _one_line(name, PROMPT_NAME_MAX_CHARS) for name in proposal.missing_metrics
+        ]
     if request.llm.mode == "advise":
         facts["max_step"] = request.llm.max_step
     return facts
@@ -519,7 +541,7 @@ def _brief(decision: Decision) -> dict[str, Any]:
         "action": decision.action,
         "from": decision.current_replicas,
         "to": decision.target_replicas,
-        "reason": decision.reason[:160],
+        "reason": _one_line(decision.reason, 160),
     }
 
 
