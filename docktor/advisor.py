@@ -9,13 +9,14 @@ model sees the rules' proposal and the facts behind it and answers with a JSON o
                     (docktor.policy.settle);
 - `mode: explain` - the rules decide; the model only writes the reason.
 
-Whatever goes wrong - a timeout, a refused connection, an HTTP error, text that is not JSON,
-a field of the wrong type, a target outside [min_replicas, max_replicas] - the rules' proposal
-stands and `metadata.fallback` says why in a few words. An out-of-bounds target is a fallback,
-not something to clamp: a model that does not respect the bounds it was shown has not
-understood the question, so its reason cannot be trusted either. A target within bounds that
-moves too far or against a window or cooldown is a judgement the policy stages can trim, so it
-is used, adjusted, with a note in the reason.
+Whatever goes wrong - a timeout, a refused connection, an HTTP error, a reply past the byte
+cap, text that is not JSON, a field of the wrong type, a target outside [min_replicas,
+max_replicas] - the rules' proposal stands and `metadata.fallback` says why in a few words.
+An out-of-bounds target is a fallback, not something to clamp: a model that does not respect
+the bounds it was shown has not understood the question, so its reason cannot be trusted
+either. A target within bounds that moves too far or against a window or cooldown is a
+judgement the policy stages can trim, so it is used, adjusted, with a note in the reason.
+Neither is a target below the current count while a metric is missing: it holds.
 
 The API key comes from the worker's environment (api_key_for) and is handed straight to the
 client: it is never part of an input, result, log line or error text produced here.
@@ -30,9 +31,11 @@ import logging
 import os
 import re
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import httpx2
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -46,12 +49,26 @@ log = logging.getLogger(__name__)
 # How many recent decisions the model is shown: enough to see a trend or a flapping loop,
 # few enough to keep the prompt small for a local model.
 RECENT_DECISIONS = 5
+# Every text in the prompt that a metric source or the loop wrote (a reason quotes a source's
+# error) is one printable line of at most this many characters (a recent decision's: 160), so
+# a hostile source can neither fill the prompt nor lay out instructions on lines of their own.
+PROMPT_TEXT_MAX_CHARS = 300
+PROMPT_NAME_MAX_CHARS = 100
 # DMR and most local servers ignore the key, but the client insists on one.
 NO_KEY = "not-needed"
 REASON_PREFIX = "LLM: "
 # A well-formed answer is well under 1 KB; anything much longer is not an answer, and holding
 # it (and recording it) costs memory and history space.
 REPLY_MAX_CHARS = 16_000
+# The HTTP body of a reply is read through this cap: past it the client stops reading and drops
+# the connection, so a server cannot push more than this into the worker's memory (a 100 MB
+# reply read whole cost ~290 MB). The answer and its JSON envelope are a few hundred bytes.
+REPLY_MAX_BYTES = 64 * 1024
+# GET /models: a large catalogue (hundreds of models, each with a description) runs to a few MB.
+MODELS_MAX_BYTES = 8 * 1024 * 1024
+# Asked of the model so a well-behaved one stops long before the byte cap: the answer is ~100
+# tokens; the rest is room for a model that writes a long reason (cut to REASON_MAX_CHARS).
+ANSWER_MAX_TOKENS = 1000
 # The model's reason is recorded in every decision, kept in the loop's state (50 of them) and
 # in history: one readable sentence, cut to this length.
 REASON_MAX_CHARS = 300
@@ -96,7 +113,7 @@ class ModelAnswer(BaseModel):
     def _reason_not_blank(cls, value: str) -> str:
         # One line of printable text: the reason is shown in terminals (`docktor explain`),
         # where escape sequences or bidi overrides from a model would act, not be read.
-        value = "".join(ch for ch in " ".join(value.split()) if ch.isprintable())
+        value = _printable_line(value)
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -104,6 +121,11 @@ class ModelAnswer(BaseModel):
 
 class _Fallback(Exception):
     """The model's answer cannot be used; the message is the short `fallback` reason."""
+
+
+class ReplyRefused(Exception):
+    """A reply the client stopped reading: past the byte cap, or compressed (which the cap
+    cannot bound: 64 KiB of gzip can inflate to 64 MB). The message is a few words."""
 
 
 def api_key_for(llm: LLMPlan) -> str | None:
@@ -117,7 +139,13 @@ def api_key_for(llm: LLMPlan) -> str | None:
     return key
 
 
-def client_for(llm: LLMPlan, api_key: str | None) -> openai.AsyncOpenAI:
+def client_for(
+    llm: LLMPlan, api_key: str | None, max_bytes: int = REPLY_MAX_BYTES
+) -> openai.AsyncOpenAI:
+    """A client whose every reply body, an error's included, is read through `max_bytes`."""
+    # A response hook, not a transport: it sees every response, also one through a proxy
+    # transport httpx mounts from the environment.
+    http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [_body_cap(max_bytes)]})
     # No retries in the client: the activity has its own (at most one) retry, and a loop
     # iteration must not wait through the client's exponential backoff.
     return openai.AsyncOpenAI(
@@ -125,7 +153,49 @@ def client_for(llm: LLMPlan, api_key: str | None) -> openai.AsyncOpenAI:
         api_key=api_key or NO_KEY,
         timeout=llm.timeout_s,
         max_retries=0,
+        # The cap counts bytes as they arrive: they must be the body itself.
+        default_headers={"Accept-Encoding": "identity"},
+        http_client=http_client,
     )
+
+
+def _body_cap(max_bytes: int) -> Callable[[httpx2.Response], Awaitable[None]]:
+    async def cap(response: httpx2.Response) -> None:
+        # Runs once the headers are in, before the body is read.
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ReplyRefused(f"compressed reply ({encoding[:20]})")
+        length = response.headers.get("content-length", "").strip()
+        if length.isdigit() and int(length) > max_bytes:
+            raise ReplyRefused(_too_large(max_bytes))
+        if not isinstance(response.stream, httpx2.AsyncByteStream):
+            raise ReplyRefused("unexpected response stream")
+        response.stream = _CappedBody(response.stream, max_bytes)
+
+    return cap
+
+
+class _CappedBody(httpx2.AsyncByteStream):
+    """A body that ends in ReplyRefused past `limit` bytes; httpx then closes the connection
+    (the rest of the reply is never read)."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self._inner, self._limit = inner, limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in self._inner:
+            read += len(chunk)
+            if read > self._limit:
+                raise ReplyRefused(_too_large(self._limit))
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _too_large(limit: int) -> str:
+    return f"reply larger than {limit // 1024} KiB"
 
 
 class Clients:
@@ -203,7 +273,17 @@ def _use(request: AdviseInput, answer: ModelAnswer) -> Advice:
     memory = request.memory.model_copy(deep=True)
     now = request.now or datetime.now(UTC)
     last_up, last_down = _last_scales(request, now)
-    settled = settle(spec, current, target, memory, now, last_up, last_down, max_step=llm.max_step)
+    settled = settle(
+        spec,
+        current,
+        target,
+        memory,
+        now,
+        last_up,
+        last_down,
+        max_step=llm.max_step,
+        missing=proposal.missing_metrics,
+    )
     reason = REASON_PREFIX + answer.reason
     if settled.notes:
         reason += f" (guardrails: {'; '.join(settled.notes)})"
@@ -222,8 +302,20 @@ def _redact(text: str, api_key: str | None) -> str:
     return text.replace(api_key, REDACTED) if api_key else text
 
 
-def _shorten(text: str) -> str:
-    return text if len(text) <= REASON_MAX_CHARS else text[: REASON_MAX_CHARS - 1] + "…"
+def _shorten(text: str, limit: int = REASON_MAX_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _printable_line(text: str) -> str:
+    """Whitespace runs (newlines included) as one space, other control and format characters
+    (escape sequences, bidi overrides) dropped."""
+    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+
+
+def _one_line(text: str, limit: int) -> str:
+    """`text` as one printable line of at most `limit` characters. Cut before it is cleaned,
+    so a huge text costs no more than a short one."""
+    return _shorten(_printable_line(text[: limit * 4]), limit)
 
 
 def _last_scales(request: AdviseInput, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -281,6 +373,8 @@ async def _ask(
         raise _Fallback(f"timeout after {format_number(llm.timeout_s)}s") from None
     except openai.APIError as exc:
         raise _Fallback(describe_api_error(exc, llm)) from None
+    except ReplyRefused as exc:
+        raise _Fallback(str(exc)) from None
     finally:
         if clients is None:
             await client.close()
@@ -290,12 +384,17 @@ async def _ask(
 async def _complete(
     client: openai.AsyncOpenAI, llm: LLMPlan, messages: list[dict[str, str]]
 ) -> str:
+    # OpenAI's own API names the limit max_completion_tokens (its reasoning models refuse
+    # max_tokens); the OpenAI-compatible servers (DMR's llama.cpp, vLLM, Ollama) read max_tokens.
+    name = "max_completion_tokens" if llm.provider == "openai" else "max_tokens"
+    limit = {name: ANSWER_MAX_TOKENS}
     try:
         # Structured output where the server supports it: a JSON object, nothing around it.
         response = await client.chat.completions.create(
             model=llm.model,
             messages=messages,  # type: ignore[arg-type]
             response_format={"type": "json_object"},
+            extra_body=limit,
         )
     except openai.BadRequestError:
         # Some OpenAI-compatible servers refuse response_format outright; ask again plainly
@@ -304,6 +403,7 @@ async def _complete(
         response = await client.chat.completions.create(
             model=llm.model,
             messages=messages,  # type: ignore[arg-type]
+            extra_body=limit,
         )
     if not response.choices:
         raise _Fallback("empty reply")
@@ -410,12 +510,15 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
         "min_replicas": spec.min_replicas,
         "max_replicas": spec.max_replicas,
         "current_replicas": proposal.current_replicas,
-        "observations": {k: _round(v) for k, v in sorted(proposal.observations.items())},
-        "matched_rules": proposal.matched_rules,
+        "observations": {
+            _one_line(k, PROMPT_NAME_MAX_CHARS): _round(v)
+            for k, v in sorted(proposal.observations.items())
+        },
+        "matched_rules": [_one_line(r, PROMPT_TEXT_MAX_CHARS) for r in proposal.matched_rules],
         "rules_proposal": {
             "action": proposal.action,
             "target_replicas": proposal.target_replicas,
-            "reason": proposal.reason,
+            "reason": _one_line(proposal.reason, PROMPT_TEXT_MAX_CHARS),
         },
         "cooldown_seconds_left": {
             "up": round(request.cooldown_up_left),
@@ -424,7 +527,9 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
         "recent_decisions": [_brief(d) for d in request.recent[-RECENT_DECISIONS:]],
     }
     if proposal.missing_metrics:
-        facts["not_observed"] = proposal.missing_metrics
+        facts["not_observed"] = [
+            _one_line(name, PROMPT_NAME_MAX_CHARS) for name in proposal.missing_metrics
+        ]
     if request.llm.mode == "advise":
         facts["max_step"] = request.llm.max_step
     return facts
@@ -436,7 +541,7 @@ def _brief(decision: Decision) -> dict[str, Any]:
         "action": decision.action,
         "from": decision.current_replicas,
         "to": decision.target_replicas,
-        "reason": decision.reason[:160],
+        "reason": _one_line(decision.reason, 160),
     }
 
 
@@ -449,7 +554,7 @@ def _round(value: float) -> float | int:
 
 async def list_models(llm: LLMPlan, api_key: str | None = None) -> list[str]:
     """The model ids the server offers (GET {base_url}/models), or LLMUnavailable."""
-    client = client_for(llm, api_key)
+    client = client_for(llm, api_key, MODELS_MAX_BYTES)
     try:
         async with asyncio.timeout(llm.timeout_s):
             page = await client.models.list()
@@ -466,6 +571,8 @@ async def list_models(llm: LLMPlan, api_key: str | None = None) -> list[str]:
         raise LLMUnavailable(
             f"cannot reach the LLM server at {llm.base_url}: {describe_api_error(exc, llm)}"
         ) from None
+    except ReplyRefused as exc:
+        raise LLMUnavailable(f"LLM server at {llm.base_url}: {exc} to GET /models") from None
     finally:
         await client.close()
 

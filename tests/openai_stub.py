@@ -8,11 +8,13 @@ the code under test goes through the real `openai` client, real sockets and real
 
 Every request is recorded (method, path, headers, JSON body) so tests can assert the prompt and
 the Authorization header. A slow reply waits on an Event, not a plain sleep, so stopping the
-stub releases it at once.
+stub releases it at once. A huge reply (`Reply.huge`) is streamed, and the stub counts in
+`stub.sent` the bytes it managed to write before the client hung up.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from collections import deque
@@ -31,6 +33,12 @@ class Reply:
     status: int = 200
     error: str = ""
     delay: float = 0.0
+    # A huge reply: this many bytes of filler inside the message content, streamed; chunked
+    # (no Content-Length, as a server that generates without end) or with its full length.
+    filler: int = 0
+    chunked: bool = True
+    # Sent gzip-compressed (Content-Encoding: gzip), whatever the client asked for.
+    gzip: bool = False
 
     @classmethod
     def json(cls, data: Any, delay: float = 0.0) -> Reply:
@@ -43,6 +51,10 @@ class Reply:
     @classmethod
     def http_error(cls, status: int, message: str = "scripted failure") -> Reply:
         return cls(status=status, error=message)
+
+    @classmethod
+    def huge(cls, size: int, chunked: bool = True, status: int = 200) -> Reply:
+        return cls(status=status, filler=size, chunked=chunked)
 
 
 @dataclass
@@ -63,6 +75,8 @@ class OpenAIStub:
     reject_response_format: bool = False
     replies: deque[Reply] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
+    # For each huge reply, the bytes written before the client closed (or all of them).
+    sent: list[int] = field(default_factory=list)
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _released: threading.Event = field(default_factory=threading.Event)
@@ -123,17 +137,68 @@ class OpenAIStub:
                     return
                 if reply.delay and stub._released.wait(reply.delay):
                     return  # the stub is stopping
+                if reply.filler:
+                    self._stream_huge(reply, body)
+                    return
                 if reply.status != 200:
                     self._send(reply.status, _error(reply.error))
                     return
                 model = body.get("model", "") if isinstance(body, dict) else ""
-                self._send(200, _completion(model, reply.content or ""))
+                self._send(200, _completion(model, reply.content or ""), reply.gzip)
 
-            def _send(self, status: int, payload: Any) -> None:
+            def _stream_huge(self, reply: Reply, body: Any) -> None:
+                """A completion whose content is `reply.filler` bytes of "x", written in 64 KiB
+                pieces until done or until the client hangs up; the bytes written go in
+                `stub.sent`. The kernel's socket buffers take some after the client stops
+                reading, so a client that stops early still gets a few MB counted."""
+                model = body.get("model", "") if isinstance(body, dict) else ""
+                marker = "FILLER-GOES-HERE"
+                whole = _completion(model, marker) if reply.status == 200 else _error(marker)
+                head, tail = (part.encode() for part in json.dumps(whole).split(marker))
+                length = len(head) + reply.filler + len(tail)
+                written = 0
+                piece = b"x" * 65536
+
+                def write(data: bytes) -> None:
+                    nonlocal written
+                    if reply.chunked:
+                        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    else:
+                        self.wfile.write(data)
+                    written += len(data)
+
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    if reply.chunked:
+                        self.send_header("Transfer-Encoding", "chunked")
+                    else:
+                        self.send_header("Content-Length", str(length))
+                    self.end_headers()
+                    write(head)
+                    left = reply.filler
+                    while left > 0 and not stub._released.is_set():
+                        write(piece[: min(left, len(piece))])
+                        left -= min(left, len(piece))
+                    write(tail)
+                    if reply.chunked:
+                        self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                finally:
+                    with stub._lock:
+                        stub.sent.append(written)
+
+            def _send(self, status: int, payload: Any, compress: bool = False) -> None:
                 data = json.dumps(payload).encode()
+                if compress:
+                    data = gzip.compress(data)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
+                    if compress:
+                        self.send_header("Content-Encoding", "gzip")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -150,6 +215,7 @@ class OpenAIStub:
         with self._lock:
             self.replies.clear()
             self.requests.clear()
+            self.sent.clear()
         self.models = ["ai/granite-4.0-h-micro", "ai/smollm2"]
         self.models_status = None
         self.reject_response_format = False

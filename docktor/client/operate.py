@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from docktor.exit_codes import EXIT_FAILED, EXIT_USAGE
 from docktor.journal import read_journal
 from docktor.loop.messages import LoopState, LoopStatus, ManualScaleResult, PendingApproval
 from docktor.plan import ServicePlan
-from docktor.sources.sampling import Sampler
+from docktor.sources.sampling import METRIC_LIMIT, Sampler
 from docktor.spec import DocktorConfig, parse_duration
 from docktor.values import Decision, ForecastView, Observation, Proposal
 
@@ -538,6 +539,8 @@ async def what_if(
     """Run the real policy (docktor.policy.decide) on the given metrics, or on a fresh
     observation, from the loop's own state when its loop runs."""
     check_service(config, service)
+    if metrics is not None:
+        metrics = given_metrics(metrics)
     now = now or datetime.now(UTC)
     state, why = await _loop_state(config, service, address)
     if metrics is None:
@@ -551,6 +554,17 @@ async def what_if(
             replicas = await _count_replicas(config, service)
         observation = Observation(taken_at=now, replicas=replicas, metrics=metrics)
     return dry_run(config, service, observation, state, why, now)
+
+
+def given_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics handed to a dry run, as the loop's sampler keeps what a source reports: a value
+    that is not a finite number (NaN, ±infinity) is refused, naming the metric (the policy
+    cannot decide on it, and a question that asks it is a mistake); a finite one beyond the
+    sampler's limit is capped as the loop caps it, so the dry run decides what the loop would."""
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise BadArgument(f"metrics: {name[:80]!r} must be a finite number, not {value}")
+    return {name: max(-METRIC_LIMIT, min(METRIC_LIMIT, value)) for name, value in metrics.items()}
 
 
 def dry_run(

@@ -17,7 +17,8 @@ words an operator can read, and carries the memory for the next call. The stages
 7. restore: replicas that died on their own come back (the loop's expected count);
 8. hold (hold.py): an operator's manual scale keeps its count while its hold lasts.
 
-`settle` runs stabilise, limit and bounds on a recommendation from elsewhere (a model's).
+`settle` runs stabilise, limit and bounds on a recommendation from elsewhere (a model's), after
+a guard of its own: while a metric the plan reads is missing, it never scales down.
 """
 
 from docktor.policy.decide import STAGES, decide, settle

@@ -3,8 +3,8 @@
 `decide(plan, observation, state, now)` is how the loop's evaluation, `what_if` and the control
 benchmark ask what to do: `state` is the loop's PolicyState (LoopState.policy_state), so each
 caller hands in every input at once. `settle` runs the stages after a recommendation on a
-count from elsewhere (a model's advice), so no source of a proposal can skip a window, a rate
-limit, a cooldown or the bounds.
+count from elsewhere (a model's advice), so no source of a proposal can skip the missing-data
+guard, a window, a rate limit, a cooldown or the bounds.
 
 A decision is worked out on a Draft that each stage of STAGES reads and adds to, with its
 reason, as the Kubernetes HPA does (raw recommendation -> stabilisation -> rate limits). A
@@ -15,7 +15,7 @@ came before and so always run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -134,6 +134,16 @@ def pre_scale(d: Draft) -> None:
     d.say(ahead.note)
 
 
+def missing_data(d: Draft) -> None:
+    """A recommendation from elsewhere (a model's) never scales down while a metric the plan
+    reads was not observed: the model saw the same gap, and a guess is no evidence of less
+    load. Up is allowed, as the rules allow it. The rules' own recommendation has this guard
+    built in where it applies (pre-checks, recommend), so decide does not run this stage."""
+    if d.missing and d.replicas < d.current:
+        d.say(f"not scaling down without {', '.join(d.missing)}: holding at {d.current}")
+        d.replicas = d.current
+
+
 def stabilise(d: Draft) -> None:
     """The recommendation joins the windows; the HPA's windows choose from them."""
     d.recommended = d.replicas
@@ -201,6 +211,8 @@ class Stage:
     run: Callable[[Draft], None]
     # Runs even after a pre-check answered.
     always: bool = False
+    # Runs only on a recommendation from elsewhere (settle), never in decide.
+    settle_only: bool = False
 
 
 # The policy, in the order it runs. Every proposal passes here: none re-implements a stage.
@@ -208,6 +220,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("pre-checks", pre_checks),
     Stage("recommend", recommend_stage),
     Stage("pre-scale", pre_scale),
+    Stage("missing-data", missing_data, settle_only=True),
     Stage("stabilise", stabilise),
     Stage("limit", limit),
     Stage("bounds", bounds),
@@ -215,12 +228,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("hold", hold, always=True),
 )
 # What a recommendation from elsewhere (a model's) goes through.
-SETTLE = ("stabilise", "limit", "bounds")
+SETTLE = ("missing-data", "stabilise", "limit", "bounds")
 
 
 def _run(d: Draft, names: tuple[str, ...] | None = None) -> None:
     for stage in STAGES:
         if names is not None and stage.name not in names:
+            continue
+        if names is None and stage.settle_only:
             continue
         if d.answered and not stage.always:
             continue
@@ -284,9 +299,12 @@ def settle(
     last_scale_down_at: datetime | None = None,
     max_step: int | None = None,
     down_window: float | None = None,
+    missing: Sequence[str] = (),
 ) -> stages.Settled:
-    """Stabilise, limit, bounds (SETTLE): the stages after a recommendation, whatever made it.
-    Updates `memory` (the recommendation joins the windows)."""
+    """The missing-data guard, stabilise, limit, bounds (SETTLE): the stages after a
+    recommendation, whatever made it. `missing`: the metrics the plan reads that were not
+    observed (Proposal.missing_metrics); while there are any, nothing scales down. Updates
+    `memory` (the guarded recommendation joins the windows)."""
     d = Draft(
         plan=plan,
         current=current,
@@ -296,6 +314,7 @@ def settle(
         replicas=raw,
         max_step=max_step,
         down_window=down_window,
+        missing=list(missing),
     )
     _run(d, SETTLE)
     return stages.Settled(d.replicas, d.reasons, d.cooldown_blocked)

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from openai_stub import OpenAIStub, Reply, running_stub
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from docktor.advisor import REASON_MAX_CHARS, REPLY_MAX_CHARS, advise
+from docktor.advisor import REASON_MAX_CHARS, REPLY_MAX_BYTES, REPLY_MAX_CHARS, advise
 from docktor.loop.messages import AutoscalerInput
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.policy import action_for
@@ -567,12 +567,18 @@ async def test_no_model_reply_moves_a_decision_outside_the_bounds(
 async def test_a_huge_reply_is_not_used_and_not_recorded(model_server: OpenAIStub) -> None:
     model_server.reset()
     huge = _as_json({"action": "scale_up", "target_replicas": 3, "reason": "x" * 5_000_000})
-    assert len(huge) > REPLY_MAX_CHARS
     model_server.script(Reply.text(huge))
     advice = await advise(_request(model_server, 2, 3, "advise"))
     assert advice.target_replicas == 3 and not advice.metadata.llm_used
-    assert advice.metadata.fallback == f"reply too long ({len(huge)} characters)"
+    # Not read past the byte cap.
+    assert advice.metadata.fallback == f"reply larger than {REPLY_MAX_BYTES // 1024} KiB"
     assert advice.reason == "rules"
+    # Under the byte cap, the answer itself is still held to REPLY_MAX_CHARS.
+    long = _as_json({"action": "scale_up", "target_replicas": 3, "reason": "x" * 20_000})
+    assert REPLY_MAX_CHARS < len(long) < REPLY_MAX_BYTES - 1000
+    model_server.script(Reply.text(long))
+    advice = await advise(_request(model_server, 2, 3, "advise"))
+    assert advice.metadata.fallback == f"reply too long ({len(long)} characters)"
 
 
 async def test_a_long_reason_is_cut_and_control_characters_dropped(

@@ -138,3 +138,45 @@ def test_property_never_outside_bounds_even_from_outside(
     spec = ServiceSpec(name="s", min_replicas=low, max_replicas=low + span)
     target, _ = run(max(current, 0), model_target, step, 30.0, 120.0, spec)
     assert spec.min_replicas <= target <= spec.max_replicas
+
+
+# ---- missing data ------------------------------------------------------------------------------
+
+
+def test_no_scale_down_while_a_metric_is_missing() -> None:
+    # The rules held 3 because the queue could not be read; a model answering 1 holds too.
+    settled = settle(SPEC, 3, 1, PolicyMemory(), NOW, max_step=5, missing=["queue.backlog"])
+    assert settled.replicas == 3
+    assert settled.notes == ["not scaling down without queue.backlog: holding at 3"]
+
+
+def test_missing_data_allows_a_scale_up_and_nothing_missing_allows_down() -> None:
+    up = settle(SPEC, 3, 5, PolicyMemory(), NOW, max_step=5, missing=["queue.backlog"])
+    assert (up.replicas, up.notes) == (5, [])
+    down = settle(SPEC, 3, 1, PolicyMemory(), NOW, max_step=5, missing=[])
+    assert (down.replicas, down.notes) == (1, [])
+
+
+def test_the_guarded_count_is_what_the_windows_remember() -> None:
+    # The model's 1 never joins the scale-down window: a later iteration with the metrics back
+    # must not find a low recommendation the guard refused.
+    memory = PolicyMemory()
+    settle(SPEC, 3, 1, memory, NOW, max_step=5, missing=["cpu.avg_pct"])
+    assert [r.replicas for r in memory.recommendations] == [3]
+
+
+def test_bounds_still_win_over_the_guard() -> None:
+    # 12 running with max 10: back to 10 though a metric is missing, as the pre-checks do.
+    settled = settle(SPEC, 12, 9, PolicyMemory(), NOW, max_step=5, missing=["queue.backlog"])
+    assert settled.replicas == 10
+
+
+@given(cases(), st.lists(st.sampled_from(["queue.backlog", "cpu.avg_pct"]), min_size=1))
+def test_property_never_down_with_a_metric_missing(
+    case: tuple[ServiceSpec, int, int, int, float, float], missing: list[str]
+) -> None:
+    spec, current, model_target, step, up, down = case
+    settled = settle(
+        spec, current, model_target, PolicyMemory(), NOW, max_step=step, missing=missing
+    )
+    assert settled.replicas >= current

@@ -155,6 +155,7 @@ def test_the_stages_run_in_the_documented_order() -> None:
         "pre-checks",
         "recommend",
         "pre-scale",
+        "missing-data",
         "stabilise",
         "limit",
         "bounds",
@@ -163,6 +164,8 @@ def test_the_stages_run_in_the_documented_order() -> None:
     ]
     # The operator's hold and the restore overrule whatever came before, even a pre-check.
     assert [stage.name for stage in STAGES if stage.always] == ["restore", "hold"]
+    # The rules carry their own missing-data guard; this one is for a model's recommendation.
+    assert [stage.name for stage in STAGES if stage.settle_only] == ["missing-data"]
 
 
 def test_the_policy_imports_neither_the_user_schema_nor_temporal() -> None:
