@@ -1,7 +1,9 @@
 """The `processes` backend: each replica is a local OS process running the service's command.
 
-Replica n (1-based) runs `spec.command` with `DOCKTOR_REPLICA=n` and `DOCKTOR_SERVICE=<name>`
-added to the environment. What runs is remembered in `<state_dir>/replica-<n>.pid`, so a worker
+Replica n (1-based) runs `spec.command` in a small environment: PATH, HOME, LANG, LC_* and TZ
+from the worker's (so the worker's secrets, an API key or a Redis password, stay in the worker),
+then the service's `env`, then `DOCKTOR_REPLICA=n`, `DOCKTOR_SERVICE=<name>`, `DOCKTOR_PROJECT`
+and `DOCKTOR_START_ID`. What runs is remembered in `<state_dir>/replica-<n>.pid`, so a worker
 that restarts finds the replicas its predecessor started and can stop them. Each pid file also
 holds a fingerprint of the process (boot id + start time), because a bare pid can belong to an
 unrelated process after a reboot or a long time: docktor must never signal a stranger.
@@ -55,6 +57,10 @@ KILL_WAIT = 5.0
 # `python` in a command means "the Python docktor runs on", so an example works from a venv
 # without the venv being activated in the worker's shell.
 PYTHON_NAMES = ("python", "python3")
+# What a replica gets of the worker's environment (besides LC_*): enough to find programs and
+# speak the locale, nothing that could hold a secret. The rest a replica needs is the service's
+# `env`.
+PASSED_ENV = ("PATH", "HOME", "LANG", "TZ")
 
 # The Popen objects of the replicas a backend started, by pid: whoever notices that a child has
 # exited must be able to reap it, or it lingers as a zombie.
@@ -291,7 +297,9 @@ class ProcessScaler:
         return ScalerConfigError(f"services.{self.spec.name}.{field}: {problem}")
 
     def _env(self, replica: int) -> dict[str, str]:
-        env = {**os.environ, **self.spec.env}
+        env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_")}
+        env.setdefault("PATH", os.defpath)
+        env.update(self.spec.env)
         env["DOCKTOR_SERVICE"] = self.spec.name
         env["DOCKTOR_PROJECT"] = self.project
         env["DOCKTOR_REPLICA"] = str(replica)
