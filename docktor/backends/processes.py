@@ -22,7 +22,12 @@ started). Within one worker the per-state-dir lock keeps a reader from seeing an
 start is still under way; a second worker process serving the same service could, in that
 millisecond, take the intent for spent, which matters only if the first worker then dies too.
 
-Output of replica n is appended to `<state_dir>/replica-<n>.log`.
+Output of replica n is appended to `<state_dir>/replica-<n>.log`. The replica holds that file
+open for its whole life, so the worker rotates it copy-truncate style: whenever it looks at the
+replicas (each observation and scale) a log over `log_max_bytes` is copied to `.log.1` (older
+copies shift up to `.log.<log_backups>`) and truncated; the replica writes with O_APPEND, so its
+next line lands at the new end. A line written between the copy and the truncation is lost, and
+between two looks a log can outgrow the cap by what the replica writes in that time.
 
 POSIX only (signals, sessions); the fingerprint reads /proc on Linux and falls back to `ps`
 elsewhere.
@@ -33,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,6 +61,8 @@ from docktor.private_files import (
     write_private,
 )
 from docktor.spec import ServiceSpec
+
+log = logging.getLogger(__name__)
 
 PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
 INTENT_FILE_RE = re.compile(r"^replica-(\d+)\.starting$")
@@ -79,6 +87,9 @@ PASSED_ENV = ("PATH", "HOME", "LANG", "TZ")
 # A pid or intent file docktor wrote is a few hundred bytes (the command line is the bulk);
 # anything far bigger was not written by docktor and is not read whole into memory.
 STATE_FILE_LIMIT = 1 << 20
+# Replica logs: the size past which a log is rotated, and how many older copies are kept.
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 2
 
 # The Popen objects of the replicas a backend started, by pid: whoever notices that a child has
 # exited must be able to reap it, or it lingers as a zombie.
@@ -262,6 +273,8 @@ class ProcessesBackend(PerServiceBackend):
         # /proc/<pid>/environ would say, known without reading it.
         self.child_environ: dict[int, frozenset[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.log_max_bytes = LOG_MAX_BYTES
+        self.log_backups = LOG_BACKUPS
 
     @staticmethod
     def check(spec: ServiceSpec) -> None:
@@ -419,6 +432,40 @@ class ProcessScaler:
             environ = _environ(record.pid)
         return environ is not None and {os.fsencode(claim) for claim in claims} <= environ
 
+    def _rotate_log(self, replica: int) -> None:
+        """Copy an oversized log to `.log.1` (shifting older copies up) and truncate it; the
+        replica appends, so it carries on at the start of the emptied file."""
+        path = self._log_file(replica)
+        try:
+            # lstat: a symlink is never followed, and its own size is small.
+            if os.lstat(path).st_size <= self.backend.log_max_bytes:
+                return
+        except FileNotFoundError:
+            return
+        fd = open_private(path, os.O_RDWR)
+        try:
+            if self.backend.log_backups > 0:
+                for older in range(self.backend.log_backups - 1, 0, -1):
+                    source = _backup(path, older)
+                    if os.path.lexists(source):
+                        os.replace(source, _backup(path, older + 1))
+                first = _backup(path, 1)
+                first.unlink(missing_ok=True)
+                copy = open_private(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                with open(fd, "rb", closefd=False) as source_file, open(copy, "wb") as out:
+                    shutil.copyfileobj(source_file, out)
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def _rotate_logs(self, replicas: list[int]) -> None:
+        for replica in replicas:
+            try:
+                self._rotate_log(replica)
+            except (OSError, UnsafePath) as exc:
+                # A log that cannot be rotated must not stop the loop from seeing its replicas.
+                log.warning("cannot rotate the log of replica %d: %s", replica, exc)
+
     def _live(self) -> dict[int, PidRecord]:
         """Live replicas by number; pid files of dead or foreign processes are removed."""
         self._ensure_state_dir()
@@ -452,6 +499,7 @@ class ProcessScaler:
                 live[replica] = record
             # Adopted, or the start never happened (or died): either way the intent is spent.
             path.unlink(missing_ok=True)
+        self._rotate_logs(sorted(live))
         return live
 
     def _adopt(self, replica: int, intent: Path) -> PidRecord | None:
@@ -501,7 +549,10 @@ class ProcessScaler:
     def _spawn(
         self, replica: int, argv: list[str], log_path: Path, start_id: str, started_at: float
     ) -> PidRecord:
+        self._rotate_logs([replica])
         try:
+            # O_APPEND: the worker truncates the log when it rotates it, and the replica's next
+            # write must then land at the new end, not at its old offset.
             fd = open_private(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except UnsafePath as exc:
             raise self._error("state_dir", f"{exc}; refusing to write the replica's log") from None
@@ -579,3 +630,7 @@ async def _wait_gone(record: PidRecord, timeout: float, children: Children) -> b
             return False
         await asyncio.sleep(POLL_INTERVAL)
     return True
+
+
+def _backup(log_path: Path, generation: int) -> Path:
+    return log_path.with_name(f"{log_path.name}.{generation}")

@@ -232,3 +232,36 @@ async def test_planted_temporary_file_symlinks_are_replaced_not_written_through(
     assert target.read_text() == "precious\n"
     assert not (helper.state_dir / "replica-1.pid").is_symlink()
     assert await scaler.scale_to(0) == 0
+
+
+async def test_replica_logs_are_rotated_and_the_replica_writes_on_at_the_start(
+    helper: Replicas,
+) -> None:
+    signals = helper.tmp_path / "signals"
+    signals.mkdir()
+    helper.backend.log_max_bytes = 2000
+    helper.backend.log_backups = 2
+    scaler = helper.scaler(command=["python", "-c", CHATTY_SCRIPT, str(signals)])
+    assert await scaler.scale_to(1) == 1
+    log = helper.state_dir / "replica-1.log"
+
+    contents = []
+    for phase, letter in enumerate("abcd"):
+        (signals / f"go-{phase}").touch()
+        await wait_for((signals / f"done-{phase}").exists, message=f"phase {phase} written")
+        # The log is over the cap now; the next look at the replicas rotates it.
+        assert await scaler.replicas() == 1
+        assert log.stat().st_size == 0
+        rotated = (helper.state_dir / "replica-1.log.1").read_text()
+        # After the first rotation the replica wrote at the start of the truncated file (the
+        # first log also holds docktor's start line), not at its old offset behind a hole.
+        if phase:
+            assert rotated == letter * 2999 + "\n"
+        else:
+            assert rotated.endswith("a" * 2999 + "\n")
+        contents.append(rotated)
+
+    assert (helper.state_dir / "replica-1.log.2").read_text() == contents[-2]
+    assert not (helper.state_dir / "replica-1.log.3").exists()
+    assert _mode(helper.state_dir / "replica-1.log.1") == 0o600
+    assert await scaler.scale_to(0) == 0
