@@ -1,10 +1,17 @@
 """The `processes` backend: each replica is a local OS process running the service's command.
 
-Replica n (1-based) runs `spec.command` with `DOCKTOR_REPLICA=n` and `DOCKTOR_SERVICE=<name>`
-added to the environment. What runs is remembered in `<state_dir>/replica-<n>.pid`, so a worker
+Replica n (1-based) runs `spec.command` in a small environment: PATH, HOME, LANG, LC_* and TZ
+from the worker's (so the worker's secrets, an API key or a Redis password, stay in the worker),
+then the service's `env`, then `DOCKTOR_REPLICA=n`, `DOCKTOR_SERVICE=<name>`, `DOCKTOR_PROJECT`
+and `DOCKTOR_START_ID`. What runs is remembered in `<state_dir>/replica-<n>.pid`, so a worker
 that restarts finds the replicas its predecessor started and can stop them. Each pid file also
 holds a fingerprint of the process (boot id + start time), because a bare pid can belong to an
-unrelated process after a reboot or a long time: docktor must never signal a stranger.
+unrelated process after a reboot or a long time, and the replica's start id, which the process
+must carry in its environment (/proc/<pid>/environ) before it is counted or signalled: a pid
+file is only a claim, and docktor must never signal a stranger.
+
+state_dir is private (docktor.private_files): created 0700, refused when others can write to
+it, and every file in it is opened without following a symlink and created 0600.
 
 A start is announced before it happens: `<state_dir>/replica-<n>.starting` holds a random start
 id that the replica also gets in its environment (`DOCKTOR_START_ID`). A worker killed after
@@ -15,7 +22,12 @@ started). Within one worker the per-state-dir lock keeps a reader from seeing an
 start is still under way; a second worker process serving the same service could, in that
 millisecond, take the intent for spent, which matters only if the first worker then dies too.
 
-Output of replica n is appended to `<state_dir>/replica-<n>.log`.
+Output of replica n is appended to `<state_dir>/replica-<n>.log`. The replica holds that file
+open for its whole life, so the worker rotates it copy-truncate style: whenever it looks at the
+replicas (each observation and scale) a log over `log_max_bytes` is copied to `.log.1` (older
+copies shift up to `.log.<log_backups>`) and truncated; the replica writes with O_APPEND, so its
+next line lands at the new end. A line written between the copy and the truncation is lost, and
+between two looks a log can outgrow the cap by what the replica writes in that time.
 
 POSIX only (signals, sessions); the fingerprint reads /proc on Linux and falls back to `ps`
 elsewhere.
@@ -26,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,7 +53,16 @@ from typing import Any
 
 from docktor.backends.base import PerServiceBackend, ScalerConfigError
 from docktor.plan import ServicePlan
+from docktor.private_files import (
+    UnsafePath,
+    open_private,
+    private_dir,
+    read_private,
+    write_private,
+)
 from docktor.spec import ServiceSpec
+
+log = logging.getLogger(__name__)
 
 PID_FILE_RE = re.compile(r"^replica-(\d+)\.pid$")
 INTENT_FILE_RE = re.compile(r"^replica-(\d+)\.starting$")
@@ -52,9 +74,22 @@ POLL_INTERVAL = 0.05
 # After SIGKILL the kernel needs a moment to tear the process down; past this, give up waiting
 # (the pid file stays, so the next call looks again).
 KILL_WAIT = 5.0
+# How long an empty /proc/<pid>/environ is taken for an exec still under way (it takes well
+# under a millisecond) before it counts as the process's real, empty environment.
+EXEC_WAIT = 0.2
 # `python` in a command means "the Python docktor runs on", so an example works from a venv
 # without the venv being activated in the worker's shell.
 PYTHON_NAMES = ("python", "python3")
+# What a replica gets of the worker's environment (besides LC_*): enough to find programs and
+# speak the locale, nothing that could hold a secret. The rest a replica needs is the service's
+# `env`.
+PASSED_ENV = ("PATH", "HOME", "LANG", "TZ")
+# A pid or intent file docktor wrote is a few hundred bytes (the command line is the bulk);
+# anything far bigger was not written by docktor and is not read whole into memory.
+STATE_FILE_LIMIT = 1 << 20
+# Replica logs: the size past which a log is rotated, and how many older copies are kept.
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 2
 
 # The Popen objects of the replicas a backend started, by pid: whoever notices that a child has
 # exited must be able to reap it, or it lingers as a zombie.
@@ -167,6 +202,33 @@ def _find_started(start_id: str) -> int | None:
     return None
 
 
+def _environ(pid: int) -> set[bytes] | None:
+    """The `NAME=value` entries of a process's environment, None when it cannot be read (gone,
+    or another user's: not a replica of this worker either way)."""
+    if Path("/proc/self/environ").exists():
+        # A process whose exec is still under way shows an empty environment for a moment
+        # (its parent's Popen may already have returned); a real replica never has one.
+        deadline = time.monotonic() + EXEC_WAIT
+        while True:
+            try:
+                raw = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                return None
+            if raw or time.monotonic() >= deadline:
+                return set(raw.split(b"\0"))
+            time.sleep(0.001)
+    # BSD and macOS: `ps e` prints the environment after the command, space-separated; a start
+    # id is hex and the other markers hold no spaces, so whole tokens compare exactly.
+    result = subprocess.run(
+        ["ps", "eww", "-o", "command=", "-p", str(pid)],
+        capture_output=True,
+        check=False,
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        return None
+    return set(result.stdout.split())
+
+
 # ---- pid files ------------------------------------------------------------------------------
 
 
@@ -179,6 +241,9 @@ class PidRecord:
     fingerprint: str
     command: list[str]
     started_at: float
+    # The DOCKTOR_START_ID the replica was started with; None in a pid file from a release
+    # that did not record it.
+    start_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -192,6 +257,7 @@ class PidRecord:
             fingerprint=str(data["fingerprint"]),
             command=[str(a) for a in data.get("command", [])],
             started_at=float(data.get("started_at", 0.0)),
+            start_id=str(data["start_id"]) if data.get("start_id") is not None else None,
         )
 
 
@@ -203,7 +269,12 @@ class ProcessesBackend(PerServiceBackend):
 
     def __init__(self) -> None:
         self.children: Children = {}
+        # The environment each of `children` was started with, as `NAME=value` entries: what
+        # /proc/<pid>/environ would say, known without reading it.
+        self.child_environ: dict[int, frozenset[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.log_max_bytes = LOG_MAX_BYTES
+        self.log_backups = LOG_BACKUPS
 
     @staticmethod
     def check(spec: ServiceSpec) -> None:
@@ -223,6 +294,7 @@ class ProcessesBackend(PerServiceBackend):
         for pid, child in list(self.children.items()):
             if child.poll() is not None:
                 del self.children[pid]
+                self.child_environ.pop(pid, None)
         self._locks.clear()
 
 
@@ -291,7 +363,9 @@ class ProcessScaler:
         return ScalerConfigError(f"services.{self.spec.name}.{field}: {problem}")
 
     def _env(self, replica: int) -> dict[str, str]:
-        env = {**os.environ, **self.spec.env}
+        env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith("LC_")}
+        env.setdefault("PATH", os.defpath)
+        env.update(self.spec.env)
         env["DOCKTOR_SERVICE"] = self.spec.name
         env["DOCKTOR_PROJECT"] = self.project
         env["DOCKTOR_REPLICA"] = str(replica)
@@ -321,7 +395,9 @@ class ProcessScaler:
 
     def _ensure_state_dir(self) -> None:
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.state_dir)
+        except UnsafePath as exc:
+            raise self._error("state_dir", str(exc)) from None
         except OSError as exc:
             raise self._error(
                 "state_dir", f"cannot create '{self.state_dir}' ({exc.strerror})"
@@ -335,16 +411,66 @@ class ProcessScaler:
     def _intent_file(self, replica: int) -> Path:
         return self.state_dir / f"replica-{replica}.starting"
 
+    def _log_file(self, replica: int) -> Path:
+        return self.state_dir / f"replica-{replica}.log"
+
     def _write_pid_file(self, record: PidRecord) -> None:
-        # Write then rename so a concurrent reader never sees half a pid file.
-        pid_file = self._pid_file(record.replica)
-        tmp = pid_file.with_name(pid_file.name + ".tmp")
-        tmp.write_text(record.to_json())
-        os.replace(tmp, pid_file)
+        # Written then renamed, so a concurrent reader never sees half a pid file.
+        write_private(self._pid_file(record.replica), record.to_json().encode())
+
+    def _belongs(self, record: PidRecord) -> bool:
+        """Whether the running process a pid file names is the replica it claims to be: its
+        environment carries the start id, this service's name and the replica's number. (A pid
+        file from a release that did not record the start id is judged by the other two.)"""
+        claims = {f"DOCKTOR_SERVICE={self.spec.name}", f"DOCKTOR_REPLICA={record.replica}"}
+        if record.start_id is not None:
+            claims.add(f"{START_ID_VAR}={record.start_id}")
+        environ = (
+            self.backend.child_environ.get(record.pid) if record.pid in self.children else None
+        )
+        if environ is None:
+            environ = _environ(record.pid)
+        return environ is not None and {os.fsencode(claim) for claim in claims} <= environ
+
+    def _rotate_log(self, replica: int) -> None:
+        """Copy an oversized log to `.log.1` (shifting older copies up) and truncate it; the
+        replica appends, so it carries on at the start of the emptied file."""
+        path = self._log_file(replica)
+        try:
+            # lstat: a symlink is never followed, and its own size is small.
+            if os.lstat(path).st_size <= self.backend.log_max_bytes:
+                return
+        except FileNotFoundError:
+            return
+        fd = open_private(path, os.O_RDWR)
+        try:
+            if self.backend.log_backups > 0:
+                for older in range(self.backend.log_backups - 1, 0, -1):
+                    source = _backup(path, older)
+                    if os.path.lexists(source):
+                        os.replace(source, _backup(path, older + 1))
+                first = _backup(path, 1)
+                first.unlink(missing_ok=True)
+                copy = open_private(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                with open(fd, "rb", closefd=False) as source_file, open(copy, "wb") as out:
+                    shutil.copyfileobj(source_file, out)
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def _rotate_logs(self, replicas: list[int]) -> None:
+        for replica in replicas:
+            try:
+                self._rotate_log(replica)
+            except (OSError, UnsafePath) as exc:
+                # A log that cannot be rotated must not stop the loop from seeing its replicas.
+                log.warning("cannot rotate the log of replica %d: %s", replica, exc)
 
     def _live(self) -> dict[int, PidRecord]:
         """Live replicas by number; pid files of dead or foreign processes are removed."""
         self._ensure_state_dir()
+        for pid in set(self.backend.child_environ) - set(self.children):
+            del self.backend.child_environ[pid]  # reaped meanwhile
         live: dict[int, PidRecord] = {}
         intents: dict[int, Path] = {}
         for path in self.state_dir.iterdir():
@@ -356,26 +482,32 @@ class ProcessScaler:
                 continue
             replica = int(match.group(1))
             try:
-                record = PidRecord.from_json(replica, path.read_text())
-            except (OSError, ValueError, KeyError, TypeError):
+                record = PidRecord.from_json(replica, read_private(path, STATE_FILE_LIMIT).decode())
+            except (OSError, UnsafePath, ValueError, KeyError, TypeError):
                 record = None
-            if record is not None and _is_running(record.pid, record.fingerprint, self.children):
+            if (
+                record is not None
+                and _is_running(record.pid, record.fingerprint, self.children)
+                and self._belongs(record)
+            ):
                 live[replica] = record
             else:
+                # Gone, garbage, or a process that is not this replica: forget the claim.
                 path.unlink(missing_ok=True)
         for replica, path in intents.items():
             if replica not in live and (record := self._adopt(replica, path)) is not None:
                 live[replica] = record
             # Adopted, or the start never happened (or died): either way the intent is spent.
             path.unlink(missing_ok=True)
+        self._rotate_logs(sorted(live))
         return live
 
     def _adopt(self, replica: int, intent: Path) -> PidRecord | None:
         """The replica a killed worker started from this intent, now with its pid file."""
         try:
-            data: dict[str, Any] = json.loads(intent.read_text())
+            data: dict[str, Any] = json.loads(read_private(intent, STATE_FILE_LIMIT))
             start_id = str(data["start_id"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, UnsafePath, ValueError, KeyError, TypeError):
             return None
         pid = _find_started(start_id)
         if pid is None:
@@ -389,21 +521,25 @@ class ProcessScaler:
             fingerprint=stamp,
             command=[str(a) for a in data.get("command", [])],
             started_at=float(data.get("started_at", time.time())),
+            start_id=start_id,
         )
+        if not self._belongs(record):
+            return None  # that start id, but not this service's replica of that number
         self._write_pid_file(record)
         return record
 
     def _start(self, replica: int, program: str) -> PidRecord:
         assert self.spec.command  # _program() checked it
         argv = [program, *self.spec.command[1:]]
-        log_path = self.state_dir / f"replica-{replica}.log"
+        log_path = self._log_file(replica)
         # The intent first: a worker killed between the start and the pid file leaves this
         # behind, and the next call adopts the replica by its start id (see _live).
         start_id = uuid.uuid4().hex
         started_at = time.time()
         intent = self._intent_file(replica)
-        intent.write_text(
-            json.dumps({"start_id": start_id, "command": argv, "started_at": started_at})
+        write_private(
+            intent,
+            json.dumps({"start_id": start_id, "command": argv, "started_at": started_at}).encode(),
         )
         try:
             return self._spawn(replica, argv, log_path, start_id, started_at)
@@ -413,17 +549,25 @@ class ProcessScaler:
     def _spawn(
         self, replica: int, argv: list[str], log_path: Path, start_id: str, started_at: float
     ) -> PidRecord:
-        with open(log_path, "ab") as log:
+        self._rotate_logs([replica])
+        try:
+            # O_APPEND: the worker truncates the log when it rotates it, and the replica's next
+            # write must then land at the new end, not at its old offset.
+            fd = open_private(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except UnsafePath as exc:
+            raise self._error("state_dir", f"{exc}; refusing to write the replica's log") from None
+        with open(fd, "ab") as log_file:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            log.write(f"--- docktor: starting replica {replica} at {stamp}\n".encode())
-            log.flush()
+            log_file.write(f"--- docktor: starting replica {replica} at {stamp}\n".encode())
+            log_file.flush()
             try:
+                env = {**self._env(replica), START_ID_VAR: start_id}
                 child = subprocess.Popen(
                     argv,
-                    env={**self._env(replica), START_ID_VAR: start_id},
+                    env=env,
                     cwd=self.spec.workdir or None,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=log_file,
                     stderr=subprocess.STDOUT,
                     # Its own session: a Ctrl-C in the worker's terminal reaches the worker's
                     # process group only, so replicas are stopped by docktor, not behind its
@@ -439,6 +583,9 @@ class ProcessScaler:
                     "command", f"program '{self.spec.command[0]}' is not executable"
                 ) from None
         self.children[child.pid] = child
+        self.backend.child_environ[child.pid] = frozenset(
+            os.fsencode(f"{name}={value}") for name, value in env.items()
+        )
         # Popen returns after exec, and the start time is fixed at fork, so this is stable.
         # A child that already exited is still unreaped here, so /proc still describes it.
         record = PidRecord(
@@ -447,6 +594,7 @@ class ProcessScaler:
             fingerprint=fingerprint(child.pid) or "gone",
             command=argv,
             started_at=started_at,
+            start_id=start_id,
         )
         self._write_pid_file(record)
         return record
@@ -482,3 +630,7 @@ async def _wait_gone(record: PidRecord, timeout: float, children: Children) -> b
             return False
         await asyncio.sleep(POLL_INTERVAL)
     return True
+
+
+def _backup(log_path: Path, generation: int) -> Path:
+    return log_path.with_name(f"{log_path.name}.{generation}")
