@@ -10,7 +10,16 @@ from tests.unit.test_import_cycles import REPO, import_graph, module_files
 
 # Lowest first. A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("docktor.names", "docktor.reasons", "docktor.plugins", "docktor.exit_codes")),
+    (
+        "leaves",
+        (
+            "docktor.names",
+            "docktor.reasons",
+            "docktor.plugins",
+            "docktor.exit_codes",
+            "docktor.text",
+        ),
+    ),
     ("spec", ("docktor.spec",)),
     ("plan and values", ("docktor.plan", "docktor.values")),
     (
