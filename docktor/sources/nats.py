@@ -19,9 +19,9 @@ from nats.js.errors import NotFoundError
 from pydantic import Field
 
 from docktor.plan import ServicePlan
-from docktor.reasons import first_line
 from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
 from docktor.spec import QueueSpec
+from docktor.text import printable_line, redact, source_error
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +129,25 @@ class NatsMetricSource:
         for kind, name in (("stream", queue.stream), ("consumer", queue.consumer)):
             # nats-py refuses these locally with a ValueError; no retry can fix a name.
             if any(c in INVALID_NAME_CHARS for c in name):
-                raise MetricConfigError(f"invalid {kind} name {name!r} (no '.', '*', '>', spaces)")
+                raise MetricConfigError(
+                    f"invalid {kind} name {printable_line(repr(name))} (no '.', '*', '>', spaces)"
+                )
+        where = redact(queue.url)
         connection = await self._connection(queue.url)
         jsm = connection.jsm(timeout=self.request_timeout)
         try:
             stream = await jsm.stream_info(queue.stream)
         except NotFoundError:
-            raise MetricConfigError(f"stream '{queue.stream}' not found on {queue.url}") from None
+            raise MetricConfigError(f"stream '{queue.stream}' not found on {where}") from None
         except Exception as exc:
             raise self._unavailable(queue, exc) from exc
         try:
             consumer = await jsm.consumer_info(queue.stream, queue.consumer)
         except NotFoundError as exc:
             if exc.err_code == STREAM_NOT_FOUND:  # deleted between the two calls
-                raise MetricConfigError(
-                    f"stream '{queue.stream}' not found on {queue.url}"
-                ) from None
+                raise MetricConfigError(f"stream '{queue.stream}' not found on {where}") from None
             raise MetricConfigError(
-                f"consumer '{queue.consumer}' not found on stream '{queue.stream}' ({queue.url})"
+                f"consumer '{queue.consumer}' not found on stream '{queue.stream}' ({where})"
             ) from None
         except Exception as exc:
             raise self._unavailable(queue, exc) from exc
@@ -158,8 +159,9 @@ class NatsMetricSource:
         elif isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
             why = f"no answer within {self.request_timeout:g}s"
         else:
+            # The server's own words (a JetStream API error's description) are not trusted.
             why = str(exc) or type(exc).__name__
-        return MetricUnavailable(f"{queue.url}: stream '{queue.stream}': {why}")
+        return MetricUnavailable(source_error(f"{queue.url}: stream '{queue.stream}': {why}"))
 
     async def _connection(self, url: str) -> NatsClient:
         async with self._lock:
@@ -173,16 +175,17 @@ class NatsMetricSource:
             return connection
 
     async def _connect(self, url: str) -> NatsClient:
+        where = redact(url)
         last_error: list[Exception] = []
 
         async def on_error(exc: Exception) -> None:
             # The client reports each failed attempt here; keep the last one for the message
             # (the exception it finally raises only says "no servers available").
             last_error[:] = [exc]
-            log.debug("nats %s: %s", url, exc)
+            log.debug("nats %s: %s", where, source_error(str(exc)))
 
         async def on_disconnect() -> None:
-            log.debug("nats %s: disconnected", url)
+            log.debug("nats %s: disconnected", where)
 
         try:
             return await nats.connect(
@@ -198,7 +201,7 @@ class NatsMetricSource:
         except Exception as exc:
             cause = last_error[0] if last_error else exc
             detail = _describe_connect_error(cause)
-            raise MetricUnavailable(f"{url}: cannot connect ({detail})") from exc
+            raise MetricUnavailable(source_error(f"{where}: cannot connect ({detail})")) from exc
 
 
 def _queue(spec: ServicePlan) -> NatsQueueSpec:
@@ -210,4 +213,4 @@ def _describe_connect_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    return first_line(exc)
+    return source_error(str(exc) or type(exc).__name__)
