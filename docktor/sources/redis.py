@@ -39,7 +39,12 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from docktor.plan import ServicePlan
-from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.sources.base import (
+    MetricConfigError,
+    MetricUnavailable,
+    password_variable,
+    queue_block,
+)
 from docktor.spec import QueueSpec
 from docktor.text import printable_line, redact
 
@@ -89,6 +94,11 @@ class RedisQueueSpec(QueueSpec):
                 "must be a redis:// (or rediss://, unix://) URL, e.g. redis://127.0.0.1:6379/0"
             )
         return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_variable(cls, value: str | None) -> str | None:
+        return None if value is None else password_variable(value)
 
 
 class RedisStreamSource:
