@@ -19,6 +19,7 @@ from docktor.plan import LLMPlan, ServicePlan
 from docktor.sources import MetricSource, source_class
 from docktor.sources.sampling import source_kinds
 from docktor.spec import DocktorConfig
+from docktor.text import redact, source_error
 
 # Longer than any one client's own connect timeout (NATS 2 s, Docker, the LLM's timeout_s
 # unless set above this), so their clearer messages win over a bare "no answer".
@@ -66,7 +67,7 @@ async def _metric_check(
     subject = f"{spec.name}: metrics ({kind})"
     if kind == "nats" and spec.queue is not None:
         q = spec.queue
-        subject = f"{spec.name}: stream {q.stream}, consumer {q.consumer} on {q.url}"
+        subject = f"{spec.name}: stream {q.stream}, consumer {q.consumer} on {redact(q.url)}"
     try:
         # One instance per kind, shared like the worker's Sampler does, so one NATS server
         # is one connection however many services name it.
@@ -77,7 +78,7 @@ async def _metric_check(
         problem = _problem(exc)
         if kind == "nats" and spec.queue is not None:
             # The NATS source names its URL first; the subject already does.
-            problem = problem.removeprefix(f"{spec.queue.url}: ")
+            problem = problem.removeprefix(f"{redact(spec.queue.url)}: ")
         return CheckResult(False, subject, problem)
     return CheckResult(True, subject, "exist" if kind == "nats" else "source ready")
 
@@ -116,5 +117,6 @@ def _problem(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError):
         # A backend or source whose module is not installed (yet).
         return f"not available ({exc})"
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    # A server's or plugin's words: one short printable line, no credentials.
+    text = redact(str(exc)).strip().splitlines()
+    return source_error(text[0]) if text else type(exc).__name__

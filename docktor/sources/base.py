@@ -18,6 +18,7 @@ See docs/plugins.md for a worked example.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import ClassVar, Protocol, TypeVar
 
@@ -80,3 +81,56 @@ def queue_block(spec: ServicePlan, model: type[Q]) -> Q:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         raise MetricConfigError(f"services.{spec.name}.queue: {problems}") from None
+
+
+# `password_env` is read by the worker, whose environment holds other secrets too. A name that
+# docktor or the software around it uses for something else is refused, so a config (or a spec
+# that reached the worker another way) cannot send the worker's OpenAI key, AWS credentials or
+# Temporal TLS key to a queue server as a password.
+RESERVED_VARIABLES = frozenset(
+    {
+        "OPENAI_API_KEY",
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PWD",
+        "OLDPWD",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "TZ",
+        "TMPDIR",
+        "HOSTNAME",
+        "MAIL",
+    }
+)
+RESERVED_PREFIXES = (
+    "DOCKTOR_",  # docktor's own settings, and what each replica is told
+    "TEMPORAL_",  # the Temporal address, namespace, API key, TLS files
+    "DOCKER_",  # the engine the compose/swarm backends and the docker source use
+    "COMPOSE_",
+    "OPENAI_",  # the OpenAI client's key, organisation, base URL
+    "AWS_",
+    "LC_",
+    "LD_",
+    "PYTHON",
+    "SSH_",
+    "XDG_",
+)
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def password_variable(name: str) -> str:
+    """`name` if a `password_env` may name it; ValueError saying why not otherwise. For the
+    field validators of the queue kinds that read a password from the worker's environment."""
+    if not _VARIABLE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not an environment variable name")
+    upper = name.upper()
+    if upper in RESERVED_VARIABLES or upper.startswith(RESERVED_PREFIXES):
+        raise ValueError(
+            f"{name} is used for something else in the worker's environment; name a variable "
+            "that holds only this password (e.g. QUEUE_PASSWORD)"
+        )
+    return name

@@ -34,6 +34,7 @@ import docker.errors
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.plan import ServicePlan
 from docktor.sources.base import MetricConfigError, MetricUnavailable
+from docktor.text import source_error
 
 GAUGES = ("cpu.avg_pct", "cpu.max_pct", "cpu.min_pct", "mem.avg_pct")
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -94,7 +95,8 @@ class DockerMetricSource:
         try:
             return await engine_call(fn, *args, executor=self._pool(), **kwargs)
         except EngineUnavailable as exc:
-            raise MetricUnavailable(str(exc)) from None
+            # One short line without credentials: a DOCKER_HOST URL may carry them.
+            raise MetricUnavailable(source_error(str(exc))) from None
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import ClassVar, Literal
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerInfo, StreamInfo
 from nats.js.errors import NotFoundError
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from docktor.plan import ServicePlan
-from docktor.reasons import first_line
-from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.sources.base import (
+    MetricConfigError,
+    MetricUnavailable,
+    password_variable,
+    queue_block,
+)
 from docktor.spec import QueueSpec
+from docktor.text import printable_line, redact, source_error
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,14 @@ RECONNECT_TIME_WAIT_S = 0.5
 
 
 class NatsQueueSpec(QueueSpec):
-    """`queue: {kind: nats, url, stream, consumer}`: a JetStream stream and durable consumer."""
+    """`queue: {kind: nats, url, stream, consumer}`: a JetStream stream and durable consumer.
+
+    Credentials, when the server wants them: `user` with `password_env` (the worker's
+    environment variable holding the password) or `creds` (a .creds file on the worker's
+    machine). The block travels in workflow inputs and history, so neither holds the secret
+    itself. A `user:password@` (or token) in `url` still works, as older files have it, and is
+    shown as `***` wherever docktor prints the URL.
+    """
 
     # The Go tool's files set these; docktor reads the durable consumer `consumer` of `stream`,
     # whose own filter decides which subjects it sees. They load, with one warning each.
@@ -61,6 +76,26 @@ class NatsQueueSpec(QueueSpec):
     stream: str = Field(min_length=1)
     consumer: str = Field(min_length=1)
     subject: str | None = None
+    user: str | None = Field(default=None, min_length=1)
+    password_env: str | None = Field(default=None, min_length=1)
+    creds: str | None = Field(default=None, min_length=1)
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_variable(cls, value: str | None) -> str | None:
+        return None if value is None else password_variable(value)
+
+    @model_validator(mode="after")
+    def _one_way_to_log_in(self) -> NatsQueueSpec:
+        if self.user is not None and self.password_env is None:
+            raise ValueError("password_env: required with user")
+        if self.password_env is not None and self.user is None:
+            raise ValueError("user: required with password_env")
+        if self.creds is not None and self.user is not None:
+            raise ValueError("creds: a creds file or user and password_env, not both")
+        if (self.creds is not None or self.user is not None) and _has_credentials(self.url):
+            raise ValueError("url: holds credentials already; leave them out of it")
+        return self
 
 
 class NatsMetricSource:
@@ -84,7 +119,8 @@ class NatsMetricSource:
 
     @property
     def connections(self) -> dict[str, NatsClient]:
-        """The pool (URL -> connection), read-only by convention; tests assert on it."""
+        """The pool (URL, with the login when the block names one -> connection), read-only by
+        convention; tests assert on it."""
         return self._connections
 
     async def sample(self, spec: ServicePlan) -> tuple[dict[str, float], dict[str, float]]:
@@ -129,24 +165,25 @@ class NatsMetricSource:
         for kind, name in (("stream", queue.stream), ("consumer", queue.consumer)):
             # nats-py refuses these locally with a ValueError; no retry can fix a name.
             if any(c in INVALID_NAME_CHARS for c in name):
-                raise MetricConfigError(f"invalid {kind} name {name!r} (no '.', '*', '>', spaces)")
-        connection = await self._connection(queue.url)
+                raise MetricConfigError(
+                    f"invalid {kind} name {printable_line(repr(name))} (no '.', '*', '>', spaces)"
+                )
+        where = redact(queue.url)
+        connection = await self._connection(queue)
         jsm = connection.jsm(timeout=self.request_timeout)
         try:
             stream = await jsm.stream_info(queue.stream)
         except NotFoundError:
-            raise MetricConfigError(f"stream '{queue.stream}' not found on {queue.url}") from None
+            raise MetricConfigError(f"stream '{queue.stream}' not found on {where}") from None
         except Exception as exc:
             raise self._unavailable(queue, exc) from exc
         try:
             consumer = await jsm.consumer_info(queue.stream, queue.consumer)
         except NotFoundError as exc:
             if exc.err_code == STREAM_NOT_FOUND:  # deleted between the two calls
-                raise MetricConfigError(
-                    f"stream '{queue.stream}' not found on {queue.url}"
-                ) from None
+                raise MetricConfigError(f"stream '{queue.stream}' not found on {where}") from None
             raise MetricConfigError(
-                f"consumer '{queue.consumer}' not found on stream '{queue.stream}' ({queue.url})"
+                f"consumer '{queue.consumer}' not found on stream '{queue.stream}' ({where})"
             ) from None
         except Exception as exc:
             raise self._unavailable(queue, exc) from exc
@@ -158,35 +195,46 @@ class NatsMetricSource:
         elif isinstance(exc, nats.errors.TimeoutError | asyncio.TimeoutError):
             why = f"no answer within {self.request_timeout:g}s"
         else:
+            # The server's own words (a JetStream API error's description) are not trusted.
             why = str(exc) or type(exc).__name__
-        return MetricUnavailable(f"{queue.url}: stream '{queue.stream}': {why}")
+        return MetricUnavailable(source_error(f"{queue.url}: stream '{queue.stream}': {why}"))
 
-    async def _connection(self, url: str) -> NatsClient:
+    async def _connection(self, queue: NatsQueueSpec) -> NatsClient:
+        # One connection per server and identity: two services that log in differently to one
+        # server must not share a connection (nor its permissions).
+        key = _pool_key(queue)
         async with self._lock:
-            connection = self._connections.get(url)
+            connection = self._connections.get(key)
             if connection is not None and not connection.is_closed:
                 return connection
             # Closed after its reconnect attempts ran out: replace it now, lazily.
-            self._connections.pop(url, None)
-            connection = await self._connect(url)
-            self._connections[url] = connection
+            self._connections.pop(key, None)
+            connection = await self._connect(queue)
+            self._connections[key] = connection
             return connection
 
-    async def _connect(self, url: str) -> NatsClient:
+    async def _connect(self, queue: NatsQueueSpec) -> NatsClient:
+        where = redact(queue.url)
+        login = _login(queue)
         last_error: list[Exception] = []
+        refused: list[Exception] = []
 
         async def on_error(exc: Exception) -> None:
             # The client reports each failed attempt here; keep the last one for the message
-            # (the exception it finally raises only says "no servers available").
+            # (the exception it finally raises only says "no servers available"). A server
+            # that refused the login closes the connection too, so the last error may be that
+            # reset: the refusal is kept apart.
             last_error[:] = [exc]
-            log.debug("nats %s: %s", url, exc)
+            if _refused_login(exc):
+                refused[:] = [exc]
+            log.debug("nats %s: %s", where, source_error(str(exc)))
 
         async def on_disconnect() -> None:
-            log.debug("nats %s: disconnected", url)
+            log.debug("nats %s: disconnected", where)
 
         try:
             return await nats.connect(
-                url,
+                queue.url,
                 name="docktor",
                 connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
                 allow_reconnect=True,
@@ -194,15 +242,32 @@ class NatsMetricSource:
                 reconnect_time_wait=RECONNECT_TIME_WAIT_S,  # type: ignore[arg-type]
                 error_cb=on_error,
                 disconnected_cb=on_disconnect,
+                **login,
             )
+        except ImportError as exc:
+            # nats-py signs with a creds file's key through the optional nkeys package.
+            raise MetricConfigError(
+                f"queue.creds: reading a creds file needs the nkeys package "
+                f"(pip install 'nats-py[nkeys]'): {exc.name or exc}"
+            ) from None
         except Exception as exc:
+            if refused or _refused_login(exc):
+                # No retry fixes a wrong password: said once, as a configuration problem.
+                raise MetricConfigError(
+                    f"{where}: authorization failed (check the queue's user, password_env, "
+                    "creds or url)"
+                ) from None
             cause = last_error[0] if last_error else exc
             detail = _describe_connect_error(cause)
-            raise MetricUnavailable(f"{url}: cannot connect ({detail})") from exc
+            raise MetricUnavailable(source_error(f"{where}: cannot connect ({detail})")) from exc
 
 
 def _queue(spec: ServicePlan) -> NatsQueueSpec:
-    return queue_block(spec, NatsQueueSpec)
+    queue = queue_block(spec, NatsQueueSpec)
+    if queue.creds is not None and spec.workdir and not Path(queue.creds).is_absolute():
+        # As the service's command arguments: relative to the config file's folder.
+        queue = queue.model_copy(update={"creds": str(Path(spec.workdir) / queue.creds)})
+    return queue
 
 
 def _describe_connect_error(exc: BaseException) -> str:
@@ -210,4 +275,49 @@ def _describe_connect_error(exc: BaseException) -> str:
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    return first_line(exc)
+    return source_error(str(exc) or type(exc).__name__)
+
+
+def _refused_login(exc: BaseException) -> bool:
+    """The server's `-ERR 'Authorization Violation'` (nats-py raises it as a plain nats error
+    on connect, AuthorizationError elsewhere)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()
+    )
+
+
+def _has_credentials(url: str) -> bool:
+    """A `user:password@` or token `@` in the URL."""
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:  # a malformed URL: nats-py says what is wrong with it when connecting
+        return False
+
+
+def _pool_key(queue: NatsQueueSpec) -> str:
+    """The URL, with who logs in when the block says (as the Redis source keys its pool)."""
+    if queue.user is not None:
+        return f"{queue.url}+{queue.user}+${queue.password_env}"
+    if queue.creds is not None:
+        return f"{queue.url}+creds:{queue.creds}"
+    return queue.url
+
+
+def _login(queue: NatsQueueSpec) -> dict[str, Any]:
+    """nats.connect's credentials for the queue, read here in the worker (its environment, its
+    files): they never travel with the plan."""
+    if queue.user is not None and queue.password_env is not None:
+        password = os.environ.get(queue.password_env)
+        if not password:
+            raise MetricConfigError(
+                f"queue.password_env: {queue.password_env} is not set in the worker's environment"
+            )
+        return {"user": queue.user, "password": password}
+    if queue.creds is not None:
+        path = Path(queue.creds).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise MetricConfigError(
+                f"queue.creds: {printable_line(str(path))} is not a file the worker can read"
+            )
+        return {"user_credentials": str(path)}
+    return {}

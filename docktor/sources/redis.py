@@ -25,7 +25,7 @@ import asyncio
 import logging
 import os
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from pydantic import Field, field_validator
@@ -39,9 +39,14 @@ from redis.exceptions import (
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from docktor.plan import ServicePlan
-from docktor.reasons import first_line
-from docktor.sources.base import MetricConfigError, MetricUnavailable, queue_block
+from docktor.sources.base import (
+    MetricConfigError,
+    MetricUnavailable,
+    password_variable,
+    queue_block,
+)
 from docktor.spec import QueueSpec
+from docktor.text import printable_line, redact
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,11 @@ class RedisQueueSpec(QueueSpec):
                 "must be a redis:// (or rediss://, unix://) URL, e.g. redis://127.0.0.1:6379/0"
             )
         return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_variable(cls, value: str | None) -> str | None:
+        return None if value is None else password_variable(value)
 
 
 class RedisStreamSource:
@@ -191,7 +201,7 @@ class RedisStreamSource:
         self, client: aioredis.Redis, queue: RedisQueueSpec
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """XINFO STREAM and the group's line of XINFO GROUPS, read in one MULTI."""
-        where = _safe_url(queue.url)
+        where = redact(queue.url)
         pipe = client.pipeline(transaction=True)
         pipe.xinfo_stream(queue.stream)
         pipe.xinfo_groups(queue.stream)
@@ -254,17 +264,17 @@ class RedisStreamSource:
         return min(count, BACKLOG_SCAN_LIMIT)
 
     def _unavailable(self, queue: RedisQueueSpec, exc: Exception) -> Exception:
-        where = _safe_url(queue.url)
+        where = redact(queue.url)
         if isinstance(exc, AuthenticationError) or "NOAUTH" in str(exc):
             # No retry fixes a wrong password: said once, as a configuration problem.
-            return MetricConfigError(f"{where}: authentication failed ({first_line(exc)})")
+            return MetricConfigError(f"{where}: authentication failed ({_said(exc)})")
         if isinstance(exc, RedisTimeoutError | asyncio.TimeoutError):
             return MetricUnavailable(
                 f"{where}: stream '{queue.stream}': no answer within {self.request_timeout:g}s"
             )
         if isinstance(exc, ConnectionError | OSError):
             return MetricUnavailable(f"{where}: cannot connect ({_describe_connect_error(exc)})")
-        return MetricUnavailable(f"{where}: stream '{queue.stream}': {first_line(exc)}")
+        return MetricUnavailable(f"{where}: stream '{queue.stream}': {_said(exc)}")
 
 
 def _queue(spec: ServicePlan) -> RedisQueueSpec:
@@ -303,16 +313,11 @@ def _after(entry_id: str) -> str:
     return f"{ms}-{seq + 1}"
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password: errors end up in decisions and logs (SECURITY.md)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+def _said(exc: BaseException) -> str:
+    """The first line of what an exception says, as one short printable line without
+    credentials: a server's error text is not trusted (docktor.text)."""
+    lines = redact(str(exc)).strip().splitlines()
+    return printable_line(lines[0]) if lines else type(exc).__name__
 
 
 def _describe_connect_error(exc: BaseException) -> str:
@@ -325,7 +330,7 @@ def _describe_connect_error(exc: BaseException) -> str:
         if isinstance(cause, TimeoutError | RedisTimeoutError):
             return "timed out"
         cause = cause.__cause__ or cause.__context__
-    text = first_line(exc)
+    text = _said(exc)
     if "Error 111 " in text or "refused" in text.lower():
         return "connection refused"
     if "timeout" in text.lower() or "timed out" in text.lower():

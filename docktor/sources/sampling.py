@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from docktor.backends import Backends
 from docktor.plan import ServicePlan
 from docktor.sources import MetricConfigError, MetricSource, providers, source_class
+from docktor.text import source_error
 from docktor.values import Observation
 
 
@@ -66,6 +67,11 @@ class Sampler:
         `observation.errors` and returned, so the caller can retry what is worth retrying while
         the replica count (and with it the min_replicas floor) stays usable. A scaler that
         cannot count replicas raises.
+
+        Each error is listed as one short printable line without credentials (text.source_error):
+        a source's message is not trusted, and the list travels in the decision's reason, the
+        LLM prompt and every later workflow task. The returned exceptions are for telling
+        what to retry, not for printing.
         """
         kinds = source_kinds(spec)
         backend = self.backends.of(spec)
@@ -86,12 +92,12 @@ class Sampler:
         if isinstance(replicas, BaseException):
             raise replicas
         observation = Observation(taken_at=datetime.now(UTC), replicas=replicas)
-        observation.errors.extend(f"{exc}" for exc in failures)
+        observation.errors.extend(source_error(f"{exc}") for exc in failures)
         live_kinds = [k for k, s in zip(kinds, sources, strict=True) if s is not None]
         for kind, sample in zip(live_kinds, samples, strict=True):
             if isinstance(sample, BaseException):
                 failures.append(sample)
-                observation.errors.append(f"{kind}: {sample}")
+                observation.errors.append(source_error(f"{kind}: {_message(sample)}"))
                 continue
             gauges, counters = sample
             source = self.source(kind)
@@ -132,7 +138,14 @@ def finite_values(
     kept: dict[str, float] = {}
     for name, value in values.items():
         if not math.isfinite(value):
-            errors.append(f"{kind}: {name} is not a finite number ({value}); not used")
+            errors.append(
+                source_error(f"{kind}: {name} is not a finite number ({value}); not used")
+            )
             continue
         kept[name] = max(-limit, min(limit, value))
     return kept
+
+
+def _message(exc: BaseException) -> str:
+    """What an exception says, or its type when it says nothing (a bare TimeoutError)."""
+    return str(exc) or type(exc).__name__

@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "docktor.plugins",
             "docktor.exit_codes",
             "docktor.private_files",
+            "docktor.text",
         ),
     ),
     ("spec", ("docktor.spec",)),
