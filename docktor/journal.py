@@ -143,9 +143,9 @@ def _make_folder(folder: Path) -> None:
         try:
             os.mkdir(path, _PRIVATE_FOLDER)
         except FileExistsError:
+            # Made by another writer meanwhile; a file of that name is an error to report.
             if not path.is_dir():
                 raise
-            # another writer made it meanwhile
 
 
 def _open(path: Path, flags: int) -> int:
@@ -329,8 +329,8 @@ def _recent_keys(journal: Path) -> dict[str, None]:
     """The decision ids near the end of the log, read incrementally: only what was appended
     since the last call (by any process) is parsed. A log rotated, replaced or truncated
     (another inode, or shorter than what was read) is read again from its tail, which reaches
-    into `.1` when the current file is shorter than the tail: a retry just after a rotation
-    still finds its line."""
+    back into `.1` (and on) when the current file is shorter than the tail: a retry just after
+    a rotation, by this worker or another, still finds its line."""
     try:
         stat = os.lstat(journal)
         identity, size = _identity(stat), stat.st_size
