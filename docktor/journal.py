@@ -1,14 +1,29 @@
-"""The JSONL decision log: one line per decision, appended, never duplicated."""
+"""The JSONL decision log: one line per decision, appended, never duplicated, rotated by size.
+
+The log is the file the config names (`decisions.jsonl`) and, once it has grown past
+ROTATE_BYTES, its older parts beside it: `decisions.jsonl.1` (the newest of them) to
+`decisions.jsonl.{FILES - 1}`; the oldest is dropped. Readers stream lines across the files,
+oldest first, and keep only what they were asked for.
+
+The files are private to the worker's user: created 0600 (a folder docktor creates, 0700) and
+opened with O_NOFOLLOW, so a symlink planted at the log's path is refused, not written through.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import heapq
 import json
 import os
 import re
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from pydantic import ValidationError
 
@@ -17,17 +32,27 @@ from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast import stage as predict
 from docktor.values import Decision, Observation, WarmStart
 
+# A loop deciding every 4 s writes ~17 MB a day: the log is cut at this size and the last FILES
+# files are kept (the current one included), ~50 MB per log at most.
+ROTATE_BYTES = 10 * 1024 * 1024
+FILES = 5
+
 # How much of the end of the log a warm start reads: the forecast keeps three days at most
 # (forecast.RINGS), which at one decision every few seconds is tens of MB.
 _SEED_BYTES = 64 * 1024 * 1024
 
-# How far back from the end of the file to look for a decision already written, the first time
-# this process opens the log. An activity retry re-appends the same decision within moments, so
-# the tail is where a duplicate would be.
+# How far back from the end of the log to look for a decision already written, the first time
+# this process opens the log (or after it was rotated or replaced). An activity retry
+# re-appends the same decision within moments, so the tail is where a duplicate would be.
 _TAIL_BYTES = 256 * 1024
 # Keys remembered per log; far more than a retry window holds, bounded for a long-lived worker.
 _MAX_KEYS = 20_000
 _KEY = re.compile(rb'"decision_id"\s*:\s*"([^"]*)"')
+
+_PRIVATE_FILE = 0o600
+_PRIVATE_FOLDER = 0o700
+# Never through a symlink at the last component; not inherited by replicas the worker starts.
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -43,7 +68,7 @@ class _Seen:
 
 _seen: dict[Path, _Seen] = {}
 # Appends run in threads (asyncio.to_thread); one at a time per process keeps check-then-write
-# whole. Another process appending meanwhile is caught up with on the next read.
+# whole and guards _seen. Other processes on the host are kept out by the lock file (_locked).
 _lock = threading.Lock()
 
 
@@ -63,35 +88,148 @@ def decision_line(decision: Decision) -> dict[str, object]:
     return data
 
 
-def append_decision(path: str | Path, decision: Decision) -> bool:
-    """Append the decision unless it is already in the log; True when a line was written."""
+def append_decision(
+    path: str | Path,
+    decision: Decision,
+    rotate_bytes: int | None = None,
+    files: int | None = None,
+) -> bool:
+    """Append the decision unless it is already in the log; True when a line was written. A
+    line that would take the file past `rotate_bytes` goes to a new file first (the current one
+    becomes `.1`), keeping `files` files in all (default: ROTATE_BYTES and FILES)."""
     journal = Path(path)
-    journal.parent.mkdir(parents=True, exist_ok=True)
+    rotate_bytes = ROTATE_BYTES if rotate_bytes is None else rotate_bytes
+    files = FILES if files is None else files
+    _make_folder(journal.parent)
     key = decision_key(decision)
-    line = json.dumps(decision_line(decision), separators=(",", ":")) + "\n"
-    with _lock:
-        if key in _recent_keys(journal):
+    data = (json.dumps(decision_line(decision), separators=(",", ":")) + "\n").encode()
+    with _lock, _locked(journal, exclusive=True):
+        keys = _recent_keys(journal)
+        if key in keys:
             return False
-        # One line per write() with O_APPEND, so concurrent loops never interleave lines (a
-        # short write, e.g. on a nearly full disk, is finished by the next one).
-        fd = os.open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        # One line per write() with O_APPEND, so lines never interleave even with a writer
+        # that does not take the lock (a short write, e.g. on a nearly full disk, is finished
+        # by the next one).
+        fd = _open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
-            data = line.encode()
-            if _torn_tail(fd):
+            size = os.fstat(fd).st_size
+            if files > 1 and size > 0 and size + len(data) > rotate_bytes:
+                os.close(fd)
+                fd = -1
+                _rotate(journal, files)
+                fd = _open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+                # Everything before was read under the lock: the keys carry over to the new file.
+                _seen[journal] = _Seen(_identity(os.fstat(fd)), 0, keys)
+            elif _torn_tail(fd, size):
                 # The last write stopped mid-line (disk full, a crash): keep that fragment on
                 # its own line, or it would swallow this decision too.
                 data = b"\n" + data
             while data:
                 data = data[os.write(fd, data) :]
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     return True
 
 
-def _torn_tail(fd: int) -> bool:
+def _make_folder(folder: Path) -> None:
+    """Create the log's folder, and any missing parent, private to this user; a folder that
+    exists is left as it is."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, _PRIVATE_FOLDER)
+        except FileExistsError:
+            # Made by another writer meanwhile; a file of that name is an error to report.
+            if not path.is_dir():
+                raise
+
+
+def _open(path: Path, flags: int) -> int:
+    """Open one of the log's files (created 0600), never through a symlink. A symlink there is
+    refused as not permitted, a lasting error: the record activity fails at once and the loop
+    reports the gap, instead of retrying a write that cannot succeed."""
+    try:
+        return os.open(path, flags | _NOFOLLOW, _PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and path.is_symlink():
+            raise PermissionError(
+                errno.EPERM, "refused: it is a symbolic link", str(path)
+            ) from None
+        raise
+
+
+@contextmanager
+def _locked(journal: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the log's lock file (`decisions.jsonl.lock`, never rotated, so every process locks
+    the same file): exclusive to check, rotate and append, shared to open the files for reading
+    so that no rotation renames them in between. A reader that cannot open the lock file (it
+    does not exist yet, or belongs to the worker's user) goes without: it reads a log that
+    may shift under it, nothing worse."""
+    lock_path = journal.with_name(journal.name + ".lock")
+    try:
+        if exclusive:
+            fd = _open(lock_path, os.O_RDWR | os.O_CREAT)
+        else:
+            fd = _open(lock_path, os.O_RDONLY)
+    except OSError:
+        if exclusive:
+            raise
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def rotated(journal: Path, index: int) -> Path:
+    return journal.with_name(f"{journal.name}.{index}")
+
+
+def _rotate(journal: Path, files: int) -> None:
+    """`.1` to `.2` and so on, the current file to `.1`; what was `.{files - 1}` is dropped.
+    Renames replace names, never follow them, so a symlink planted among the old files is only
+    moved or removed."""
+    for index in range(files - 1, 1, -1):
+        with suppress(FileNotFoundError):
+            os.replace(rotated(journal, index - 1), rotated(journal, index))
+    os.replace(journal, rotated(journal, 1))
+
+
+def _torn_tail(fd: int, size: int) -> bool:
     """The log ends without a newline: an earlier write stopped mid-line."""
-    size = os.fstat(fd).st_size
     return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int]:
+    return (stat.st_dev, stat.st_ino)
+
+
+def journal_files(path: str | Path) -> list[Path]:
+    """The log's files that exist, oldest first: `.N` ... `.1`, then the current one."""
+    journal = Path(path)
+    prefix = journal.name + "."
+    try:
+        names = os.listdir(journal.parent)
+    except OSError:
+        names = []
+    numbers = sorted(
+        (
+            int(name[len(prefix) :])
+            for name in names
+            if name.startswith(prefix) and name[len(prefix) :].isdigit()
+        ),
+        reverse=True,
+    )
+    found = [rotated(journal, n) for n in numbers]
+    if journal.exists():
+        found.append(journal)
+    return found
 
 
 def read_decisions(path: str | Path) -> list[Decision]:
@@ -99,47 +237,150 @@ def read_decisions(path: str | Path) -> list[Decision]:
 
 
 def read_journal(path: str | Path) -> tuple[list[Decision], int]:
-    """The log's decisions, oldest first, and how many lines could not be read: a line torn
-    by a full disk or a crash mid-write, or edited by hand, is skipped, not fatal."""
-    journal = Path(path)
-    if not journal.exists():
-        return [], 0
+    """Every decision of the log, across its files, oldest first, and how many lines could not
+    be read: a line torn by a full disk or a crash mid-write, or edited by hand, is skipped,
+    not fatal. For tests and small logs; `latest_decisions` keeps only what it is asked for."""
     decisions, unreadable = [], 0
-    for raw in journal.read_text(encoding="utf-8", errors="replace").splitlines():
+    for decision in _decisions(_lines(Path(path))):
+        if decision is None:
+            unreadable += 1
+        else:
+            decisions.append(decision)
+    return decisions, unreadable
+
+
+def decision_order(decision: Decision) -> tuple[datetime, str, int]:
+    """How decisions of several loops are merged: by time, then service and sequence."""
+    return (decision.timestamp, decision.service, decision.sequence)
+
+
+def latest_decisions(
+    path: str | Path, services: Iterable[str], tail: int, since: datetime | None = None
+) -> tuple[list[Decision], int]:
+    """The last `tail` decisions of these services (at or after `since`), in decision_order,
+    read across the log's files line by line: only `tail` decisions are held at a time. Also how
+    many lines could not be read."""
+    wanted = set(services)
+    kept: list[tuple[tuple[datetime, str, int], int, Decision]] = []
+    unreadable = 0
+    if tail <= 0:
+        return [], 0
+    for index, decision in enumerate(_decisions(_lines(Path(path)))):
+        if decision is None:
+            unreadable += 1
+            continue
+        if decision.service not in wanted or (since is not None and decision.timestamp < since):
+            continue
+        # A min-heap of the latest so far (the line's place breaks ties: the later one wins).
+        entry = (decision_order(decision), index, decision)
+        if len(kept) < tail:
+            heapq.heappush(kept, entry)
+        else:
+            heapq.heappushpop(kept, entry)
+    return [decision for _, _, decision in sorted(kept)], unreadable
+
+
+def _decisions(lines: Iterable[bytes]) -> Iterator[Decision | None]:
+    """Each non-blank line as a decision; None for one that does not parse."""
+    for raw in lines:
         if raw.strip():
             try:
-                decisions.append(Decision.model_validate_json(raw))
+                yield Decision.model_validate_json(raw)
             except ValidationError:
-                unreadable += 1
-    return decisions, unreadable
+                yield None
+
+
+def _lines(journal: Path, last_bytes: int | None = None) -> Iterator[bytes]:
+    """The log's lines across its files, oldest first; with `last_bytes`, only the whole lines
+    within that many bytes of its end. The files are opened together under the shared lock, so
+    a rotation meanwhile neither skips nor repeats one; then read as a stream."""
+    with ExitStack() as stack:
+        handles: list[tuple[BinaryIO, int]] = []
+        with _locked(journal, exclusive=False):
+            for path in journal_files(journal):
+                try:
+                    fd = _open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                handle = stack.enter_context(os.fdopen(fd, "rb"))
+                handles.append((handle, os.fstat(fd).st_size))
+        budget = last_bytes
+        start = [0] * len(handles)
+        if budget is not None:
+            # From the newest file back, until the budget is spent.
+            for index in range(len(handles) - 1, -1, -1):
+                size = handles[index][1]
+                if budget <= 0:
+                    start[index] = size
+                elif size > budget:
+                    start[index] = size - budget
+                budget -= size
+        for (handle, size), offset in zip(handles, start, strict=True):
+            if offset >= size:
+                continue
+            if offset > 0:
+                handle.seek(offset - 1)
+                if handle.read(1) != b"\n":
+                    handle.readline()  # the rest of a line cut by the budget
+            yield from handle
 
 
 def _recent_keys(journal: Path) -> dict[str, None]:
     """The decision ids near the end of the log, read incrementally: only what was appended
-    since the last call (by any process) is parsed. A log replaced or truncated (another inode,
-    or shorter than what was read) is read again from its tail."""
+    since the last call (by any process) is parsed. A log rotated, replaced or truncated
+    (another inode, or shorter than what was read) is read again from its tail, which reaches
+    back into `.1` (and on) when the current file is shorter than the tail: a retry just after
+    a rotation, by this worker or another, still finds its line."""
     try:
-        stat = journal.stat()
-    except FileNotFoundError:
-        _seen.pop(journal, None)
-        return {}
-    identity = (stat.st_dev, stat.st_ino)
+        stat = os.lstat(journal)
+        identity, size = _identity(stat), stat.st_size
+    except FileNotFoundError:  # not made yet, or moved to `.1` by a rotation that stopped there
+        identity, size = (-1, -1), 0
     seen = _seen.get(journal)
-    if seen is None or seen.file != identity or stat.st_size < seen.offset:
-        seen = _seen[journal] = _Seen(identity, max(0, stat.st_size - _TAIL_BYTES))
-    if stat.st_size > seen.offset:
-        with journal.open("rb") as handle:
-            handle.seek(seen.offset)
-            chunk = handle.read(stat.st_size - seen.offset)
+    if seen is None or seen.file != identity or size < seen.offset:
+        seen = _seen[journal] = _Seen(identity, max(0, size - _TAIL_BYTES))
+        _scan_rotated_keys(journal, _TAIL_BYTES - size, seen.keys)
+    if size > seen.offset:
+        fd = _open(journal, os.O_RDONLY)
+        try:
+            chunk = os.pread(fd, size - seen.offset, seen.offset)
+        finally:
+            os.close(fd)
         # Up to the last complete line; a line being written is read whole next time.
         end = chunk.rfind(b"\n") + 1
-        for match in _KEY.finditer(chunk, 0, end):
-            seen.keys[match.group(1).decode("utf-8", errors="replace")] = None
+        _add_keys(chunk[:end], seen.keys)
         seen.offset += end
-        if len(seen.keys) > _MAX_KEYS:
-            for old in list(seen.keys)[: len(seen.keys) - _MAX_KEYS // 2]:
-                del seen.keys[old]
+    if len(seen.keys) > _MAX_KEYS:
+        for old in list(seen.keys)[: len(seen.keys) - _MAX_KEYS // 2]:
+            del seen.keys[old]
     return seen.keys
+
+
+def _scan_rotated_keys(journal: Path, budget: int, keys: dict[str, None]) -> None:
+    """The decision ids in the last `budget` bytes of the rotated files (`.1`, then `.2` if
+    `.1` is shorter, ...), added oldest first."""
+    chunks = []
+    index = 1
+    while budget > 0:
+        try:
+            fd = _open(rotated(journal, index), os.O_RDONLY)
+        except FileNotFoundError:
+            break
+        try:
+            size = os.fstat(fd).st_size
+            start = max(0, size - budget)
+            chunks.append(os.pread(fd, size - start, start))
+        finally:
+            os.close(fd)
+        budget -= size
+        index += 1
+    for chunk in reversed(chunks):
+        _add_keys(chunk, keys)
+
+
+def _add_keys(chunk: bytes, keys: dict[str, None]) -> None:
+    for match in _KEY.finditer(chunk):
+        keys[match.group(1).decode("utf-8", errors="replace")] = None
 
 
 def warm_start(path: str | Path, spec: ServicePlan, workflow_id: str, now: datetime) -> WarmStart:
@@ -162,20 +403,13 @@ def logged_samples(
     path: str | Path, service: str, workflow_id: str, since: datetime, until: datetime
 ) -> list[Observation]:
     """The samples behind the service's decisions between `since` and `until`, oldest first:
-    each decision's observations (rates included) and the replica count it saw, at its time.
-    Decisions of another project's loop for a service of the same name (the same log) are left
-    out by their workflow id; lines that do not parse, and decisions without observations (a
-    hold for missing metrics, an operator's scale), are skipped."""
-    journal = Path(path)
-    if not journal.exists():
-        return []
-    with journal.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - _SEED_BYTES))
-        text = handle.read().decode("utf-8", errors="replace")
+    each decision's observations (rates included) and the replica count it saw, at its time,
+    from the last _SEED_BYTES of the log across its files. Decisions of another project's loop
+    for a service of the same name (the same log) are left out by their workflow id; lines that
+    do not parse, and decisions without observations (a hold for missing metrics, an
+    operator's scale), are skipped."""
     samples = []
-    for raw in text.splitlines():
+    for raw in _lines(Path(path), last_bytes=_SEED_BYTES):
         try:
             line = json.loads(raw)
             if line.get("service") != service or line.get("workflow_id") not in ("", workflow_id):

@@ -34,7 +34,7 @@ from docktor.client.loops import (
 )
 from docktor.client.temporal import TemporalUnreachable, connect
 from docktor.exit_codes import EXIT_FAILED, EXIT_USAGE
-from docktor.journal import read_journal
+from docktor.journal import decision_order, latest_decisions
 from docktor.loop.messages import LoopState, LoopStatus, ManualScaleResult, PendingApproval
 from docktor.plan import ServicePlan
 from docktor.sources.sampling import METRIC_LIMIT, Sampler
@@ -263,14 +263,19 @@ def parse_since(text: str, now: datetime) -> datetime:
 def _from_journal(
     journal: str, names: list[str], tail: int, since: datetime | None, notes: list[str]
 ) -> list[Decision]:
-    decisions, unreadable = read_journal(journal)
+    # Read across the log's rotated files, holding only the `tail` wanted; the log may be
+    # shared by several configs: only this config's services.
+    try:
+        decisions, unreadable = latest_decisions(journal, names, tail, since)
+    except OSError as exc:
+        raise OperateError(
+            f"cannot read the decision log {journal}: {exc.strerror or exc}"
+        ) from None
     if unreadable:
         notes.append(
             f"{unreadable} line(s) of {journal} could not be read (torn or edited): skipped"
         )
-    # The log may be shared by several configs: keep only this config's services.
-    wanted = set(names)
-    return _latest([d for d in decisions if d.service in wanted], tail, since)
+    return decisions
 
 
 def _latest(decisions: list[Decision], tail: int, since: datetime | None = None) -> list[Decision]:
@@ -278,7 +283,7 @@ def _latest(decisions: list[Decision], tail: int, since: datetime | None = None)
     # those since a moment are a suffix of them.
     if since is not None:
         decisions = [d for d in decisions if d.timestamp >= since]
-    ordered = sorted(decisions, key=lambda d: (d.timestamp, d.service, d.sequence))
+    ordered = sorted(decisions, key=decision_order)
     return ordered[-tail:] if tail > 0 else []
 
 

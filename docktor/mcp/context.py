@@ -3,6 +3,7 @@ views.StatusView, and how a failure reaches the agent."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,11 +38,35 @@ class Docktor:
         await self.sampler.close()
 
 
+# The longest client name an actor keeps: names are short; a longer one is the client's noise.
+ACTOR_NAME_LIMIT = 64
+
+
 def actor(ctx: Context) -> str:
-    """Who acts, as the loops record it: `mcp:<the client's name from its initialize>`."""
+    """Who acts, as the loops record it: `mcp:<the client's name from its initialize>`, as one
+    printable line (escaped_line), since it is shown in status rows and log lines."""
     params = ctx.session.client_params
     name = params.client_info.name if params is not None else ""
-    return f"mcp:{name or 'unknown'}"
+    return f"mcp:{escaped_line(name, ACTOR_NAME_LIMIT) or 'unknown'}"
+
+
+# Unicode categories written as escapes: controls (newline, ESC, DEL, C1), format characters
+# (bidi overrides, zero-width), line and paragraph separators, lone surrogates.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def escaped_line(text: str, limit: int) -> str:
+    """A client's text as one printable line for a log: what could end the line or move the
+    terminal is written as a Python escape (`\\n`, `\\x1b`, `\\u202e`; a backslash as `\\\\`,
+    so an escape cannot be forged either), and past `limit` characters it is cut with a note of
+    its length."""
+    shown = "".join(
+        char.encode("unicode_escape", "backslashreplace").decode("ascii")
+        if char == "\\" or unicodedata.category(char) in _ESCAPED_CATEGORIES
+        else char
+        for char in text[:limit]
+    )
+    return shown if len(text) <= limit else f"{shown}... ({len(text)} characters)"
 
 
 def view(status: LoopStatus) -> StatusView:

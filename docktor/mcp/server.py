@@ -13,6 +13,7 @@ from docktor.mcp import prompt, resources, tools
 from docktor.mcp.context import Docktor
 
 log = logging.getLogger("docktor.mcp")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 INSTRUCTIONS = (
     "docktor keeps each service's replica count right for its load; every service has one "
@@ -47,6 +48,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
 ) -> None:
+    # One record per line, as the worker logs, on stderr (stdout carries the stdio transport).
+    # Set first, so the SDK's own setup (rich's handler, which wraps long lines: an audit line
+    # would become several) is left out.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     server = build_server(app)
 
     async def run() -> None:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from docktor import views
 from docktor.client import operate
 from docktor.loop.messages import PendingApproval
-from docktor.mcp.context import Docktor, actor, tool_errors, view
+from docktor.mcp.context import Docktor, actor, escaped_line, tool_errors, view
 from docktor.policy.hold import problem
 from docktor.spec import ConfigError, load_config, parse_duration
 from docktor.values import Decision
@@ -206,7 +206,7 @@ def register_read_only(server: MCPServer, app: Docktor) -> None:
 def register_control(server: MCPServer, app: Docktor) -> None:
     async def pause(service: Service, reason: Reason, ctx: Context) -> ControlResult:
         """Stop applying automatic decisions for a service; it keeps observing and recording."""
-        by = _audit(ctx, "pause", service, reason)
+        by = _audit(ctx, app, "pause", service, reason)
         with tool_errors():
             # The loop keeps who paused apart from why (PauseRequest.by): the reason is only
             # the agent's words.
@@ -222,7 +222,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
 
     async def resume(service: Service, reason: Reason, ctx: Context) -> ControlResult:
         """Apply automatic decisions again: ends a pause and a manual scale's hold."""
-        by = _audit(ctx, "resume", service, reason)
+        by = _audit(ctx, app, "resume", service, reason)
         with tool_errors():
             status = await operate.resume(app.config(), service, app.address, by=by)
         return ControlResult(
@@ -250,7 +250,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
         """Set a service's replica count now (within its bounds); recorded as a manual decision,
         and held for a while (see `hold`); resume ends a hold early."""
         hold_s = _hold_seconds(hold)
-        by = _audit(ctx, "scale_to", service, reason, replicas)
+        by = _audit(ctx, app, "scale_to", service, reason, replicas)
         with tool_errors():
             decision = await operate.scale(
                 app.config(), service, replicas, reason, app.address, by=by, hold_s=hold_s
@@ -269,7 +269,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
 
     async def nudge(service: Service, reason: Reason, ctx: Context) -> ControlResult:
         """Make a service's loop evaluate now instead of at its next tick."""
-        by = _audit(ctx, "nudge", service, reason)
+        by = _audit(ctx, app, "nudge", service, reason)
         with tool_errors():
             await operate.nudge(app.config(), service, app.address, by=by)
         return ControlResult(
@@ -290,7 +290,7 @@ def register_control(server: MCPServer, app: Docktor) -> None:
 
     async def _verdict(ctx: Context, service: str, reason: str, approve: bool) -> ControlResult:
         verb = "approve" if approve else "reject"
-        by = _audit(ctx, verb, service, reason)
+        by = _audit(ctx, app, verb, service, reason)
         with tool_errors():
             pending = await operate.verdict(
                 app.config(), service, approve, reason, app.address, by=by
@@ -327,12 +327,29 @@ def _hold_seconds(hold: str | None) -> float | None:
     return seconds
 
 
-def _audit(ctx: Context, tool: str, service: str, reason: str, *args: object) -> str:
-    """Who asked for what and why, on the server's log (stderr), before it is tried. A blank
-    reason is refused here: the schema's min_length lets spaces through."""
+# How much of a client's reason the audit line shows; the loop records it whole.
+AUDIT_REASON_LIMIT = 500
+
+
+def _audit(ctx: Context, app: Docktor, tool: str, service: str, reason: str, *args: object) -> str:
+    """Who asks for what and why, on the server's log (stderr), as one line. Written once the
+    request is known to be well formed (a reason that is not blank, a service of the config:
+    the schema's min_length lets spaces through) and before it is sent, so a control the loop
+    then refuses, or does not answer, is on record too. What the client wrote is escaped: a
+    newline in a reason cannot forge a second line, nor an escape sequence repaint a
+    terminal."""
     if not reason.strip():
         raise ToolError(f"{tool} needs a reason: say why; it is recorded with who acted")
+    with tool_errors():
+        operate.check_service(app.config(), service)
     by = actor(ctx)
     extra = " ".join(str(a) for a in args)
-    log.info("%s: %s %s%s (%s)", by, tool, service, f" {extra}" if extra else "", reason)
+    log.info(
+        "%s: %s %s%s (%s)",
+        by,
+        tool,
+        service,
+        f" {extra}" if extra else "",
+        escaped_line(reason, AUDIT_REASON_LIMIT),
+    )
     return by

@@ -1,8 +1,9 @@
 """The JSONL decision log cannot be written: its folder is a file (what an unwritable folder is
-to root, who ignores permissions), or its disk is full (a tiny tmpfs, filled). The loop goes on
-at its own pace, every decision stays in the workflow's state and history, the gap is reported
-once (one warning line, `status.journal_error`), and once the file can be written again the
-log resumes and the gap's extent is reported, once too."""
+to root, who ignores permissions), its disk is full (a tiny tmpfs, filled), or a symlink is
+planted at its path (refused, never followed). The loop goes on at its own pace, every decision
+stays in the workflow's state and history, the gap is reported once (one warning line,
+`status.journal_error`), and once the file can be written again the log resumes and the gap's
+extent is reported, once too."""
 
 from __future__ import annotations
 
@@ -67,7 +68,21 @@ def disk_full(tmp_path: Path) -> Iterator[Breakage]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-BREAKAGES = {"folder_is_a_file": folder_is_a_file, "disk_full": disk_full}
+def symlink_planted(tmp_path: Path) -> Iterator[Breakage]:
+    # A link at the log's path to a file the worker could write: refused, never written through.
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    journal = tmp_path / "decisions.jsonl"
+    journal.symlink_to(target)
+    yield journal, journal.unlink
+    assert target.read_text() == ""
+
+
+BREAKAGES = {
+    "folder_is_a_file": folder_is_a_file,
+    "disk_full": disk_full,
+    "symlink_planted": symlink_planted,
+}
 
 
 @pytest.fixture(params=sorted(BREAKAGES))

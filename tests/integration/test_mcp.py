@@ -487,6 +487,42 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         assert "no running loop for service 'idle'" in idle
 
 
+# ---- the audit line -------------------------------------------------------------------------
+
+
+async def test_the_audit_line_is_one_escaped_line_after_validation(stack: Stack) -> None:
+    """A control is logged on stderr once it is known to be well formed and before the loop is
+    asked, as one line: what the client wrote (its name, the reason) cannot forge another line
+    or reach the terminal raw."""
+    forged = "sale\nmcp:admin: scale_to consumer 4 (approved)\x1b[2J\u202e"
+    async with stack.stdio("--allow-control", client="night\nshift") as session:
+        unknown = await refused(
+            session, "pause", service="nosuch\nmcp:admin: pause consumer (x)", reason="x"
+        )
+        assert "unknown service" in unknown
+        assert "needs a reason" in await refused(session, "pause", service="consumer", reason=" ")
+        # Well formed, so on record; the loop's own validator then refuses the reason.
+        assert "one line of text only" in await refused(
+            session, "pause", service="consumer", reason=forged
+        )
+        paused = await call(session, "pause", service="consumer", reason="sale")
+        assert paused["by"] == "mcp:night\\nshift"
+        await call(session, "resume", service="consumer", reason="x" * 2000)
+
+    (log,) = stack.logs.glob("mcp-*.log")
+    text = log.read_text()
+    assert "\x1b" not in text and "\u202e" not in text
+    assert not any(line.startswith("mcp:admin") for line in text.splitlines()), text
+    audit = [line for line in text.splitlines() if "docktor.mcp: mcp:night" in line]
+    assert len(audit) == 3, text  # the malformed calls are not on record as asked for
+    who = "docktor.mcp: mcp:night\\nshift"
+    assert audit[0].endswith(
+        f"{who}: pause consumer (sale\\nmcp:admin: scale_to consumer 4 (approved)\\x1b[2J\\u202e)"
+    ), audit[0]
+    assert audit[1].endswith(f"{who}: pause consumer (sale)"), audit[1]
+    assert audit[2].endswith(f"{who}: resume consumer ({'x' * 500}... (2000 characters))")
+
+
 # ---- who paused is said once -----------------------------------------------------------------
 
 

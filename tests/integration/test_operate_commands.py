@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.loops import LoopClient, NoRunningLoop
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, free_port
-from docktor.journal import read_decisions
+from docktor.journal import append_decision, journal_files, read_decisions
 from docktor.loop.authority import WorkerConfig
 from docktor.loop.messages import ApplyInput, ApplyResult, LoopStatus
 from docktor.loop.worker import build_worker
@@ -675,6 +675,60 @@ async def test_a_torn_line_in_the_log_costs_only_itself(make_stack: StackFactory
     actions = [d["action"] for d in json.loads(result.stdout)]
     assert len(actions) == 4 and actions[:2] == ["scale_up", "stopped"], actions
     assert actions[3] == "stopped", actions
+
+
+async def test_explain_reads_a_rotated_log_across_its_files(tmp_path: Path) -> None:
+    """The log as the worker leaves it after rotations (decisions.jsonl, .1, .2, ...): explain
+    from it shows the decisions of every file, merged in time order, the tail or since asked."""
+    path = tmp_path / "docktor.yaml"
+    document = {
+        "project": "rotated",
+        "journal": "decisions.jsonl",
+        "services": [service("consumer"), service("api")],
+    }
+    path.write_text(yaml.safe_dump(document))
+    journal = Path(load_config(path).journal_path)
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    for sequence in range(1, 31):
+        for name in ("consumer", "api", "elsewhere"):  # elsewhere: another config's service
+            decision = Decision(
+                timestamp=start + timedelta(seconds=4 * sequence),
+                service=name,
+                action="hold",
+                current_replicas=1,
+                target_replicas=1,
+                reason=f"{name} {sequence}",
+                workflow_id=f"docktor-rotated-{name}",
+                first_run_id="run",
+                sequence=sequence,
+            )
+            assert append_decision(journal, decision, rotate_bytes=4096, files=50)
+    assert len(journal_files(journal)) >= 5
+
+    nowhere = f"127.0.0.1:{free_port()}"
+    every = await run_docktor(path, "explain", "--address", nowhere, "--json", "--tail", "100")
+    assert every.returncode == 0, every.stderr
+    shown = [(d["sequence"], d["service"]) for d in json.loads(every.stdout)]
+    assert shown == [(n, name) for n in range(1, 31) for name in ("api", "consumer")]
+
+    tail = await run_docktor(
+        path, "explain", "--address", nowhere, "--service", "consumer", "--tail", "3"
+    )
+    assert tail.returncode == 0, tail.stderr
+    rows = tail.stdout.splitlines()[1:]
+    assert [row.split()[-1] for row in rows] == ["28", "29", "30"], tail.stdout
+
+    since = (start + timedelta(seconds=4 * 29)).isoformat()
+    recent = await run_docktor(
+        path, "explain", "--address", nowhere, "--json", "--since", since, "--tail", "100"
+    )
+    assert recent.returncode == 0, recent.stderr
+    assert [d["reason"] for d in json.loads(recent.stdout)] == [
+        "api 29",
+        "consumer 29",
+        "api 30",
+        "consumer 30",
+    ]
 
 
 async def test_explain_without_temporal_or_log_fails(make_stack: StackFactory) -> None:

@@ -59,10 +59,9 @@ def test_a_line_another_process_appended_counts_as_written(tmp_path: Path) -> No
 def test_a_log_replaced_or_truncated_is_read_again(tmp_path: Path) -> None:
     journal = tmp_path / "decisions.jsonl"
     assert append_decision(journal, _decision(sequence=1))
-    journal.write_text("")  # truncated (logrotate's copytruncate)
+    journal.write_text("")  # truncated
     assert append_decision(journal, _decision(sequence=1))
-    rotated = tmp_path / "decisions.jsonl.1"
-    journal.rename(rotated)  # moved away: a new file takes its place
+    journal.rename(tmp_path / "decisions.old")  # moved away: a new file takes its place
     assert append_decision(journal, _decision(sequence=1))
     assert not append_decision(journal, _decision(sequence=1))
     assert [d.sequence for d in read_decisions(journal)] == [1]

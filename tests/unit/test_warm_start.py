@@ -8,13 +8,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from docktor.journal import logged_samples, warm_start
+import pytest
+
+from docktor import journal
+from docktor.journal import journal_files, logged_samples, warm_start
 from docktor.loop.messages import LoopState, ObserveInput
 from docktor.policy import decide
 from docktor.policy.forecast import model as forecast
 from docktor.values import Observation, PolicyMemory, PolicyState, WarmStart
 from tests.helpers import write_rate_log
 from tests.unit.test_forecast import STEP, spec
+from tests.unit.test_journal_files import split_log
 
 WORKFLOW = "docktor-test-consumer"
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -37,6 +41,32 @@ def test_the_log_gives_the_forecast_its_rhythm(tmp_path: Path) -> None:
     assert chosen is not None
     period = chosen[1]
     assert period.seconds == 60 and period.confidence > 0.9 and period.cycles >= 5
+
+
+def test_a_rotated_log_gives_its_whole_history(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    write_log(log, 600)
+    split_log(log, 3)  # decisions.jsonl.2, .1 and the current file, as rotation leaves them
+    samples = logged_samples(log, "consumer", WORKFLOW, NOW - timedelta(hours=1), NOW)
+    assert len(samples) == 600 / STEP
+    assert [s.taken_at for s in samples] == sorted(s.taken_at for s in samples)
+    chosen = forecast.best_period(warm_start(log, spec(), WORKFLOW, NOW).forecast, 3)
+    assert chosen is not None and chosen[1].seconds == 60 and chosen[1].cycles >= 5
+
+
+def test_a_warm_start_reads_whole_lines_from_the_end_of_the_log_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    write_log(log, 600)
+    split_log(log, 3)
+    data = b"".join(path.read_bytes() for path in journal_files(log))
+    budget = len(data) // 2 + 7  # reaches back into decisions.jsonl.1, mid-line
+    monkeypatch.setattr(journal, "_SEED_BYTES", budget)
+    whole = data[-budget:].split(b"\n", 1)[1].count(b"\n")
+    samples = logged_samples(log, "consumer", WORKFLOW, NOW - timedelta(hours=1), NOW)
+    assert len(samples) == whole
+    assert samples[-1].taken_at == NOW - timedelta(seconds=STEP)
 
 
 def test_other_loops_and_lines_without_a_rate_are_left_out(tmp_path: Path) -> None:
