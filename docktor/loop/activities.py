@@ -26,6 +26,7 @@ from docktor.loop.messages import ApplyInput, ApplyResult, EvaluateInput, Observ
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
 from docktor.telemetry import METRICS, DocktorMetrics
+from docktor.text import source_error
 from docktor.values import Advice, AdviseInput, Observation, Proposal
 
 if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
@@ -75,7 +76,7 @@ class LoopActivities:
         try:
             observation, failures = await self.sampler.observe(plan, allowed.project)
         except ScalerConfigError as exc:
-            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+            raise _config_error(exc) from exc
         except ScalerUnavailable as exc:
             self.metrics.replicas_unavailable(plan.name)
             raise _unavailable(f"observe {plan.name}", str(exc)) from exc
@@ -113,7 +114,7 @@ class LoopActivities:
             # The key comes from the worker's environment, never from workflow input.
             api_key = advisor.api_key_for(llm)
         except advisor.LLMConfigError as exc:
-            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from None
+            raise _config_error(exc) from None
         if self.model_clients is None:
             self.model_clients = advisor.Clients()
         return await advisor.advise(
@@ -132,7 +133,7 @@ class LoopActivities:
             async with _heartbeating():
                 replicas = await backend.scale_to(plan, allowed.project, request.target_replicas)
         except ScalerConfigError as exc:
-            raise ApplicationError(str(exc), type="ConfigError", non_retryable=True) from exc
+            raise _config_error(exc) from exc
         except ScalerUnavailable as exc:
             what = f"apply {plan.name} -> {request.target_replicas}"
             raise _unavailable(what, str(exc)) from exc
@@ -177,6 +178,12 @@ class LoopActivities:
             await self.model_clients.close()
 
 
+def _config_error(exc: Exception) -> ApplicationError:
+    """A configuration problem (retrying cures nothing), as one short line: its text may come
+    from a server or a library, and it ends up in a decision's reason."""
+    return ApplicationError(source_error(str(exc)), type="ConfigError", non_retryable=True)
+
+
 def _obey(check: Callable[[], T]) -> T:
     """The worker config's answer, or the refusal as a non-retryable error: asking again
     changes nothing until the config or the loop changes."""
@@ -199,8 +206,9 @@ def _unavailable(what: str, problem: str) -> ApplicationError:
     One line in the worker's log per failure. The error is BENIGN, which makes the SDK log its
     own "Completing activity as failed" with the traceback at debug level instead of warning:
     an outage of a minute would otherwise fill the log with tracebacks of nothing unexpected."""
-    # A message over several lines (some engines' errors are) would break the one-line log.
-    message = " ".join(problem.split())
+    # Text from a server or a library: one short printable line without credentials, or a
+    # hostile server's megabyte of error would travel in every workflow task and log line.
+    message = source_error(problem)
     log.warning("%s failed (attempt %d): %s", what, activity.info().attempt, message)
     return ApplicationError(message, type="Unavailable", category=ApplicationErrorCategory.BENIGN)
 

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from docktor.policy import cooldown_left, latest
     from docktor.policy import hold as manual_hold
     from docktor.policy.forecast import stage as forecast_view
+    from docktor.text import printable_line
     from docktor.values import (
         Advice,
         AdviseInput,
@@ -102,6 +103,9 @@ PATCH_LEAN_LOOP = "lean-loop"
 # (benchmarks/README.md has both sides).
 PATCH_SHORT_RUNS = "short-runs"
 ITERATIONS_PER_RUN = 25
+# Characters of an activity's failure quoted in a reason, and of a whole reason.
+CAUSE_LIMIT = 300
+REASON_LIMIT = 1000
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -427,6 +431,9 @@ class ServiceAutoscaler:
     ) -> Decision:
         info = workflow.info()
         self.state.decision_count += 1
+        # Every reason is bounded: it travels in each later workflow task (in the carried
+        # state), the memo, the log and the model's prompt.
+        reason = printable_line(reason, REASON_LIMIT)
         decision = Decision(
             timestamp=workflow.now(),
             service=self.plan.name,
@@ -778,7 +785,8 @@ def _error_type(err: FailureError) -> str | None:
 
 
 def _cause(err: FailureError) -> str:
+    """Why an activity failed, as a reason quotes it: one short printable line, whatever the
+    failure carries (a worker of another release may not have shortened it)."""
     cause = err.cause if isinstance(err, ActivityError) else err
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause or err)
+    text = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return printable_line(text, CAUSE_LIMIT)

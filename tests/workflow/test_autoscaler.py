@@ -90,6 +90,22 @@ async def test_config_errors_are_not_retried(
     await cancel_and_wait(env, handle)
 
 
+async def test_a_huge_hostile_failure_text_gives_short_reasons_and_the_loop_goes_on(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # Whatever an activity's failure carries (a worker of another release, a library's own
+    # text) is quoted in the reason as one short printable line: 50 kept decisions of 900 KB
+    # each would exceed Temporal's payload limit and stop the loop.
+    hostile = "\x1b[2J\x1b]0;pwned\x07line one\nline two\u202e " + "x" * 900_000
+    world.observe_error = ApplicationError(hostile, type="ConfigError", non_retryable=True)
+    handle = await start(env.client, service_spec())
+    decisions = await decisions_after(env, handle, 4, step_seconds=10)
+    for decision in decisions:
+        assert decision.action == "hold" and len(decision.reason) <= 1000
+        assert decision.reason.isprintable() and "line one line two" in decision.reason
+    await cancel_and_wait(env, handle)
+
+
 async def test_apply_is_retried_and_a_final_failure_is_recorded(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
