@@ -99,3 +99,26 @@ def test_a_long_hostile_name_stays_short_in_the_refusal(own: WorkerConfig) -> No
     with pytest.raises(Refused) as refused:
         own.allowed("shop", "\x1b[2J" + "a" * 10_000)
     assert len(str(refused.value)) < 200 and "\x1b" not in str(refused.value)
+
+
+def test_a_queue_field_an_older_release_did_not_send_is_not_a_difference(tmp_path: Path) -> None:
+    path = write(tmp_path / "docktor.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["services"][0]["queue"] = {
+        "kind": "nats",
+        "url": "nats://127.0.0.1:4222",
+        "stream": "JOBS",
+        "consumer": "workers",
+    }
+    path.write_text(yaml.safe_dump(data))
+    own = WorkerConfig.from_file(path)
+    plan = own.allowed("shop", "consumer").plan.model_dump(mode="json")
+    # As a loop started before the NATS login fields existed carries its queue block.
+    older = {k: v for k, v in plan["queue"].items() if v is not None}
+    assert set(older) < set(plan["queue"])
+    sent = ServicePlan.model_validate({**plan, "queue": older})
+    assert own.check_plan("shop", sent).plan.name == "consumer"
+    with pytest.raises(Refused, match=r"plan\.queue\.url"):
+        own.check_plan(
+            "shop", ServicePlan.model_validate({**plan, "queue": {**older, "url": "nats://x"}})
+        )
