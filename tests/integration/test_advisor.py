@@ -82,18 +82,27 @@ def request(
     )
 
 
+def own_config(stub: OpenAIStub, **llm: Any) -> WorkerConfig:
+    """The config of a worker whose activities take `request(stub, **llm)`: a worker advises
+    only with the model server of its own file."""
+    settings: dict[str, Any] = {"provider": "dmr", "model": MODEL, "timeout_s": 5, "max_step": 2}
+    settings.update(base_url=stub.base_url, **llm)
+    return WorkerConfig(
+        DocktorConfig(
+            project="p",
+            llm=LLMSpec(**settings),
+            services=[ServiceSpec(name="consumer", min_replicas=1, max_replicas=10)],
+        )
+    )
+
+
 def answer(action: str, target: Any, reason: str = "backlog is growing fast") -> Reply:
     return Reply.json({"action": action, "target_replicas": target, "reason": reason})
 
 
 async def test_a_worker_keeps_its_model_client_and_connection(openai_stub: OpenAIStub) -> None:
     # Building a client per call cost ~140 ms of CPU and a new connection each iteration.
-    own = DocktorConfig(
-        project="p",
-        llm=LLMSpec(provider="dmr", model=MODEL, base_url=openai_stub.base_url, timeout_s=5),
-        services=[ServiceSpec(name="consumer", min_replicas=1, max_replicas=10)],
-    )
-    activities = LoopActivities(WorkerConfig(own))
+    activities = LoopActivities(own_config(openai_stub))
     try:
         openai_stub.script(answer("scale_up", 6), answer("scale_up", 6))
         for _ in range(2):
@@ -425,7 +434,7 @@ BLIND = Proposal(
 async def test_a_model_does_not_scale_down_while_metrics_are_missing(
     openai_stub: OpenAIStub,
 ) -> None:
-    activities = LoopActivities()
+    activities = LoopActivities(own_config(openai_stub, max_step=5))
     try:
         openai_stub.script(answer("scale_down", 1, "nothing to do"), answer("scale_up", 4))
         blind = request(openai_stub, max_step=5).model_copy(update={"proposal": BLIND})

@@ -169,3 +169,25 @@ def test_history_in_prose_is_found_and_code_is_left_alone() -> None:
     assert sorted(found) == sorted(NARRATIVE)
     code_only = _prose("`session.initialize()` and issues")
     assert not any(pattern.search(code_only) for pattern in NARRATIVE.values())
+
+
+SECURITY_ROW_TEST = re.compile(r"\[([\w.]+\.py)::(\w+)\]\(([^)]+)\)")
+
+
+def test_every_security_promise_names_a_test_that_exists() -> None:
+    """SECURITY.md's table: each row links at least one test, and each linked file defines
+    the test it names, so a promise cannot outlive the test that guards it."""
+    text = (REPO / "SECURITY.md").read_text(encoding="utf-8")
+    table = text.split("## Every promise and the test that breaks it", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) > 10, "SECURITY.md has lost its table of promises"
+    for row in rows[1:]:  # the header is not a promise
+        links = SECURITY_ROW_TEST.findall(row)
+        assert links, f"a promise without a test: {row[:80]}"
+        for file_name, test, target in links:
+            path = REPO / target
+            assert path.name == file_name and path.is_file(), f"{target} for {file_name}"
+            source = path.read_text(encoding="utf-8")
+            assert re.search(rf"^(async )?def {test}\(", source, re.MULTILINE), (
+                f"{target} has no test {test}"
+            )
