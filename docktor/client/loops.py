@@ -326,11 +326,13 @@ class LoopClient:
     async def pause(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> LoopStatus:
-        request = PauseRequest(reason=reason, by=by, void_after=void_after(timeout))
+        request = PauseRequest(
+            reason=reason, by=by, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.PAUSE, request, LoopStatus, timeout)
 
     async def resume(self, service: str, timeout: float = UPDATE_TIMEOUT) -> LoopStatus:
-        request = ResumeRequest(void_after=void_after(timeout))
+        request = ResumeRequest(void_after=void_after(timeout), **self._addressee(service))
         return await self._control(service, names.RESUME, request, LoopStatus, timeout)
 
     async def scale_to(
@@ -345,7 +347,12 @@ class LoopClient:
         """Scale now; the loop then holds the count for `hold_s` seconds (None: the service's
         default, 0: no hold). The answer says which hold the loop keeps."""
         request = ManualScale(
-            replicas=replicas, reason=reason, by=by, hold_s=hold_s, void_after=void_after(timeout)
+            replicas=replicas,
+            reason=reason,
+            by=by,
+            hold_s=hold_s,
+            void_after=void_after(timeout),
+            **self._addressee(service),
         )
         began = time.monotonic()
         result = await self._control(service, names.SCALE_TO, request, ManualScaleResult, timeout)
@@ -360,13 +367,17 @@ class LoopClient:
     async def approve(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> PendingApproval:
-        request = Verdict(by=by, reason=reason, void_after=void_after(timeout))
+        request = Verdict(
+            by=by, reason=reason, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.APPROVE, request, PendingApproval, timeout)
 
     async def reject(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> PendingApproval:
-        request = Verdict(by=by, reason=reason, void_after=void_after(timeout))
+        request = Verdict(
+            by=by, reason=reason, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.REJECT, request, PendingApproval, timeout)
 
     async def update_spec(
@@ -377,8 +388,14 @@ class LoopClient:
             service=ServicePlan.from_spec(service),
             llm=LLMPlan.from_spec(llm),
             void_after=void_after(timeout),
+            project=self._addressee(service.name)["project"],
         )
         return await self._control(service.name, names.UPDATE_SPEC, request, LoopStatus, timeout)
+
+    def _addressee(self, service: str) -> dict[str, str]:
+        """The loop a control is meant for, as the loop names itself (its input's project):
+        the loop refuses a control that names another one."""
+        return {"project": self.config.project or "default", "service": service}
 
     async def _control(
         self, service: str, update: str, request: object, result_type: type[T], timeout: float

@@ -9,6 +9,7 @@ so the loops hold and start no process.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from pathlib import Path
 
@@ -79,6 +80,18 @@ async def start_as_an_older_release(
     )
 
 
+async def update_inputs(handle: WorkflowHandle, update: str) -> list[dict[str, object]]:
+    """The project and service that each accepted `update` of the loop's history named."""
+    named = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_execution_update_accepted_event_attributes"):
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == update:
+                sent = json.loads(request.input.args.payloads[0].data)
+                named.append({"project": sent.get("project"), "service": sent.get("service")})
+    return named
+
+
 async def exists(client: Client, workflow_id: str) -> bool:
     try:
         await client.get_workflow_handle(workflow_id).describe()
@@ -102,6 +115,10 @@ async def test_a_loop_under_the_old_id_is_steered_by_its_own_config_only(
             assert status.workflow_id == legacy_id
             paused = await loops.pause("x-consumer", reason="deploy", by="tester")
             assert paused.paused and paused.workflow_id == legacy_id
+            # The request named the loop it was meant for, which the loop's validator checks.
+            assert await update_inputs(old, names.PAUSE) == [
+                {"project": one.project, "service": "x-consumer"}
+            ]
             # Starting again hands the running loop the config instead of starting a second
             # loop of the same service under the new id.
             again = await loops.start(one.service("x-consumer"))
