@@ -9,6 +9,22 @@ from __future__ import annotations
 WORKFLOW = "ServiceAutoscaler"
 TASK_QUEUE = "docktor"
 
+# A loop's workflow id: "docktor:<project>:<service>". Neither a project name nor a service name
+# may hold a ':' (docktor/spec/primitives.py), so two loops never share an id.
+WORKFLOW_ID_SEPARATOR = ":"
+
+
+def workflow_id(project: str | None, service: str) -> str:
+    return WORKFLOW_ID_SEPARATOR.join(("docktor", str(project), service))
+
+
+def legacy_workflow_id(project: str | None, service: str) -> str:
+    """The id of releases before WORKFLOW_ID_SEPARATOR: ambiguous, since both names may hold a
+    '-' (project `a-b`, service `c` and project `a`, service `b-c`). A loop found under it is
+    used only when its search attributes or its input name the same project and service."""
+    return f"docktor-{project}-{service}"
+
+
 # Activities
 OBSERVE = "observe"
 EVALUATE = "evaluate"

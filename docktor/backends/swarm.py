@@ -1,8 +1,12 @@
 """The `swarm` backend: a Docker Swarm service's replica count, through the engine's services API.
 
-Which service: the one named exactly `spec.name`, else `<project>_<name>`, which is how
-`docker stack deploy -c docker-compose.yaml <project>` names the services of a stack. The plain
-name wins when both exist, so a service created by hand is never shadowed by a stack's.
+Which service (find_service): the one named exactly `spec.name`, else the stack service
+`<project>_<name>`, which is how `docker stack deploy -c docker-compose.yaml <project>` names the
+services of a stack. The plain name wins when both exist, so a service created by hand is never
+shadowed by a stack's. A name alone does not say whose service it is: stack `a`'s service `b_c`
+and stack `a_b`'s service `c` are both `a_b_c`. So a stack service must also carry the stack's
+label `com.docker.stack.namespace` = project, and a service that carries another stack's is
+never taken, whatever its name.
 
 - `replicas()` counts the service's tasks that are running now and meant to be (desired state
   running): a task that is starting, or one being shut down after a scale-down, is not capacity.
@@ -39,6 +43,8 @@ from docktor.plan import ServicePlan
 CONVERGE_TIMEOUT = 60.0
 # Between looks at the task list while converging: each look is one API call listing tasks.
 POLL_INTERVAL = 0.5
+# What `docker stack deploy` labels every service (and task container) of a stack with.
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
 
 T = TypeVar("T")
 
@@ -86,30 +92,12 @@ class SwarmScaler:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def candidates(self) -> list[str]:
-        """Service names tried, in order: the plain name, then the stack's `<project>_<name>`."""
-        names = [self.spec.name]
-        stacked = f"{self.project}_{self.spec.name}"
-        if stacked != self.spec.name:
-            names.append(stacked)
-        return names
-
     async def _service(self) -> Service:
         client = await self._client()
-        found = await self._call(self._find, client)
+        found, problem = await self._call(find_service, client, self.spec.name, self.project)
         if found is None:
-            tried = " or ".join(f"'{name}'" for name in self.candidates())
-            raise self._error(f"no swarm service {tried} (docker service ls)")
+            raise self._error(problem)
         return found
-
-    def _find(self, client: docker.DockerClient) -> Service | None:
-        for name in self.candidates():
-            # The API's name filter matches prefixes ('web' also finds 'web-admin'), and
-            # services.get() also accepts an id prefix, so compare the names exactly.
-            for service in client.services.list(filters={"name": name}):
-                if service.attrs.get("Spec", {}).get("Name") == name:
-                    return service
-        return None
 
     def _check_replicated(self, service: Service) -> None:
         mode = service.attrs.get("Spec", {}).get("Mode", {})
@@ -166,6 +154,44 @@ class SwarmScaler:
             if exc.is_server_error():
                 raise ScalerUnavailable(f"Docker engine: {text}") from exc
             raise self._error(f"Docker engine refused the request: {text}") from exc
+
+
+def find_service(
+    client: docker.DockerClient, name: str, project: str
+) -> tuple[Service | None, str]:
+    """The swarm service that docktor service `name` of `project` is (see the module
+    docstring), or None and why none is. Blocking: call it in a thread."""
+    stacked = f"{project}_{name}"
+    refused: list[str] = []
+    for candidate in dict.fromkeys((name, stacked)):
+        service = _named(client, candidate)
+        if service is None:
+            continue
+        stack = _namespace(service)
+        # The plain name may be a service made by hand (no stack) or one of this project's
+        # stack; the stack name must be this project's stack.
+        if stack == project or (stack is None and candidate == name):
+            return service, ""
+        owner = f"stack '{stack}'" if stack is not None else "no stack"
+        refused.append(f"'{candidate}' belongs to {owner}, not to project '{project}'")
+    if refused:
+        return None, f"no swarm service of this project: {'; '.join(refused)}"
+    return None, f"no swarm service '{name}' or '{stacked}' (docker service ls)"
+
+
+def _named(client: docker.DockerClient, name: str) -> Service | None:
+    # The API's name filter matches prefixes ('web' also finds 'web-admin'), and
+    # services.get() also accepts an id prefix, so compare the names exactly.
+    for service in client.services.list(filters={"name": name}):
+        if service.attrs.get("Spec", {}).get("Name") == name:
+            return service
+    return None
+
+
+def _namespace(service: Service) -> str | None:
+    labels = service.attrs.get("Spec", {}).get("Labels") or {}
+    stack = labels.get(STACK_NAMESPACE_LABEL)
+    return stack if isinstance(stack, str) else None
 
 
 def _desired(service: Service) -> int | None:

@@ -20,14 +20,16 @@ no, or the control failed).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -133,6 +135,12 @@ class LoopClient:
         config as it is now (rules, bounds, model), which it must take within `timeout`."""
         config = self.config
         workflow_id = config.workflow_id(service.name)
+        legacy = await self._legacy_loop(service.name)
+        if legacy is not None:
+            # A loop of an older release runs under the old id: a second one under the new id
+            # would scale the same service. It keeps its id and takes the config as it is now.
+            status = await self._hand_config(legacy.id, service, llm, timeout)
+            return StartResult(legacy.id, None, started=False, status=status)
         with_attributes = not await self._bounded(missing_search_attributes(self.client))
         attributes = None
         if with_attributes:
@@ -163,40 +171,94 @@ class LoopClient:
         except WorkflowAlreadyStartedError:
             # Leave the running loop in place, but hand it the config as it is now:
             # `docktor config set-model` and edits to docktor.yaml take effect this way.
-            try:
-                status = await self.update_spec(service, llm or config.llm, timeout)
-            except LoopNotAnswering as exc:
-                if exc.accepted:
-                    raise
-                raise LoopNotAnswering(
-                    f"{workflow_id} is running but has not taken the config within {timeout:g}s "
-                    f"(is a worker running on task queue '{config.temporal.task_queue}'?); "
-                    "nothing was changed"
-                ) from None
+            status = await self._hand_config(workflow_id, service, llm, timeout)
             return StartResult(workflow_id, None, started=False, status=status)
         return StartResult(workflow_id, handle.result_run_id, started=True)
 
-    async def handle(self, service: str) -> WorkflowHandle:
-        """The handle of the service's running loop; NoRunningLoop when none runs."""
-        workflow_id = self.config.workflow_id(service)
-        handle = self.client.get_workflow_handle(workflow_id, result_type=LoopStatus)
+    async def _hand_config(
+        self, workflow_id: str, service: ServiceSpec, llm: LLMSpec | None, timeout: float
+    ) -> LoopStatus:
+        config = self.config
         try:
-            description = await handle.describe(rpc_timeout=self._rpc_timeout)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise NoRunningLoop(
-                    f"no loop for service '{service}' (start it: python -m starter "
-                    f"--service {service})"
-                ) from None
-            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                raise LoopNotAnswering(self._temporal_silent()) from None
-            raise
+            return await self.update_spec(service, llm or config.llm, timeout)
+        except LoopNotAnswering as exc:
+            if exc.accepted:
+                raise
+            raise LoopNotAnswering(
+                f"{workflow_id} is running but has not taken the config within {timeout:g}s "
+                f"(is a worker running on task queue '{config.temporal.task_queue}'?); "
+                "nothing was changed"
+            ) from None
+
+    async def handle(self, service: str) -> WorkflowHandle:
+        """The handle of the service's running loop; NoRunningLoop when none runs.
+
+        The loop runs under config.workflow_id, or, started by an older release, under
+        config.legacy_workflow_id: that one is taken only when it is verified to be this
+        project's loop of this service, since another pair of names may share it."""
+        handle, description = await self._describe(self.config.workflow_id(service))
+        if description is None or description.status != WorkflowExecutionStatus.RUNNING:
+            legacy = await self._legacy_loop(service)
+            if legacy is not None:
+                return legacy
+        if description is None:
+            raise NoRunningLoop(
+                f"no loop for service '{service}' (start it: python -m starter --service {service})"
+            )
         if description.status != WorkflowExecutionStatus.RUNNING:
             state = description.status.name.lower() if description.status else "unknown"
             raise NoRunningLoop(
                 f"the loop for service '{service}' is not running ({state})", state=state
             )
         return handle
+
+    async def _describe(
+        self, workflow_id: str
+    ) -> tuple[WorkflowHandle, WorkflowExecutionDescription | None]:
+        """The workflow's handle and description; None when there is no such workflow."""
+        handle = self.client.get_workflow_handle(workflow_id, result_type=LoopStatus)
+        try:
+            return handle, await handle.describe(rpc_timeout=self._rpc_timeout)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return handle, None
+            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise LoopNotAnswering(self._temporal_silent()) from None
+            raise
+
+    async def _legacy_loop(self, service: str) -> WorkflowHandle | None:
+        """This service's loop running under the id of an older release, if there is one."""
+        handle, description = await self._describe(self.config.legacy_workflow_id(service))
+        if description is None or description.status != WorkflowExecutionStatus.RUNNING:
+            return None
+        if await self._names_this_loop(handle, description, service):
+            return handle
+        return None
+
+    async def _names_this_loop(
+        self, handle: WorkflowHandle, description: WorkflowExecutionDescription, service: str
+    ) -> bool:
+        """The workflow is a loop of this config's project for `service`: by its search
+        attributes when it has them, else by the project and service its input names."""
+        attributes = description.typed_search_attributes
+        project = attributes.get(SearchAttributeKey.for_keyword(names.PROJECT_ATTRIBUTE))
+        named = attributes.get(SearchAttributeKey.for_keyword(names.SERVICE_ATTRIBUTE))
+        if project is not None and named is not None:
+            return description.workflow_type == names.WORKFLOW and (project, named) == (
+                self.config.project or "",
+                service,
+            )
+        if description.workflow_type != names.WORKFLOW:
+            return False
+        started = await self._bounded(_input_of(handle))
+        if started is None:
+            return False
+        plan = started.get("service")
+        return (
+            started.get("project") == (self.config.project or "default")
+            and isinstance(plan, dict)
+            and plan.get("name") == service
+        )
 
     async def stop(self, service: str, timeout: float | None = UPDATE_TIMEOUT) -> LoopStatus:
         """Cancel the loop and wait for its final `stopped` decision, at most `timeout` seconds
@@ -264,11 +326,13 @@ class LoopClient:
     async def pause(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> LoopStatus:
-        request = PauseRequest(reason=reason, by=by, void_after=void_after(timeout))
+        request = PauseRequest(
+            reason=reason, by=by, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.PAUSE, request, LoopStatus, timeout)
 
     async def resume(self, service: str, timeout: float = UPDATE_TIMEOUT) -> LoopStatus:
-        request = ResumeRequest(void_after=void_after(timeout))
+        request = ResumeRequest(void_after=void_after(timeout), **self._addressee(service))
         return await self._control(service, names.RESUME, request, LoopStatus, timeout)
 
     async def scale_to(
@@ -283,7 +347,12 @@ class LoopClient:
         """Scale now; the loop then holds the count for `hold_s` seconds (None: the service's
         default, 0: no hold). The answer says which hold the loop keeps."""
         request = ManualScale(
-            replicas=replicas, reason=reason, by=by, hold_s=hold_s, void_after=void_after(timeout)
+            replicas=replicas,
+            reason=reason,
+            by=by,
+            hold_s=hold_s,
+            void_after=void_after(timeout),
+            **self._addressee(service),
         )
         began = time.monotonic()
         result = await self._control(service, names.SCALE_TO, request, ManualScaleResult, timeout)
@@ -298,13 +367,17 @@ class LoopClient:
     async def approve(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> PendingApproval:
-        request = Verdict(by=by, reason=reason, void_after=void_after(timeout))
+        request = Verdict(
+            by=by, reason=reason, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.APPROVE, request, PendingApproval, timeout)
 
     async def reject(
         self, service: str, reason: str = "", by: str = "", timeout: float = UPDATE_TIMEOUT
     ) -> PendingApproval:
-        request = Verdict(by=by, reason=reason, void_after=void_after(timeout))
+        request = Verdict(
+            by=by, reason=reason, void_after=void_after(timeout), **self._addressee(service)
+        )
         return await self._control(service, names.REJECT, request, PendingApproval, timeout)
 
     async def update_spec(
@@ -315,8 +388,14 @@ class LoopClient:
             service=ServicePlan.from_spec(service),
             llm=LLMPlan.from_spec(llm),
             void_after=void_after(timeout),
+            project=self._addressee(service.name)["project"],
         )
         return await self._control(service.name, names.UPDATE_SPEC, request, LoopStatus, timeout)
+
+    def _addressee(self, service: str) -> dict[str, str]:
+        """The loop a control is meant for, as the loop names itself (its input's project):
+        the loop refuses a control that names another one."""
+        return {"project": self.config.project or "default", "service": service}
 
     async def _control(
         self, service: str, update: str, request: object, result_type: type[T], timeout: float
@@ -377,6 +456,22 @@ class LoopClient:
     def _temporal_silent(self) -> str:
         target = self.client.service_client.config.target_host
         return f"Temporal at {target} has not answered within {self.answer_timeout:g}s"
+
+
+async def _input_of(handle: WorkflowHandle) -> dict[str, Any] | None:
+    """The input of the workflow's current run, as plain JSON (read whatever release wrote
+    it), or None when it has none that docktor wrote."""
+    async for event in handle.fetch_history_events(page_size=1):
+        attributes = event.workflow_execution_started_event_attributes
+        payloads = attributes.input.payloads
+        if not payloads:
+            return None
+        try:
+            value = json.loads(payloads[0].data)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _refusal(exc: WorkflowUpdateFailedError) -> str:

@@ -7,6 +7,11 @@ no PyPI build of it), which scripts/install-test-deps.sh installs where it is mi
 Everything listens on 127.0.0.1 only, keeps its state under one directory (so a restart on the
 same directory keeps workflows and streams), and writes its output to a log file there, whose
 last lines go into the error when a server fails to start.
+
+Loopback is not private from a web browser: any page can send a cross-origin "simple" POST to
+127.0.0.1. The Temporal dev server's HTTP API has no authentication and no CORS check, so it is
+closed (see start_temporal); its gRPC API and the Web UI (which guards its own API with a CSRF
+token) are what docktor uses.
 """
 
 from __future__ import annotations
@@ -225,6 +230,8 @@ class EmbeddedTemporal(ManagedProcess):
     ui_url: str = ""
     port: int = 0
     ui_port: int = 0
+    # The frontend's HTTP API: pinned so it is known, and closed (it refuses every request).
+    http_port: int = 0
     namespace: str = "default"
 
 
@@ -418,6 +425,14 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20) -
 
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
+# The only Host header the dev server's HTTP API accepts. The CLI cannot turn that API off, but
+# the server refuses a request whose Host is not allowed before it reads the body, and no
+# browser can be made to send this one: `.invalid` never resolves (RFC 6761), so no page can
+# address 127.0.0.1 by it. Nothing docktor runs uses the HTTP API (the SDK, the CLI and the Web
+# UI's server speak gRPC).
+CLOSED_HTTP_HOST = "docktor-http-api-closed.invalid"
+HTTP_API_CLOSED = f'frontend.httpAllowedHosts=["{CLOSED_HTTP_HOST}"]'
+
 
 def start_temporal(
     state_dir: Path,
@@ -428,6 +443,10 @@ def start_temporal(
 ) -> EmbeddedTemporal:
     """Start `temporal server start-dev` with a SQLite file under state_dir and docktor's search
     attributes, and wait until the `default` namespace answers.
+
+    The HTTP API gets a port chosen here and refuses every request (CLOSED_HTTP_HOST); start
+    checks that it does, so a CLI that ignored the setting fails to start rather than serving
+    an open API.
 
     Restarting on the same state dir keeps workflows. CLI 1.9.1 accepts --search-attribute for
     attributes the database already has (it skips them, even when the type differs), so the
@@ -443,10 +462,12 @@ def start_temporal(
             (ui_port, "Temporal Web UI", "--temporal-ui-port"),
         ]
     )
+    http_port = free_port()
     db = state_dir / "temporal.db"
     base = [binary, "server", "start-dev", "--ip", LOCALHOST, "--port", str(port)]
     base += ["--ui-port", str(ui_port), "--db-filename", str(db), "--log-level", "warn"]
-    base += ["--ui-disable-news-fetch"]
+    base += ["--ui-disable-news-fetch", "--http-port", str(http_port)]
+    base += ["--dynamic-config-value", HTTP_API_CLOSED]
     # Write-ahead log, synced at checkpoints rather than at every commit: the dev server writes
     # ~9 rows per loop iteration, and a full fsync each caps the whole system near 9 iterations
     # a second. A power cut may lose the last moments; this is the dev server.
@@ -468,6 +489,7 @@ def start_temporal(
             ui_url=f"http://{LOCALHOST}:{ui_port}",
             port=port,
             ui_port=ui_port,
+            http_port=http_port,
         )
 
     deadline = time.monotonic() + timeout
@@ -485,10 +507,32 @@ def start_temporal(
             temporal.stop()
             temporal = launch(base)
             _wait_temporal(temporal, deadline, timeout)
+        _check_http_api_closed(temporal)
         return temporal
     except BaseException:
         temporal.stop()
         raise
+
+
+def http_api_refuses(port: int) -> bool:
+    """The HTTP API on port answers a harmless GET with 403 "Host not allowed"."""
+    request = urllib.request.Request(f"http://{LOCALHOST}:{port}/api/v1/namespaces")
+    try:
+        with urllib.request.urlopen(request, timeout=5.0):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 403 and b"Host not allowed" in exc.read(512)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _check_http_api_closed(temporal: EmbeddedTemporal) -> None:
+    if not http_api_refuses(temporal.http_port):
+        raise EmbeddedError(
+            f"the Temporal dev server's HTTP API on port {temporal.http_port} is not closed "
+            f"(this temporal CLI ignores {HTTP_API_CLOSED}); docktor does not run it with an "
+            f"open HTTP API; log: {temporal.log_path}"
+        )
 
 
 def _wait_temporal(temporal: EmbeddedTemporal, deadline: float, timeout: float) -> None:

@@ -169,6 +169,11 @@ class RecordInput(BaseModel):
 # a client of an older release sends, and what every recorded history holds).
 
 
+# `project` and `service` name the loop a control is meant for, as its client's config knows it;
+# the loop refuses one that names another loop (a request sent under a workflow id that another
+# project's service once shared). None: not said (clients of older releases), accepted.
+
+
 class ManualScale(BaseModel):
     # Strict: `"3"`, `3.0` or `true` from a client other than docktor's is refused, not read as
     # a count (an update whose payload does not decode is rejected before it is accepted).
@@ -180,6 +185,8 @@ class ManualScale(BaseModel):
     # ignores it.
     hold_s: float | None = Field(default=None, strict=True)
     void_after: datetime | None = None
+    project: str | None = None
+    service: str | None = None
 
 
 class ManualScaleResult(Decision):
@@ -194,12 +201,16 @@ class PauseRequest(BaseModel):
     reason: str = ""
     by: str = ""
     void_after: datetime | None = None
+    project: str | None = None
+    service: str | None = None
 
 
 class ResumeRequest(BaseModel):
     """The `resume` update's argument. Optional: clients of older releases send none."""
 
     void_after: datetime | None = None
+    project: str | None = None
+    service: str | None = None
 
 
 class Verdict(BaseModel):
@@ -208,6 +219,8 @@ class Verdict(BaseModel):
     by: str = ""
     reason: str = ""
     void_after: datetime | None = None
+    project: str | None = None
+    service: str | None = None
 
 
 def void_problem(void_after: datetime | None, now: datetime) -> str | None:
@@ -250,6 +263,8 @@ class SpecUpdate(BaseModel):
     service: ServicePlan
     llm: LLMPlan
     void_after: datetime | None = None
+    # The service is the plan's name; the project, as for the other controls.
+    project: str | None = None
 
 
 class LoopStatus(BaseModel):

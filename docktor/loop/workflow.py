@@ -641,6 +641,7 @@ class ServiceAutoscaler:
     @pause.validator
     def _validate_pause(self, request: PauseRequest) -> None:
         _refuse_void(request.void_after)
+        self._refuse_other_loop(request.project, request.service)
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if self.state.paused:
             raise ValueError(f"already paused ({self.state.pause_reason or 'no reason given'})")
@@ -659,6 +660,8 @@ class ServiceAutoscaler:
     @resume.validator
     def _validate_resume(self, request: ResumeRequest | None = None) -> None:
         _refuse_void(request.void_after if request else None)
+        if request is not None:
+            self._refuse_other_loop(request.project, request.service)
         if not self.state.paused and not manual_hold.in_force(self.state.hold, workflow.now()):
             raise ValueError("not paused, and no manual scale is held")
 
@@ -693,6 +696,7 @@ class ServiceAutoscaler:
     @scale_to.validator
     def _validate_scale_to(self, request: ManualScale) -> None:
         _refuse_void(request.void_after)
+        self._refuse_other_loop(request.project, request.service)
         _refuse(operator_text_problems(reason=request.reason, by=request.by))
         if hold_problem := manual_hold.problem(request.hold_s):
             raise ValueError(hold_problem)
@@ -709,6 +713,7 @@ class ServiceAutoscaler:
     @approve.validator
     def _validate_approve(self, verdict: Verdict) -> None:
         _refuse_void(verdict.void_after)
+        self._refuse_other_loop(verdict.project, verdict.service)
         _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
 
@@ -719,8 +724,20 @@ class ServiceAutoscaler:
     @reject.validator
     def _validate_reject(self, verdict: Verdict) -> None:
         _refuse_void(verdict.void_after)
+        self._refuse_other_loop(verdict.project, verdict.service)
         _refuse(operator_text_problems(reason=verdict.reason, by=verdict.by))
         self._require_pending()
+
+    def _refuse_other_loop(self, project: str | None, service: str | None) -> None:
+        """Refuse a control meant for another loop: the names it carries are its client's, and
+        differ from this loop's when the workflow id it was sent to names another service.
+        None (an older client) says nothing and is accepted."""
+        if service is not None and service != self.plan.name:
+            raise ValueError(f"this loop scales '{self.plan.name}', not '{service}'")
+        if project is not None and project != self.request.project:
+            raise ValueError(
+                f"this loop belongs to project '{self.request.project}', not '{project}'"
+            )
 
     def _require_pending(self) -> None:
         if self.state.pending is None or self.state.pending.verdict is not None:
@@ -745,6 +762,7 @@ class ServiceAutoscaler:
     @update_spec.validator
     def _validate_spec(self, change: SpecUpdate) -> None:
         _refuse_void(change.void_after)
+        self._refuse_other_loop(change.project, None)
         if change.service.name != self.plan.name:
             raise ValueError(f"this loop scales '{self.plan.name}', not '{change.service.name}'")
         # The payload decoded as a wire model, which takes what any release wrote; a new plan

@@ -1,8 +1,9 @@
 """Container CPU and memory from the Docker engine (`kind: docker`, used for `cpu.*`/`mem.*`).
 
 A service's replicas are its running containers: the Compose labels (project + service, not
-one-off) for `backend: compose`, the swarm task label `com.docker.swarm.service.name` for
-`backend: swarm`. Each replica gives one `stats(stream=False)`, which the engine answers after
+one-off) for `backend: compose`; for `backend: swarm` the task containers of the very swarm
+service the backend scales (found as it finds it, then by the service's id: a name alone may
+be another stack's). Each replica gives one `stats(stream=False)`, which the engine answers after
 taking two readings about a second apart (it fills `precpu_stats`), so one sample costs about a
 second. All replicas are read at once in threads: twenty replicas cost about one sample.
 
@@ -31,13 +32,15 @@ from typing import Any
 import docker
 import docker.errors
 
+from docktor.backends.swarm import find_service
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.plan import ServicePlan
 from docktor.sources.base import MetricConfigError, MetricUnavailable
 from docktor.text import source_error
 
 GAUGES = ("cpu.avg_pct", "cpu.max_pct", "cpu.min_pct", "mem.avg_pct")
-SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
+# What the engine labels each task container of a swarm service with.
+SWARM_SERVICE_ID_LABEL = "com.docker.swarm.service.id"
 # Threads for the blocking stats calls, shared by every service a worker samples. Each call
 # mostly waits (about a second, on the engine), so many threads cost little; the default
 # executor's min(32, cpus + 4) would read twenty replicas in several rounds on a small machine.
@@ -63,8 +66,13 @@ class DockerMetricSource:
         self._cpu = CpuWindows()
 
     async def sample(self, spec: ServicePlan) -> tuple[dict[str, float], dict[str, float]]:
-        filters = replica_filters(spec)
         client = await self._run(docker_client)
+        swarm_service = None
+        if spec.backend == "swarm":
+            swarm_service = await self._swarm_service(client, spec)
+            if swarm_service is None:
+                return {}, {}  # no such service: nothing runs
+        filters = replica_filters(spec, swarm_service)
         rows = await self._run(client.api.containers, filters=filters)
         stats = await asyncio.gather(*(self._run(_stats, client, row["Id"]) for row in rows))
         found = {row["Id"]: one for row, one in zip(rows, stats, strict=True) if one is not None}
@@ -81,7 +89,16 @@ class DockerMetricSource:
         return gauges, {}
 
     async def validate(self, spec: ServicePlan) -> None:
-        replica_filters(spec)
+        replica_filters(spec, "")
+
+    async def _swarm_service(self, client: docker.DockerClient, spec: ServicePlan) -> str | None:
+        """The id of the swarm service the backend scales for spec, or None when none is."""
+        try:
+            found, _ = await self._run(find_service, client, spec.name, spec.project or "default")
+        except docker.errors.APIError as exc:
+            # Not a swarm manager, or the engine failing: the backend says which.
+            raise MetricUnavailable(f"Docker engine: {exc.explanation or exc}") from None
+        return None if found is None else str(found.id)
 
     async def close(self) -> None:
         # The engine client is shared (docktor.docker_engine); only the threads are ours.
@@ -107,10 +124,11 @@ class DockerMetricSource:
             return self._executor
 
 
-def replica_filters(spec: ServicePlan) -> dict[str, Any]:
-    """The engine's container filter for this service's running replicas."""
+def replica_filters(spec: ServicePlan, swarm_service: str | None = None) -> dict[str, Any]:
+    """The engine's container filter for this service's running replicas; for a swarm service,
+    those of the service with the id `swarm_service`."""
     if spec.backend == "swarm":
-        labels = [f"{SWARM_SERVICE_LABEL}={spec.name}"]
+        labels = [f"{SWARM_SERVICE_ID_LABEL}={swarm_service}"]
     elif spec.backend == "compose":
         labels = [
             f"com.docker.compose.service={spec.name}",

@@ -416,7 +416,11 @@ class DocktorConfig(Strict):
         return [s.name for s in self.services]
 
     def workflow_id(self, service: str) -> str:
-        return f"docktor-{self.project}-{service}"
+        return names.workflow_id(self.project, service)
+
+    def legacy_workflow_id(self, service: str) -> str:
+        """Where a loop started by an older release runs (docktor/names.py)."""
+        return names.legacy_workflow_id(self.project, service)
 
     @property
     def journal_path(self) -> str:

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from helpers import require_redis_server
 
+from docktor import names
 from docktor.dev.demo.stack import resolve_config_path
 from docktor.dev.embedded import free_port
 
@@ -130,7 +131,7 @@ def test_demo_scales_up_and_down_then_leaves_nothing_running(tmp_path: Path, exa
 
     assert result.returncode == 0, context
     assert "Traceback" not in output, context
-    workflow_id = f"docktor-{project}-consumer"
+    workflow_id = names.workflow_id(project, "consumer")
     assert f"/namespaces/default/workflows/{workflow_id}" in output, context
 
     lines = (state / "decisions.jsonl").read_text().splitlines()

@@ -178,15 +178,6 @@ async def test_min_max_avg_over_the_replicas_sampled_at_once(
     assert gauges["cpu.avg_pct"] == pytest.approx(gauges["cpu.max_pct"] / 8, abs=1)
 
 
-async def test_swarm_tasks_are_found_by_their_service_label(
-    run: Run, project: str, source: DockerMetricSource
-) -> None:
-    # A plain container carrying the label swarm puts on its task containers.
-    run("task", BUSY, **{"com.docker.swarm.service.name": f"{project}_api"})
-    gauges = await busy_reading(source, spec(project, f"{project}_api", backend="swarm"))
-    assert gauges["cpu.avg_pct"] == pytest.approx(100, abs=15)
-
-
 async def test_no_running_replica_gives_no_metrics(
     client: docker.DockerClient, run: Run, project: str, source: DockerMetricSource
 ) -> None:

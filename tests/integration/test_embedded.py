@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
+from docktor import names
 from docktor.dev.embedded import (
     SEARCH_ATTRIBUTES,
     EmbeddedError,
@@ -250,3 +256,86 @@ async def test_session_fixtures_serve(
     connection = await nats.connect(nats_server.url)
     assert connection.is_connected
     await connection.close()
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process pid listens on, read from /proc (its sockets' inodes)."""
+    inodes: set[str] = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                # st 0A is LISTEN; field 9 is the socket's inode.
+                if fields[3] == "0A" and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def cross_origin_simple_post(port: int, path: str, body: bytes) -> int | str:
+    """What a web page on another origin can send without a CORS preflight: a POST with a
+    text/plain body. The status code, or why there was none."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "text/plain", "Origin": "http://evil.example"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:  # a gRPC port drops an HTTP/1.1 request
+        return type(exc).__name__
+
+
+def ui_reads_the_namespace(server: EmbeddedTemporal) -> bool:
+    try:
+        with urllib.request.urlopen(f"{server.ui_url}/api/v1/namespaces/default", timeout=5) as ui:
+            return bool(json.loads(ui.read())["namespaceInfo"]["name"] == "default")
+    except urllib.error.HTTPError:
+        return False
+
+
+async def test_no_port_of_the_dev_server_lets_a_web_page_start_a_workflow(
+    tmp_path: Path,
+) -> None:
+    """`docktor dev`, the demo and the tests start Temporal through start_temporal: a page in a
+    browser on the same machine must not be able to start a loop (whose input names a command
+    the worker would run) through any port that server listens on."""
+    server = start_temporal(tmp_path)
+    try:
+        ports = listening_ports(server.pid)
+        workflow_id = f"docktor-from-a-web-page-{uuid.uuid4().hex[:8]}"
+        body = json.dumps(
+            {
+                "workflowId": workflow_id,
+                "workflowType": {"name": names.WORKFLOW},
+                "taskQueue": {"name": names.TASK_QUEUE},
+            }
+        ).encode()
+        answers = {
+            port: cross_origin_simple_post(
+                port, f"/api/v1/namespaces/default/workflows/{workflow_id}", body
+            )
+            for port in sorted(ports)
+        }
+        assert 200 not in answers.values(), answers
+        # The HTTP API was among them, and refused before reading the request.
+        assert 403 in answers.values(), answers
+        client = await Client.connect(server.address)
+        with pytest.raises(RPCError) as described:
+            await client.get_workflow_handle(workflow_id).describe()
+        assert described.value.status == RPCStatusCode.NOT_FOUND
+        # The Web UI still works: its server reads the namespace over gRPC (once its own
+        # connection, retried with a backoff, is up).
+        wait_for(lambda: ui_reads_the_namespace(server), 30, "the Web UI reads the namespace")
+    finally:
+        server.stop()

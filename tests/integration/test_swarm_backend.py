@@ -24,9 +24,10 @@ from docker_engine import DockerEngine
 from helpers import async_wait_for, wait_for
 
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
-from docktor.backends.swarm import SwarmScaler
+from docktor.backends.swarm import STACK_NAMESPACE_LABEL, SwarmScaler
 from docktor.docker_engine import reset_clients
 from docktor.plan import ServicePlan
+from docktor.sources.docker import DockerMetricSource
 
 PROJECT = "dkswarm"
 # `sleep` as PID 1 ignores SIGTERM, which would make each stopped task wait out the grace period.
@@ -100,19 +101,23 @@ def _removed(client: docker.DockerClient, network_id: str) -> bool:
     return True
 
 
-MakeService = Callable[[str, ServiceMode], Service]
+MakeService = Callable[..., Service]
 
 
 @pytest.fixture
 def make_service(swarm: docker.DockerClient, busybox_image: str) -> Iterator[MakeService]:
     created: list[Service] = []
 
-    def make(name: str, mode: ServiceMode) -> Service:
+    def make(name: str, mode: ServiceMode, stack: str | None = None) -> Service:
+        # `docker stack deploy` labels the service and its task containers with the stack.
+        labels = {STACK_NAMESPACE_LABEL: stack} if stack is not None else None
         service = swarm.services.create(
             busybox_image,
             SLEEPER,
             name=name,
             mode=mode,
+            labels=labels,
+            container_labels=labels,
             # Host network, no published ports: no overlay or ingress network is involved.
             networks=["host"],
         )
@@ -125,8 +130,8 @@ def make_service(swarm: docker.DockerClient, busybox_image: str) -> Iterator[Mak
             service.remove()
 
 
-def _spec(name: str) -> ServicePlan:
-    return ServicePlan(name=name, backend="swarm", project=PROJECT)
+def _spec(name: str, project: str = PROJECT) -> ServicePlan:
+    return ServicePlan(name=name, backend="swarm", project=project)
 
 
 def _version(swarm: docker.DockerClient, name: str) -> int:
@@ -182,9 +187,49 @@ async def test_scale_to_is_idempotent(
 
 async def test_finds_a_stack_service_by_project_prefix(make_service: MakeService) -> None:
     # `docker stack deploy -c docker-compose.yaml dkswarm` names service `web` `dkswarm_web`.
-    make_service(f"{PROJECT}_web", ServiceMode("replicated", replicas=1))
+    make_service(f"{PROJECT}_web", ServiceMode("replicated", replicas=1), stack=PROJECT)
     scaler = SwarmScaler(_spec("web"), project=PROJECT)
     assert await scaler.scale_to(2) == 2
+
+
+async def test_another_stacks_service_of_the_same_name_is_never_scaled(
+    swarm: docker.DockerClient, make_service: MakeService
+) -> None:
+    """Stack `dkswarm`'s service `b_c` and project `dkswarm_b`'s service `c` are both
+    `dkswarm_b_c`: only the stack's own project scales it. A service of that name made by hand,
+    in no stack, is not taken for a stack's either."""
+    make_service(f"{PROJECT}_b_c", ServiceMode("replicated", replicas=1), stack=PROJECT)
+    make_service(f"{PROJECT}_b_d", ServiceMode("replicated", replicas=1))
+    versions = {name: _version(swarm, name) for name in (f"{PROJECT}_b_c", f"{PROJECT}_b_d")}
+    for name in ("c", "d"):
+        stranger = SwarmScaler(_spec(name, f"{PROJECT}_b"), project=f"{PROJECT}_b")
+        with pytest.raises(ScalerConfigError, match="not to project 'dkswarm_b'"):
+            await stranger.scale_to(3)
+        with pytest.raises(ScalerConfigError, match="not to project 'dkswarm_b'"):
+            await stranger.replicas()
+    assert {name: _version(swarm, name) for name in versions} == versions
+    owner = SwarmScaler(_spec("b_c"), project=PROJECT)
+    assert await owner.scale_to(2) == 2
+
+
+async def test_cpu_is_sampled_from_the_scaled_stack_service_only(make_service: MakeService) -> None:
+    """The docker source reads the task containers of the service the backend scales: a stack's
+    `dkswarm_api` for service `api`, and nothing for a project whose `<project>_<name>` is
+    another stack's service."""
+    make_service(f"{PROJECT}_api", ServiceMode("replicated", replicas=1), stack=PROJECT)
+    source = DockerMetricSource()
+    try:
+
+        async def sampled() -> dict[str, float]:
+            gauges, _ = await source.sample(_spec("api"))
+            return gauges
+
+        gauges = await async_wait_for(sampled, timeout=60, message="the task's CPU is read")
+        assert isinstance(gauges, dict) and "cpu.avg_pct" in gauges
+        # Project `dkswarm_a`'s service `pi` would be `dkswarm_api` too.
+        assert await source.sample(_spec("pi", f"{PROJECT}_a")) == ({}, {})
+    finally:
+        await source.close()
 
 
 async def test_global_service_is_refused(

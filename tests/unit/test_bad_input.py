@@ -162,7 +162,7 @@ def assert_usable(config: DocktorConfig) -> None:
         assert re.fullmatch(SERVICE_NAME_PATTERN, service.name), service.name
         assert len(service.name) <= MAX_NAME_LENGTH
         assert re.fullmatch(
-            r"docktor-[a-z0-9_-]+-[A-Za-z0-9_.-]+", config.workflow_id(service.name)
+            r"docktor:[a-z0-9_-]+:[A-Za-z0-9_.-]+", config.workflow_id(service.name)
         )
         assert 0 <= service.min_replicas <= service.max_replicas <= MAX_REPLICAS
         for name in SERVICE_DURATIONS:
@@ -409,7 +409,7 @@ def test_good_project_names_are_kept(name: str) -> None:
     doc = {"project": name, "services": [{"name": "api.v2_1-x"}]}
     config = parse_config(yaml.safe_dump(doc), base_dir=BASE_DIR, source=SOURCE)
     assert config.project == name
-    assert config.workflow_id("api.v2_1-x") == f"docktor-{name}-api.v2_1-x"
+    assert config.workflow_id("api.v2_1-x") == f"docktor:{name}:api.v2_1-x"
 
 
 FOLDER_NAMES = st.text(

@@ -52,7 +52,7 @@ def test_minimal_multi_service_form_gets_defaults(tmp_path: Path) -> None:
     assert service.rules.scale_up_when == [] and service.rules.scale_down_when == []
     assert config.temporal.address == "127.0.0.1:7233"
     assert config.llm.provider == "none"
-    assert config.workflow_id("web") == f"docktor-{config.project}-web"
+    assert config.workflow_id("web") == f"docktor:{config.project}:web"
 
 
 def test_project_defaults_to_sanitised_folder_name(tmp_path: Path) -> None:
