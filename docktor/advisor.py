@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from docktor.plan import LLMPlan
 from docktor.policy import action_for, settle
 from docktor.spec import ConfigError, format_number
+from docktor.text import printable_line
 from docktor.values import Advice, AdviseInput, Decision, Proposal, Provenance
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,9 @@ class ModelAnswer(BaseModel):
     @classmethod
     def _reason_not_blank(cls, value: str) -> str:
         # One line of printable text: the reason is shown in terminals (`docktor explain`),
-        # where escape sequences or bidi overrides from a model would act, not be read.
-        value = _printable_line(value)
+        # where escape sequences or bidi overrides from a model would act, not be read. Cut to
+        # REASON_MAX_CHARS only once an echoed key is redacted: a key cut in two is not found.
+        value = printable_line(value, REPLY_MAX_CHARS)
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -234,7 +236,7 @@ async def advise(
     started = time.monotonic()
     try:
         answer = await _ask(llm, api_key, build_messages(request), clients)
-        answer.reason = _shorten(_redact(answer.reason, api_key))
+        answer.reason = printable_line(_redact(answer.reason, api_key), REASON_MAX_CHARS)
         advice = _use(request, answer)
     except _Fallback as exc:
         return _fallback(request, str(exc), started)
@@ -300,22 +302,6 @@ def _redact(text: str, api_key: str | None) -> str:
     """A server that echoes the request's Authorization header back into the answer must not
     get the key recorded in the decision (and so in history and the JSONL)."""
     return text.replace(api_key, REDACTED) if api_key else text
-
-
-def _shorten(text: str, limit: int = REASON_MAX_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _printable_line(text: str) -> str:
-    """Whitespace runs (newlines included) as one space, other control and format characters
-    (escape sequences, bidi overrides) dropped."""
-    return "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
-
-
-def _one_line(text: str, limit: int) -> str:
-    """`text` as one printable line of at most `limit` characters. Cut before it is cleaned,
-    so a huge text costs no more than a short one."""
-    return _shorten(_printable_line(text[: limit * 4]), limit)
 
 
 def _last_scales(request: AdviseInput, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -511,14 +497,14 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
         "max_replicas": spec.max_replicas,
         "current_replicas": proposal.current_replicas,
         "observations": {
-            _one_line(k, PROMPT_NAME_MAX_CHARS): _round(v)
+            printable_line(k, PROMPT_NAME_MAX_CHARS): _round(v)
             for k, v in sorted(proposal.observations.items())
         },
-        "matched_rules": [_one_line(r, PROMPT_TEXT_MAX_CHARS) for r in proposal.matched_rules],
+        "matched_rules": [printable_line(r, PROMPT_TEXT_MAX_CHARS) for r in proposal.matched_rules],
         "rules_proposal": {
             "action": proposal.action,
             "target_replicas": proposal.target_replicas,
-            "reason": _one_line(proposal.reason, PROMPT_TEXT_MAX_CHARS),
+            "reason": printable_line(proposal.reason, PROMPT_TEXT_MAX_CHARS),
         },
         "cooldown_seconds_left": {
             "up": round(request.cooldown_up_left),
@@ -528,7 +514,7 @@ def prompt_facts(request: AdviseInput) -> dict[str, Any]:
     }
     if proposal.missing_metrics:
         facts["not_observed"] = [
-            _one_line(name, PROMPT_NAME_MAX_CHARS) for name in proposal.missing_metrics
+            printable_line(name, PROMPT_NAME_MAX_CHARS) for name in proposal.missing_metrics
         ]
     if request.llm.mode == "advise":
         facts["max_step"] = request.llm.max_step
@@ -541,7 +527,7 @@ def _brief(decision: Decision) -> dict[str, Any]:
         "action": decision.action,
         "from": decision.current_replicas,
         "to": decision.target_replicas,
-        "reason": _one_line(decision.reason, 160),
+        "reason": printable_line(decision.reason, 160),
     }
 
 

@@ -22,7 +22,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from docktor.reasons import shorten
+from docktor.text import printable_line
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # The environment variables docker.from_env reads: a change to any of them is another engine.
@@ -141,4 +141,4 @@ def _reason(exc: BaseException) -> str:
         seen += 1
     strerror = getattr(inner, "strerror", None)
     text = strerror or str(inner) or type(inner).__name__
-    return shorten(text, 160)
+    return printable_line(text, 160)

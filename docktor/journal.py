@@ -5,13 +5,15 @@ ROTATE_BYTES, its older parts beside it: `decisions.jsonl.1` (the newest of them
 `decisions.jsonl.{FILES - 1}`; the oldest is dropped. Readers stream lines across the files,
 oldest first, and keep only what they were asked for.
 
-The files are private to the worker's user: created 0600 (a folder docktor creates, 0700) and
-opened with O_NOFOLLOW, so a symlink planted at the log's path is refused, not written through.
+The files are private to the worker's user (docktor.private_files): created 0600 (a folder
+docktor creates, 0700), and never written through a symlink, a hard link or anything but a
+regular file of the worker's user planted at the log's path. Such a file is refused as not
+permitted (EPERM), a lasting error: the record activity fails at once and the loop reports the
+gap, instead of retrying a write that cannot succeed.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import heapq
 import json
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 from docktor.plan import ServicePlan
 from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast import stage as predict
+from docktor.private_files import open_no_link, open_private, private_dir
 from docktor.values import Decision, Observation, WarmStart
 
 # A loop deciding every 4 s writes ~17 MB a day: the log is cut at this size and the last FILES
@@ -48,11 +51,6 @@ _TAIL_BYTES = 256 * 1024
 # Keys remembered per log; far more than a retry window holds, bounded for a long-lived worker.
 _MAX_KEYS = 20_000
 _KEY = re.compile(rb'"decision_id"\s*:\s*"([^"]*)"')
-
-_PRIVATE_FILE = 0o600
-_PRIVATE_FOLDER = 0o700
-# Never through a symlink at the last component; not inherited by replicas the worker starts.
-_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -100,7 +98,7 @@ def append_decision(
     journal = Path(path)
     rotate_bytes = ROTATE_BYTES if rotate_bytes is None else rotate_bytes
     files = FILES if files is None else files
-    _make_folder(journal.parent)
+    private_dir(journal.parent, check=False)
     key = decision_key(decision)
     data = (json.dumps(decision_line(decision), separators=(",", ":")) + "\n").encode()
     with _lock, _locked(journal, exclusive=True):
@@ -110,14 +108,14 @@ def append_decision(
         # One line per write() with O_APPEND, so lines never interleave even with a writer
         # that does not take the lock (a short write, e.g. on a nearly full disk, is finished
         # by the next one).
-        fd = _open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        fd = open_private(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
         try:
             size = os.fstat(fd).st_size
             if files > 1 and size > 0 and size + len(data) > rotate_bytes:
                 os.close(fd)
                 fd = -1
                 _rotate(journal, files)
-                fd = _open(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+                fd = open_private(journal, os.O_RDWR | os.O_APPEND | os.O_CREAT)
                 # Everything before was read under the lock: the keys carry over to the new file.
                 _seen[journal] = _Seen(_identity(os.fstat(fd)), 0, keys)
             elif _torn_tail(fd, size):
@@ -132,36 +130,6 @@ def append_decision(
     return True
 
 
-def _make_folder(folder: Path) -> None:
-    """Create the log's folder, and any missing parent, private to this user; a folder that
-    exists is left as it is."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, _PRIVATE_FOLDER)
-        except FileExistsError:
-            # Made by another writer meanwhile; a file of that name is an error to report.
-            if not path.is_dir():
-                raise
-
-
-def _open(path: Path, flags: int) -> int:
-    """Open one of the log's files (created 0600), never through a symlink. A symlink there is
-    refused as not permitted, a lasting error: the record activity fails at once and the loop
-    reports the gap, instead of retrying a write that cannot succeed."""
-    try:
-        return os.open(path, flags | _NOFOLLOW, _PRIVATE_FILE)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP and path.is_symlink():
-            raise PermissionError(
-                errno.EPERM, "refused: it is a symbolic link", str(path)
-            ) from None
-        raise
-
-
 @contextmanager
 def _locked(journal: Path, exclusive: bool) -> Iterator[None]:
     """Hold the log's lock file (`decisions.jsonl.lock`, never rotated, so every process locks
@@ -172,9 +140,9 @@ def _locked(journal: Path, exclusive: bool) -> Iterator[None]:
     lock_path = journal.with_name(journal.name + ".lock")
     try:
         if exclusive:
-            fd = _open(lock_path, os.O_RDWR | os.O_CREAT)
+            fd = open_private(lock_path, os.O_RDWR | os.O_CREAT)
         else:
-            fd = _open(lock_path, os.O_RDONLY)
+            fd = open_no_link(lock_path, os.O_RDONLY)
     except OSError:
         if exclusive:
             raise
@@ -299,7 +267,9 @@ def _lines(journal: Path, last_bytes: int | None = None) -> Iterator[bytes]:
         with _locked(journal, exclusive=False):
             for path in journal_files(journal):
                 try:
-                    fd = _open(path, os.O_RDONLY)
+                    # Read by whoever asks (an operator's `docktor explain` too): only a link
+                    # is refused.
+                    fd = open_no_link(path, os.O_RDONLY)
                 except FileNotFoundError:
                     continue
                 handle = stack.enter_context(os.fdopen(fd, "rb"))
@@ -341,7 +311,7 @@ def _recent_keys(journal: Path) -> dict[str, None]:
         seen = _seen[journal] = _Seen(identity, max(0, size - _TAIL_BYTES))
         _scan_rotated_keys(journal, _TAIL_BYTES - size, seen.keys)
     if size > seen.offset:
-        fd = _open(journal, os.O_RDONLY)
+        fd = open_private(journal, os.O_RDONLY)
         try:
             chunk = os.pread(fd, size - seen.offset, seen.offset)
         finally:
@@ -363,7 +333,7 @@ def _scan_rotated_keys(journal: Path, budget: int, keys: dict[str, None]) -> Non
     index = 1
     while budget > 0:
         try:
-            fd = _open(rotated(journal, index), os.O_RDONLY)
+            fd = open_private(rotated(journal, index), os.O_RDONLY)
         except FileNotFoundError:
             break
         try:

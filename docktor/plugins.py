@@ -8,8 +8,8 @@ plugin installed from its own package is reachable without touching docktor (doc
 The scan of the installed distributions runs once per process (a worker serves many services
 for a long time; reading every dist-info on each lookup would cost milliseconds per call), and
 each class is loaded on first use only: a broken plugin fails the services that name it, not
-every service. This module imports nothing of docktor's, so the config loader (docktor.spec) can
-ask it what is installed without an import cycle.
+every service. This module imports nothing of docktor's but docktor.text (a leaf too), so the
+config loader (docktor.spec) can ask it what is installed without an import cycle.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import functools
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
+
+from docktor.text import printable_line
 
 SOURCES = "docktor.metrics"
 BACKENDS = "docktor.scalers"
@@ -74,7 +76,8 @@ def _load(group: str, name: str) -> Any:
     try:
         return EntryPoint(name=name, value=entry.value, group=group).load()
     except Exception as exc:  # a plugin's import error is that plugin's problem, said in one line
-        problem = " ".join(str(exc).split()) or type(exc).__name__
+        # The plugin's own text, printed by `docktor plugins` and quoted in config errors.
+        problem = printable_line(str(exc)) or type(exc).__name__
         raise NotInstalled(
             f"the {what} '{name}' from {entry.package} {entry.version} cannot be loaded "
             f"({entry.value}: {problem})"

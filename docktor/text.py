@@ -3,7 +3,13 @@
 An error message from a metric server, a plugin or a client library is not docktor's to trust:
 it ends up in a decision's reason, which travels in every later workflow task (whose payloads
 Temporal caps at 2 MB), in the LLM prompt, in logs and on a terminal (`docktor explain`), where
-an escape sequence or a bidi override would act instead of being read.
+an escape sequence or a bidi override would act instead of being read. The same holds for a
+model's answer, a name from a workflow payload and a YAML parser's message: every such text is
+printed through printable_line, each caller with its own length.
+
+Errors from servers and clients can also be long for a good reason (the Temporal core client
+wraps the operating system's answer in several layers of Rust debug output): first_line and
+connect_reason keep the part an operator acts on.
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ _ESCAPE = re.compile(
 # `scheme://` then the rest of the word: what stands before its last `@` is credentials
 # (`user:password`, or a NATS token alone).
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>]*)")
+
+# The Temporal core client: `ConnectError("tcp connect error", 127.0.0.1:1, Os { code: 111,
+# kind: ConnectionRefused, message: "Connection refused" })`, or `ConnectError("dns error",
+# Custom { kind: Uncategorized, error: "failed to lookup address information: ..." })`.
+_CATEGORY = re.compile(r'ConnectError\("([^"]+)"')
+_DETAIL = re.compile(r'(?:message|error): "([^"]+)"')
 
 
 def printable_line(text: str, limit: int = SOURCE_ERROR_LIMIT) -> str:
@@ -80,3 +92,22 @@ def source_error(text: str, limit: int = SOURCE_ERROR_LIMIT) -> str:
     """A metric source's error as docktor records and prints it: credentials out, one short
     printable line."""
     return printable_line(redact(text), limit)
+
+
+def first_line(exc: BaseException, limit: int = SOURCE_ERROR_LIMIT) -> str:
+    """The first line of an exception's message as a printable line; its type when it has
+    none."""
+    lines = str(exc).strip().splitlines()
+    return (printable_line(lines[0], limit) if lines else "") or type(exc).__name__
+
+
+def connect_reason(exc: BaseException, limit: int = SOURCE_ERROR_LIMIT) -> str:
+    """Why a connection failed: `tcp connect error: Connection refused` from the Temporal core
+    client's nested error, else the message's first line."""
+    text = str(exc)
+    detail = _DETAIL.search(text)
+    if detail is None:
+        return first_line(exc, limit)
+    category = _CATEGORY.search(text)
+    reason = f"{category.group(1)}: {detail.group(1)}" if category else detail.group(1)
+    return printable_line(reason, limit)

@@ -462,7 +462,7 @@ class ProcessScaler:
         for replica in replicas:
             try:
                 self._rotate_log(replica)
-            except (OSError, UnsafePath) as exc:
+            except OSError as exc:  # UnsafePath too
                 # A log that cannot be rotated must not stop the loop from seeing its replicas.
                 log.warning("cannot rotate the log of replica %d: %s", replica, exc)
 
@@ -483,7 +483,7 @@ class ProcessScaler:
             replica = int(match.group(1))
             try:
                 record = PidRecord.from_json(replica, read_private(path, STATE_FILE_LIMIT).decode())
-            except (OSError, UnsafePath, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError):
                 record = None
             if (
                 record is not None
@@ -507,7 +507,7 @@ class ProcessScaler:
         try:
             data: dict[str, Any] = json.loads(read_private(intent, STATE_FILE_LIMIT))
             start_id = str(data["start_id"])
-        except (OSError, UnsafePath, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         pid = _find_started(start_id)
         if pid is None:

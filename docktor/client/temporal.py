@@ -17,8 +17,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from docktor import names
 from docktor.loop.messages import AutoscalerInput
 from docktor.plan import LLMPlan, ServicePlan
-from docktor.reasons import connect_reason
 from docktor.spec import DocktorConfig, ServiceSpec
+from docktor.text import connect_reason
 
 _INDEXED_TYPES = {
     "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,

@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from docktor import names
-from docktor.reasons import connect_reason
+from docktor.text import connect_reason
 
 if TYPE_CHECKING:
     from temporalio.client import Client

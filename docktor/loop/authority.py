@@ -23,6 +23,7 @@ from typing import Any
 
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, load_config
+from docktor.text import printable_line
 
 log = logging.getLogger("docktor.authority")
 
@@ -32,6 +33,8 @@ NAMED_FIELDS = 4
 DEFAULT_PROJECT = "default"
 
 RESTART_HINT = "restart the loop from this worker's config (python -m starter)"
+# A name from a payload, as a refusal quotes it.
+QUOTED_MAX_CHARS = 64
 
 
 class Refused(Exception):
@@ -76,19 +79,16 @@ class WorkerConfig:
         found = self._allowed.get((project, service))
         if found is not None:
             return found
+        name = printable_line(service, QUOTED_MAX_CHARS)
         if self._config is None:
-            raise Refused(
-                f"refused: this worker has no config; nothing run for {_short(service)!r}"
-            )
+            raise Refused(f"refused: this worker has no config; nothing run for {name!r}")
         ours = self._config.project or DEFAULT_PROJECT
         if project != ours:
+            theirs = printable_line(project, QUOTED_MAX_CHARS)
             raise Refused(
-                f"refused: this worker serves project {ours!r}, not {_short(project)!r}; "
-                "nothing run"
+                f"refused: this worker serves project {ours!r}, not {theirs!r}; nothing run"
             )
-        raise Refused(
-            f"refused: service {_short(service)!r} is not in this worker's config; nothing run"
-        )
+        raise Refused(f"refused: service {name!r} is not in this worker's config; nothing run")
 
     def check_plan(self, project: str, plan: ServicePlan) -> Allowed:
         """The worker's entry for the plan's service, if the plan is exactly the worker's."""
@@ -106,9 +106,8 @@ class WorkerConfig:
         self._reload_if_changed()
         ours = {a.journal_path for a in self._allowed.values()}
         if path not in ours:
-            raise Refused(
-                f"refused: {_short(path)!r} is not this worker's decision log; not written"
-            )
+            shown = printable_line(path, QUOTED_MAX_CHARS)
+            raise Refused(f"refused: {shown!r} is not this worker's decision log; not written")
         return path
 
     # ---- reading the file again ------------------------------------------------------------
@@ -189,9 +188,3 @@ def _differing(sent: dict[str, Any], ours: dict[str, Any], prefix: str = "") -> 
         else:
             found.append(f"{prefix}{key}")
     return found
-
-
-def _short(text: str, limit: int = 64) -> str:
-    """A name from a payload, as it may appear in a refusal: bounded and one line."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -11,6 +11,11 @@ from pydantic import BaseModel
 
 from docktor.spec.primitives import short
 from docktor.spec.schema import LOADER_FIELDS, DocktorConfig, ServiceSpec, inner_model
+from docktor.text import printable_line
+
+# A problem's line: far more than any message docktor writes, yet what a hostile file or a
+# parser quotes in it cannot make it a page.
+PROBLEM_MAX_CHARS = 1000
 
 
 class ConfigError(Exception):
@@ -22,7 +27,9 @@ class ConfigError(Exception):
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A problem as one printable line: a YAML parser's message or a value quoted in it may
+    hold newlines and control characters."""
+    return printable_line(text, PROBLEM_MAX_CHARS)
 
 
 def describe(error: Any, model: type[BaseModel], prefix: tuple[Any, ...] = ()) -> str:

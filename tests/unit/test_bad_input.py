@@ -589,7 +589,8 @@ async def test_a_long_reason_is_cut_and_control_characters_dropped(
     model_server.script(Reply.json({"action": "scale_up", "target_replicas": 3, "reason": reason}))
     advice = await advise(_request(model_server, 2, 3, "advise"))
     assert advice.metadata.llm_used and advice.target_replicas == 3
-    assert advice.reason.startswith("LLM: ]0;pwned backlog grows yyy")
+    # The escape sequence goes whole: its text (a window title to set) is not the model's reason.
+    assert advice.reason.startswith("LLM: backlog grows yyy")
     assert advice.reason.endswith("…") and len(advice.reason) == len("LLM: ") + REASON_MAX_CHARS
     assert "\x1b" not in advice.reason and "\u202e" not in advice.reason
 

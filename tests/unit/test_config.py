@@ -343,6 +343,17 @@ def test_yaml_syntax_error_has_line_number(tmp_path: Path) -> None:
     assert "YAML syntax error" in lines[0]
 
 
+def test_a_problem_line_is_printable_whatever_the_file_is_called(tmp_path: Path) -> None:
+    # The file's name is quoted in a YAML error; on a terminal its escape sequences would act.
+    path = tmp_path / "docktor\x1b[2J\x07.yaml"
+    path.write_text("services: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [line] = caught.value.problems
+    assert line.isprintable()
+    assert line.startswith(f"{tmp_path / 'docktor.yaml'}:2:1: YAML syntax error")
+
+
 @pytest.mark.parametrize(
     ("text", "kind"), [("- a\n- b\n", "a list"), ("just words\n", "a str"), ("", "empty")]
 )

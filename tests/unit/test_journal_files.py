@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -179,6 +180,47 @@ def test_a_symlink_planted_at_the_log_is_refused(tmp_path: Path, planted: str) -
     # Not permitted, a lasting error: the record activity does not retry it.
     assert refused.value.errno == errno.EPERM
     assert refused.value.strerror == "refused: it is a symbolic link"
+    assert target.read_text() == "not the log's\n"
+
+
+def _hard_link(path: Path, target: Path) -> None:
+    os.link(target, path)
+
+
+def _fifo(path: Path, target: Path) -> None:
+    os.mkfifo(path)
+
+
+def _another_users(path: Path, target: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    path.write_text("")
+    os.chown(path, 4242, -1)
+
+
+@pytest.mark.parametrize(
+    ("planted", "why"),
+    [
+        (_hard_link, "has other names (hard links)"),
+        (_fifo, "is not a regular file"),
+        (_another_users, "belongs to another user (uid 4242)"),
+    ],
+    ids=["hard_link", "fifo", "another_users"],
+)
+def test_a_file_the_worker_did_not_make_is_refused_at_the_log(
+    tmp_path: Path, planted: Callable[[Path, Path], None], why: str
+) -> None:
+    # A hard link writes into its other name as a symlink writes into its target; a FIFO
+    # would hold the writer once its buffer is full.
+    target = tmp_path / "elsewhere"
+    target.write_text("not the log's\n")
+    journal = tmp_path / "decisions.jsonl"
+    planted(journal, target)
+
+    with pytest.raises(OSError) as refused:
+        append_decision(journal, _decision(1))
+    assert refused.value.errno == errno.EPERM
+    assert refused.value.strerror == f"refused: it {why}"
     assert target.read_text() == "not the log's\n"
 
 

@@ -14,7 +14,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "leaves",
         (
             "docktor.names",
-            "docktor.reasons",
             "docktor.plugins",
             "docktor.exit_codes",
             "docktor.private_files",

@@ -225,3 +225,31 @@ def test_a_plugin_that_cannot_load_fails_only_what_names_it(
     assert backend.startswith("services[0].backend: the backend 'broken' from docktor-broken")
     # Every other service still loads.
     parse_config("services:\n  - {name: a, queue: {stream: S, consumer: w}}\n", base_dir=tmp_path)
+
+
+def test_a_plugins_import_error_is_one_short_printable_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a plugin raises at import is its own text: on a terminal its escapes would act.
+    site = tmp_path / "site"
+    dist = site / "docktor_hostile-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: docktor-hostile\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[docktor.metrics]\nhostile = docktor_hostile:Source\n")
+    (site / "docktor_hostile.py").write_text(
+        "raise RuntimeError('\\x1b]0;pwned\\x07cannot\\nstart ' + 'x' * 100_000)\n"
+    )
+    sys.path.insert(0, str(site))
+    plugins.forget()
+    try:
+        assert main(["plugins"]) == 1
+        [row] = [line for line in capsys.readouterr().out.splitlines() if "hostile" in line]
+        with pytest.raises(plugins.NotInstalled) as caught:
+            plugins.load(plugins.SOURCES, "hostile")
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("docktor_hostile", None)
+        plugins.forget()
+    for text in (row, str(caught.value)):
+        assert text.isprintable() and "pwned" not in text and len(text) < 400, text[:500]
+        assert "cannot start xxx" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -21,6 +22,30 @@ def test_private_dir_creates_every_missing_folder_0700(tmp_path: Path) -> None:
     group_writable.chmod(0o770)
     with pytest.raises(UnsafePath, match="is writable by other users"):
         private_dir(group_writable)
+
+
+def test_private_dir_without_the_check_only_creates_what_is_missing(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert private_dir(shared, check=False) == shared
+    private_dir(shared / "logs" / "docktor", check=False)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o777  # left as it is
+    for folder in (shared / "logs", shared / "logs" / "docktor"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_an_unsafe_path_is_a_lasting_os_error_in_one_line(tmp_path: Path) -> None:
+    # EPERM: a caller that retries passing errors and gives up on lasting ones gives up.
+    (tmp_path / "soft").symlink_to(tmp_path / "target")
+    with pytest.raises(OSError) as refused:
+        open_private(tmp_path / "soft", os.O_WRONLY | os.O_CREAT)
+    assert isinstance(refused.value, UnsafePath)
+    assert refused.value.errno == errno.EPERM
+    assert refused.value.filename == str(tmp_path / "soft")
+    assert refused.value.strerror == "refused: it is a symbolic link"
+    assert str(refused.value) == f"'{tmp_path / 'soft'}' is a symbolic link"
+    assert not (tmp_path / "target").exists()
 
 
 def test_open_private_refuses_links_hard_links_and_fifos(tmp_path: Path) -> None:

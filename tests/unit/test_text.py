@@ -1,11 +1,19 @@
-"""docktor.text: outside text as one short printable line, URLs without their credentials."""
+"""docktor.text: outside text as one short printable line, URLs without their credentials, and
+why something failed in a line that keeps what an operator acts on."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from docktor.text import ELLIPSIS, printable_line, redact, source_error
+from docktor.text import (
+    ELLIPSIS,
+    connect_reason,
+    first_line,
+    printable_line,
+    redact,
+    source_error,
+)
 
 
 def test_escape_sequences_newlines_and_bidi_overrides_do_not_survive() -> None:
@@ -65,3 +73,39 @@ def test_a_source_error_is_redacted_before_it_is_cut() -> None:
     # Cut first, the password before the '@' would be left without the '@' that marks it.
     line = source_error("nats://user:" + "p" * 300 + "@host:4222: cannot connect", limit=40)
     assert "ppp" not in line
+
+
+# ---- why something failed -----------------------------------------------------------------------
+
+# What the Temporal core client raised here for a port where nothing listens, and for a host
+# name that does not resolve (temporalio 1.35).
+REFUSED = (
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, "
+    'ConnectError(ConnectError("tcp connect error", 127.0.0.1:1, Os { code: 111, kind: '
+    'ConnectionRefused, message: "Connection refused" })))'
+)
+NO_SUCH_HOST = (
+    "Failed client connect: Server connection error: tonic::transport::Error(Transport, "
+    'ConnectError(ConnectError("dns error", Custom { kind: Uncategorized, error: "failed to '
+    'lookup address information: Name or service not known" })))'
+)
+
+
+def test_the_core_clients_connect_errors_read_as_what_happened() -> None:
+    assert connect_reason(RuntimeError(REFUSED)) == "tcp connect error: Connection refused"
+    assert connect_reason(RuntimeError(NO_SUCH_HOST)) == (
+        "dns error: failed to lookup address information: Name or service not known"
+    )
+
+
+def test_other_errors_keep_their_first_line() -> None:
+    assert connect_reason(OSError("no route to host\nmore detail")) == "no route to host"
+    assert first_line(TimeoutError()) == "TimeoutError"
+
+
+def test_an_errors_control_characters_do_not_reach_its_reason() -> None:
+    # A server's answer quoted in an exception, as a dockerd or a plugin may raise it.
+    assert first_line(OSError("\x1b]0;pwned\x07disk\x1b[31m gone\u202e\nmore")) == "disk gone"
+    assert connect_reason(RuntimeError('error: "refused\x1b[2J\x07 here"')) == "refused here"
+    # Nothing printable left: the exception's type says what happened.
+    assert first_line(ValueError("\x1b[2J\x07")) == "ValueError"
