@@ -156,8 +156,9 @@ def override_config(
         service.state_dir = str(state_dir / service.name)
         if service.queue is not None and service.queue.kind in urls:
             service.queue.url = urls[service.queue.kind]  # type: ignore[attr-defined]
-        # Replicas inherit the worker's environment plus `env`; the examples' consumers read
-        # NATS_URL / REDIS_URL, and the file's value names the default port, not this one.
+        # Replicas get little of the worker's environment besides `env`; the examples'
+        # consumers read NATS_URL / REDIS_URL there, and the file's value names the default
+        # port, not this one.
         for kind, url in urls.items():
             service.env[BROKERS[kind].url_variable] = url
 
