@@ -232,7 +232,7 @@ def test_docktor_down_replicas_stops_a_compose_service_whose_loop_is_gone(
         stdin=subprocess.DEVNULL,
     )
     assert down.returncode == 0, down.stderr
-    assert f"worker: no loop was running (no workflow docktor-{project}-worker)" in down.stdout
+    assert f"worker: no loop was running (no workflow docktor:{project}:worker)" in down.stdout
     assert "worker: stopped 2 replicas (compose backend)" in down.stdout
     # Below min_replicas (1), to 0: one stopped container stays as the template.
     containers = service_containers(client, project, "worker")
