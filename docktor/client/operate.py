@@ -163,6 +163,8 @@ async def collect_status(
         state = ServiceState(service=name, workflow_id=config.workflow_id(name))
         try:
             state.status = await _call(config, address, name, loops.status(name))
+            # The loop's own id: one started by an older release still runs under its old one.
+            state.workflow_id = state.status.workflow_id
         except NoLoop:
             state.problem = "not running"
         except OperateError as exc:
@@ -466,7 +468,7 @@ async def _stop_loop(
         result.failures.append(str(exc))
         return
     count = "?" if status.replicas is None else status.replicas
-    result.done.append(f"loop stopped: {workflow_id} recorded `stopped` at {count} replicas")
+    result.done.append(f"loop stopped: {status.workflow_id} recorded `stopped` at {count} replicas")
 
 
 async def _stop_replicas(config: DocktorConfig, result: Down) -> None:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from docktor import names
 from docktor.client.loops import LoopClient, NoRunningLoop
+from docktor.client.operate import collect_status
 from docktor.client.temporal import autoscaler_input, connect
 from docktor.dev.embedded import EmbeddedTemporal
 from docktor.spec import DocktorConfig, load_config
@@ -113,6 +114,9 @@ async def test_a_loop_under_the_old_id_is_steered_by_its_own_config_only(
             loops = LoopClient(client, one)
             status = await loops.status("x-consumer")
             assert status.workflow_id == legacy_id
+            # `docktor status` shows the id the loop runs under, not the one a new loop gets.
+            rows = await collect_status(one)
+            assert [r.workflow_id for r in rows if r.service == "x-consumer"] == [legacy_id]
             paused = await loops.pause("x-consumer", reason="deploy", by="tester")
             assert paused.paused and paused.workflow_id == legacy_id
             # The request named the loop it was meant for, which the loop's validator checks.
