@@ -45,6 +45,8 @@ def test_json_shape(tmp_path: Path, short: Path) -> None:
     assert policies == [
         "seed",
         "keda-hpa",
+        "keda-hpa-cached",
+        "hpa-behavior",
         "docktor-default",
         "docktor-predict",
         "docktor-predict-warm",
@@ -56,7 +58,7 @@ def test_json_shape(tmp_path: Path, short: Path) -> None:
             assert isinstance(result[key], int | float)
         assert "backlog_s_over_oracle" in result
     oracle = scenario["results"][-1]
-    assert oracle["backlog_s"] == 0 and oracle["backlog_s_over_oracle"] == 0
+    assert oracle["policy"] == "oracle" and oracle["backlog_s_over_oracle"] == 0
 
 
 def test_two_runs_give_identical_json(tmp_path: Path) -> None:

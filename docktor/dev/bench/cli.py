@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "control",
         help="simulate a JetStream work queue under each policy and compare backlog, waits "
         "and replica cost side by side",
-        description="Runs every scenario under seed, keda-hpa, docktor-default, "
+        description="Runs every scenario under seed, keda-hpa (KEDA + HPA as a ScaledObject "
+        "runs by default), keda-hpa-cached (useCachedMetrics), hpa-behavior (the HPA's default "
+        "behavior), docktor-default, "
         "docktor-predict (cold and warm-started), each --config service (config:<name>) and "
         "the oracle, in a deterministic fluid simulation that drives docktor's real policy "
         "code. Exit 2 on a bad file.",

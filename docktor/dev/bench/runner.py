@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from docktor.dev.bench.driver import EPOCH, DocktorController
 from docktor.dev.bench.metrics import Metrics, measure
-from docktor.dev.bench.reference import KedaHpa, Oracle, Seed
+from docktor.dev.bench.reference import Oracle, Seed, hpa_behavior, keda_hpa, keda_hpa_cached
 from docktor.dev.bench.scenario import Scenario
 from docktor.dev.bench.simulate import DT, Controller, Run, simulate
 from docktor.plan import ServicePlan
@@ -80,7 +80,11 @@ def controllers(
     low, high = scenario.min_replicas, scenario.max_replicas
     out: list[Controller] = [
         Seed(low, high),
-        KedaHpa(low, high),
+        # KEDA + HPA as a ScaledObject runs by default, with KEDA's metric cache, and with the
+        # HPA's v2 default behavior: the references docktor is compared with.
+        keda_hpa(low, high),
+        keda_hpa_cached(low, high),
+        hpa_behavior(low, high),
         DocktorController("docktor-default", ServicePlan.from_spec(default_spec(scenario))),
         # The same defaults with predictive pre-scaling on: reactive vs predictive side by side.
         DocktorController("docktor-predict", ServicePlan.from_spec(predict_spec(scenario))),

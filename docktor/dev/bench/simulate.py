@@ -8,10 +8,26 @@ Time advances in steps of DT seconds. In each step, in this order:
    a controller that is `instant`, the oracle); fewer take effect at once, and replicas that
    are still starting are the first to go (as a Kubernetes ReplicaSet deletes not-ready pods
    first, and as stopping a process that does no work yet costs nothing);
-3. the step's arrivals (rate x DT) join the waiting messages;
-4. the ready replicas serve min(waiting, ready x per_replica_rate x DT).
+3. the step's arrivals (rate x DT) join the excess;
+4. the ready replicas serve min(excess, ready x per_replica_rate x DT);
+5. the messages a busy pool holds are added to the excess to give what waits (arrived, not
+   yet acknowledged), below.
 
-Messages are a fluid: counts are real numbers, not integers.
+Messages are a fluid: counts are real numbers, not integers. The fluid alone (steps 3-4) would
+serve a message the instant capacity is there, so a calm queue would hold nothing; a real one
+holds, even when it keeps up:
+- the messages in service: by Little's law, the rate served x the time one replica takes per
+  message (served / per_replica_rate, i.e. the busy replicas' worth);
+- messages fetched in replicas' batches behind the one in service, or waiting a moment for a
+  replica to free up: the queue of a pool of `ready` servers at that utilisation (Erlang C,
+  M/M/c), which is ~0 while most replicas idle and grows as the pool nears full use; at most
+  what the pool's batches hold on average when every replica is busy, half a batch beyond the
+  message in service ((BATCH - 1) / 2 each). Beyond that the fluid excess is the queue.
+  Measured with the example's consumers (~48 msg/s each; benchmarks/README.md): 2.1 / 2.4
+  held at 100 msg/s with 10 / 12 replicas, 3.1 with 3, 10.0 at 130 msg/s with 3, 19.2 at
+  200 msg/s with 5; this model gives 2.1, 2.1, 3.2, 10.3 and 7.3.
+So waiting = in service + max(excess, queued). Acknowledgements never run backwards: when the
+pool's share jumps (a burst, more replicas busy), the ack floor waits instead.
 
 In flight (`queue.ack_pending`): each ready replica pulls a batch of up to BATCH messages and
 holds it while it works (as examples/nats-multi/consumer.py fetches 10 at a time), so
@@ -46,6 +62,8 @@ class QueueView:
     acked_total: float  # the consumer's ack floor
     arrival_rate: float
     per_replica_rate: float
+    # What has piled up beyond what a busy pool always holds (the fluid's queue): oracle only.
+    excess: float = 0.0
 
 
 class Controller(Protocol):
@@ -71,13 +89,34 @@ class Run:
     rate: list[float] = field(default_factory=list)
     arrived: list[float] = field(default_factory=list)  # this step's arrivals
     waiting: list[float] = field(default_factory=list)  # arrived, not yet acknowledged
+    excess: list[float] = field(default_factory=list)  # the fluid's queue (see the module doc)
     undelivered: list[float] = field(default_factory=list)
     replicas: list[int] = field(default_factory=list)  # asked for
     ready: list[int] = field(default_factory=list)
     arrived_total: list[float] = field(default_factory=list)
-    served_total: list[float] = field(default_factory=list)
+    served_total: list[float] = field(default_factory=list)  # acknowledged
     # (t, from, to) for every change of the replica count the controller made
     actions: list[tuple[float, int, int]] = field(default_factory=list)
+
+
+def queued_in_pool(ready: int, busy: float) -> float:
+    """Messages waiting behind the ones in service in a pool of `ready` replicas of which
+    `busy` (a real number) are working: Erlang C's mean queue (M/M/c), at most half a batch
+    beyond the message in service per replica, which is what a saturated pool's batches hold
+    on average."""
+    if ready <= 0:
+        return 0.0
+    cap = ready * (BATCH - 1) / 2
+    if busy >= ready - EPS:
+        return cap
+    if busy <= 0:
+        return 0.0
+    # Erlang B by its recurrence (stable for any pool size), then Erlang C from it.
+    blocked = 1.0
+    for k in range(1, ready + 1):
+        blocked = busy * blocked / (k + busy * blocked)
+    waits = ready * blocked / (ready - busy * (1 - blocked))
+    return min(cap, waits * busy / (ready - busy))
 
 
 def simulate(
@@ -92,7 +131,7 @@ def simulate(
     every = max(1, round(controller.interval / dt))
     asked = ready = initial_replicas
     starting: deque[float] = deque()  # ready times of replicas still starting, oldest first
-    waiting = arrived_total = served_total = 0.0
+    excess = arrived_total = acked_total = 0.0
 
     for k, rate in enumerate(rates):
         t = k * dt
@@ -101,6 +140,7 @@ def simulate(
             ready += 1
 
         if k % every == 0:
+            waiting = arrived_total - acked_total
             in_flight = min(waiting, ready * BATCH)
             view = QueueView(
                 t=t,
@@ -109,9 +149,10 @@ def simulate(
                 undelivered=waiting - in_flight,
                 in_flight=in_flight,
                 arrived_total=arrived_total,
-                acked_total=served_total,
+                acked_total=acked_total,
                 arrival_rate=rate,
                 per_replica_rate=per_replica_rate,
+                excess=excess,
             )
             target = controller.check(view)
             if target is not None and target != asked:
@@ -130,19 +171,23 @@ def simulate(
                 asked = target
 
         arrivals = rate * dt
-        waiting += arrivals
+        excess += arrivals
         arrived_total += arrivals
-        served = min(waiting, ready * per_replica_rate * dt)
-        waiting -= served
-        served_total += served
+        served = min(excess, ready * per_replica_rate * dt)
+        excess -= served
+        busy = served / (per_replica_rate * dt)
+        held = busy + max(excess, queued_in_pool(ready, busy))
+        acked_total = max(acked_total, arrived_total - held)
+        waiting = arrived_total - acked_total
 
         run.t.append(t)
         run.rate.append(rate)
         run.arrived.append(arrivals)
         run.waiting.append(waiting)
+        run.excess.append(excess)
         run.undelivered.append(waiting - min(waiting, ready * BATCH))
         run.replicas.append(asked)
         run.ready.append(ready)
         run.arrived_total.append(arrived_total)
-        run.served_total.append(served_total)
+        run.served_total.append(acked_total)
     return run
