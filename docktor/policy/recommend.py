@@ -96,26 +96,74 @@ def estimate_per_replica(
     previous: Observation | None,
     metrics: dict[str, float],
 ) -> None:
-    """Learn what one replica handles from rate_out per replica, in `memory.per_replica_rate`.
+    """Learn what one replica handles from what the pool served per replica, in
+    `memory.per_replica_rate`.
 
     Only while the pool is saturated (messages waiting at both samples, so every replica was
     busy the whole interval) and the replica count did not change between the samples (a
     replica starting or stopping served only part of it, and a low estimate would stick: it is
     corrected only by the next saturation). Outside saturation a replica that served more than
     the estimate proves the estimate too low, so it is raised.
+
+    What was served is rate_out, but never more than the queue could have supplied
+    (`_served`): an ack floor held back by a killed replica's messages jumps when they are
+    redelivered and acknowledged, and reads as a rate the replicas never had.
     """
-    rate_out = metrics.get(RATE_OUT)
-    replicas = observation.replicas
-    if previous is None or rate_out is None or replicas <= 0 or previous.replicas != replicas:
+    if previous is None or RATE_OUT not in metrics:
         return
-    sample = rate_out / replicas
+    replicas = observation.replicas
+    if replicas <= 0 or previous.replicas != replicas:
+        return
+    served, bounded = _served(observation, previous, metrics)
+    sample = served / replicas
     saturated = observation.metrics.get(BACKLOG, 0) > 0 and previous.metrics.get(BACKLOG, 0) > 0
     known = memory.per_replica_rate
+    alpha = spec.rate.smoothing
     if saturated and sample > 0:
-        alpha = spec.rate.smoothing
         memory.per_replica_rate = sample if known is None else known + alpha * (sample - known)
     elif known is not None and sample > known:
-        memory.per_replica_rate = sample
+        # A rise the queue's figures bear out is taken at once; one they cannot check (no
+        # arrival rate or backlog observed) only moves the estimate part of the way.
+        memory.per_replica_rate = sample if bounded else known + alpha * (sample - known)
+
+
+def _served(
+    observation: Observation, previous: Observation, metrics: dict[str, float]
+) -> tuple[float, bool]:
+    """Messages per second the pool acknowledged over the interval, and whether that figure
+    is bounded by what the queue could supply.
+
+    Every message that arrived is waiting, in flight or acknowledged, so over an interval
+    acknowledged = arrived + (waiting and in flight before - waiting and in flight now). A
+    rate_out above that is a counter catching up (a JetStream ack floor stuck behind a dead
+    replica's unacknowledged messages until ack_wait, then advanced past everything acked
+    meanwhile), not work done in this interval. Without rate_in or the backlog at both samples
+    there is nothing to bound it by.
+    """
+    rate_out = metrics[RATE_OUT]
+    rate_in = metrics.get(RATE_IN)
+    seconds = (observation.taken_at - previous.taken_at).total_seconds()
+    before, now = _outstanding(previous, observation)
+    if rate_in is None or seconds <= 0 or before is None or now is None:
+        return rate_out, False
+    return min(rate_out, max(0.0, rate_in + (before - now) / seconds)), True
+
+
+def _outstanding(
+    previous: Observation, observation: Observation
+) -> tuple[float | None, float | None]:
+    """Messages waiting or in flight at each sample: the backlog, plus ack_pending when both
+    samples have it (None when a sample has no backlog)."""
+    gauges = [BACKLOG]
+    if ACK_PENDING in previous.metrics and ACK_PENDING in observation.metrics:
+        gauges.append(ACK_PENDING)
+
+    def total(sample: Observation) -> float | None:
+        if BACKLOG not in sample.metrics:
+            return None
+        return sum(sample.metrics[g] for g in gauges)
+
+    return total(previous), total(observation)
 
 
 def target(

@@ -160,7 +160,8 @@ def learn_from_log(spec: ServicePlan, samples: list[Observation]) -> WarmStart:
     rates = [(s.taken_at, s.metrics[RATE_IN]) for s in samples if RATE_IN in s.metrics]
     memory = PolicyMemory()
     for previous, sample in zip(samples, samples[1:], strict=False):
-        rates_now = {k: v for k, v in sample.metrics.items() if k == RATE_OUT}
+        # rate_in too: what arrived bounds what the log's rate_out can have been.
+        rates_now = {k: v for k, v in sample.metrics.items() if k in (RATE_IN, RATE_OUT)}
         recommend.estimate_per_replica(spec, memory, sample, previous, rates_now)
     return WarmStart(
         forecast=forecast.seed(rates, spec.check_interval),
