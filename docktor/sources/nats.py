@@ -193,6 +193,11 @@ class NatsMetricSource:
                 )
         where = redact(queue.url)
         connection = await self._connection(queue)
+        if connection.is_reconnecting:
+            # The server went away: a request now would wait the whole request_timeout for a
+            # reconnect that an outage never brings. The observe activity's retry, a second
+            # later, finds the connection back or closed (and then connects anew).
+            raise MetricUnavailable(source_error(f"{queue.url}: reconnecting to the server"))
         jsm = connection.jsm(timeout=self.request_timeout)
         try:
             stream = await jsm.stream_info(queue.stream)
