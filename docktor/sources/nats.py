@@ -3,13 +3,20 @@
 One sample is two JetStream API calls (stream info, consumer info) on one connection per server
 URL, shared by every service that names that URL: ten services on one NATS server are one TCP
 connection, not ten.
+
+While a server is out of reach, every service on it shares one connect attempt, and a failed
+attempt answers the samples of the next RETRY_CONNECT_AFTER_S at once: an outage costs each
+loop a short failed observation, never a wait behind the other loops' attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -44,13 +51,19 @@ CONSUMER_NOT_FOUND = 10014
 INVALID_NAME_CHARS = ">*. /\\\t\r\n"
 
 # Short on purpose: an unreachable server must become MetricUnavailable well inside the observe
-# activity's timeout, and the loop retries at its next interval anyway.
+# activity's timeout, and the loop retries at its next interval anyway. CONNECT_TIMEOUT_S bounds
+# a whole connect, however many addresses and attempts it takes.
 CONNECT_TIMEOUT_S = 2
 REQUEST_TIMEOUT_S = 3.0
 # A pooled connection rides out a short server restart by reconnecting; after that it closes,
-# and the next sample opens a new one.
+# and the next sample opens a new one. A new connection makes no such attempts: the observe
+# activity's own retries, and the loop's next interval, try again.
 MAX_RECONNECT_ATTEMPTS = 3
 RECONNECT_TIME_WAIT_S = 0.5
+# How long a failed connect answers for the server: the samples in that window fail at once
+# with its error instead of each trying (and, on a server that accepts but never answers,
+# waiting CONNECT_TIMEOUT_S) again. Short, so a server that is back is read again soon.
+RETRY_CONNECT_AFTER_S = 2.0
 
 
 class NatsQueueSpec(QueueSpec):
@@ -109,13 +122,18 @@ class NatsMetricSource:
         self,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         request_timeout: float = REQUEST_TIMEOUT_S,
+        retry_connect_after: float = RETRY_CONNECT_AFTER_S,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
+        self.retry_connect_after = retry_connect_after
         self._connections: dict[str, NatsClient] = {}
-        # Held across the connect await: without it two services sampled at once would each
-        # find no connection and open one, and one of the two would leak.
-        self._lock = asyncio.Lock()
+        # The connect in flight for each pool key, awaited by every sample that needs it: two
+        # services sampled at once open one connection, not two (one would leak), and none
+        # waits behind a lock while another's connect fails.
+        self._connecting: dict[str, asyncio.Task[NatsClient]] = {}
+        # pool key -> (monotonic time until which it stands, the failed connect's error)
+        self._failed: dict[str, tuple[float, Exception]] = {}
 
     @property
     def connections(self) -> dict[str, NatsClient]:
@@ -148,9 +166,14 @@ class NatsMetricSource:
         await self._infos(_queue(spec))
 
     async def close(self) -> None:
-        async with self._lock:
-            connections = list(self._connections.values())
-            self._connections.clear()
+        connecting = list(self._connecting.values())
+        self._connecting.clear()
+        for task in connecting:
+            task.cancel()
+        await asyncio.gather(*connecting, return_exceptions=True)
+        connections = list(self._connections.values())
+        self._connections.clear()
+        self._failed.clear()
         for connection in connections:
             try:
                 # Nothing is subscribed, so drain is quick; it still flushes pending requests.
@@ -170,6 +193,11 @@ class NatsMetricSource:
                 )
         where = redact(queue.url)
         connection = await self._connection(queue)
+        if connection.is_reconnecting:
+            # The server went away: a request now would wait the whole request_timeout for a
+            # reconnect that an outage never brings. The observe activity's retry, a second
+            # later, finds the connection back or closed (and then connects anew).
+            raise MetricUnavailable(source_error(f"{queue.url}: reconnecting to the server"))
         jsm = connection.jsm(timeout=self.request_timeout)
         try:
             stream = await jsm.stream_info(queue.stream)
@@ -201,17 +229,40 @@ class NatsMetricSource:
 
     async def _connection(self, queue: NatsQueueSpec) -> NatsClient:
         # One connection per server and identity: two services that log in differently to one
-        # server must not share a connection (nor its permissions).
+        # server must not share a connection (nor its permissions). Nothing awaits between the
+        # lookups and the inserts below, so no lock is needed (nor held while a connect runs).
         key = _pool_key(queue)
-        async with self._lock:
-            connection = self._connections.get(key)
-            if connection is not None and not connection.is_closed:
-                return connection
-            # Closed after its reconnect attempts ran out: replace it now, lazily.
-            self._connections.pop(key, None)
-            connection = await self._connect(queue)
-            self._connections[key] = connection
+        connection = self._connections.get(key)
+        if connection is not None and not connection.is_closed:
             return connection
+        # Closed after its reconnect attempts ran out: replaced now, lazily.
+        self._connections.pop(key, None)
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() < failed[0]:
+            error = failed[1]
+            raise type(error)(*error.args)  # a fresh one: each raise grows its traceback
+        task = self._connecting.get(key)
+        if task is None:
+            task = asyncio.create_task(self._open(key, queue))
+            # Its failure is kept in _failed; retrieved here too, so that a connect whose every
+            # waiter gave up is not reported as an exception nobody saw.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._connecting[key] = task
+        # Shielded: a sample given up on (its activity timed out) leaves the connect to the
+        # others waiting for it.
+        return await asyncio.shield(task)
+
+    async def _open(self, key: str, queue: NatsQueueSpec) -> NatsClient:
+        try:
+            connection = await self._connect(queue)
+        except Exception as exc:
+            self._failed[key] = (time.monotonic() + self.retry_connect_after, exc)
+            raise
+        finally:
+            self._connecting.pop(key, None)
+        self._failed.pop(key, None)
+        self._connections[key] = connection
+        return connection
 
     async def _connect(self, queue: NatsQueueSpec) -> NatsClient:
         where = redact(queue.url)
@@ -233,17 +284,7 @@ class NatsMetricSource:
             log.debug("nats %s: disconnected", where)
 
         try:
-            return await nats.connect(
-                queue.url,
-                name="docktor",
-                connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
-                allow_reconnect=True,
-                max_reconnect_attempts=MAX_RECONNECT_ATTEMPTS,
-                reconnect_time_wait=RECONNECT_TIME_WAIT_S,  # type: ignore[arg-type]
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
-                **login,
-            )
+            return await self._connect_once(queue.url, login, on_error, on_disconnect)
         except ImportError as exc:
             # nats-py signs with a creds file's key through the optional nkeys package.
             raise MetricConfigError(
@@ -260,6 +301,45 @@ class NatsMetricSource:
             cause = last_error[0] if last_error else exc
             detail = _describe_connect_error(cause)
             raise MetricUnavailable(source_error(f"{where}: cannot connect ({detail})")) from exc
+
+    async def _connect_once(
+        self,
+        url: str,
+        login: dict[str, Any],
+        on_error: Callable[[Exception], Awaitable[None]],
+        on_disconnect: Callable[[], Awaitable[None]],
+    ) -> NatsClient:
+        """A new connection, within connect_timeout all told."""
+        connection = NatsClient()
+        try:
+            # nats-py tries each address of a new connection up to its reconnect limit, with
+            # the reconnect wait between tries: 1.5 s on a refused port with the pooled
+            # connection's settings. A new connection tries at once instead (1 is the least
+            # nats-py takes, two tries; 0 would mean for ever); the pooled connection's
+            # reconnect settings are set once it is up, and nats-py reads them at each
+            # reconnect.
+            await asyncio.wait_for(
+                connection.connect(
+                    url,
+                    name="docktor",
+                    connect_timeout=self.connect_timeout,  # type: ignore[arg-type]
+                    allow_reconnect=True,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    **login,
+                ),
+                timeout=self.connect_timeout,
+            )
+        except BaseException:
+            # Failed or cancelled half-way: nothing of it (socket, client tasks) stays open.
+            with contextlib.suppress(Exception):
+                await connection.close()
+            raise
+        connection.options["max_reconnect_attempts"] = MAX_RECONNECT_ATTEMPTS
+        connection.options["reconnect_time_wait"] = RECONNECT_TIME_WAIT_S
+        return connection
 
 
 def _queue(spec: ServicePlan) -> NatsQueueSpec:

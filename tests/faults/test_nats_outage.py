@@ -4,6 +4,8 @@ back it reads the backlog again, without a restart of anything."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from helpers import (
     queue_with_backlog,
     replica_pids,
     serving_loops,
+    stop_loop_within,
 )
 
 from docktor.backends.processes import ProcessScaler
@@ -125,3 +128,114 @@ async def test_nats_down_holds_then_falls_back_up_never_down_and_recovers(
     assert not [d for d in made if d.action == "scale_down"]
     assert made[-1].action == "stopped" and made[-1].target_replicas == 3 == replicas_at_end
     assert_gapless([d.sequence for d in made], "decision sequences")
+
+
+# ---- many loops on one worker ----------------------------------------------------------------
+
+LOOPS = 8
+INTERVAL_S = 2
+OUTAGE_S = 30.0
+# The longest a loop may go without a decision while NATS is away: its interval, the observe
+# activity's retry backoff (1 s, then 2 s: OBSERVE_RETRY), and room for a busy machine. Before,
+# the loops queued behind each other's failing connects and went silent for 30 s and more.
+MAX_GAP_S = INTERVAL_S + 3 + 7
+# Between two status queries of every loop during the outage (pacing, not synchronisation).
+STATUS_EVERY_S = 3.0
+
+
+def blind_loops_config(
+    tmp_path: Path, temporal: EmbeddedTemporal, nats_url: str, stream: str, tag: str
+) -> Path:
+    """LOOPS services on one NATS consumer whose backlog sits between the rules' thresholds:
+    with data each holds at 0 replicas, and no fallback, so without data each holds too."""
+    services = [
+        {
+            "name": f"blind-{index}",
+            "backend": "processes",
+            "command": IDLE_COMMAND,
+            "min_replicas": 0,
+            "max_replicas": 2,
+            "check_interval": f"{INTERVAL_S}s",
+            "rules": {
+                "scale_up_when": [{"metric": "queue.backlog", "op": ">", "value": 100}],
+                "scale_down_when": [{"metric": "queue.backlog", "op": "<", "value": 10}],
+            },
+            "queue": {"kind": "nats", "url": nats_url, "stream": stream, "consumer": "workers"},
+        }
+        for index in range(LOOPS)
+    ]
+    document = {
+        "project": f"blind-{tag}",
+        "state_dir": str(tmp_path / "state"),
+        "journal": str(tmp_path / "decisions.jsonl"),
+        "temporal": {"address": temporal.address, "task_queue": f"docktor-blind-{tag}"},
+        "services": services,
+    }
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def test_every_loop_of_a_worker_holds_each_interval_through_a_nats_outage(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    nats = start_nats(tmp_path / "nats")
+    tag = uuid.uuid4().hex[:6]
+    stream, subject = f"BLIND_{tag}", f"blind.{tag}"
+    path = blind_loops_config(tmp_path, temporal_dev, nats.url, stream, tag)
+    config = load_config(path)
+    names = [service.name for service in config.services]
+    try:
+        await queue_with_backlog(nats.url, stream, subject, BACKLOG)
+        async with serving_loops(config, path) as client:
+            loops = LoopClient(client, config)
+            for service in config.services:
+                await loops.start(service)
+
+            async def read_by_all_since(moment: datetime) -> bool:
+                for name in names:
+                    made = await loops.decisions(name, tail=50)
+                    if not any(
+                        d.timestamp > moment and d.observations.get("queue.backlog") == BACKLOG
+                        for d in made
+                    ):
+                        return False
+                return True
+
+            began = datetime.now(UTC)
+            await async_wait_for(lambda: read_by_all_since(began), 60, "every loop reading")
+
+            nats.stop()
+            down_at = datetime.now(UTC)
+            ends = time.monotonic() + OUTAGE_S
+            while time.monotonic() < ends:
+                # Every loop answers its status throughout (before, `docktor status` timed out).
+                await asyncio.gather(*(loops.status(name) for name in names))
+                await asyncio.sleep(STATUS_EVERY_S)
+            restart_at = datetime.now(UTC)
+            nats = start_nats(tmp_path / "nats", port=nats.port, monitor_port=nats.monitor_port)
+            up_at = datetime.now(UTC)
+
+            await async_wait_for(lambda: read_by_all_since(up_at), 60, "every loop reading again")
+            # The ring's 50 hold all of them: a few before, ~10 in the outage, a few after.
+            made_by = {name: await loops.decisions(name, tail=50) for name in names}
+            for name in names:
+                await stop_loop_within(client, config, name)
+    finally:
+        nats.stop()
+
+    for name, made in made_by.items():
+        before = [d for d in made if d.timestamp <= down_at]
+        during = [d for d in made if down_at < d.timestamp <= restart_at]
+        assert before and during, (name, made)
+        assert all(d.action == "hold" for d in made), (name, made)
+        # The first decision without data is a hold like the others; the one before it may
+        # have been read just before the stop.
+        blind = [d for d in during if "queue.backlog" not in d.observations]
+        assert len(blind) >= len(during) - 1, (name, during)
+        for hold in blind:
+            assert hold.action == "hold" and "nats" in hold.reason, hold
+            assert hold.target_replicas == hold.current_replicas == 0, hold
+        moments = [before[-1].timestamp, *(d.timestamp for d in during), restart_at]
+        gaps = [(b - a).total_seconds() for a, b in zip(moments, moments[1:], strict=False)]
+        assert max(gaps) <= MAX_GAP_S, f"{name}: {len(during)} decisions, gaps {gaps}"
