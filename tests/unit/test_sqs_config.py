@@ -4,11 +4,13 @@ queue that keeps no counters."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from docktor.sources import queue_block
+from docktor.cli.main import main
+from docktor.sources import queue_block, queue_kinds
 from docktor.sources.sqs import SqsMetricSource, SqsQueueSpec
 from docktor.spec import load_config
 from tests.unit.test_config import problems, write
@@ -122,3 +124,14 @@ def test_the_region_of_an_aws_queue_url(url: str, region: str | None) -> None:
 def test_the_source_declares_gauges_and_no_rates() -> None:
     assert SqsMetricSource.provides == ("queue.backlog", "queue.ack_pending", "queue.delayed")
     assert SqsMetricSource.rates == {}
+
+
+def test_docktor_plugins_lists_the_sqs_kind_and_its_metrics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plugins", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    [sqs] = [s for s in listed["sources"] if s["kind"] == "sqs"]
+    assert (sqs["package"], sqs["queue"], sqs["rates"]) == ("docktor", True, {})
+    assert sqs["metrics"] == ["queue.backlog", "queue.ack_pending", "queue.delayed"]
+    assert "sqs" in queue_kinds()
