@@ -135,3 +135,20 @@ def test_docktor_plugins_lists_the_sqs_kind_and_its_metrics(
     assert (sqs["package"], sqs["queue"], sqs["rates"]) == ("docktor", True, {})
     assert sqs["metrics"] == ["queue.backlog", "queue.ack_pending", "queue.delayed"]
     assert "sqs" in queue_kinds()
+
+
+def test_the_bench_runs_an_sqs_service_on_observations_without_counters(tmp_path: Path) -> None:
+    from docktor.dev.bench.driver import DocktorController
+    from docktor.dev.bench.simulate import QueueView
+    from docktor.plan import ServicePlan
+
+    text = SERVICE + f"    queue: {{kind: sqs, queue_url: '{URL}'}}\n"
+    plan = ServicePlan.from_spec(load_config(write(tmp_path, text)).services[0])
+    controller = DocktorController("sqs", plan)
+    for t in (0.0, 4.0):
+        view = QueueView(t, 2, 2, 250.0, 20.0, 1000.0 + 400 * t, 900.0, 100.0, 50.0)
+        controller.check(view)
+    # As its loop sees an SQS queue: the gauges, no counters, so no rate.
+    assert all(sample.counters == {} for sample in controller.log)
+    assert "queue.rate_in" not in controller.log[-1].metrics
+    assert controller.log[-1].metrics["queue.backlog"] == 250.0
