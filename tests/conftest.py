@@ -28,6 +28,13 @@ from docker_engine import (  # noqa: E402
     start_dockerd,
 )
 from helpers import require_redis_server  # noqa: E402
+from sqs_server import (  # noqa: E402
+    AWS_CLEARED,
+    AWS_ENVIRONMENT,
+    MotoServer,
+    require_moto,
+    start_moto,
+)
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
@@ -71,6 +78,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """moto's standalone server as an SQS endpoint on a free port (tests/sqs_server.py)."""
+    no_servers_in_a_fast_run("moto_server")
+    require_moto()
+    server = start_moto(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The worker's AWS credential chain as the SQS tests need it: placeholder keys in the
+    environment, no profile, no files of the developer's, no instance metadata."""
+    for name in AWS_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in AWS_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # A short name (`backlog`) of the Go tool's `queue.metrics` is the metric `queue.<name>`.
 QUEUE_PREFIX = "queue."
+# What the target policy's rate tracking reads (policy/recommend.py).
+RATE_IN = "queue.rate_in"
 
 
 @dataclass
@@ -38,6 +40,9 @@ class QueueCheck:
     ignored: list[str] = field(default_factory=list)
     # old short metric name -> the metric it names
     renamed: dict[str, str] = field(default_factory=dict)
+    # Whether the kind derives queue.rate_in (from counters it reads): False for a queue that
+    # keeps no counters (SQS), whose services track their target without the rate.
+    rate_in: bool = True
 
 
 def queue_kinds() -> list[str]:
@@ -70,6 +75,7 @@ def check_queue(raw: Any, loc: tuple[Any, ...]) -> QueueCheck:
         return check
     model: type[QueueSpec] = source.config_model
     known = {*source.provides, *source.rates}
+    check.rate_in = RATE_IN in known
     data = dict(raw)
     metrics = data.get("metrics")
     if isinstance(metrics, list):
@@ -97,6 +103,29 @@ def check_queue(raw: Any, loc: tuple[Any, ...]) -> QueueCheck:
     check.block = queue.model_dump()
     check.ignored = ignored_settings(queue, loc)
     return check
+
+
+def rate_default(raw: dict[str, Any], kind: str, loc: tuple[Any, ...]) -> tuple[Any, list[str]]:
+    """The `rate:` block of a service whose queue kind has no queue.rate_in: rate tracking
+    off unless the file turned it on (a problem then). With it on, the target policy would wait
+    for a rate that never comes and, as missing data never scales down, never scale down; off,
+    it sizes the pool from its targets (queue.backlog_per_replica) alone. Returns the block to
+    use and the problems."""
+    rate = raw.get("rate")
+    if rate is None:
+        return {"enabled": False}, []
+    if not isinstance(rate, dict):
+        return rate, []  # the schema says what is wrong with it
+    if rate.get("enabled") is True:
+        return rate, [
+            at(
+                (*loc, "rate", "enabled"),
+                f"a {short(kind)} queue gives no queue.rate_in to track (its server keeps no "
+                "counters); leave rate tracking off, the target policy then sizes from "
+                "queue.backlog_per_replica",
+            )
+        ]
+    return {**rate, "enabled": False}, []
 
 
 def _queue_source(kind: str) -> tuple[Any, str]:

@@ -24,6 +24,7 @@ from docktor.spec.installed import (
     check_backend,
     check_queue,
     ignored_settings,
+    rate_default,
 )
 from docktor.spec.legacy import LegacyConfig, is_legacy
 from docktor.spec.limits import limit_problems
@@ -228,6 +229,10 @@ def check_plugins(data: dict[str, Any]) -> PluginCheck:
         checked.warnings += queue.ignored
         if queue.block is not None:
             services[index] = {**raw, "queue": queue.block}
+            if not queue.rate_in:
+                rate, problems = rate_default(raw, queue.block["kind"], loc)
+                services[index]["rate"] = rate
+                checked.problems += problems
         if queue.renamed:
             renamed.update(queue.renamed)
             renamed_at.append(path((*loc, "queue", "metrics")))

@@ -14,20 +14,37 @@ from docktor.dev.bench.simulate import QueueView
 from docktor.loop.messages import LoopState
 from docktor.plan import ServicePlan
 from docktor.policy import decide
+from docktor.sources import MetricConfigError, source_class
 from docktor.values import Observation, PolicyMemory
 
 # Simulated time 0; any fixed moment works, a fixed one keeps runs identical.
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def observation(view: QueueView, epoch: datetime = EPOCH) -> Observation:
-    """The sample a live `observe` activity would return for this queue state."""
+def observation(view: QueueView, epoch: datetime = EPOCH, counters: bool = True) -> Observation:
+    """The sample a live `observe` activity would return for this queue state. `counters`
+    False: as from a queue that keeps none (SQS), whose loop sees the gauges alone and no
+    rate; its backlog is the visible messages and ack_pending those in flight, as here."""
     return Observation(
         taken_at=epoch + timedelta(seconds=view.t),
         replicas=view.replicas,
         metrics={"queue.backlog": view.undelivered, "queue.ack_pending": view.in_flight},
-        counters={"queue.stream_last_seq": view.arrived_total, "queue.ack_floor": view.acked_total},
+        counters=(
+            {"queue.stream_last_seq": view.arrived_total, "queue.ack_floor": view.acked_total}
+            if counters
+            else {}
+        ),
     )
+
+
+def has_counters(spec: ServicePlan) -> bool:
+    """Whether the plan's queue kind derives rates (a kind that is not installed: as NATS)."""
+    if spec.queue is None:
+        return True
+    try:
+        return bool(source_class(spec.queue.kind).rates)
+    except MetricConfigError:
+        return True
 
 
 class DocktorController:
@@ -47,11 +64,12 @@ class DocktorController:
         self.interval = spec.check_interval
         self.state = LoopState(memory=memory or PolicyMemory())
         self.epoch = epoch
+        self.counters = has_counters(spec)
         # What the decision log would hold: each sample with the rates its decision recorded.
         self.log: list[Observation] = []
 
     def check(self, view: QueueView) -> int | None:
-        sample = observation(view, self.epoch)
+        sample = observation(view, self.epoch, self.counters)
         now = sample.taken_at
         state = self.state
         proposal = decide(self.spec, sample, state.policy_state(), now)
