@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -44,6 +46,8 @@ RECONNECT_WAIT_SECONDS = 2.0
 # At the end, how long to wait for the server to confirm the last acks before closing anyway.
 FLUSH_TIMEOUT_SECONDS = 2.0
 STREAM_MAX_AGE_SECONDS = 3600.0  # keep in step with producer.py
+
+T = TypeVar("T")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,13 +163,29 @@ async def connect(url: str, replica: str, log: str, stop: asyncio.Event) -> NATS
     )
 
 
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> asyncio.Future[T] | None:
+    """Run `work` until it finishes (the finished future, holding its result or exception), or
+    until `stop` is set (None, `work` cancelled)."""
+    running = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if running.done():
+        return running
+    running.cancel()
+    await asyncio.wait({running}, timeout=1.0)  # let it clean up, never for long
+    return None
+
+
 async def pause_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
     """Wait a moment before trying again, but not a moment longer once asked to stop."""
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def close(nc: NATS) -> None:
+async def close(nc: NATS, log: str) -> None:
     """Get the acks written so far to the server when it is there, then close at once.
 
     Not drain(): while the server is away it refuses (or waits up to its 30 s timeout), and a
@@ -174,7 +194,13 @@ async def close(nc: NATS) -> None:
     if nc.is_connected:
         with contextlib.suppress(NatsError, asyncio.TimeoutError, OSError):
             await nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
-    await nc.close()
+    try:
+        await nc.close()
+    except (NatsError, OSError) as exc:
+        # While reconnecting, the client still holds what it buffered meanwhile (acks, pull
+        # requests) and close() writes it to the lost connection, which fails. Nothing is
+        # lost that ack_wait does not bring back.
+        print(f"{log} closed without reaching the server ({problem(exc)})", flush=True)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -185,7 +211,13 @@ async def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    nc = await connect(args.url, replica, log, stop)
+    # Started during an outage (or before NATS is up), the first connect retries until NATS is
+    # there, as later reconnects do; a stop ends the wait (a replica must stop when told).
+    connected = await unless_stopped(connect(args.url, replica, log, stop), stop)
+    if connected is None:
+        print(f"{log} stopped before {args.url} could be reached", flush=True)
+        return 0
+    nc = connected.result()
     js = nc.jetstream()
     await ensure_stream(js, args.stream, args.subject, log)
     await ensure_consumer(js, args.stream, args.durable, args.subject)
@@ -235,7 +267,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"{log} processed {done} ({rate:.1f} msg/s)", flush=True)
                 reported_at, done_at_report = now, done
     finally:
-        await close(nc)
+        await close(nc, log)
         print(f"{log} stopped after {done} messages ({handed_back} handed back)", flush=True)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 
 import redis.asyncio as redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 # Bounds the stream (approximate trim, cheap for Redis) so a forgotten demo does not fill
 # memory; far longer than any backlog the example builds up, so no unread entry is trimmed.
@@ -72,22 +73,24 @@ async def run(args: argparse.Namespace) -> int:
         for index in range(first, first + count):
             body = json.dumps({"n": index, "ts": time.time()})
             pipe.xadd(args.stream, {"job": body}, maxlen=STREAM_MAX_LENGTH, approximate=True)
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # Redis away or refusing: the pacing loop goes on, and the pool connects again
+            # for a later batch once the server is back.
+            raise load.SendFailed(load.problem(exc)) from exc
 
     try:
         await load.pace(args, send, stop)
     finally:
-        await client.aclose()
+        # Nothing to flush: what was not confirmed is counted as failed already.
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return asyncio.run(run(args))
-    except (OSError, RedisConnectionError) as exc:
-        print(f"producer: cannot reach {args.url}: {exc}", file=sys.stderr, flush=True)
-        return 1
+    return asyncio.run(run(parse_args(argv)))
 
 
 if __name__ == "__main__":
