@@ -556,13 +556,12 @@ def start_rabbitmq(
         "epmd",
         [epmd_binary, "-port", str(epmd_port), "-address", LOCALHOST],
         state_dir / "epmd.log",
+        cwd=home,  # as the broker: found by its folder if it were ever left behind
         env=env,
     )
     try:
         _wait_ready(epmd, lambda: _accepts_connections(epmd_port), timeout, "epmd port")
-        process, offset = _spawn(
-            [str(rabbitmq_scripts() / "rabbitmq-server")], log_path, home, env
-        )
+        process, offset = _spawn([str(rabbitmq_scripts() / "rabbitmq-server")], log_path, home, env)
     except BaseException:
         epmd.stop()
         raise
