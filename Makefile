@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 150
-# `make demo EXAMPLE=redis-streams` runs that example (needs Debian's redis-server); unset,
+# `make demo EXAMPLE=redis-streams` runs that example (needs Debian's redis-server; rabbitmq:
+# rabbitmq-server); unset,
 # the demo runs nats-multi (or $DOCKTOR_CONFIG).
 EXAMPLE ?=
 
