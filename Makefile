@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 150
-# `make demo EXAMPLE=redis-streams` runs that example (needs Debian's redis-server); unset,
-# the demo runs nats-multi (or $DOCKTOR_CONFIG).
+# `make demo EXAMPLE=redis-streams` (or rabbitmq) runs that example (needs Debian's redis-server
+# or rabbitmq-server); unset, the demo runs nats-multi (or $DOCKTOR_CONFIG).
 EXAMPLE ?=
 
 .PHONY: demo test test-fast lint clean

@@ -14,6 +14,10 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# RabbitMQ for the rabbitmq queue kind, with its management plugin and Erlang's epmd; the tests
+# start their own broker on free ports (/usr/sbin is not on every user's PATH).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
+  || missing+=(rabbitmq-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -1,5 +1,6 @@
-"""Session-wide real servers: one nats-server, one redis-server and one Temporal dev server for
-the whole run, each on free ports in its own temporary directory and stopped by pid at the end."""
+"""Session-wide real servers: one nats-server, one redis-server, one rabbitmq-server and one
+Temporal dev server for the whole run, each on free ports in its own temporary directory and
+stopped by pid at the end."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from docker_engine import (  # noqa: E402
     import_busybox,
     start_dockerd,
 )
-from helpers import require_redis_server  # noqa: E402
+from helpers import require_rabbitmq_server, require_redis_server  # noqa: E402
 from sqs_server import (  # noqa: E402
     AWS_CLEARED,
     AWS_ENVIRONMENT,
@@ -41,9 +42,11 @@ from temporalio.worker import Worker  # noqa: E402
 from activities import LoopActivities  # noqa: E402
 from docktor.dev.embedded import (  # noqa: E402
     EmbeddedNats,
+    EmbeddedRabbitMQ,
     EmbeddedRedis,
     EmbeddedTemporal,
     start_nats,
+    start_rabbitmq,
     start_redis,
     start_temporal,
 )
@@ -86,6 +89,19 @@ def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]
     no_servers_in_a_fast_run("moto_server")
     require_moto()
     server = start_moto(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRabbitMQ]:
+    """Debian's rabbitmq-server with its management plugin on free ports (skipped where it is
+    not installed)."""
+    no_servers_in_a_fast_run("rabbitmq-server")
+    require_rabbitmq_server()
+    server = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"))
     try:
         yield server
     finally:

@@ -167,6 +167,22 @@ def require_redis_server() -> None:
         pytest.skip("no redis-server here (install Debian's redis-server to run these tests)")
 
 
+def require_rabbitmq_server() -> None:
+    """Skip where Debian's rabbitmq-server is not installed; fail under CI, where `make test`
+    installs it first (scripts/install-test-deps.sh)."""
+    import pytest
+
+    from docktor.dev.embedded import EmbeddedError, find_binary, rabbitmq_scripts
+
+    try:
+        rabbitmq_scripts()
+        find_binary("epmd")
+    except EmbeddedError:
+        if os.environ.get("CI"):
+            pytest.fail("no rabbitmq-server on this CI machine: install-test-deps.sh adds it")
+        pytest.skip("no rabbitmq-server here (install Debian's rabbitmq-server to run these tests)")
+
+
 async def wait_for_replicas(
     client: Client,
     config: DocktorConfig,

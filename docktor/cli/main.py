@@ -530,11 +530,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="redis-server port, started when a queue has kind redis (default: the port of "
         "its url, 6379)",
     )
+    dev.add_argument(
+        "--rabbitmq-port",
+        type=int,
+        default=None,
+        help="rabbitmq-server AMQP port, started when a queue has kind rabbitmq (default: the "
+        "port of its url, 5672; management: the port of its management_url, 15672)",
+    )
     dev.set_defaults(handler=cmd_dev)
 
     demo = commands.add_parser(
         "demo",
-        help="run an example (NATS or Redis Streams) end to end on the embedded stack, with a "
+        help="run an example (NATS, Redis Streams or RabbitMQ) end to end on the embedded stack, "
+        "with a "
         "live view",
     )
     add_config_option(demo)

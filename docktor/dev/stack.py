@@ -2,8 +2,8 @@
 
 Ctrl-C (or SIGTERM) stops the servers and then the replicas the `processes` backend runs for
 the config's services: they are local processes started for this stack, and left behind they
-would retry a broker (NATS, Redis) that is gone for ever. Compose and Swarm replicas are the
-engine's to keep (`docktor down --replicas` stops those).
+would retry a broker (NATS, Redis, RabbitMQ) that is gone for ever. Compose and Swarm replicas
+are the engine's to keep (`docktor down --replicas` stops those).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from docktor.dev.embedded import (
     EmbeddedTemporal,
     ManagedProcess,
     start_nats,
+    start_rabbitmq,
     start_redis,
     start_temporal,
 )
@@ -33,7 +34,7 @@ from docktor.spec import DocktorConfig, ServiceSpec
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # The port a queue URL without one means, per queue kind the embedded stack can start.
-DEFAULT_QUEUE_PORTS = {"nats": 4222, "redis": 6379}
+DEFAULT_QUEUE_PORTS = {"nats": 4222, "redis": 6379, "rabbitmq": 5672}
 # Where a running `docktor dev` says where its Web UI is, in the config's state_dir, so the
 # starter links to it whatever port it took.
 UI_FILE = "dev-web-ui.json"
@@ -46,6 +47,18 @@ def local_queue_port(config: DocktorConfig, kind: str) -> int | None:
             url = urlparse(str(getattr(service.queue, "url", "")))
             if url.hostname in LOCAL_HOSTS:
                 return url.port or DEFAULT_QUEUE_PORTS[kind]
+    return None
+
+
+def local_management_port(config: DocktorConfig) -> int | None:
+    """The management API port of the first local RabbitMQ queue (None: the broker's default,
+    15672, unless it is taken)."""
+    for service in config.services:
+        if service.queue is not None and service.queue.kind == "rabbitmq":
+            url = urlparse(str(getattr(service.queue, "management_url", None) or ""))
+            if url.hostname in LOCAL_HOSTS:
+                return url.port or 15672
+            return None
     return None
 
 
@@ -117,6 +130,7 @@ def run_dev(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or config.state_dir)
     nats_port = args.nats_port or local_nats_port(config)
     redis_port = getattr(args, "redis_port", None) or local_queue_port(config, "redis")
+    rabbitmq_port = getattr(args, "rabbitmq_port", None) or local_queue_port(config, "rabbitmq")
     started: list[ManagedProcess] = []
     ui_file: Path | None = None
     stop = threading.Event()
@@ -140,6 +154,14 @@ def run_dev(args: argparse.Namespace) -> int:
                 redis = start_redis(state_dir, port=redis_port)
                 started.append(redis)
                 print(f"Redis     {redis.url}  (no persistence)")
+            if rabbitmq_port is not None:
+                rabbitmq = start_rabbitmq(
+                    state_dir,
+                    port=rabbitmq_port,
+                    management_port=local_management_port(config) or 15672,
+                )
+                started.append(rabbitmq)
+                print(f"RabbitMQ  {rabbitmq.url}  (management {rabbitmq.management_url})")
         except EmbeddedError as exc:
             return error(exc)
         ui_file = record_ui(Path(config.state_dir), temporal)

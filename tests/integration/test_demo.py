@@ -16,6 +16,7 @@ import yaml
 from helpers import require_redis_server
 
 from docktor import names
+from docktor.dev.demo import EXAMPLES as EXAMPLES_RUN
 from docktor.dev.demo.stack import resolve_config_path
 from docktor.dev.embedded import free_port
 
@@ -214,4 +215,6 @@ def test_demo_help_says_the_duration_the_readme_and_makefile_say() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert "DURATION ?= 150" in makefile
     assert "(default 150)" in " ".join(result.stdout.split())
-    assert "--example {nats-multi,redis-streams}" in result.stdout
+    # Every example the demo knows is a choice (each has its folder under examples/).
+    assert f"--example {{{','.join(EXAMPLES_RUN)}}}" in result.stdout
+    assert all((EXAMPLES / name / "docktor.yaml").is_file() for name in EXAMPLES_RUN)

@@ -9,7 +9,7 @@ Only the names the CLI's parser needs live here, so `docktor --help` does not lo
 
 # `docktor demo --example NAME`: folders under examples/, each with a docktor.yaml, a
 # producer.py and the consumer its services run.
-EXAMPLES = ("nats-multi", "redis-streams")
+EXAMPLES = ("nats-multi", "redis-streams", "rabbitmq")
 DEFAULT_EXAMPLE = "nats-multi"
 # How long a demo runs unless told (the Makefile's DURATION and the README say the same).
 DEMO_SECONDS = 150.0

@@ -1,10 +1,10 @@
 """The stack `docktor demo` runs: an example end to end on this machine, for a bounded time.
 
 One command starts everything the example needs (embedded Temporal + Web UI, the broker its
-queue names: nats-server or redis-server, the worker, the producer), starts one scaling loop per
-service, hands what the loops decide to the view (docktor/dev/demo/view.py), and then stops all of
-it again, replicas included. All state (servers' data, replica pid files and logs, the JSONL
-decision log) goes to one directory, which is kept afterwards for inspection.
+queue names: nats-server, redis-server or rabbitmq-server, the worker, the producer), starts one
+scaling loop per service, hands what the loops decide to the view (docktor/dev/demo/view.py), and
+then stops all of it again, replicas included. All state (servers' data, replica pid files and
+logs, the JSONL decision log) goes to one directory, which is kept afterwards for inspection.
 
 The config file is loaded here and pointed at the demo's own servers and state folder (Temporal
 address, queue URLs, state paths); the result is written to the state folder as the file the
@@ -42,12 +42,14 @@ from docktor.dev.demo.view import (
 from docktor.dev.embedded import (
     EmbeddedError,
     EmbeddedNats,
+    EmbeddedRabbitMQ,
     EmbeddedRedis,
     EmbeddedTemporal,
     ManagedProcess,
     port_in_use,
     spawn,
     start_nats,
+    start_rabbitmq,
     start_redis,
     start_temporal,
 )
@@ -67,6 +69,7 @@ EXAMPLE_CONFIG = EXAMPLES_DIR / DEFAULT_EXAMPLE / "docktor.yaml"
 PREFERRED_TEMPORAL_PORT = 7233
 PREFERRED_UI_PORT = 8233
 PREFERRED_NATS_MONITOR_PORT = 8222
+PREFERRED_RABBITMQ_MANAGEMENT_PORT = 15672
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Broker:
 BROKERS = {
     "nats": Broker("nats", 4222, "NATS_URL", "nats-multi"),
     "redis": Broker("redis", 6379, "REDIS_URL", "redis-streams"),
+    "rabbitmq": Broker("rabbitmq", 5672, "RABBITMQ_URL", "rabbitmq"),
 }
 
 # The producer's own default period is 60 s with the burst at its end, so the first burst would
@@ -145,9 +149,14 @@ def queue_kinds(config: DocktorConfig) -> list[str]:
 
 
 def override_config(
-    config: DocktorConfig, state_dir: Path, temporal_address: str, urls: dict[str, str]
+    config: DocktorConfig,
+    state_dir: Path,
+    temporal_address: str,
+    urls: dict[str, str],
+    queue_fields: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Point the loaded config at the demo's own servers (`urls`: queue kind -> URL) and state
+    """Point the loaded config at the demo's own servers (`urls`: queue kind -> URL, and
+    `queue_fields`: kind -> other fields of its queue block that name the server) and state
     directory."""
     config.temporal.address = temporal_address
     config.state_dir = str(state_dir)
@@ -156,6 +165,8 @@ def override_config(
         service.state_dir = str(state_dir / service.name)
         if service.queue is not None and service.queue.kind in urls:
             service.queue.url = urls[service.queue.kind]  # type: ignore[attr-defined]
+            for name, value in (queue_fields or {}).get(service.queue.kind, {}).items():
+                setattr(service.queue, name, value)
         # Replicas get little of the worker's environment besides `env`; the examples'
         # consumers read NATS_URL / REDIS_URL there, and the file's value names the default
         # port, not this one.
@@ -204,8 +215,10 @@ class Demo:
         self.temporal: EmbeddedTemporal | None = None
         self.nats: EmbeddedNats | None = None
         self.redis: EmbeddedRedis | None = None
-        # queue kind -> the URL of the server started for it
+        self.rabbitmq: EmbeddedRabbitMQ | None = None
+        # queue kind -> the URL of the server started for it (and other fields naming it)
         self.brokers: dict[str, str] = {}
+        self.queue_fields: dict[str, dict[str, str]] = {}
         self.worker: ManagedProcess | None = None
         # The file the worker reads: the user's config pointed at the demo's servers.
         self.worker_config = config_path
@@ -281,6 +294,7 @@ class Demo:
             for kind in kinds
         }
         monitor_port = _preferred(PREFERRED_NATS_MONITOR_PORT, "the NATS monitor", [])
+        management_port = _preferred(PREFERRED_RABBITMQ_MANAGEMENT_PORT, "RabbitMQ management", [])
         for note in notes:
             self.say(f"note: {note}")
 
@@ -305,12 +319,23 @@ class Demo:
                 self.redis = await asyncio.to_thread(start_redis, self.state_dir, ports["redis"])
                 self.brokers["redis"] = self.redis.url
                 self.say(f"Redis     {self.redis.url}   (no persistence)")
+            if "rabbitmq" in kinds and not self.stop.is_set():
+                self.rabbitmq = await asyncio.to_thread(
+                    start_rabbitmq, self.state_dir, ports["rabbitmq"], management_port
+                )
+                self.brokers["rabbitmq"] = self.rabbitmq.url
+                self.queue_fields["rabbitmq"] = {"management_url": self.rabbitmq.management_url}
+                self.say(
+                    f"RabbitMQ  {self.rabbitmq.url}   (management {self.rabbitmq.management_url})"
+                )
         except EmbeddedError as exc:
             raise DemoFailed(str(exc).splitlines()[0]) from None
         if self.stop.is_set():
             return None
 
-        override_config(self.config, self.state_dir, self.temporal.address, self.brokers)
+        override_config(
+            self.config, self.state_dir, self.temporal.address, self.brokers, self.queue_fields
+        )
         self.worker_config, self.config = write_demo_config(self.config, self.state_dir)
         self.journal = Journal(Path(self.config.journal_path))
         self.journal.mark_start()
@@ -459,7 +484,7 @@ class Demo:
             grace = max((s.stop_grace_period for s in self.config.services), default=10.0)
             await asyncio.to_thread(self.worker.stop, grace + 15.0)
         await self.stop_replicas()
-        for server in (self.redis, self.nats, self.temporal):
+        for server in (self.rabbitmq, self.redis, self.nats, self.temporal):
             if server is not None:
                 await asyncio.to_thread(server.stop)
 
@@ -510,7 +535,9 @@ class Demo:
 
     def summary(self) -> None:
         self.journal.read_new()
-        servers = [m for m in (self.temporal, self.nats, self.redis) if m is not None]
+        servers = [
+            m for m in (self.temporal, self.nats, self.redis, self.rabbitmq) if m is not None
+        ]
         logs = [str(m.log_path) for m in (self.worker, self.producer, *servers) if m is not None]
         replica_logs = [
             self.state_dir / service.name
