@@ -10,6 +10,7 @@ Nothing here knows Temporal exists; the worker hands in the SDK's local URL.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import urllib.error
@@ -51,6 +52,28 @@ class DocktorMetrics:
             ["service"],
             registry=self.registry,
         )
+        # The loop's bounds and pace, so a rule can say "pinned at max" or "late" without
+        # knowing each service's config.
+        self.max_replicas = Gauge(
+            "docktor_max_replicas",
+            "The service's max_replicas, as its loop last observed with.",
+            ["service"],
+            registry=self.registry,
+        )
+        self.check_interval = Gauge(
+            "docktor_check_interval_seconds",
+            "The loop's time between iterations (its check_interval).",
+            ["service"],
+            registry=self.registry,
+        )
+        # A counter cannot tell a loop that stopped deciding from one an operator stopped, nor
+        # say how long ago the last decision was: this can, and goes away with the loop.
+        self.last_decision = Gauge(
+            "docktor_last_decision_timestamp_seconds",
+            "When the loop last recorded a decision (Unix time); gone once the loop is stopped.",
+            ["service"],
+            registry=self.registry,
+        )
         self.decisions = Counter(
             "docktor_decisions",
             "Decisions recorded, by action (counted once each, however often recording retried).",
@@ -79,11 +102,20 @@ class DocktorMetrics:
 
     # ---- what the activities report ---------------------------------------------------------
 
+    def planned(self, service: str, max_replicas: int, check_interval: float) -> None:
+        """The plan a loop observes with: its bounds and pace may change with an update."""
+        self.max_replicas.labels(service=service).set(max_replicas)
+        self.check_interval.labels(service=service).set(check_interval)
+
     def observed(self, service: str, observation: Observation, kinds: Iterable[str]) -> None:
         """One observation: its replica count, and one failure per source that could not be
         read (`kinds` are the service's source kinds, to name the source of each error)."""
         self.replicas.labels(service=service).set(observation.replicas)
         known = list(kinds)
+        # Each source's failure counter exists from the first observation at 0, so the first
+        # failure is an increase a rule sees (a series that appears at 1 shows none).
+        for kind in (*known, SCALER_SOURCE):
+            self.fetch_failures.labels(service=service, source=kind)
         for error in observation.errors:
             self.fetch_failures.labels(service=service, source=_source_of(error, known)).inc()
 
@@ -105,14 +137,29 @@ class DocktorMetrics:
         # nothing was applied), so that is both what runs and what is wanted now.
         self.replicas.labels(service=service).set(decision.target_replicas)
         self.desired_replicas.labels(service=service).set(decision.target_replicas)
-        if not written:
-            return
-        self.decisions.labels(service=service, action=decision.action).inc()
-        metadata = decision.metadata
-        if metadata.latency_ms is not None:
-            self.llm_latency.labels(service=service).observe(metadata.latency_ms / 1000)
-        if metadata.fallback:
-            self.llm_fallbacks.labels(service=service).inc()
+        self.last_decision.labels(service=service).set(decision.timestamp.timestamp())
+        if written:
+            self.decisions.labels(service=service, action=decision.action).inc()
+            metadata = decision.metadata
+            if metadata.latency_ms is not None:
+                self.llm_latency.labels(service=service).observe(metadata.latency_ms / 1000)
+            if metadata.fallback:
+                self.llm_fallbacks.labels(service=service).inc()
+        if decision.action == "stopped":
+            self.stopped(service)
+
+    def stopped(self, service: str) -> None:
+        """A loop's last decision: its gauges go (Prometheus marks them stale), so a stopped
+        loop is neither late nor pinned at max. The counters stay, as counters do."""
+        for gauge in (
+            self.replicas,
+            self.desired_replicas,
+            self.max_replicas,
+            self.check_interval,
+            self.last_decision,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(service)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,9 +2,11 @@
 # System packages the tests need, from Debian, installed only where missing: a Docker engine
 # (the tests start their own dockerd on a private socket), busybox for locally made images,
 # Debian's docker-compose to check the compose files, Chromium for the Web UI browser test
-# (tests/e2e; driven headless, never a browser a tool downloads), and redis-server for the Redis
-# Streams source (the tests start their own on a free port; no PyPI package ships it). Needs root (as on CI); without
-# it, it says what is missing and those tests skip (except under CI, where they fail).
+# (tests/e2e; driven headless, never a browser a tool downloads), redis-server for the Redis
+# Streams source (the tests start their own on a free port; no PyPI package ships it), and
+# prometheus for the alert rules (promtool tests them; a Prometheus of the test's own scrapes a
+# worker). Needs root (as on CI); without it, it says what is missing and those tests skip
+# (except under CI, where they fail).
 set -euo pipefail
 
 missing=()
@@ -18,6 +20,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # start their own broker on free ports (/usr/sbin is not on every user's PATH).
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
   || missing+=(rabbitmq-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -37,6 +38,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=8765, help="http: the port (default 8765)")
     parser.add_argument(
+        "--token-env",
+        default=None,
+        metavar="NAME",
+        help="http: the environment variable holding the bearer token every request must carry "
+        "(required when --host is beyond loopback)",
+    )
+    parser.add_argument(
         "--allow-control",
         action="store_true",
         help="also offer pause, resume, scale_to, nudge, approve and reject",
@@ -50,16 +58,37 @@ def run_command(args: argparse.Namespace) -> int:
 
     path = Path(args.config) if args.config else default_config_path()
     read_config(path)  # refuse an invalid file before a client connects (exit 2, one line each)
-    if args.transport == "http" and args.host not in ("127.0.0.1", "localhost", "::1"):
-        # The HTTP transport has no authentication: say so where the operator will see it.
-        print(
-            f"warning: docktor mcp listens on {args.host}: anyone who reaches it can use "
-            f"its tools{' (control included)' if args.allow_control else ''}",
-            file=sys.stderr,
-        )
+    token, problem = http_token(args.transport, args.host, args.token_env, os.environ)
+    if problem:
+        from docktor.exits import EXIT_USAGE, error
+
+        return error(f"docktor mcp: {problem}", EXIT_USAGE)
     # Imported only now: the SDK (and its web stack) is not loaded for the other commands.
     from docktor.mcp.server import Docktor, serve
 
     app = Docktor(config_path=path, address=args.address, allow_control=args.allow_control)
-    serve(app, args.transport, args.host, args.port)
+    serve(app, args.transport, args.host, args.port, token)
     return EXIT_OK
+
+
+def http_token(
+    transport: str, host: str, token_env: str | None, environ: Mapping[str, str]
+) -> tuple[str | None, str | None]:
+    """The bearer token the HTTP transport requires, or the one line saying why the server must
+    not start. Beyond loopback a token is required: the tools (control ones included) would
+    otherwise answer anyone who reaches the port. The token itself is never part of a message."""
+    from docktor.mcp.auth import is_loopback
+
+    if token_env is None:
+        if transport == "http" and not is_loopback(host):
+            return None, (
+                f"--host {host} is beyond loopback: give a bearer token with --token-env NAME "
+                "(an environment variable holding it), or listen on 127.0.0.1"
+            )
+        return None, None
+    if transport != "http":
+        return None, "--token-env applies to --transport http only (stdio has no requests)"
+    token = environ.get(token_env, "").strip()
+    if not token:
+        return None, f"--token-env {token_env}: the variable is not set or is empty"
+    return token, None

@@ -73,6 +73,7 @@ class LoopActivities:
     async def observe(self, request: ObserveInput) -> Observation:
         allowed = _obey(lambda: self.own.check_plan(request.project, request.service))
         plan = allowed.plan
+        self.metrics.planned(plan.name, plan.max_replicas, plan.check_interval)
         try:
             observation, failures = await self.sampler.observe(plan, allowed.project)
         except ScalerConfigError as exc:

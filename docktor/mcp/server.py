@@ -1,5 +1,6 @@
 """The MCP server: one MCPServer from the official SDK, over stdio (what desktop clients
-launch) or streamable HTTP (loopback unless told otherwise)."""
+launch) or streamable HTTP (loopback unless told otherwise; behind a bearer token when given
+one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import anyio
 from mcp.server.mcpserver import MCPServer
 
 from docktor.mcp import prompt, resources, tools
+from docktor.mcp.auth import RequireBearerToken
 from docktor.mcp.context import Docktor
 
 log = logging.getLogger("docktor.mcp")
@@ -47,6 +49,7 @@ def serve(
     transport: Literal["stdio", "http"] = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
+    token: str | None = None,
 ) -> None:
     # One record per line, as the worker logs, on stderr (stdout carries the stdio transport).
     # Set first, so the SDK's own setup (rich's handler, which wraps long lines: an audit line
@@ -59,11 +62,27 @@ def serve(
             if transport == "stdio":
                 await server.run_stdio_async()
             else:
-                await server.run_streamable_http_async(host=host, port=port)
+                await _serve_http(server, host, port, token)
         finally:
             await app.close()
 
     anyio.run(run)
+
+
+async def _serve_http(server: MCPServer, host: str, port: int, token: str | None) -> None:
+    """The SDK's streamable HTTP app (with its Host and Origin checks on loopback), behind the
+    token when there is one, under uvicorn. log_config=None: uvicorn's records (its access line
+    per request included) go through the root handler above, one line each in the same format,
+    instead of uvicorn's own handlers."""
+    import uvicorn
+    from starlette.types import ASGIApp
+
+    app: ASGIApp = server.streamable_http_app(host=host)
+    if token:
+        app = RequireBearerToken(app, token)
+        log.info("every request needs the bearer token (401 without it)")
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="info")
+    await uvicorn.Server(config).serve()
 
 
 def _version() -> str:

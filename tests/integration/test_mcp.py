@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import uuid
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import nats
 import pytest
 import yaml
@@ -56,6 +59,7 @@ READ_ONLY = {
     "validate_config",
 }
 CONTROL = {"pause", "resume", "scale_to", "nudge", "approve", "reject"}
+TOKEN_ENV = "DOCKTOR_TEST_MCP_TOKEN"
 
 
 def service(name: str, **overrides: Any) -> dict[str, Any]:
@@ -119,26 +123,47 @@ class Stack:
                 yield session
 
     @asynccontextmanager
-    async def http(self, *flags: str, client: str = "pytest") -> AsyncIterator[ClientSession]:
-        """`docktor mcp --transport http` on a free loopback port, stopped by its pid."""
+    async def http(
+        self, *flags: str, client: str = "pytest", token: str | None = None
+    ) -> AsyncIterator[ClientSession]:
+        """`docktor mcp --transport http` on a free loopback port, stopped by its pid; with a
+        token, the server reads it from $MCP_TOKEN and the client sends it."""
+        async with self.http_server(*flags, token=token) as url:
+            headers = {"Authorization": f"Bearer {token}"} if token else None
+            async with (
+                # The SDK's own timeouts: the event stream it keeps open may wait long.
+                httpx2.AsyncClient(
+                    headers=headers, timeout=httpx2.Timeout(30, read=300)
+                ) as http_client,
+                streamable_http_client(url, http_client=http_client) as (read, write),
+                ClientSession(read, write, client_info=_client(client)) as session,
+            ):
+                await session.initialize()
+                yield session
+
+    @asynccontextmanager
+    async def http_server(
+        self, *flags: str, token: str | None = None, host: str = "127.0.0.1"
+    ) -> AsyncIterator[str]:
+        """The HTTP server alone, listening on `host`; yields its /mcp URL (on loopback)."""
         port = free_port()
-        log = (self.logs / f"mcp-http-{port}.log").open("w")
+        environment = self.environment()
+        if token is not None:
+            environment[TOKEN_ENV] = token
+            flags = (*flags, "--token-env", TOKEN_ENV)
+        log_path = self.logs / f"mcp-http-{port}.log"
+        log = log_path.open("w")
         process = subprocess.Popen(
             [sys.executable, "-m", "docktor", "mcp", "--config", str(self.path)]
-            + ["--transport", "http", "--host", "127.0.0.1", "--port", str(port), *flags],
-            env=self.environment(),
+            + ["--transport", "http", "--host", host, "--port", str(port), *flags],
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             wait_for(lambda: port_in_use(port) or process.poll() is not None, 30, "the HTTP server")
-            assert process.poll() is None, (self.logs / f"mcp-http-{port}.log").read_text()
-            async with (
-                streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
-                ClientSession(read, write, client_info=_client(client)) as session,
-            ):
-                await session.initialize()
-                yield session
+            assert process.poll() is None, log_path.read_text()
+            yield f"http://127.0.0.1:{port}/mcp"
         finally:
             process.terminate()
             try:
@@ -485,6 +510,170 @@ async def test_control_over_http_is_validated_and_recorded(stack: Stack) -> None
         assert "approve refused: no decision of consumer is awaiting approval" in nothing
         idle = await refused(session, "nudge", service="idle", reason="wake up")
         assert "no running loop for service 'idle'" in idle
+
+
+# ---- the HTTP transport's bearer token ------------------------------------------------------
+
+# Spoken by hand below, so each request's answer (a 401 above all) is seen as it is.
+PROTOCOL_VERSION = "2025-06-18"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "raw-client", "version": "1.0"},
+    },
+}
+INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: \S")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def tool_call(tool: str, **arguments: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
+
+
+async def post(
+    http: httpx2.AsyncClient, url: str, message: dict[str, Any], headers: dict[str, str]
+) -> httpx2.Response:
+    return await http.post(
+        url,
+        json=message,
+        headers={"Accept": "application/json, text/event-stream", **headers},
+    )
+
+
+def answer(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON-RPC answer in a 200 response (sent as one server-sent event)."""
+    assert response.status_code == 200, response.text
+    data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+    return json.loads(data[-1])
+
+
+async def test_http_with_a_token_answers_nothing_without_it(stack: Stack) -> None:
+    token, wrong = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    loops = LoopClient(stack.client, stack.config)
+    async with (
+        stack.http_server("--allow-control", token=token) as url,
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
+        for headers in (
+            {},
+            bearer(wrong),
+            bearer(token[:-1]),
+            bearer(token + "x"),
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": "Bearer"},
+        ):
+            response = await post(http, url, INITIALIZE, headers)
+            assert response.status_code == 401, headers
+            assert response.headers["www-authenticate"].startswith("Bearer ")
+            assert token not in response.text
+
+        # A session opened with the token: a call in it that lacks the token is refused before
+        # any tool runs (the loop is not paused, and no control is on record).
+        opened = await post(http, url, INITIALIZE, bearer(token))
+        assert answer(opened)["result"]["serverInfo"]["name"] == "docktor"
+        session = {
+            "Mcp-Session-Id": opened.headers["mcp-session-id"],
+            "MCP-Protocol-Version": PROTOCOL_VERSION,
+        }
+        ready = await post(http, url, INITIALIZED, {**session, **bearer(token)})
+        assert ready.status_code == 202, ready.text
+        pause = tool_call("pause", service="consumer", reason="without the token")
+        for headers in ({}, bearer(wrong)):
+            assert (await post(http, url, pause, {**session, **headers})).status_code == 401
+        assert (await loops.status("consumer")).paused is False
+
+        # The same call with the token runs.
+        done = answer(await post(http, url, pause, {**session, **bearer(token)}))
+        assert done["result"]["structuredContent"]["status"]["paused"] is True
+        resume = tool_call("resume", service="consumer", reason="with the token")
+        answer(await post(http, url, resume, {**session, **bearer(token)}))
+        assert (await loops.status("consumer")).paused is False
+
+        # The token does not lift the Host and Origin checks of a loopback server.
+        foreign_origin = {**bearer(token), "Origin": "http://evil.example"}
+        assert (await post(http, url, INITIALIZE, foreign_origin)).status_code == 403
+        foreign_host = {**bearer(token), "Host": "evil.example:80"}
+        assert (await post(http, url, INITIALIZE, foreign_host)).status_code == 421
+
+    # The SDK's own client, configured with the token as an agent's host would be.
+    async with stack.http(token=token, client="ops-agent") as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        assert tools == READ_ONLY
+        status = await call(client, "service_status", service="consumer")
+        assert status["running"] is True
+
+    (first, second) = sorted(stack.logs.glob("mcp-http-*.log"), key=lambda p: p.stat().st_mtime)
+    for log in (first, second):
+        text = log.read_text()
+        assert token not in text and wrong not in text, log
+        # One record per line, in the worker's format: uvicorn's lines (the access line of
+        # each request with its status) included. Before them, the config's warnings, in the
+        # CLI's words.
+        for line in text.splitlines():
+            assert LOG_LINE.match(line) or line.startswith("warning: services[0]."), line
+    text = first.read_text()
+    assert text.count('"POST /mcp HTTP/1.1" 401') == 8 and 'HTTP/1.1" 403' in text
+    audit = [line for line in text.splitlines() if "docktor.mcp: mcp:raw-client" in line]
+    assert [line.split("docktor.mcp: ")[1] for line in audit] == [
+        "mcp:raw-client: pause consumer (without the token)",
+        "mcp:raw-client: resume consumer (with the token)",
+    ]
+
+
+async def test_http_beyond_loopback_serves_with_a_token(stack: Stack) -> None:
+    token = secrets.token_urlsafe(32)
+    async with (
+        stack.http_server(token=token, host="0.0.0.0") as url,
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
+        assert (await post(http, url, INITIALIZE, {})).status_code == 401
+        assert (await post(http, url, INITIALIZE, bearer(token))).status_code == 200
+
+
+def test_http_beyond_loopback_does_not_start_without_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "docktor.yaml"
+    path.write_text(yaml.safe_dump({"project": "mcp-token", "services": [service("idle")]}))
+    environment = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+
+    def mcp(*flags: str) -> subprocess.CompletedProcess[str]:
+        port = str(free_port())
+        command = [sys.executable, "-m", "docktor", "mcp", "--config", str(path)]
+        return subprocess.run(
+            [*command, "--transport", "http", "--port", port, *flags],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+        )
+
+    for host in ("0.0.0.0", "::", "192.0.2.1", "mcp.example"):
+        refused = mcp("--host", host)
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines() == [
+            f"error: docktor mcp: --host {host} is beyond loopback: give a bearer token with "
+            "--token-env NAME (an environment variable holding it), or listen on 127.0.0.1"
+        ]
+        assert refused.stdout == ""
+    # Named but not set is no token either, on loopback too.
+    for host in ("0.0.0.0", "127.0.0.1"):
+        unset = mcp("--host", host, "--token-env", TOKEN_ENV)
+        assert unset.returncode == 2
+        assert unset.stderr.splitlines() == [
+            f"error: docktor mcp: --token-env {TOKEN_ENV}: the variable is not set or is empty"
+        ]
 
 
 # ---- the audit line -------------------------------------------------------------------------

@@ -13,10 +13,11 @@ PACKAGE = Path(docktor.mcp.__file__).parent
 ALLOWED = {
     "__init__": set(),
     "context": set(),
+    "auth": set(),
     "tools": {"context"},
     "resources": {"context"},
     "prompt": {"context"},
-    "server": {"context", "tools", "resources", "prompt"},
+    "server": {"context", "tools", "resources", "prompt", "auth"},
 }
 
 
