@@ -3,7 +3,9 @@
 # (the tests start their own dockerd on a private socket), busybox for locally made images,
 # Debian's docker-compose to check the compose files, Chromium for the Web UI browser test
 # (tests/e2e; driven headless, never a browser a tool downloads), and redis-server for the Redis
-# Streams source (the tests start their own on a free port; no PyPI package ships it). Needs root (as on CI); without
+# Streams source (the tests start their own on a free port; no PyPI package ships it), and HAProxy
+# as the TLS terminator in front of a secured Temporal (stunnel cannot offer ALPN h2, which gRPC
+# clients require). Needs root (as on CI); without
 # it, it says what is missing and those tests skip (except under CI, where they fail).
 set -euo pipefail
 
@@ -14,6 +16,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
