@@ -299,6 +299,14 @@ _TLS_CAUSES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# With TLS 1.3 the server checks a client certificate after the client has finished its side of
+# the handshake: its alert often arrives, but the first call may instead see the connection
+# closed under it.
+_CLOSED_AFTER_HANDSHAKE = re.compile(
+    r"after connection.*(?:Canceled|connection closed|ConnectionReset|BrokenPipe)", re.S
+)
+
+
 def refusal(exc: BaseException) -> str | None:
     """The TLS or credentials cause of a failed connection, named; None for any other."""
     text = str(exc)
@@ -314,6 +322,12 @@ def unreachable(connection: Connection, exc: BaseException) -> str:
     if cause := refusal(exc):
         return f"{target} refused the connection: {cause}"
     reason = connect_reason(exc)
+    if connection.tls_on and _CLOSED_AFTER_HANDSHAKE.search(str(exc)):
+        return (
+            f"{target} refused the connection: TLS bad client cert (most likely): the server "
+            "closed the connection right after the handshake, as one that requires a client "
+            "certificate does when it refuses the one sent, or gets none"
+        )
     if not connection.tls_on and re.search(
         r"broken pipe|ConnectionReset|reset by peer", str(exc), re.I
     ):
