@@ -3,10 +3,12 @@
 # (the tests start their own dockerd on a private socket), busybox for locally made images,
 # Debian's docker-compose to check the compose files, Chromium for the Web UI browser test
 # (tests/e2e; driven headless, never a browser a tool downloads), redis-server for the Redis
-# Streams source (the tests start their own on a free port; no PyPI package ships it), and
-# prometheus for the alert rules (promtool tests them; a Prometheus of the test's own scrapes a
-# worker). Needs root (as on CI); without it, it says what is missing and those tests skip
-# (except under CI, where they fail).
+# Streams source and rabbitmq-server for the RabbitMQ one (the tests start their own on free
+# ports; no PyPI package ships them), prometheus for the alert rules (promtool tests them; a
+# Prometheus of the test's own scrapes a worker), and HAProxy as the TLS terminator in front of a
+# secured Temporal (stunnel cannot offer ALPN h2, which gRPC clients require). Needs root (as on
+# CI); without it, it says what is missing and those tests skip (except under CI, where they
+# fail).
 set -euo pipefail
 
 missing=()
@@ -21,6 +23,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 \
   || missing+=(rabbitmq-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

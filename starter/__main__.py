@@ -150,6 +150,8 @@ def _main(argv: list[str] | None = None) -> int:
         names = [args.service]
     try:
         return run_async(run(args, config, names))
+    except ConfigError as exc:  # the connection's settings: a profile, a certificate, a key
+        return report_config_error(exc)
     except TemporalUnreachable as exc:
         return error(exc)
 

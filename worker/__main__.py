@@ -23,7 +23,12 @@ from temporalio.runtime import (
 )
 
 from activities import LoopActivities
-from docktor.client.temporal import TemporalUnreachable, connect, ensure_search_attributes
+from docktor.client.temporal import (
+    TemporalUnreachable,
+    connect,
+    ensure_search_attributes,
+    resolve,
+)
 from docktor.dev.embedded import free_port
 from docktor.exits import (
     EXIT_INTERRUPTED,
@@ -39,6 +44,7 @@ from docktor.loop.authority import WorkerConfig
 from docktor.loop.worker import build_worker
 from docktor.spec import ConfigError, DocktorConfig, default_config_path
 from docktor.telemetry import MetricsServer
+from worker.health import HealthServer, PortUnavailable, polling
 
 log = logging.getLogger("docktor.worker")
 
@@ -67,6 +73,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--metrics-host",
         default="127.0.0.1",
         help="address for --metrics-port (default: 127.0.0.1; 0.0.0.0 for a remote Prometheus)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="serve /healthz (the process runs) and /readyz (connected to Temporal and polling "
+        "its task queue) on this port (default: off)",
+    )
+    parser.add_argument(
+        "--health-host",
+        default="127.0.0.1",
+        help="address for --health-port (default: 127.0.0.1; 0.0.0.0 for a probe from outside "
+        "the host or container)",
     )
     return parser.parse_args(argv)
 
@@ -141,23 +160,33 @@ async def serve(
     address: str | None,
     metrics: tuple[str, int] | None = None,
     config_path: str | Path | None = None,
+    health: tuple[str, int] | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; returns the signal that stopped the worker. The loops run
-    what `config` says (re-read from `config_path` when that file changes), and nothing else."""
-    await check_llm_at_start(config)
-    if metrics:
-        metrics_server: MetricsServer | None = start_metrics(*metrics)
-    else:
-        sdk_runtime()
-        metrics_server = None
+    what `config` says (re-read from `config_path` when that file changes), and nothing else.
+    With `health`, the probes answer from the start: /readyz says 503 until the worker polls."""
+    health_server = HealthServer(*health).start() if health else None
+    metrics_server: MetricsServer | None = None
     try:
-        return await _serve(config, address, config_path)
+        await check_llm_at_start(config)
+        if metrics:
+            metrics_server = start_metrics(*metrics)
+        else:
+            sdk_runtime()
+        return await _serve(config, address, config_path, health_server)
     finally:
         if metrics_server is not None:
             metrics_server.stop()
+        if health_server is not None:
+            health_server.stop()
 
 
-async def _serve(config: DocktorConfig, address: str | None, config_path: str | Path | None) -> int:
+async def _serve(
+    config: DocktorConfig,
+    address: str | None,
+    config_path: str | Path | None,
+    health: HealthServer | None = None,
+) -> int:
     client = await connect(config, address)
     try:
         added = await ensure_search_attributes(client)
@@ -182,15 +211,18 @@ async def _serve(config: DocktorConfig, address: str | None, config_path: str | 
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     log.info(
-        "worker serving task queue '%s' on %s (namespace %s) for project '%s': services %s",
+        "worker serving task queue '%s' on %s for project '%s': services %s",
         config.temporal.task_queue,
-        address or config.temporal.address,
-        config.temporal.namespace,
+        resolve(config, address).describe(),
         config.project,
         ", ".join(config.service_names()),
     )
     async with worker:
+        if health is not None:
+            health.ready_when(lambda: polling(client, config.temporal.task_queue))
         await stop.wait()
+        if health is not None:
+            health.not_ready()
         log.info("shutting down: finishing running activities")
     await loop_activities.close()
     log.info("worker stopped")
@@ -217,14 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics = (args.metrics_host, args.metrics_port) if args.metrics_port else None
         config_path = args.config or default_config_path()
-        stopped_by = asyncio.run(serve(config, args.address, metrics, config_path))
+        health = (args.health_host, args.health_port) if args.health_port else None
+        stopped_by = asyncio.run(serve(config, args.address, metrics, config_path, health))
     except KeyboardInterrupt:  # Ctrl-C before serving began (connecting, checking the model)
         return interrupted()
     except ConfigError as exc:
         return report_config_error(exc)
     except LLMRequired as exc:
         return error(exc, EXIT_USAGE)
-    except (TemporalUnreachable, MetricsPortUnavailable) as exc:
+    except (TemporalUnreachable, MetricsPortUnavailable, PortUnavailable) as exc:
         return error(exc)
     return EXIT_INTERRUPTED if stopped_by == signal.SIGINT else EXIT_OK
 

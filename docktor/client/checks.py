@@ -15,10 +15,11 @@ from typing import TypeVar
 
 from docktor.advisor import check_llm
 from docktor.backends import one_backend
+from docktor.client.temporal import TemporalUnreachable, connect, resolve
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.sources import MetricSource, source_class
 from docktor.sources.sampling import source_kinds
-from docktor.spec import DocktorConfig
+from docktor.spec import ConfigError, DocktorConfig
 from docktor.text import redact, source_error
 
 # Longer than any one client's own connect timeout (NATS 2 s, Docker, the LLM's timeout_s
@@ -40,11 +41,11 @@ class CheckResult:
 
 
 async def run_checks(config: DocktorConfig) -> list[CheckResult]:
-    """Every online check for the config, in a stable order: per service its metric sources
-    and its backend, then the LLM. Checks run concurrently; none raises."""
+    """Every online check for the config, in a stable order: Temporal, then per service its
+    metric sources and its backend, then the LLM. Checks run concurrently; none raises."""
     project = config.project or "default"
     sources: dict[str, MetricSource] = {}
-    jobs: list[Awaitable[CheckResult]] = []
+    jobs: list[Awaitable[CheckResult]] = [_temporal_check(config)]
     try:
         # Checked as the worker will use them: through the plans the loops are started with.
         for spec in map(ServicePlan.from_spec, config.services):
@@ -59,6 +60,22 @@ async def run_checks(config: DocktorConfig) -> list[CheckResult]:
             # A connection that failed to open has nothing to close.
             with contextlib.suppress(Exception):
                 await source.close()
+
+
+async def _temporal_check(config: DocktorConfig) -> CheckResult:
+    """The connection every entry point makes, with every layer applied, said as
+    `temporal: 127.0.0.1:7233 (mTLS, profile prod)`; a refusal names its cause."""
+    try:
+        subject = f"temporal: {resolve(config).describe()}"
+    except ConfigError as exc:
+        return CheckResult(False, "temporal", "; ".join(exc.problems))
+    try:
+        await _deadline(connect(config))
+    except TemporalUnreachable as exc:
+        return CheckResult(False, subject, str(exc))
+    except Exception as exc:  # an unreadable certificate (ConfigError), the deadline
+        return CheckResult(False, subject, _problem(exc))
+    return CheckResult(True, subject)
 
 
 async def _metric_check(

@@ -69,7 +69,7 @@ class LegacyConfig(Strict):
             "project": self.project,
             "compose_file": self.compose_file,
             "llm": self.llm.model_dump(),
-            "temporal": self.temporal.model_dump(),
+            "temporal": self.temporal.model_dump(exclude_unset=True),
             "services": [
                 {
                     "name": self.service,

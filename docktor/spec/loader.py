@@ -314,6 +314,11 @@ def _resolve(
         config.state_dir = str(base_dir / state_dir)
     if config.journal and not Path(config.journal).is_absolute():
         config.journal = str(base_dir / config.journal)
+    if tls := config.temporal.tls:
+        for field in ("server_ca_cert_path", "client_cert_path", "client_key_path"):
+            value = getattr(tls, field)
+            if value and not Path(value).expanduser().is_absolute():
+                setattr(tls, field, str(base_dir / value))
     if address := os.environ.get("TEMPORAL_ADDRESS"):
         config.temporal.address = address
     if namespace := os.environ.get("TEMPORAL_NAMESPACE"):

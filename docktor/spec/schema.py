@@ -346,10 +346,38 @@ class ServiceSpec(Strict):
         return self
 
 
+class TemporalTLS(Strict):
+    """TLS to Temporal, named as in the Temporal CLI's profile file (temporal.toml). Paths are
+    relative to the config's folder."""
+
+    # None: TLS is on when anything below (or an API key) is given; false turns it off.
+    disabled: bool | None = None
+    server_ca_cert_path: str | None = None  # absent: the system's roots
+    client_cert_path: str | None = None
+    client_key_path: str | None = None
+    server_name: str | None = None  # the name the server's certificate must carry (SNI)
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TemporalTLS:
+        if (self.client_cert_path is None) != (self.client_key_path is None):
+            raise ValueError("client_cert_path and client_key_path go together; give both")
+        return self
+
+
+# An environment variable's name: the key itself never belongs in a file.
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
 class TemporalSpec(Strict):
+    """Only the fields a file sets count: the others come from the Temporal CLI's profile
+    (docktor.client.temporal layers them), so the defaults here are the last resort."""
+
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = names.TASK_QUEUE
+    tls: TemporalTLS | None = None
+    # The name of the environment variable that holds an API key (Temporal Cloud), never the key.
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME)
 
 
 # Where each provider's OpenAI-compatible API lives when `base_url` is not given.
