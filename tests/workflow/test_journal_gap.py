@@ -5,6 +5,9 @@ one, in order, and one warning line says how many are missing for good."""
 from __future__ import annotations
 
 import logging
+import sysconfig
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,6 +28,18 @@ from workflows import ServiceAutoscaler
 
 # More decisions than the ring holds, across continue-as-new (25 iterations a run).
 BROKEN_FOR = DECISION_RING + 12
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of this test's own: it skips through some sixty iterations, and
+    a query left unanswered by an earlier test in the shared one can hold its skipping locked
+    (every later sleep then runs in real time)."""
+    server = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
+    async with await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=str(server)
+    ) as environment:
+        yield environment
 
 
 async def test_a_gap_longer_than_the_ring_is_written_back_as_far_as_it_reaches(
