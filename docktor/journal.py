@@ -1,5 +1,12 @@
 """The JSONL decision log: one line per decision, appended, never duplicated, rotated by size.
 
+A decision's line is the decision its loop's history keeps. A record that is retried with the
+same content (an activity retry) writes nothing. One that comes again under the same key with
+other content writes a line that supersedes the earlier one: a local activity runs again only
+when the workflow task that ran it did not complete, so the earlier line is a decision that
+history never kept (the retried task decided again, e.g. a scale-up where the lost task held).
+Every reader keeps the last line of each key.
+
 The log is the file the config names (`decisions.jsonl`) and, once it has grown past
 ROTATE_BYTES, its older parts beside it: `decisions.jsonl.1` (the newest of them) to
 `decisions.jsonl.{FILES - 1}`; the oldest is dropped. Readers stream lines across the files,
@@ -52,16 +59,20 @@ _TAIL_BYTES = 256 * 1024
 _MAX_KEYS = 20_000
 _KEY = re.compile(rb'"decision_id"\s*:\s*"([^"]*)"')
 
+# What this process has seen written under each decision id: the digests of those lines. The
+# same line again is a retry (nothing to write); another line under the same id supersedes.
+Keys = dict[str, tuple[int, ...]]
+
 
 @dataclass
 class _Seen:
     """What this process has read of one log: the file it was (device, inode), how far, and the
-    decision ids found. Each byte is read once, instead of the whole tail at every append
-    (that cost a busy worker 18% of its CPU)."""
+    decision ids found with their lines' digests. Each byte is read once, instead of the whole
+    tail at every append (that cost a busy worker 18% of its CPU)."""
 
     file: tuple[int, int]
     offset: int
-    keys: dict[str, None] = field(default_factory=dict)
+    keys: Keys = field(default_factory=dict)
 
 
 _seen: dict[Path, _Seen] = {}
@@ -92,18 +103,23 @@ def append_decision(
     rotate_bytes: int | None = None,
     files: int | None = None,
 ) -> bool:
-    """Append the decision unless it is already in the log; True when a line was written. A
-    line that would take the file past `rotate_bytes` goes to a new file first (the current one
-    becomes `.1`), keeping `files` files in all (default: ROTATE_BYTES and FILES)."""
+    """Append the decision unless this very line is already in the log; True when a line was
+    written. Another line under the decision's key is superseded by this one (the module's
+    docstring says why). A line that would take the file past `rotate_bytes` goes to a new file
+    first (the current one becomes `.1`), keeping `files` files in all (default: ROTATE_BYTES
+    and FILES)."""
     journal = Path(path)
     rotate_bytes = ROTATE_BYTES if rotate_bytes is None else rotate_bytes
     files = FILES if files is None else files
     private_dir(journal.parent, check=False)
     key = decision_key(decision)
-    data = (json.dumps(decision_line(decision), separators=(",", ":")) + "\n").encode()
+    line = json.dumps(decision_line(decision), separators=(",", ":")).encode()
+    data = line + b"\n"
     with _lock, _locked(journal, exclusive=True):
         keys = _recent_keys(journal)
-        if key in keys:
+        # Any line seen under the key, not only the last: a retry of a superseded write that
+        # arrives late must not bring the superseded decision back.
+        if _digest(line) in keys.get(key, ()):
             return False
         # One line per write() with O_APPEND, so lines never interleave even with a writer
         # that does not take the lock (a short write, e.g. on a nearly full disk, is finished
@@ -178,6 +194,12 @@ def _identity(stat: os.stat_result) -> tuple[int, int]:
     return (stat.st_dev, stat.st_ino)
 
 
+def _digest(line: bytes) -> int:
+    """A line's fingerprint, compared only within this process (hash() of bytes is salted per
+    process): 64 bits, so two different lines of one key never pass for a retry."""
+    return hash(line.strip())
+
+
 def journal_files(path: str | Path) -> list[Path]:
     """The log's files that exist, oldest first: `.N` ... `.1`, then the current one."""
     journal = Path(path)
@@ -207,14 +229,18 @@ def read_decisions(path: str | Path) -> list[Decision]:
 def read_journal(path: str | Path) -> tuple[list[Decision], int]:
     """Every decision of the log, across its files, oldest first, and how many lines could not
     be read: a line torn by a full disk or a crash mid-write, or edited by hand, is skipped,
-    not fatal. For tests and small logs; `latest_decisions` keeps only what it is asked for."""
-    decisions, unreadable = [], 0
+    not fatal. A decision written again under its key is the last line's, in that line's place.
+    For tests and small logs; `latest_decisions` keeps only what it is asked for."""
+    decisions: dict[str, Decision] = {}
+    unreadable = 0
     for decision in _decisions(_lines(Path(path))):
         if decision is None:
             unreadable += 1
         else:
-            decisions.append(decision)
-    return decisions, unreadable
+            key = decision_key(decision)
+            decisions.pop(key, None)
+            decisions[key] = decision
+    return list(decisions.values()), unreadable
 
 
 def decision_order(decision: Decision) -> tuple[datetime, str, int]:
@@ -227,9 +253,16 @@ def latest_decisions(
 ) -> tuple[list[Decision], int]:
     """The last `tail` decisions of these services (at or after `since`), in decision_order,
     read across the log's files line by line: only `tail` decisions are held at a time. Also how
-    many lines could not be read."""
+    many lines could not be read.
+
+    A decision written again under its key replaces the one held: the later line was made by a
+    later workflow task, so it is later in time too and competes for a place as the earlier
+    one did."""
     wanted = set(services)
-    kept: list[tuple[tuple[datetime, str, int], int, Decision]] = []
+    # A min-heap of the latest so far (the line's place breaks ties: the later one wins), and
+    # the keys it holds.
+    kept: list[tuple[tuple[datetime, str, int], int, str, Decision]] = []
+    held: set[str] = set()
     unreadable = 0
     if tail <= 0:
         return [], 0
@@ -239,13 +272,21 @@ def latest_decisions(
             continue
         if decision.service not in wanted or (since is not None and decision.timestamp < since):
             continue
-        # A min-heap of the latest so far (the line's place breaks ties: the later one wins).
-        entry = (decision_order(decision), index, decision)
+        key = decision_key(decision)
+        if key in held:  # rare (a task retried after its line was written): O(tail) is fine
+            kept = [entry for entry in kept if entry[2] != key]
+            heapq.heapify(kept)
+            held.discard(key)
+        entry = (decision_order(decision), index, key, decision)
         if len(kept) < tail:
             heapq.heappush(kept, entry)
+            held.add(key)
         else:
-            heapq.heappushpop(kept, entry)
-    return [decision for _, _, decision in sorted(kept)], unreadable
+            dropped = heapq.heappushpop(kept, entry)
+            if dropped is not entry:
+                held.discard(dropped[2])
+                held.add(key)
+    return [decision for _, _, _, decision in sorted(kept)], unreadable
 
 
 def _decisions(lines: Iterable[bytes]) -> Iterator[Decision | None]:
@@ -295,7 +336,7 @@ def _lines(journal: Path, last_bytes: int | None = None) -> Iterator[bytes]:
             yield from handle
 
 
-def _recent_keys(journal: Path) -> dict[str, None]:
+def _recent_keys(journal: Path) -> Keys:
     """The decision ids near the end of the log, read incrementally: only what was appended
     since the last call (by any process) is parsed. A log rotated, replaced or truncated
     (another inode, or shorter than what was read) is read again from its tail, which reaches
@@ -307,18 +348,23 @@ def _recent_keys(journal: Path) -> dict[str, None]:
     except FileNotFoundError:  # not made yet, or moved to `.1` by a rotation that stopped there
         identity, size = (-1, -1), 0
     seen = _seen.get(journal)
-    if seen is None or seen.file != identity or size < seen.offset:
+    fresh = seen is None or seen.file != identity or size < seen.offset
+    if fresh:
         seen = _seen[journal] = _Seen(identity, max(0, size - _TAIL_BYTES))
         _scan_rotated_keys(journal, _TAIL_BYTES - size, seen.keys)
+    assert seen is not None
     if size > seen.offset:
         fd = open_private(journal, os.O_RDONLY)
         try:
             chunk = os.pread(fd, size - seen.offset, seen.offset)
+            # A tail that starts mid-line: that line's end is no line (its digest would not
+            # match a retry of it).
+            skip = _cut_line(fd, seen.offset, chunk) if fresh else 0
         finally:
             os.close(fd)
         # Up to the last complete line; a line being written is read whole next time.
         end = chunk.rfind(b"\n") + 1
-        _add_keys(chunk[:end], seen.keys)
+        _add_keys(chunk[skip:end], seen.keys)
         seen.offset += end
     if len(seen.keys) > _MAX_KEYS:
         for old in list(seen.keys)[: len(seen.keys) - _MAX_KEYS // 2]:
@@ -326,7 +372,7 @@ def _recent_keys(journal: Path) -> dict[str, None]:
     return seen.keys
 
 
-def _scan_rotated_keys(journal: Path, budget: int, keys: dict[str, None]) -> None:
+def _scan_rotated_keys(journal: Path, budget: int, keys: Keys) -> None:
     """The decision ids in the last `budget` bytes of the rotated files (`.1`, then `.2` if
     `.1` is shorter, ...), added oldest first."""
     chunks = []
@@ -339,7 +385,8 @@ def _scan_rotated_keys(journal: Path, budget: int, keys: dict[str, None]) -> Non
         try:
             size = os.fstat(fd).st_size
             start = max(0, size - budget)
-            chunks.append(os.pread(fd, size - start, start))
+            chunk = os.pread(fd, size - start, start)
+            chunks.append(chunk[_cut_line(fd, start, chunk) :])
         finally:
             os.close(fd)
         budget -= size
@@ -348,9 +395,23 @@ def _scan_rotated_keys(journal: Path, budget: int, keys: dict[str, None]) -> Non
         _add_keys(chunk, keys)
 
 
-def _add_keys(chunk: bytes, keys: dict[str, None]) -> None:
-    for match in _KEY.finditer(chunk):
-        keys[match.group(1).decode("utf-8", errors="replace")] = None
+def _cut_line(fd: int, start: int, chunk: bytes) -> int:
+    """Where the first whole line of `chunk`, read from `start` of the file, begins."""
+    if start == 0 or os.pread(fd, 1, start - 1) == b"\n":
+        return 0
+    return chunk.find(b"\n") + 1 or len(chunk)
+
+
+def _add_keys(chunk: bytes, keys: Keys) -> None:
+    """Each line's decision id and digest; a key seen again moves to the end (the newest)."""
+    for line in chunk.split(b"\n"):
+        match = _KEY.search(line)
+        if match is None:
+            continue
+        key = match.group(1).decode("utf-8", errors="replace")
+        digest = _digest(line)
+        seen = keys.pop(key, ())
+        keys[key] = seen if digest in seen else (*seen, digest)
 
 
 def warm_start(path: str | Path, spec: ServicePlan, workflow_id: str, now: datetime) -> WarmStart:
@@ -377,9 +438,10 @@ def logged_samples(
     from the last _SEED_BYTES of the log across its files. Decisions of another project's loop
     for a service of the same name (the same log) are left out by their workflow id; lines that
     do not parse, and decisions without observations (a hold for missing metrics, an
-    operator's scale), are skipped."""
-    samples = []
-    for raw in _lines(Path(path), last_bytes=_SEED_BYTES):
+    operator's scale), are skipped; a decision written again counts once, as its last line."""
+    # By decision id, so that a decision written again is the last line's sample, not two.
+    samples: dict[object, Observation] = {}
+    for index, raw in enumerate(_lines(Path(path), last_bytes=_SEED_BYTES)):
         try:
             line = json.loads(raw)
             if line.get("service") != service or line.get("workflow_id") not in ("", workflow_id):
@@ -391,11 +453,12 @@ def logged_samples(
             )
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             continue
+        key = line.get("decision_id") or index
+        samples.pop(key, None)
         if (
             sample.metrics
             and sample.taken_at.tzinfo is not None
             and since <= sample.taken_at <= until
         ):
-            samples.append(sample)
-    samples.sort(key=lambda sample: sample.taken_at)
-    return samples
+            samples[key] = sample
+    return sorted(samples.values(), key=lambda sample: sample.taken_at)

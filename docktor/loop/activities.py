@@ -27,7 +27,7 @@ from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
 from docktor.telemetry import METRICS, DocktorMetrics
 from docktor.text import source_error
-from docktor.values import Advice, AdviseInput, Observation, Proposal
+from docktor.values import Advice, AdviseInput, Decision, Observation, Proposal
 
 if TYPE_CHECKING:  # the openai client is loaded only by workers whose config uses a model
     from docktor.advisor import Clients
@@ -144,8 +144,9 @@ class LoopActivities:
     @activity.defn(name=names.RECORD)
     async def record(self, request: RecordInput) -> bool:
         path = _obey(lambda: self.own.journal_path(request.path))
+        decisions = [*request.missed, request.decision]
         try:
-            written = await asyncio.to_thread(append_decision, path, request.decision)
+            written = await asyncio.to_thread(_append_in_order, path, decisions)
         except OSError as exc:
             if exc.errno not in LASTING_WRITE_ERRORS:
                 raise
@@ -160,8 +161,9 @@ class LoopActivities:
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
         # Counted only when this call wrote the line: a retry finds it written and counts nothing.
-        self.metrics.recorded(request.decision, written)
-        return written
+        for decision, wrote in zip(decisions, written, strict=True):
+            self.metrics.recorded(decision, wrote)
+        return written[-1]
 
     def _project(self) -> str:
         """The project of the loop this activity serves, as its workflow id names it."""
@@ -177,6 +179,12 @@ class LoopActivities:
         await self.backends.close()
         if self.model_clients is not None:
             await self.model_clients.close()
+
+
+def _append_in_order(path: str, decisions: list[Decision]) -> list[bool]:
+    """Append each decision in turn (whether each was written): a failure stops the rest, so
+    no decision is written after one that is missing."""
+    return [append_decision(path, decision) for decision in decisions]
 
 
 def _config_error(exc: Exception) -> ApplicationError:

@@ -159,6 +159,10 @@ class ApplyResult(BaseModel):
 class RecordInput(BaseModel):
     path: str
     decision: Decision
+    # Decisions the log missed while it could not be written, oldest first, from the loop's
+    # ring: written before `decision` (each unless its line is there already), so the log
+    # stays in order. Empty while the log is written, and from older releases.
+    missed: list[Decision] = Field(default_factory=list)
 
 
 # Every control (pause, resume, scale_to, approve, reject, update_spec) carries the time after

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from docktor import names
     from docktor.loop.activities import OBSERVE_ATTEMPTS, LoopActivities
     from docktor.loop.messages import (
+        DECISION_RING,
         ApplyInput,
         AutoscalerInput,
         EvaluateInput,
@@ -103,6 +104,9 @@ PATCH_LEAN_LOOP = "lean-loop"
 # (benchmarks/README.md has both sides).
 PATCH_SHORT_RUNS = "short-runs"
 ITERATIONS_PER_RUN = 25
+# Decisions made while the log could not be written are written back from the loop's ring of
+# recent ones, before the next decision's line, once the log can be written again.
+PATCH_JOURNAL_BACKFILL = "journal-backfill"
 # Characters of an activity's failure quoted in a reason, and of a whole reason.
 CAUSE_LIMIT = 300
 REASON_LIMIT = 1000
@@ -453,9 +457,10 @@ class ServiceAutoscaler:
         self.state.remember(decision)
         self._publish_decision(decision)
         if self.request.journal_path:
+            missed = self._missed(decision)
             # Shielded like a scale: a cancellation arriving now still gets this decision into
             # the log before the loop stops (no lost decisions), then stops the loop.
-            handle = self._start_record(decision)
+            handle = self._start_record(decision, missed or [])
             try:
                 await asyncio.shield(handle)
             except asyncio.CancelledError:
@@ -466,10 +471,21 @@ class ServiceAutoscaler:
                 # The decision is safe in workflow state and history; only the file copy failed.
                 self._journal_failed(decision, _cause(err))
             else:
-                self._journal_written(decision)
+                self._journal_written(decision, missed)
         return decision
 
-    def _start_record(self, decision: Decision) -> asyncio.Future[bool]:
+    def _missed(self, decision: Decision) -> list[Decision] | None:
+        """While the log is failing: the decisions since the gap opened that the ring still
+        holds, oldest first, to write before this one (the attempt that finds the log writable
+        again fills the gap). None on the path of runs begun before the write-back."""
+        gap_from = self.state.journal_gap_from
+        if self.state.journal_error is None or gap_from is None:
+            return []
+        if not workflow.patched(PATCH_JOURNAL_BACKFILL):
+            return None
+        return [d for d in self.state.decisions if gap_from <= d.sequence < decision.sequence]
+
+    def _start_record(self, decision: Decision, missed: list[Decision]) -> asyncio.Future[bool]:
         """Write the decision's JSONL line. A hold is written by a local activity in the same
         workflow task (its line is in the file before the timer starts, so nothing is pending
         across a cancel, a continue-as-new or a crash); every other decision keeps its own
@@ -481,7 +497,7 @@ class ServiceAutoscaler:
         )
         return start(
             LoopActivities.record,
-            RecordInput(path=self.request.journal_path or "", decision=decision),
+            RecordInput(path=self.request.journal_path or "", decision=decision, missed=missed),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=RECORD_RETRY,
             summary=f"record {decision.action}",
@@ -496,24 +512,52 @@ class ServiceAutoscaler:
         self.state.journal_gap_from = decision.sequence
         workflow.logger.warning(
             "decision log %s not written from decision %d on: %s; decisions stay in the "
-            "loop's state and history (the `decisions` query); reported once until it is "
-            "writable again",
+            "loop's state and history (the `decisions` query), and are written to it once it "
+            "is writable again (the last %d at most); reported once until then",
             self.request.journal_path,
             decision.sequence,
             why,
+            DECISION_RING,
         )
 
-    def _journal_written(self, decision: Decision) -> None:
-        if self.state.journal_error is None:
+    def _journal_written(self, decision: Decision, missed: list[Decision] | None) -> None:
+        """The log was written after a gap: say what of the gap was written back with this
+        decision (from the loop's ring) and how many decisions it no longer holds."""
+        gap_from = self.state.journal_gap_from
+        if self.state.journal_error is None or gap_from is None:
             return
-        workflow.logger.warning(
-            "decision log %s writable again; decisions %d to %d are missing from it",
-            self.request.journal_path,
-            self.state.journal_gap_from or decision.sequence,
-            decision.sequence - 1,
-        )
         self.state.journal_error = None
         self.state.journal_gap_from = None
+        path, last = self.request.journal_path, decision.sequence - 1
+        if missed is None:  # a run begun before the write-back: the gap stays
+            workflow.logger.warning(
+                "decision log %s writable again; decisions %d to %d are missing from it",
+                path,
+                gap_from,
+                last,
+            )
+            return
+        lost_to = missed[0].sequence - 1 if missed else last
+        if lost_to < gap_from:
+            workflow.logger.warning(
+                "decision log %s writable again; decisions %d to %d, missed while it was "
+                "not, written to it now, in order, from the loop's state",
+                path,
+                gap_from,
+                last,
+            )
+            return
+        written = f"; decisions {missed[0].sequence} to {last} written to it now" if missed else ""
+        workflow.logger.warning(
+            "decision log %s writable again%s; %d decisions (%d to %d) are missing from it for "
+            "good: the loop keeps only its last %d (the `decisions` query)",
+            path,
+            written,
+            lost_to - gap_from + 1,
+            gap_from,
+            lost_to,
+            DECISION_RING,
+        )
 
     async def wait_for_next_tick(self) -> None:
         """A durable timer: survives worker restarts; a nudge cuts it short."""

@@ -1,9 +1,10 @@
 """The JSONL decision log cannot be written: its folder is a file (what an unwritable folder is
 to root, who ignores permissions), its disk is full (a tiny tmpfs, filled), or a symlink is
 planted at its path (refused, never followed). The loop goes on at its own pace, every decision
-stays in the workflow's state and history, the gap is reported once (one warning line,
-`status.journal_error`), and once the file can be written again the log resumes and the gap's
-extent is reported, once too."""
+(an operator's scale among them) stays in the workflow's state and history, the gap is reported
+once (one warning line, `status.journal_error`), and once the file can be written again the
+decisions of the gap are written to it from the loop's state, in order, before the next one,
+and one line says so."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -149,6 +151,16 @@ async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
             ]
             assert "Traceback" not in caplog.text
 
+            # An operator's scale while the log is broken: the CLI says it was recorded.
+            scaled = await run_docktor(path, "scale", service.name, "2", "--reason", "outage")
+            assert scaled.returncode == 0, scaled.stderr
+            assert "recorded as a manual decision" in scaled.stdout
+            manual = (await decisions())[-1]
+            assert manual.action == "manual" and manual.target_replicas == 2
+            # ... and the loop decides on after it, still unwritten.
+            await async_wait_for(lambda: made(manual.sequence + 2), 20, "decisions after it")
+            assert not journal.exists() or not journal.read_text().strip()
+
             mend()
             await async_wait_for(lambda: _nonempty(journal), 20, "the log written again")
             status = await LoopClient(client, config).status(service.name)
@@ -171,16 +183,22 @@ async def test_unwritable_journal_the_loop_goes_on_and_the_gap_is_reported_once(
 
     assert_gapless([d.sequence for d in kept], "decisions in the workflow's state")
     assert len(scheduled) == len(kept)
+    # Every decision reached the log, those of the broken window too, in order, once each,
+    # as the loop's history has them.
     written = read_decisions(journal)
-    first_written = written[0].sequence
-    assert first_written > BROKEN_FOR
-    assert [d.sequence for d in written] == list(range(first_written, len(kept) + 1))
+    assert written == kept
+    raw = [line for line in journal.read_text().splitlines() if line.strip()]
+    assert len(raw) == len(kept)
+    assert [d.sequence for d in written if d.action == "manual"] == [manual.sequence]
     reopened = [r.message for r in caplog.records if "writable again; decisions" in r.message]
-    assert len(reopened) == 1
-    assert reopened[0].startswith(
-        f"decision log {journal} writable again; decisions 1 to {first_written - 1} are "
-        "missing from it"
+    assert len(reopened) == 1, reopened
+    found = re.match(
+        f"decision log {re.escape(str(journal))} writable again; decisions 1 to (\\d+), missed "
+        "while it was not, written to it now, in order, from the loop's state",
+        reopened[0],
     )
+    assert found, reopened[0]
+    assert int(found.group(1)) > manual.sequence + 1
 
 
 async def _nonempty(path: Path) -> bool:

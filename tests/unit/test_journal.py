@@ -6,7 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from docktor.journal import append_decision, decision_key, read_decisions, read_journal
+from docktor import journal as journal_module
+from docktor.journal import (
+    append_decision,
+    decision_key,
+    latest_decisions,
+    logged_samples,
+    read_decisions,
+    read_journal,
+)
 from docktor.values import Decision
 
 
@@ -77,3 +85,51 @@ def test_a_torn_line_is_skipped_and_the_next_decision_kept_whole(tmp_path: Path)
     decisions, unreadable = read_journal(journal)
     assert [d.sequence for d in decisions] == [1, 2] and unreadable == 1
     assert [d.sequence for d in read_decisions(journal)] == [1, 2]
+
+
+def test_a_decision_decided_again_supersedes_its_line_and_is_read_once(tmp_path: Path) -> None:
+    """A hold's line was written by a local activity in a workflow task that never completed
+    (its worker was killed); the retried task decided a scale-up under the same key. The log's
+    line for that key is the scale-up: every reader sees it once, and a late retry of the lost
+    hold's write does not bring the hold back."""
+    journal = tmp_path / "decisions.jsonl"
+    workflow = "docktor:shop:consumer"
+    one = _decision(workflow_id=workflow, first_run_id="run-a", sequence=1)
+    lost = _decision(
+        workflow_id=workflow,
+        first_run_id="run-a",
+        sequence=2,
+        timestamp=datetime(2025, 1, 1, 0, 0, 1, tzinfo=UTC),
+        current_replicas=2,
+        target_replicas=2,
+        observations={"queue.backlog": 10.0},
+    )
+    kept = lost.model_copy(
+        update={
+            "timestamp": datetime(2025, 1, 1, 0, 0, 11, tzinfo=UTC),
+            "action": "scale_up",
+            "target_replicas": 4,
+            "observations": {"queue.backlog": 900.0},
+        }
+    )
+    assert append_decision(journal, one)
+    assert append_decision(journal, lost)
+    assert append_decision(journal, kept)
+    assert not append_decision(journal, kept)  # the scale-up's record retried
+    assert not append_decision(journal, lost)  # the lost write retried late
+    journal_module._seen.clear()  # another process, or this one restarted, reads the tail
+    assert not append_decision(journal, kept)
+    assert not append_decision(journal, lost)
+
+    assert [(d.sequence, d.action) for d in read_decisions(journal)] == [
+        (1, "hold"),
+        (2, "scale_up"),
+    ]
+    latest, unreadable = latest_decisions(journal, ["consumer"], tail=1)
+    assert [(d.sequence, d.action) for d in latest] == [(2, "scale_up")] and unreadable == 0
+    latest, _ = latest_decisions(journal, ["consumer"], tail=10)
+    assert [(d.sequence, d.action) for d in latest] == [(1, "hold"), (2, "scale_up")]
+    samples = logged_samples(
+        journal, "consumer", workflow, datetime(2025, 1, 1, tzinfo=UTC), kept.timestamp
+    )
+    assert [s.metrics for s in samples] == [{"queue.backlog": 900.0}]

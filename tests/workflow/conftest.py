@@ -58,6 +58,8 @@ class ScriptedWorld:
         self.observe_gate: asyncio.Event | None = None
         self.observing = 0
         self.recorded: list[Decision] = []
+        # Set to fail every record as an unwritable decision log does.
+        self.record_error: ApplicationError | None = None
         # Optional arrival rate (msg/s) as a function of the server's clock in seconds since
         # the first observation: the queue counters then advance as a real stream's would, all
         # served at once (rate_out = rate_in), so rates can be derived.
@@ -116,7 +118,13 @@ class ScriptedWorld:
 
     @activity.defn(name="record")
     async def record(self, request: RecordInput) -> bool:
-        self.recorded.append(request.decision)
+        if self.record_error is not None:
+            raise self.record_error
+        # As the log: what the loop missed first, each decision once.
+        written = {(d.workflow_id, d.first_run_id, d.sequence) for d in self.recorded}
+        for decision in [*request.missed, request.decision]:
+            if (decision.workflow_id, decision.first_run_id, decision.sequence) not in written:
+                self.recorded.append(decision)
         return True
 
 
