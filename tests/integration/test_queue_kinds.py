@@ -1,7 +1,7 @@
 """The same rules and targets on every queue kind: one config with a service per kind (NATS
-JetStream, Redis Streams, SQS on moto's server), each queue holding the same backlog on its own
-real server, sampled by the kind's source through the worker's Sampler and decided by the same
-policy. Each decision must be the same, for the same reason."""
+JetStream, Redis Streams, RabbitMQ, SQS on moto's server), each queue holding the same backlog
+on its own real server, sampled by the kind's source through the worker's Sampler and decided by
+the same policy. Each decision must be the same, for the same reason."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+import httpx2
 import pytest
 import redis.asyncio as aioredis
 import yaml
-from helpers import burst_service, queue_with_backlog
+from helpers import async_wait_for, burst_service, queue_with_backlog
 from sqs_server import REGION, MotoServer, sqs_client
 
-from docktor.dev.embedded import EmbeddedNats, EmbeddedRedis
+from docktor.dev.embedded import EmbeddedNats, EmbeddedRabbitMQ, EmbeddedRedis
 from docktor.plan import ServicePlan
 from docktor.policy import decide
 from docktor.sources.sampling import Sampler
@@ -30,9 +32,34 @@ BACKLOG = 300
 RUNNING = 2
 
 
+async def rabbitmq_queue_with_backlog(server: EmbeddedRabbitMQ, name: str, count: int) -> None:
+    """A durable queue holding `count` ready messages, once the broker's management figures,
+    which the source reads, say so (they refresh every second here)."""
+    connection = await aio_pika.connect_robust(server.url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(name, durable=True)
+        for index in range(count):
+            await channel.default_exchange.publish(
+                aio_pika.Message(str(index).encode()), routing_key=name
+            )
+    finally:
+        await connection.close()
+
+    async def counted() -> bool:
+        async with httpx2.AsyncClient(auth=("guest", "guest")) as client:
+            reply = await client.get(f"{server.management_url}/api/queues/%2F/{name}")
+        return reply.status_code == 200 and reply.json().get("messages_ready") == count
+
+    await async_wait_for(counted, 30, f"the broker counting {count} ready messages")
+
+
 @pytest.fixture
 async def queues(
-    nats_server: EmbeddedNats, redis_server: EmbeddedRedis, sqs_server: MotoServer
+    nats_server: EmbeddedNats,
+    redis_server: EmbeddedRedis,
+    rabbitmq_server: EmbeddedRabbitMQ,
+    sqs_server: MotoServer,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
     """A `queue:` block per kind, each queue with BACKLOG messages no one has received."""
     tag = uuid.uuid4().hex[:8]
@@ -45,6 +72,8 @@ async def queues(
     for index in range(BACKLOG):
         pipe.xadd(f"kinds-{tag}", {"job": str(index)})
     await pipe.execute()
+
+    await rabbitmq_queue_with_backlog(rabbitmq_server, f"kinds-{tag}", BACKLOG)
 
     sqs = sqs_client(sqs_server)
     queue_url = sqs.create_queue(QueueName=f"kinds-{tag}")["QueueUrl"]
@@ -64,6 +93,12 @@ async def queues(
                 "url": redis_server.url,
                 "stream": f"kinds-{tag}",
                 "group": "workers",
+            },
+            "rabbitmq": {
+                "kind": "rabbitmq",
+                "url": rabbitmq_server.url,
+                "management_url": rabbitmq_server.management_url,
+                "queue": f"kinds-{tag}",
             },
             "sqs": {"kind": "sqs", "queue_url": queue_url, "region": REGION},
         }
