@@ -16,7 +16,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from openai_stub import OpenAIStub, running_stub
 
-from docktor.dev.embedded import EmbeddedNats, free_port
+from docktor.dev.embedded import EmbeddedNats, EmbeddedTemporal, free_port
 from docktor.spec.edit import edit_llm
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,9 @@ def docktor(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def write_config(tmp_path: Path, llm: str, services: str | None = None) -> Path:
+def write_config(
+    tmp_path: Path, llm: str, services: str | None = None, temporal: str | None = None
+) -> Path:
     services = services or textwrap.dedent(
         """\
         services:
@@ -60,7 +62,9 @@ def write_config(tmp_path: Path, llm: str, services: str | None = None) -> Path:
         """
     )
     path = tmp_path / "docktor.yaml"
-    path.write_text(f"{llm}\n{services}")
+    # `validate` checks the connection to Temporal first: the online tests give it one.
+    address = f"temporal: {{address: '{temporal}'}}\n" if temporal else ""
+    path.write_text(f"{address}{llm}\n{services}")
     return path
 
 
@@ -290,15 +294,21 @@ def queue_services(url: str, stream: str, consumer: str = "workers") -> str:
 
 
 def test_validate_online_all_ok(
-    openai_stub: OpenAIStub, nats_server: EmbeddedNats, stream: str, tmp_path: Path
+    openai_stub: OpenAIStub,
+    nats_server: EmbeddedNats,
+    stream: str,
+    tmp_path: Path,
+    temporal_dev: EmbeddedTemporal,
 ) -> None:
     llm = f"llm: {{base_url: '{openai_stub.base_url}', model: {MODEL}}}"
-    config = write_config(tmp_path, llm, queue_services(nats_server.url, stream))
+    services = queue_services(nats_server.url, stream)
+    config = write_config(tmp_path, llm, services, temporal=temporal_dev.address)
     result = docktor("validate", "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"OK  {config}: project")
     assert lines[1:] == [
+        f"OK   temporal: {temporal_dev.address} (plaintext)",
         f"OK   worker: stream {stream}, consumer workers on {nats_server.url}: exist",
         "OK   worker: backend processes: command can run",
         f"OK   llm: dmr {MODEL} at {openai_stub.base_url}: server answers and lists the model",
@@ -306,18 +316,23 @@ def test_validate_online_all_ok(
 
 
 def test_validate_online_reports_every_failure(
-    openai_stub: OpenAIStub, nats_server: EmbeddedNats, stream: str, tmp_path: Path
+    openai_stub: OpenAIStub,
+    nats_server: EmbeddedNats,
+    stream: str,
+    tmp_path: Path,
+    temporal_dev: EmbeddedTemporal,
 ) -> None:
     llm = f"llm: {{base_url: '{openai_stub.base_url}', model: ai/absent}}"
     services = queue_services(nats_server.url, stream, consumer="nobody").replace(
         "[python, worker.py]", "[no-such-program-here]"
     )
-    config = write_config(tmp_path, llm, services)
+    config = write_config(tmp_path, llm, services, temporal=temporal_dev.address)
     result = docktor("validate", "--config", str(config))
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith("OK  ")  # the file itself is fine
-    fails = lines[1:]
+    assert lines[1].startswith("OK   temporal: ")
+    fails = lines[2:]
     assert len(fails) == 3 and all(line.startswith("FAIL ") for line in fails), fails
     assert "consumer" in fails[0] and "nobody" in fails[0]
     assert "no-such-program-here" in fails[1] and "not found" in fails[1]
@@ -327,22 +342,29 @@ def test_validate_online_reports_every_failure(
 def test_validate_online_with_servers_gone(tmp_path: Path) -> None:
     nats_url = f"nats://127.0.0.1:{free_port()}"
     llm_url = f"http://127.0.0.1:{free_port()}/v1"
+    temporal = f"127.0.0.1:{free_port()}"
     config = write_config(
-        tmp_path, f"llm: {{base_url: '{llm_url}'}}", queue_services(nats_url, "S")
+        tmp_path, f"llm: {{base_url: '{llm_url}'}}", queue_services(nats_url, "S"), temporal
     )
     result = docktor("validate", "--config", str(config))
     assert result.returncode == 1
     fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
-    assert len(fails) == 2
-    assert nats_url in fails[0]
-    assert fails[1].endswith(f"cannot reach the LLM server at {llm_url}: connection refused")
+    assert len(fails) == 3
+    assert fails[0].startswith(f"FAIL temporal: {temporal}") and "cannot reach" in fails[0]
+    assert nats_url in fails[1]
+    assert fails[2].endswith(f"cannot reach the LLM server at {llm_url}: connection refused")
 
 
-def test_validate_skips_the_llm_when_provider_is_none(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "llm: {provider: none}")
+def test_validate_skips_the_llm_when_provider_is_none(
+    tmp_path: Path, temporal_dev: EmbeddedTemporal
+) -> None:
+    config = write_config(tmp_path, "llm: {provider: none}", temporal=temporal_dev.address)
     result = docktor("validate", "--config", str(config))
     assert result.returncode == 0, result.stdout
-    assert result.stdout.splitlines()[1:] == ["OK   worker: backend processes: command can run"]
+    assert result.stdout.splitlines()[1:] == [
+        f"OK   temporal: {temporal_dev.address} (plaintext)",
+        "OK   worker: backend processes: command can run",
+    ]
 
 
 def test_validate_offline_does_not_go_online(tmp_path: Path) -> None:

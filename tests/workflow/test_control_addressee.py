@@ -19,7 +19,13 @@ from docktor.loop.messages import (
     Verdict,
 )
 from docktor.plan import LLMPlan, ServicePlan
-from tests.workflow.conftest import ScriptedWorld, service_spec, start
+from tests.workflow.conftest import (
+    ScriptedWorld,
+    cancel_and_wait,
+    query_loop,
+    service_spec,
+    start,
+)
 from workflows import ServiceAutoscaler
 
 # The loop the fixtures start: project "test", service "consumer".
@@ -61,18 +67,20 @@ async def test_a_control_for_another_loop_is_refused_and_changes_nothing(
 ) -> None:
     handle = await start(env.client, service_spec())
     try:
-        before = await handle.query(ServiceAutoscaler.status)
+        # Queries between the loop's tasks (query_loop): on the time-skipping server one that
+        # rides on a task that continues as new is never answered and leaves skipping locked.
+        before = await query_loop(env, handle, ServiceAutoscaler.status)
         for update, request in controls(names):
             assert await refusal(handle, update, request) == why
         plan = ServicePlan.from_spec(service_spec(name=names["service"], max_replicas=9))
         change = SpecUpdate(service=plan, llm=LLMPlan.none(), project=names["project"])
         assert "not" in await refusal(handle, ServiceAutoscaler.update_spec, change)
-        after: LoopStatus = await handle.query(ServiceAutoscaler.status)
+        after: LoopStatus = await query_loop(env, handle, ServiceAutoscaler.status)
         assert not after.paused
         assert after.max_replicas == before.max_replicas == 5
         assert 3 not in world.apply_calls
     finally:
-        await handle.cancel()
+        await cancel_and_wait(env, handle)
 
 
 async def test_a_control_naming_this_loop_or_none_is_carried_out(
@@ -100,4 +108,4 @@ async def test_a_control_naming_this_loop_or_none_is_carried_out(
             )
             assert status.max_replicas == 9
     finally:
-        await handle.cancel()
+        await cancel_and_wait(env, handle)
