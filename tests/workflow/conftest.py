@@ -148,7 +148,12 @@ def service_spec(**overrides: object) -> ServiceSpec:
     return ServiceSpec.model_validate(base)
 
 
-@pytest.fixture(scope="session")
+# One time-skipping server per test module, not per session: a query that the server never
+# answers (one that rode on a task that continued as new) leaves its time skipping locked for
+# good, and every later `env.sleep` of the session would then run in real time. query_loop
+# avoids that; a server per module keeps one that slips through inside its module. A server
+# starts in about a second.
+@pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     server = Path(sysconfig.get_path("scripts")) / "temporal-test-server"
     async with await WorkflowEnvironment.start_time_skipping(
