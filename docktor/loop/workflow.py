@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from docktor import names
     from docktor.loop.activities import OBSERVE_ATTEMPTS, LoopActivities
+    from docktor.loop.details import decisions_table, record_summary
     from docktor.loop.messages import (
         DECISION_RING,
         ApplyInput,
@@ -143,6 +144,7 @@ class ServiceAutoscaler:
         self.run_begun = True
         workflow.deprecate_patch(PATCH_LEAN_LOOP)
         self._publish_identity()
+        self._publish_details()
         workflow.deprecate_patch(PATCH_SHORT_RUNS)
         try:
             for _ in range(min(request.iterations_per_run, ITERATIONS_PER_RUN)):
@@ -500,7 +502,7 @@ class ServiceAutoscaler:
             RecordInput(path=self.request.journal_path or "", decision=decision, missed=missed),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=RECORD_RETRY,
-            summary=f"record {decision.action}",
+            summary=record_summary(decision),
         )
 
     def _journal_failed(self, decision: Decision, why: str) -> None:
@@ -596,12 +598,13 @@ class ServiceAutoscaler:
         if updates:
             workflow.upsert_search_attributes(updates)
 
+    def _publish_details(self) -> None:
+        """The run page's current details: the loop's recent decisions, from the carried ring
+        (so a new run's page shows them before it decides anything itself)."""
+        workflow.set_current_details(decisions_table(self.state.decisions))
+
     def _publish_decision(self, decision: Decision) -> None:
-        summary = (
-            f"{decision.action}: {decision.current_replicas} -> {decision.target_replicas}"
-            f" ({decision.reason})"
-        )
-        workflow.set_current_details(f"Last decision at {decision.timestamp:%H:%M:%S}: {summary}")
+        self._publish_details()
         self._upsert_attributes(
             [REPLICAS.value_set(decision.target_replicas), LAST_ACTION.value_set(decision.action)]
         )

@@ -282,7 +282,7 @@ async def test_web_ui_shows_the_service_and_its_scaling_steps(
     namespace = f"{temporal_dev.ui_url}/namespaces/{temporal_dev.namespace}"
     # In a thread: the browser calls block, and the worker serving the loop shares this event
     # loop (blocking it would time out the loop's workflow tasks, visibly in the history).
-    listing, history, shots = await asyncio.to_thread(
+    listing, history, latest, shots = await asyncio.to_thread(
         browse, browser, namespace, temporal_dev.namespace, workflow_id, run_id, tmp_path
     )
     for shot in shots:
@@ -303,12 +303,18 @@ async def test_web_ui_shows_the_service_and_its_scaling_steps(
     assert "docktor autoscaler for consumer" in history
     assert "consumer 0 -> 1" in history
     assert "Workflow Task Timed Out" not in history
+    # Each decision's record step says what happened, counts and reason.
+    assert "scale_up 0 -> 1: 0 replicas is below min_replicas (1)" in history
+    # The starter's link (no run id) opens the latest run, whose page shows the table of the
+    # loop's recent decisions.
+    assert "Recent decisions" in latest and "scale_up" in latest
 
 
 def browse(
     browser: Browser, namespace: str, name: str, workflow_id: str, run_id: str, out: Path
-) -> tuple[str, str, list[Path]]:
-    """Open the filtered list and the history; returns their visible text and screenshots."""
+) -> tuple[str, str, str, list[Path]]:
+    """Open the filtered list, the history and the starter's link to the loop; returns their
+    visible text and screenshots."""
     browser.failure_shots = out
     # The column choice lives in the UI origin's localStorage: set it on a page of that origin,
     # then open the list. (Other namespaces keep their defaults.)
@@ -324,8 +330,31 @@ def browse(
     shots = [browser.screenshot(out / "workflow-list.png")]
 
     browser.goto(f"{namespace}/workflows/{workflow_id}/{run_id}/history")
-    history = browser.wait_for_text(workflow_id, "consumer 0 -> 1", timeout=45)
+    history = browser.wait_for_text(
+        workflow_id, "consumer 0 -> 1", "scale_up 0 -> 1: 0 replicas", timeout=45
+    )
     # Bring the scaling step into view, so the picture shows what the assertion found.
     browser.scroll_to_text("consumer 0 -> 1")
     shots.append(browser.screenshot(out / "workflow-history.png"))
-    return listing, history, shots
+
+    browser.goto(f"{namespace}/workflows/{workflow_id}")
+    browser.wait_for_text(workflow_id, "User Metadata", timeout=45)
+    # The current details are on the run's "User Metadata" tab.
+    browser.evaluate(
+        "[...document.querySelectorAll('a, button')]"
+        ".find(e => e.textContent.trim().startsWith('User Metadata')).click()"
+    )
+    browser.wait_for_text(workflow_id, "Current Details", timeout=45)
+
+    # The UI renders the details' markdown in a sandboxed frame of its own: read that frame.
+    def rendered() -> str | None:
+        text = browser.evaluate(
+            "[...document.querySelectorAll('iframe')]"
+            ".map(f => f.contentDocument ? f.contentDocument.body.innerText : (f.srcdoc || ''))"
+            ".join('\\n')"
+        )
+        return text if text and "Recent decisions" in text else None
+
+    latest = str(wait_for(rendered, 45, "the table of recent decisions"))
+    shots.append(browser.screenshot(out / "workflow-latest-run.png"))
+    return listing, history, latest, shots

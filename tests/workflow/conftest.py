@@ -313,13 +313,19 @@ async def _until_quiet(env: WorkflowEnvironment, handle: WorkflowHandle) -> None
 
 
 async def query_loop(
-    env: WorkflowEnvironment, handle: WorkflowHandle, query: Any, *args: Any
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle,
+    query: Any,
+    *args: Any,
+    result_type: type | None = None,
 ) -> Any:
     """Ask the loop's latest run, between its tasks; ask again if a run that ended took it."""
     for attempt in range(1, QUERY_ATTEMPTS + 1):
         await _until_quiet(env, handle)
         try:
-            return await handle.query(query, *args, rpc_timeout=QUERY_TIMEOUT)
+            return await handle.query(
+                query, *args, rpc_timeout=QUERY_TIMEOUT, result_type=result_type
+            )
         except RPCError as err:
             unanswered = err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
             if not unanswered or attempt == QUERY_ATTEMPTS:
