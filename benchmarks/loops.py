@@ -119,18 +119,19 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 def decisions(journal: Path) -> list[tuple[str, datetime, str]]:
-    """(workflow id, timestamp, action) of every line."""
+    """(workflow id, timestamp, action) of every decision: of a decision written again under
+    its id (decided again after a crash), the last line."""
     if not journal.exists():
         return []
-    found = []
-    for raw in journal.read_text(encoding="utf-8").splitlines():
+    found: dict[object, tuple[str, datetime, str]] = {}
+    for index, raw in enumerate(journal.read_text(encoding="utf-8").splitlines()):
         try:
             line = json.loads(raw)
         except json.JSONDecodeError:
             continue  # a line being written
         stamp = datetime.fromisoformat(line["timestamp"])
-        found.append((line["workflow_id"], stamp, line["action"]))
-    return found
+        found[line.get("decision_id") or index] = (line["workflow_id"], stamp, line["action"])
+    return list(found.values())
 
 
 def by_loop(lines: list[tuple[str, datetime, str]]) -> dict[str, list[tuple[datetime, str]]]:

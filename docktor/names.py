@@ -13,6 +13,14 @@ TASK_QUEUE = "docktor"
 # may hold a ':' (docktor/spec/primitives.py), so two loops never share an id.
 WORKFLOW_ID_SEPARATOR = ":"
 
+# The project of a config that names none: part of every loop's id, so it never changes.
+DEFAULT_PROJECT = "default"
+
+
+def project_name(project: str | None) -> str:
+    """The project a loop runs under: the config's, or DEFAULT_PROJECT."""
+    return project or DEFAULT_PROJECT
+
 
 def workflow_id(project: str | None, service: str) -> str:
     return WORKFLOW_ID_SEPARATOR.join(("docktor", str(project), service))

@@ -15,12 +15,14 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from docktor.journal import decision_key
 from docktor.values import Decision, Observation
 
 log = logging.getLogger("docktor.telemetry")
@@ -29,6 +31,8 @@ log = logging.getLogger("docktor.telemetry")
 # remote one at a bad moment); the default buckets stop at 10 s.
 LLM_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 # A source that could not be named from its error line (it should not happen).
+# Decision ids remembered so that one decided again counts once; far more than a retry window.
+COUNTED_KEYS = 20_000
 UNKNOWN_SOURCE = "unknown"
 # Failing to count replicas is a failed read too, of the backend rather than of a metric source.
 SCALER_SOURCE = "scaler"
@@ -40,6 +44,9 @@ class DocktorMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        # Decision ids this process has counted: a decision decided again after its workflow
+        # task failed is written again under its id, and is still one decision.
+        self._counted: OrderedDict[str, None] = OrderedDict()
         self.replicas = Gauge(
             "docktor_replicas",
             "Replicas the service runs, as last counted or applied.",
@@ -76,7 +83,8 @@ class DocktorMetrics:
         )
         self.decisions = Counter(
             "docktor_decisions",
-            "Decisions recorded, by action (counted once each, however often recording retried).",
+            "Decisions recorded, by action (counted once each, however often recording retried or "
+            "a decision was decided again after its workflow task failed).",
             ["service", "action"],
             registry=self.registry,
         )
@@ -138,7 +146,7 @@ class DocktorMetrics:
         self.replicas.labels(service=service).set(decision.target_replicas)
         self.desired_replicas.labels(service=service).set(decision.target_replicas)
         self.last_decision.labels(service=service).set(decision.timestamp.timestamp())
-        if written:
+        if written and self._first_count(decision_key(decision)):
             self.decisions.labels(service=service, action=decision.action).inc()
             metadata = decision.metadata
             if metadata.latency_ms is not None:
@@ -147,6 +155,14 @@ class DocktorMetrics:
                 self.llm_fallbacks.labels(service=service).inc()
         if decision.action == "stopped":
             self.stopped(service)
+
+    def _first_count(self, key: str) -> bool:
+        if key in self._counted:
+            return False
+        self._counted[key] = None
+        if len(self._counted) > COUNTED_KEYS:
+            self._counted.popitem(last=False)
+        return True
 
     def stopped(self, service: str) -> None:
         """A loop's last decision: its gauges go (Prometheus marks them stale), so a stopped

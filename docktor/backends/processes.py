@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docktor import names
 from docktor.backends.base import PerServiceBackend, ScalerConfigError
 from docktor.plan import ServicePlan
 from docktor.private_files import (
@@ -307,7 +308,7 @@ class ProcessScaler:
     def __init__(
         self,
         spec: ServicePlan,
-        project: str = "default",
+        project: str = names.DEFAULT_PROJECT,
         backend: ProcessesBackend | None = None,
     ) -> None:
         self.spec = spec

@@ -33,6 +33,7 @@ import docker
 import docker.errors
 from docker.models.services import Service
 
+from docktor import names
 from docktor.backends.base import PerServiceBackend, ScalerConfigError, ScalerUnavailable
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.plan import ServicePlan
@@ -62,7 +63,7 @@ class SwarmScaler:
 
     def __init__(self, spec: ServicePlan, project: str | None = None) -> None:
         self.spec = spec
-        self.project = project or spec.project or "default"
+        self.project = names.project_name(project or spec.project)
         self.converge_timeout = CONVERGE_TIMEOUT
 
     # ---- one service's share of the Backend protocol -------------------------------------

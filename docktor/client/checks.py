@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from docktor import names
 from docktor.advisor import check_llm
 from docktor.backends import one_backend
 from docktor.client.temporal import TemporalUnreachable, connect, resolve
@@ -43,7 +44,7 @@ class CheckResult:
 async def run_checks(config: DocktorConfig) -> list[CheckResult]:
     """Every online check for the config, in a stable order: Temporal, then per service its
     metric sources and its backend, then the LLM. Checks run concurrently; none raises."""
-    project = config.project or "default"
+    project = names.project_name(config.project)
     sources: dict[str, MetricSource] = {}
     jobs: list[Awaitable[CheckResult]] = [_temporal_check(config)]
     try:

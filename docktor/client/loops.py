@@ -255,7 +255,7 @@ class LoopClient:
             return False
         plan = started.get("service")
         return (
-            started.get("project") == (self.config.project or "default")
+            started.get("project") == names.project_name(self.config.project)
             and isinstance(plan, dict)
             and plan.get("name") == service
         )
@@ -395,7 +395,7 @@ class LoopClient:
     def _addressee(self, service: str) -> dict[str, str]:
         """The loop a control is meant for, as the loop names itself (its input's project):
         the loop refuses a control that names another one."""
-        return {"project": self.config.project or "default", "service": service}
+        return {"project": names.project_name(self.config.project), "service": service}
 
     async def _control(
         self, service: str, update: str, request: object, result_type: type[T], timeout: float

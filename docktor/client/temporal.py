@@ -366,7 +366,7 @@ def autoscaler_input(
 ) -> AutoscalerInput:
     """The workflow's input: the plan built from the service's spec, once, here."""
     return AutoscalerInput(
-        project=config.project or "default",
+        project=names.project_name(config.project),
         service=ServicePlan.from_spec(service),
         llm=LLMPlan.from_spec(config.llm),
         journal_path=config.journal_path,

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from docktor import names, policy
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.journal import append_decision, warm_start
-from docktor.loop.authority import DEFAULT_PROJECT, Refused, WorkerConfig
+from docktor.loop.authority import Refused, WorkerConfig
 from docktor.loop.messages import ApplyInput, ApplyResult, EvaluateInput, ObserveInput, RecordInput
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
@@ -168,7 +168,7 @@ class LoopActivities:
     def _project(self) -> str:
         """The project of the loop this activity serves, as its workflow id names it."""
         config = self.own.config
-        return (config.project if config else None) or DEFAULT_PROJECT
+        return names.project_name(config.project if config else None)
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every activity a worker registers, so no entry point forgets one."""

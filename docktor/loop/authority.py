@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from docktor import names
 from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, load_config
 from docktor.text import printable_line
@@ -29,8 +30,6 @@ log = logging.getLogger("docktor.authority")
 
 # Fields named in a refusal; the rest are counted. A refusal is one short line of a reason.
 NAMED_FIELDS = 4
-# The project a loop names when the config names none (docktor.client.temporal).
-DEFAULT_PROJECT = "default"
 
 RESTART_HINT = "restart the loop from this worker's config (python -m starter)"
 # A name from a payload, as a refusal quotes it.
@@ -82,7 +81,7 @@ class WorkerConfig:
         name = printable_line(service, QUOTED_MAX_CHARS)
         if self._config is None:
             raise Refused(f"refused: this worker has no config; nothing run for {name!r}")
-        ours = self._config.project or DEFAULT_PROJECT
+        ours = names.project_name(self._config.project)
         if project != ours:
             theirs = printable_line(project, QUOTED_MAX_CHARS)
             raise Refused(
@@ -147,7 +146,7 @@ class WorkerConfig:
 def _allowed_of(config: DocktorConfig | None) -> dict[tuple[str, str], Allowed]:
     if config is None:
         return {}
-    project = config.project or DEFAULT_PROJECT
+    project = names.project_name(config.project)
     llm = LLMPlan.from_spec(config.llm)
     journal = config.journal_path
     return {

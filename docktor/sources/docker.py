@@ -32,6 +32,7 @@ from typing import Any
 import docker
 import docker.errors
 
+from docktor import names
 from docktor.backends.swarm import find_service
 from docktor.docker_engine import EngineUnavailable, docker_client, engine_call
 from docktor.plan import ServicePlan
@@ -94,7 +95,9 @@ class DockerMetricSource:
     async def _swarm_service(self, client: docker.DockerClient, spec: ServicePlan) -> str | None:
         """The id of the swarm service the backend scales for spec, or None when none is."""
         try:
-            found, _ = await self._run(find_service, client, spec.name, spec.project or "default")
+            found, _ = await self._run(
+                find_service, client, spec.name, names.project_name(spec.project)
+            )
         except docker.errors.APIError as exc:
             # Not a swarm manager, or the engine failing: the backend says which.
             raise MetricUnavailable(f"Docker engine: {exc.explanation or exc}") from None

@@ -4,6 +4,7 @@ that go away when the loop is stopped, so a stopped loop raises no alert."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 from docktor.telemetry import DocktorMetrics
@@ -12,8 +13,13 @@ from docktor.values import Decision, Observation, Provenance
 AT = datetime(2026, 6, 1, 10, 30, tzinfo=UTC)
 
 
+# Each decision its own: the counters count a decision id once.
+SEQUENCES = itertools.count(1)
+
+
 def decision(action: str, target: int = 2, **metadata: object) -> Decision:
     return Decision(
+        sequence=next(SEQUENCES),
         timestamp=AT,
         service="web",
         action=action,  # type: ignore[arg-type]
@@ -82,3 +88,20 @@ def test_fallbacks_and_model_calls_are_counted_for_the_failing_model_alert() -> 
     metrics.recorded(decision("hold", fallback="timeout", latency_ms=30000.0), written=True)
     assert value(metrics, "docktor_llm_latency_seconds_count") == 2
     assert value(metrics, "docktor_llm_fallbacks_total") == 1
+
+
+def test_a_decision_decided_again_under_its_id_counts_once() -> None:
+    metrics = DocktorMetrics()
+    first = decision("hold").model_copy(update={"sequence": 7, "workflow_id": "docktor:p:web"})
+    # Its workflow task failed to complete; decided again, the loop scaled up instead, and the
+    # log's line was superseded.
+    again = first.model_copy(update={"action": "scale_up", "target_replicas": 4})
+    metrics.recorded(first, written=True)
+    metrics.recorded(again, written=True)
+    counted = sum(
+        value(metrics, "docktor_decisions_total", action=action) or 0
+        for action in ("hold", "scale_up")
+    )
+    assert counted == 1
+    metrics.recorded(first.model_copy(update={"sequence": 8}), written=True)
+    assert value(metrics, "docktor_decisions_total", action="hold") == 2

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from docktor import names
 from docktor.dev.bench.driver import DocktorController
 from docktor.dev.bench.metrics import measure
 from docktor.dev.bench.scenario import Scenario
@@ -228,7 +229,7 @@ class LiveBench(Demo):
 
         assert self.producer_started is not None
         source = NatsMetricSource()
-        scaler = ProcessScaler(self.plan, self.config.project or "default")
+        scaler = ProcessScaler(self.plan, names.project_name(self.config.project))
         end = self.producer_started + self.duration
         next_report = self.producer_started + REPORT_EVERY
         self.say(f"measuring for {self.duration:g}s (Ctrl-C stops early)")

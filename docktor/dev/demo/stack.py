@@ -30,6 +30,7 @@ import yaml
 from rich.console import Console
 
 import docktor
+from docktor import names
 from docktor.dev.demo import DEFAULT_EXAMPLE
 from docktor.dev.demo.view import (
     Journal,
@@ -524,7 +525,9 @@ class Demo:
                 continue
             try:
                 plan = ServicePlan.from_spec(service)
-                stopped = await ProcessScaler(plan, self.config.project or "default").stop_all()
+                stopped = await ProcessScaler(
+                    plan, names.project_name(self.config.project)
+                ).stop_all()
             except Exception as exc:
                 self.complain(f"warning: could not stop replicas of '{service.name}' ({exc})")
                 continue

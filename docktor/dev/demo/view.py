@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from docktor.journal import decision_key
 from docktor.loop.messages import LoopStatus
 from docktor.spec import format_number
 from docktor.values import Decision
@@ -52,6 +53,9 @@ class Journal:
     offset: int = 0
     partial: str = ""
     decisions: list[Decision] = field(default_factory=list)
+    # Where each decision id's line sits in `decisions`: a decision decided again after a
+    # crash is written again under its id, and the later line is the one that happened.
+    places: dict[str, int] = field(default_factory=dict)
 
     def mark_start(self) -> None:
         # A reused state dir holds decisions of earlier demos; this run reports only its own.
@@ -76,10 +80,17 @@ class Journal:
             if not raw.strip():
                 continue
             try:
-                new.append(Decision.model_validate_json(raw))
+                decision = Decision.model_validate_json(raw)
             except ValueError:
                 continue
-        self.decisions.extend(new)
+            new.append(decision)
+            key = decision_key(decision)
+            place = self.places.get(key)
+            if place is None:
+                self.places[key] = len(self.decisions)
+                self.decisions.append(decision)
+            else:
+                self.decisions[place] = decision
         return new
 
 
