@@ -6,12 +6,17 @@ import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from docktor.dev.bench.live import (
+    Figures,
+    LiveResult,
     Sample,
     check_phase,
+    disagreements,
     live_figures,
     measured_per_replica,
+    print_result,
     simulated_figures,
 )
 from docktor.spec import ServiceSpec
@@ -55,6 +60,39 @@ def test_the_simulation_runs_at_the_live_phase() -> None:
         assert figures.backlog_s > 0 and figures.replica_s > 0
     # Where the checks fall relative to the bursts changes the backlog.
     assert aligned.backlog_s != shifted.backlog_s
+
+
+def test_the_verdict_judges_backlog_replicas_and_actions() -> None:
+    close = {"backlog_s": -0.24, "peak_backlog": -0.9, "replica_s": 0.1, "actions": 0.25}
+    # Peak backlog is shown, not judged: one sample decides it.
+    assert disagreements(close) == []
+    assert disagreements({**close, "actions": -0.5}) == ["actions"]
+    assert disagreements({**close, "backlog_s": -0.42, "replica_s": 0.3}) == [
+        "backlog·s",
+        "replica·s",
+    ]
+    # One side 0 and the other not cannot agree; both 0 (no scaling on either side) do.
+    assert disagreements({**close, "actions": float("inf")}) == ["actions"]
+    assert disagreements({**close, "actions": None}) == []
+
+
+def test_the_printed_verdict_names_what_disagrees() -> None:
+    live = Figures(backlog_s=20_000, peak_backlog=1_400, replica_s=6_000, actions=4)
+    simulated = Figures(backlog_s=18_000, peak_backlog=1_300, replica_s=6_100, actions=8)
+    result = LiveResult(
+        service="consumer",
+        duration=600,
+        per_replica_rate=48,
+        startup=1,
+        check_phase=0,
+        load=LOAD,
+        live=live,
+        simulated=simulated,
+        differences={"backlog_s": -0.1, "peak_backlog": -0.07, "replica_s": 0.02, "actions": 1.0},
+    )
+    console = Console(record=True, width=120)
+    print_result(result, console)
+    assert "DISAGREE: actions differ by more than 25%" in console.export_text()
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
 SAMPLE_EVERY = 0.5
-# Live and simulated backlog·s and replica·s should agree within this fraction.
+# Live and simulated backlog·s, replica·s and actions should agree within this fraction.
 AGREEMENT = 0.25
+# The figures the verdict judges (peak backlog is shown, not judged: one sample decides it).
+JUDGED = {"backlog_s": "backlog·s", "replica_s": "replica·s", "actions": "actions"}
 # A window of consecutive samples over which the per-replica rate is measured: long enough
 # for the ack floor's steps to average out.
 RATE_WINDOW = 4.0
@@ -132,6 +134,21 @@ def difference(live: float, simulated: float) -> float | None:
     if live == 0:
         return None if simulated == 0 else float("inf")
     return (simulated - live) / live
+
+
+def disagreements(differences: dict[str, float | None]) -> list[str]:
+    """The judged figures whose simulation is off by more than AGREEMENT (or cannot be
+    compared: one side 0, the other not); none means the two agree."""
+    off = []
+    for name, label in JUDGED.items():
+        if name not in differences:
+            off.append(label)
+            continue
+        diff = differences[name]
+        # None: both 0 (a run with no scaling action, simulated as none), which agrees.
+        if diff is not None and abs(diff) > AGREEMENT:
+            off.append(label)
+    return off
 
 
 def simulated_figures(
@@ -318,10 +335,7 @@ class LiveBench(Demo):
             "replica_s": difference(live.replica_s, simulated.replica_s),
             "actions": difference(live.actions, simulated.actions),
         }
-        agree = all(
-            diffs[name] is not None and abs(diffs[name]) <= AGREEMENT  # type: ignore[arg-type]
-            for name in ("backlog_s", "replica_s")
-        )
+        agree = not disagreements(diffs)
         self.result = LiveResult(
             service=self.spec.name,
             duration=round(duration, 1),
@@ -364,11 +378,11 @@ def print_result(result: LiveResult, console: Console) -> None:
             shown,
         )
     console.print(table)
-    verdict = "agree" if result.agree else "DISAGREE"
+    off = disagreements(result.differences)
     console.print(
-        f"{verdict}: backlog·s and replica·s within ±{AGREEMENT:.0%}"
-        if result.agree
-        else f"{verdict}: backlog·s or replica·s differ by more than {AGREEMENT:.0%}"
+        f"DISAGREE: {', '.join(off)} differ by more than {AGREEMENT:.0%}"
+        if off
+        else f"agree: {', '.join(JUDGED.values())} within ±{AGREEMENT:.0%}"
     )
 
 
