@@ -34,6 +34,7 @@ from docktor.dev.demo.stack import Demo, producer_script
 from docktor.dev.embedded import spawn
 from docktor.plan import ServicePlan
 from docktor.spec import ConfigError, DocktorConfig, ServiceSpec
+from docktor.values import Decision
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -136,6 +137,16 @@ def difference(live: float, simulated: float) -> float | None:
     return (simulated - live) / live
 
 
+def control_actions(decisions: list[Decision], min_replicas: int) -> int:
+    """Scaling actions the loop took on the load: not the first decisions that bring a
+    service started with fewer than min_replicas up to them, which the simulation begins
+    with (its initial count is at least min_replicas)."""
+    return sum(
+        d.action in ("scale_up", "scale_down") and d.current_replicas >= min_replicas
+        for d in decisions
+    )
+
+
 def disagreements(differences: dict[str, float | None]) -> list[str]:
     """The judged figures whose simulation is off by more than AGREEMENT (or cannot be
     compared: one side 0, the other not); none means the two agree."""
@@ -206,8 +217,6 @@ class LiveBench(Demo):
     def __init__(self, args: argparse.Namespace, config_path: Path, config: DocktorConfig) -> None:
         super().__init__(args, config_path, config)
         self.spec = pick_service(config, args.service)
-        # What the worker's source and scaler are handed for this service.
-        self.plan = ServicePlan.from_spec(self.spec)
         config.services = [self.spec]
         self.load = {
             "rate": args.rate,
@@ -239,19 +248,27 @@ class LiveBench(Demo):
         self.producer_started_wall = time.time()
         self.say(f"producer  pid {self.producer.pid}   load {self.load}")
 
+    def measured_plan(self) -> ServicePlan:
+        """The service as the worker runs it: from the demo's config file, which points it at
+        the stack's own servers and state folder (read once the stack has started). The file
+        the bench was given names the example's defaults: counting replicas there found none,
+        and its NATS URL only worked when the default port happened to be free."""
+        return ServicePlan.from_spec(self.config.service(self.spec.name))
+
     async def watch(self, client: Client) -> None:
         from docktor.backends.processes import ProcessScaler
         from docktor.sources.nats import NatsMetricSource
 
         assert self.producer_started is not None
         source = NatsMetricSource()
-        scaler = ProcessScaler(self.plan, self.config.project or "default")
+        plan = self.measured_plan()
+        scaler = ProcessScaler(plan, self.config.project or "default")
         end = self.producer_started + self.duration
         next_report = self.producer_started + REPORT_EVERY
         self.say(f"measuring for {self.duration:g}s (Ctrl-C stops early)")
         try:
             while not self.stop.is_set() and time.monotonic() < end:
-                await self._sample(source, scaler)
+                await self._sample(source, scaler, plan)
                 if time.monotonic() >= next_report and self.samples:
                     last = self.samples[-1]
                     self.say(
@@ -289,11 +306,11 @@ class LiveBench(Demo):
                 elif READY_MARK in line and log in self.starting:
                     self.startups.append(now - self.starting.pop(log))
 
-    async def _sample(self, source: object, scaler: object) -> None:
+    async def _sample(self, source: object, scaler: object, plan: ServicePlan) -> None:
         assert self.producer_started is not None
         self._watch_startups()
         try:
-            gauges, counters = await source.sample(self.plan)  # type: ignore[attr-defined]
+            gauges, counters = await source.sample(plan)  # type: ignore[attr-defined]
             replicas = await scaler.replicas()  # type: ignore[attr-defined]
         except Exception:  # the stream is created by the first consumer; not there yet
             return
@@ -313,7 +330,7 @@ class LiveBench(Demo):
             self.failure = self.failure or "no measurements were taken"
             return
         decisions = [d for d in self.journal.decisions if d.service == self.spec.name]
-        actions = sum(d.action in ("scale_up", "scale_down") for d in decisions)
+        actions = control_actions(decisions, self.spec.min_replicas)
         duration = self.samples[-1].t
         live = live_figures(self.samples, actions)
         per_replica = self.args.per_replica_rate or measured_per_replica(self.samples)
