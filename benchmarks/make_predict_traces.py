@@ -7,6 +7,8 @@ per second. Run once; the CSVs are committed so the loads never change under the
   repeats every 300 s).
 - period-change: the example's bursts every 60 s for 10 min, then every 90 s.
 - rhythm-stops: the example's bursts every 60 s for 10 min, then a flat 100 msg/s.
+- jitter-75: 100 msg/s; a 10 s burst of 500 msg/s every 75 s +-10% (each interval between
+  burst starts drawn anew), over 900 s.
 - aperiodic: 100 msg/s with 10 s bursts of 300-600 msg/s after exponential gaps (mean 60 s,
   at least 15 s): bursts as frequent as the periodic ones, without a rhythm.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 BASE = 100.0
 BURST = 500.0
 SECONDS = 1200
+JITTER_75_SECONDS = 900
 
 
 def bursts(starts: list[tuple[float, float, float]]) -> Callable[[int], float]:
@@ -38,6 +41,15 @@ def periodic_jitter() -> Callable[[int], float]:
     while t < SECONDS:
         t += 60 * (1 + draw.uniform(-0.1, 0.1))
         starts.append((t - 10, 10.0, (BURST - BASE) * (1 + draw.uniform(-0.1, 0.1))))
+    return bursts(starts)
+
+
+def jitter_75() -> Callable[[int], float]:
+    draw = random.Random(75)
+    starts, t = [], 0.0
+    while t < JITTER_75_SECONDS:
+        t += 75 * (1 + draw.uniform(-0.1, 0.1))
+        starts.append((round(t, 1), 10.0, BURST - BASE))
     return bursts(starts)
 
 
@@ -68,15 +80,16 @@ def aperiodic() -> Callable[[int], float]:
 
 def main() -> None:
     folder = Path(__file__).parent / "scenarios"
-    for name, make in [
-        ("periodic-jitter", periodic_jitter),
-        ("two-periods", two_periods),
-        ("period-change", period_change),
-        ("rhythm-stops", rhythm_stops),
-        ("aperiodic", aperiodic),
+    for name, make, seconds in [
+        ("periodic-jitter", periodic_jitter, SECONDS),
+        ("two-periods", two_periods, SECONDS),
+        ("period-change", period_change, SECONDS),
+        ("rhythm-stops", rhythm_stops, SECONDS),
+        ("aperiodic", aperiodic, SECONDS),
+        ("jitter-75", jitter_75, JITTER_75_SECONDS),
     ]:
         rate = make()
-        rows = ["t,rate"] + [f"{s},{round(rate(s), 1)}" for s in range(SECONDS)]
+        rows = ["t,rate"] + [f"{s},{round(rate(s), 1)}" for s in range(seconds)]
         (folder / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 

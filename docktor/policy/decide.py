@@ -115,7 +115,8 @@ def recommend_stage(d: Draft) -> None:
     if plan.policy == "target":
         last_interval = {**d.metrics, **rates.derive_rates(d.observation, previous)}
         recommend.estimate_per_replica(plan, d.memory, d.observation, previous, last_interval)
-        raw, unread = recommend.target(plan, current, d.metrics, d.memory, d.now)
+        growth = recommend.backlog_growth(d.observation, previous)
+        raw, unread = recommend.target(plan, current, d.metrics, d.memory, d.now, growth)
         d.missing = sorted(set(d.missing) | set(unread))
         if unread and raw.replicas < current:
             # Missing data never scales anything down.

@@ -166,14 +166,38 @@ def _outstanding(
     return total(previous), total(observation)
 
 
+def backlog_growth(observation: Observation, previous: Observation | None) -> float | None:
+    """How fast a backlog that has just appeared grew since the previous sample, in msg/s.
+
+    None unless nothing waited at the previous sample: a backlog that was already there has
+    had capacity asked for it, perhaps still starting, so its growth says nothing new (and
+    projecting it made a backlog-only loop, which cycles, overshoot on the way up). None too
+    when either sample has no backlog."""
+    if previous is None or BACKLOG not in observation.metrics or BACKLOG not in previous.metrics:
+        return None
+    seconds = (observation.taken_at - previous.taken_at).total_seconds()
+    before = previous.metrics[BACKLOG]
+    grown = observation.metrics[BACKLOG] - before
+    if seconds <= 0 or grown <= 0 or before > 0:
+        return None
+    return grown / seconds
+
+
 def target(
     spec: ServicePlan,
     current: int,
     metrics: dict[str, float],
     memory: PolicyMemory,
     now: datetime,
+    growth: float | None = None,
 ) -> tuple[Raw, list[str]]:
-    """The largest count any target asks for, and the inputs it could not read."""
+    """The largest count any target asks for, and the inputs it could not read.
+
+    `growth`: how fast the backlog grew over the last interval (backlog_growth). A backlog
+    target then sizes for the backlog as it will be at the next check if it keeps growing,
+    since the count chosen now is the one that runs until then: a burst seen a moment after
+    it started reads as a small backlog, and sized on that alone it takes a second check to
+    reach the capacity it needs, while it piles up."""
     candidates: list[tuple[int, str]] = []
     unread: list[str] = []
     for metric, wanted in spec.target.items():
@@ -183,8 +207,12 @@ def target(
             if total is None:
                 unread.append(base)
                 continue
+            why = f"{base} {_n(total)}"
+            if base == BACKLOG and growth:
+                total += growth * spec.check_interval
+                why += f", {_n(total)} at the next check at +{_n(growth)}/s,"
             needed = total / wanted
-            why = f"{base} {_n(total)} ÷ {_n(wanted)} per replica"
+            why += f" ÷ {_n(wanted)} per replica"
         else:
             average = metrics.get(metric)
             if average is None:

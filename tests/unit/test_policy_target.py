@@ -125,13 +125,39 @@ def test_rate_feed_forward_with_a_configured_per_replica_rate() -> None:
 def test_the_backlog_is_drained_within_drain_within() -> None:
     service = spec(rate={"per_replica": 50, "drain_within": 10})
     # 100 msg/s arriving needs 2; 1000 waiting drained in 10 s needs 100 msg/s more: 4.
-    current, previous = step_pair(replicas=2, backlog=1000, rate_in=100, rate_out=100)
+    current, previous = step_pair(
+        replicas=2, backlog=1000, rate_in=100, rate_out=100, before_backlog=1000
+    )
     proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 10  # the backlog target (1000 / 100) is larger ...
     service = spec(rate={"per_replica": 50, "drain_within": 10}, target={"cpu.avg_pct": 60})
     proposal = decide(service, current, PolicyState(previous=previous), at(5))
     assert proposal.target_replicas == 4  # ... and alone the feed-forward asks for 4
     assert "backlog 1000 in 10s" in proposal.reason
+
+
+def test_a_backlog_that_just_appeared_is_sized_as_it_will_be_at_the_next_check() -> None:
+    service = spec()  # queue.backlog_per_replica: 100, a check every 4 s
+    # Nothing waited 4 s ago; 800 wait now: a burst seen 2-4 s after it began. Sized on 800
+    # alone (8) it piles up until the next check; growing 200/s, it will be 1600 then.
+    previous = sample(0, 2, 0, 10_000, 10_000, in_flight=11)
+    current = sample(4, 2, 800, 11_200, 10_400, in_flight=20)
+    proposal = decide(service, current, PolicyState(previous=previous), at(4))
+    assert (proposal.action, proposal.target_replicas) == ("scale_up", 12)
+    assert "queue.backlog 800, 1600 at the next check at +200/s, ÷ 100 per replica → 16" in (
+        proposal.reason
+    )
+
+
+def test_a_backlog_already_there_is_sized_as_it_is() -> None:
+    # It was waiting at the last check too: the capacity asked for it then may still be
+    # starting, so its growth says nothing new and is not projected.
+    service = spec()
+    previous = sample(0, 2, 400, 10_000, 10_000, in_flight=20)
+    current = sample(4, 2, 800, 10_800, 10_400, in_flight=20)
+    proposal = decide(service, current, PolicyState(previous=previous), at(4))
+    assert proposal.target_replicas == 8
+    assert "queue.backlog 800 ÷ 100 per replica → 8" in proposal.reason
 
 
 def test_the_largest_target_wins_and_the_reason_names_it() -> None:
