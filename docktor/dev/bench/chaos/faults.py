@@ -46,6 +46,9 @@ class FaultRecord:
 
 
 class Injector:
+    # An operator's next try at a command that was not taken.
+    retry_every = 2.0
+
     def __init__(self, stack: Stack, seed: int) -> None:
         self.stack = stack
         self.rng = random.Random(seed ^ 0x5EED)
@@ -173,27 +176,38 @@ class Injector:
             )
             await down.wait()
             self.active.add("controls")
-            await self.command(record, "pause", fault.target, "--reason", "chaos")
-            await self.command(record, "scale", fault.target, str(fault.replicas), "--hold", "60s")
+            pause = ("pause", fault.target, "--reason", "chaos")
+            paused = await self.command(record, *pause) == 0
+            scale = ("scale", fault.target, str(fault.replicas), "--hold", "60s")
+            scaled = await self.command(record, *scale) == 0
             await companion
         deadline = time.monotonic() + RESUME_DEADLINE
+        # Both refused while the part was down (Temporal unreachable, say): the operator tries
+        # again once it is back, then resumes what was taken.
+        if paused or scaled or await self.until_taken(record, fault, deadline, pause):
+            await self.until_taken(record, fault, deadline, ("resume", fault.target))
+        record.ended = time.time()
+        self.active.discard("controls")
+
+    async def until_taken(
+        self, record: FaultRecord, fault: PlannedFault, deadline: float, args: tuple[str, ...]
+    ) -> bool:
+        """Run an operator's command until it is taken; past the deadline, a violation."""
         while True:
-            if await self.command(record, "resume", fault.target) == 0:
-                break
+            if await self.command(record, *args) == 0:
+                return True
             if time.monotonic() > deadline:
                 self.violations.append(
                     Violation(
                         "operator_answered",
                         time.time(),
                         fault.target,
-                        f"`docktor resume` not taken within {RESUME_DEADLINE:g}s of the "
+                        f"`docktor {args[0]}` not taken within {RESUME_DEADLINE:g}s of the "
                         f"{fault.companion} ending",
                     )
                 )
-                break
-            await asyncio.sleep(2.0)
-        record.ended = time.time()
-        self.active.discard("controls")
+                return False
+            await asyncio.sleep(self.retry_every)
 
     async def command(self, record: FaultRecord, *args: str) -> int:
         env = {**os.environ, "DOCKTOR_CONFIG": str(self.stack.config_path)}
