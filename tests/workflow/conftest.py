@@ -184,7 +184,9 @@ async def start(
 
 # A cancel is sent only when the loop's tick timer is at least this far from firing; a query,
 # which is answered in milliseconds, when it is this far (in real time: skipping is locked).
-TIMER_GUARD = timedelta(seconds=1)
+TIMER_GUARD = timedelta(seconds=0.5)
+# How far past a tick the clock is moved to leave it behind.
+TICK_PASSED = timedelta(seconds=0.05)
 QUERY_GUARD = timedelta(seconds=0.25)
 
 
@@ -240,7 +242,8 @@ async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> L
         look = await _look(env, handle)
         if look.tick_due is None or not look.tick_within(TIMER_GUARD):
             break
-        await env.sleep((look.tick_due + TIMER_GUARD).total_seconds())
+        # Just past the tick, not a guard past it: with a 1 s interval that is the next tick.
+        await env.sleep((look.tick_due + TICK_PASSED).total_seconds())
     await handle.cancel()
     with env.auto_time_skipping_disabled():
         return await _final_status(env, handle)
