@@ -24,17 +24,22 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from activities import LoopActivities
+from docktor.loop.activities import look
 from docktor.loop.messages import (
     ApplyInput,
     ApplyResult,
     AutoscalerInput,
+    EvaluateInput,
+    LookInput,
+    LookResult,
     LoopStatus,
     ObserveInput,
     RecordInput,
 )
 from docktor.plan import ServicePlan
 from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
-from docktor.values import Decision, Observation
+from docktor.values import Decision, Observation, Proposal
 from workflows import ServiceAutoscaler
 
 TASK_QUEUE = "docktor-test"
@@ -70,6 +75,17 @@ class ScriptedWorld:
         # timers (the worker's own clock does not). Set by the `worker` fixture: observe runs
         # as a local activity, whose info carries the worker's clock, not the server's.
         self.server_time: Callable[[], Awaitable[datetime]] | None = None
+        # The policy the one-look activity runs: the real one unless a test holds it.
+        self.evaluate: Callable[[EvaluateInput], Awaitable[Proposal]] = LoopActivities().evaluate
+
+    def activities(self) -> list[Callable[..., Awaitable[Any]]]:
+        """The scripted activities and the real policy, under the names a worker serves."""
+        return [self.observe, self.apply, self.record, self.evaluate, self.observe_evaluate]
+
+    @activity.defn(name="observe_evaluate")
+    async def observe_evaluate(self, request: LookInput) -> LookResult:
+        # The loop's own composition of the steps, over the scripted observe and record.
+        return await look(request, self.observe, self.evaluate, self.record)
 
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
@@ -120,11 +136,14 @@ class ScriptedWorld:
     async def record(self, request: RecordInput) -> bool:
         if self.record_error is not None:
             raise self.record_error
-        # As the log: what the loop missed first, each decision once.
-        written = {(d.workflow_id, d.first_run_id, d.sequence) for d in self.recorded}
+        # As the log reads: what the loop missed first, each decision once; another decision
+        # under a key already written supersedes that line (docktor.journal).
         for decision in [*request.missed, request.decision]:
-            if (decision.workflow_id, decision.first_run_id, decision.sequence) not in written:
-                self.recorded.append(decision)
+            key = (decision.workflow_id, decision.first_run_id, decision.sequence)
+            same = [d for d in self.recorded if (d.workflow_id, d.first_run_id, d.sequence) == key]
+            if decision in same:
+                continue
+            self.recorded = [d for d in self.recorded if d not in same] + [decision]
         return True
 
 
