@@ -21,7 +21,6 @@ with workflow.unsafe.imports_passed_through():
     from docktor.loop.details import decisions_table, record_summary
     from docktor.loop.messages import (
         DECISION_RING,
-        REASON_LIMIT,
         ApplyInput,
         AutoscalerInput,
         DecisionPlace,
@@ -118,9 +117,8 @@ PATCH_JOURNAL_BACKFILL = "journal-backfill"
 # that nothing after it can change (no model to ask, the log writable). An idle iteration is
 # then one local activity (one marker) instead of three, and two activations instead of four.
 PATCH_ONE_LOOK = "one-look"
-# Characters of an activity's failure quoted in a reason (a whole reason: REASON_LIMIT).
+# Characters of an activity's failure quoted in a reason (a whole reason: messages.REASON_LIMIT).
 CAUSE_LIMIT = 300
-__all__ = ["REASON_LIMIT", "ServiceAutoscaler"]
 
 
 @workflow.defn(name=names.WORKFLOW)
