@@ -291,7 +291,7 @@ class ServiceAutoscaler:
         except FailureError as err:
             self.line_pending = None
             _reraise_cancellation(err)
-            await self._record_blind(err, now)
+            await self._record_blind(err)
             return None
         except asyncio.CancelledError:
             self.line_pending = None
@@ -322,8 +322,9 @@ class ServiceAutoscaler:
             first_run_id=info.first_execution_run_id,
         )
 
-    async def _record_blind(self, err: FailureError, at: datetime | None = None) -> None:
-        """The `hold` of an iteration that had no sample, saying why."""
+    async def _record_blind(self, err: FailureError) -> None:
+        """The `hold` of an iteration that had no sample, saying why; stamped when the look
+        gave up (after its retries), not when it began."""
         current = self.state.replicas if self.state.replicas is not None else 0
         # A worker that refuses the loop's plan ran nothing: its refusal says so.
         why = "" if _error_type(err) == "Refused" else "metrics unavailable: "
@@ -332,7 +333,6 @@ class ServiceAutoscaler:
             current=current,
             target=current,
             reason=f"{why}{_cause(err)}; holding",
-            at=at,
         )
 
     async def observe(self) -> Observation | None:
