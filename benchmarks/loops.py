@@ -15,9 +15,10 @@ the processes backend that hold at 0 replicas (no metrics: observe only counts p
 
     .venv/bin/python benchmarks/loops.py --loops 10 100 300 --interval 5 --measure 60
 
-A benchmark, not a test: it reports and asserts nothing. `--code DIR` runs the worker and
-starter of another checkout (e.g. the release before) against the same harness, for a before /
-after table; `--sqlite-default` starts the dev server without docktor's SQLite pragmas.
+A benchmark, not a test: it reports and asserts nothing. `--code DIR [DIR ...]` runs the worker
+and starter of each checkout (e.g. the release before, then this one) against the same harness,
+one after the other for each N, in one table: before and after side by side. `--sqlite-default`
+starts the dev server without docktor's SQLite pragmas.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal, start_temporal
 from docktor.loop.messages import LoopStatus, SpecUpdate
+from docktor.plan import LLMPlan, ServicePlan
 from docktor.spec import DocktorConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +62,7 @@ class Result:
     loops: int
     interval: float
     workers: int = 1
+    code: str = ""
     start_seconds: float = 0.0
     lateness_p50: float | None = None
     lateness_p99: float | None = None
@@ -71,6 +74,10 @@ class Result:
     worker_cpu: float = 0.0  # % of one core over the window, all workers together
     worker_rss_mb: float = 0.0
     server_cpu: float = 0.0
+    # CPU per loop iteration (every decision made in the window), in ms of one core.
+    iterations: int = 0
+    worker_ms: float | None = None
+    server_ms: float | None = None
     resumed: int = 0
     resume_seconds: float | None = None  # until every loop decided again; None: not all did
     resume_p50: float | None = None
@@ -259,20 +266,20 @@ class WorkerPool:
             stop(process, sig)
 
 
-async def run_one(args: argparse.Namespace, loops: int, console: Console) -> Result:
-    result = Result(loops=loops, interval=args.interval, workers=args.workers)
+async def run_one(args: argparse.Namespace, code: Path, loops: int, console: Console) -> Result:
+    result = Result(loops=loops, interval=args.interval, workers=args.workers, code=code.name)
     folder = Path(tempfile.mkdtemp(prefix=f"docktor-loops-{loops}-"))
     options = {"sqlite_pragmas": ()} if args.sqlite_default else {}
     temporal = start_temporal(folder / "temporal", **options)
     path = write_config(folder, temporal, loops, args.interval)
     config = load_config(path)
     journal = Path(config.journal_path or "")
-    worker = WorkerPool(args.code, path, folder, args.workers)
+    worker = WorkerPool(code, path, folder, args.workers)
     worker.start()
     try:
         client = await connect(config)
         began = time.monotonic()
-        starter = spawn(args.code, "starter", path, folder / "starter.log", "--all")
+        starter = spawn(code, "starter", path, folder / "starter.log", "--all")
         await asyncio.to_thread(starter.wait)
         result.start_seconds = time.monotonic() - began
         console.log(f"{loops} loops started in {result.start_seconds:.1f} s")
@@ -288,7 +295,7 @@ async def run_one(args: argparse.Namespace, loops: int, console: Console) -> Res
             f"{loops} loops: lateness p50 {result.lateness_p50} p99 {result.lateness_p99}, "
             f"worker {result.worker_cpu:.0f}% server {result.server_cpu:.0f}%"
         )
-        await measure_history(client, config, journal, result, args)
+        await measure_history(client, config, path, journal, result, args)
         await measure_resume(args, worker, config, journal, result)
         console.log(
             f"{result.resumed} of {loops} loops decided again after the worker was replaced"
@@ -322,7 +329,15 @@ async def measure_window(
     result.worker_rss_mb = worker.rss_mb()
     window_end = datetime.now().astimezone()
     lateness = []
-    for entries in by_loop(decisions(journal)).values():
+    made = by_loop(decisions(journal)).values()
+    result.iterations = sum(
+        1 for entries in made for stamp, _ in entries if window_start <= stamp <= window_end
+    )
+    if result.iterations:
+        ms = 1000 * elapsed / 100 / result.iterations  # % of a core over the window -> ms each
+        result.worker_ms = result.worker_cpu * ms
+        result.server_ms = result.server_cpu * ms
+    for entries in made:
         for (before, _), (stamp, action) in zip(entries, entries[1:], strict=False):
             if window_start <= stamp <= window_end and action == "hold":
                 lateness.append((stamp - before).total_seconds() - args.interval)
@@ -334,6 +349,7 @@ async def measure_window(
 async def measure_history(
     client: Client,
     config: DocktorConfig,
+    path: Path,
     journal: Path,
     result: Result,
     args: argparse.Namespace,
@@ -344,13 +360,16 @@ async def measure_history(
         holds += iteration_costs(history)[0]
     result.hold_events, result.hold_bytes = mean(holds, 0), mean(holds, 1)
 
-    # One loop scales once: min_replicas 1 makes its next iteration scale 0 -> 1.
+    # One loop scales once: min_replicas 1 makes its next iteration scale 0 -> 1. The workers
+    # act only on their own config, so the file says it first (they read it again on change).
     probe = config.services[0]
     handle = client.get_workflow_handle(config.workflow_id(probe.name))
-    raised = probe.model_copy(update={"min_replicas": 1})
-    await handle.execute_update(
-        "update_spec", SpecUpdate(service=raised, llm=config.llm), result_type=LoopStatus
-    )
+    document = yaml.safe_load(path.read_text())
+    document["services"][0]["min_replicas"] = 1
+    path.write_text(yaml.safe_dump(document))
+    raised = ServicePlan.from_spec(load_config(path).services[0])
+    update = SpecUpdate(service=raised, llm=LLMPlan.from_spec(config.llm))
+    await handle.execute_update("update_spec", update, result_type=LoopStatus)
 
     def scaled_and_held() -> bool:
         actions = [a for _, a in by_loop(decisions(journal)).get(handle.id, [])]
@@ -400,6 +419,7 @@ def fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
 def table(results: list[Result], title: str) -> Table:
     grid = Table(title=title)
     for column in (
+        "code",
         "loops",
         "workers",
         "start",
@@ -407,8 +427,10 @@ def table(results: list[Result], title: str) -> Table:
         "hold: events / bytes",
         "scale: events / bytes",
         "worker CPU",
+        "worker ms / iteration",
         "worker MB",
         "server CPU",
+        "server ms / iteration",
         "replaced worker: all deciding again",
     ):
         grid.add_column(column, justify="right")
@@ -419,6 +441,7 @@ def table(results: list[Result], title: str) -> Table:
             else f"{r.resumed} of {r.loops} within the deadline"
         )
         grid.add_row(
+            r.code,
             str(r.loops),
             str(r.workers),
             f"{r.start_seconds:.1f} s",
@@ -426,8 +449,10 @@ def table(results: list[Result], title: str) -> Table:
             f"{fmt(r.hold_events, '.1f')} / {fmt(r.hold_bytes, '.0f')}",
             f"{fmt(r.scale_events, '.1f')} / {fmt(r.scale_bytes, '.0f')}",
             f"{r.worker_cpu:.0f}%",
+            fmt(r.worker_ms),
             f"{r.worker_rss_mb:.0f}",
             f"{r.server_cpu:.0f}%",
+            fmt(r.server_ms),
             resumed,
         )
     return grid
@@ -448,7 +473,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--resume-deadline", type=float, default=120.0, help="most to wait (s) after the restart"
     )
     parser.add_argument(
-        "--code", type=Path, default=REPO, help="checkout whose worker and starter run"
+        "--code",
+        type=Path,
+        nargs="+",
+        default=[REPO],
+        help="checkouts whose worker and starter run, each in turn (before, after)",
     )
     parser.add_argument(
         "--sqlite-default",
@@ -464,14 +493,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    args.code = args.code.resolve()
+    codes = [code.resolve() for code in args.code]
     console = Console(stderr=True)
     results = []
     for loops in args.loops:
-        results.append(await run_one(args, loops, console))
+        for code in codes:
+            results.append(await run_one(args, code, loops, console))
     workers = "one worker" if args.workers == 1 else f"{args.workers} workers"
-    title = f"{args.code.name}: loops at a {args.interval:g} s interval, {workers}"
-    Console().print(table(results, title))
+    title = f"loops at a {args.interval:g} s interval, {workers}"
+    # Wide enough for every column when the output goes to a file or a pipe.
+    Console(width=None if sys.stdout.isatty() else 200).print(table(results, title))
     for r in results:
         for note in r.notes:
             print(f"{r.loops} loops: {note}")
@@ -479,7 +510,7 @@ async def main(argv: list[str] | None = None) -> None:
         json.dumps(
             {
                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                "code": str(args.code),
+                "code": [str(code) for code in codes],
                 "sqlite_pragmas": not args.sqlite_default,
                 "cpus": os.cpu_count(),
                 "results": [asdict(r) for r in results],

@@ -39,6 +39,8 @@ EVALUATE = "evaluate"
 ADVISE = "advise"
 APPLY = "apply"
 RECORD = "record"
+# observe, evaluate and a hold's line in one local activity: what an idle iteration costs.
+OBSERVE_EVALUATE = "observe_evaluate"
 
 # Queries, signals and updates of the workflow
 STATUS = "status"

@@ -39,7 +39,6 @@ from sqs_server import (  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from activities import LoopActivities  # noqa: E402
 from docktor.dev.embedded import (  # noqa: E402
     EmbeddedNats,
     EmbeddedRabbitMQ,
@@ -166,11 +165,6 @@ def world() -> ScriptedWorld:
 
 @pytest.fixture
 async def worker(env: WorkflowEnvironment, world: ScriptedWorld) -> AsyncIterator[Worker]:
-    loop_activities = LoopActivities()
     world.server_time = env.get_current_time
-    async with build_worker(
-        env.client,
-        TASK_QUEUE,
-        [world.observe, world.apply, world.record, loop_activities.evaluate],
-    ) as running:
+    async with build_worker(env.client, TASK_QUEUE, world.activities()) as running:
         yield running

@@ -12,7 +12,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
@@ -22,7 +22,17 @@ from docktor import names, policy
 from docktor.backends import Backends, ScalerConfigError, ScalerUnavailable
 from docktor.journal import append_decision, warm_start
 from docktor.loop.authority import Refused, WorkerConfig
-from docktor.loop.messages import ApplyInput, ApplyResult, EvaluateInput, ObserveInput, RecordInput
+from docktor.loop.messages import (
+    ApplyInput,
+    ApplyResult,
+    EvaluateInput,
+    LookInput,
+    LookResult,
+    ObserveInput,
+    RecordInput,
+    hold_decision,
+    is_hold,
+)
 from docktor.sources import MetricUnavailable
 from docktor.sources.sampling import Sampler, source_kinds
 from docktor.telemetry import METRICS, DocktorMetrics
@@ -103,6 +113,10 @@ class LoopActivities:
     async def evaluate(self, request: EvaluateInput) -> Proposal:
         return policy.decide(request.service, request.observation, request.state, request.now)
 
+    @activity.defn(name=names.OBSERVE_EVALUATE)
+    async def observe_evaluate(self, request: LookInput) -> LookResult:
+        return await look(request, self.observe, self.evaluate, self.record)
+
     @activity.defn(name=names.ADVISE)
     async def advise(self, request: AdviseInput) -> Advice:
         # Imported here: the openai client is only loaded by workers whose config uses a model.
@@ -172,13 +186,78 @@ class LoopActivities:
 
     def all(self) -> list[Callable[..., Awaitable[Any]]]:
         """Every activity a worker registers, so no entry point forgets one."""
-        return [self.observe, self.evaluate, self.advise, self.apply, self.record]
+        return [
+            self.observe,
+            self.evaluate,
+            self.observe_evaluate,
+            self.advise,
+            self.apply,
+            self.record,
+        ]
 
     async def close(self) -> None:
         await self.sampler.close()
         await self.backends.close()
         if self.model_clients is not None:
             await self.model_clients.close()
+
+
+def observe_evaluate_of(
+    observe: Callable[[ObserveInput], Awaitable[Observation]],
+    evaluate: Callable[[EvaluateInput], Awaitable[Proposal]],
+    record: Callable[[RecordInput], Awaitable[bool]],
+) -> Callable[[LookInput], Awaitable[LookResult]]:
+    """The `observe_evaluate` activity over these steps: a worker whose tests replace one of
+    them (a record that fails once, a policy held at a gate) composes it here."""
+
+    @activity.defn(name=names.OBSERVE_EVALUATE)
+    async def observe_evaluate(request: LookInput) -> LookResult:
+        return await look(request, observe, evaluate, record)
+
+    return observe_evaluate
+
+
+async def look(
+    request: LookInput,
+    observe: Callable[[ObserveInput], Awaitable[Observation]],
+    evaluate: Callable[[EvaluateInput], Awaitable[Proposal]],
+    record: Callable[[RecordInput], Awaitable[bool]],
+) -> LookResult:
+    """An idle iteration's work in one local activity (one marker in history, one round trip
+    through the worker instead of three): the `observe` and `evaluate` activities' own code, and
+    for a hold the workflow allowed, the `record` activity's. A failure to write is no failure
+    of the look: the workflow then records the hold through `record`, which retries and reports
+    a log that cannot be written."""
+    observation = await observe(
+        ObserveInput(
+            project=request.project,
+            service=request.service,
+            forecast_seed_from=request.forecast_seed_from,
+        )
+    )
+    proposal = await evaluate(
+        EvaluateInput(
+            service=request.service, observation=observation, now=request.now, state=request.state
+        )
+    )
+    written = False
+    if request.hold_at is not None and request.journal_path and is_hold(proposal):
+        decision = hold_decision(request.hold_at, proposal)
+        # Shielded: a cancel that arrives mid-write waits for the line, so the loop's `stopped`
+        # decision, made under the same number once this returns, is the line that stays.
+        write = asyncio.ensure_future(
+            record(RecordInput(path=request.journal_path, decision=decision))
+        )
+        try:
+            await asyncio.shield(write)
+            written = True
+        except asyncio.CancelledError:
+            with suppress(ApplicationError, OSError):
+                await write
+            raise
+        except (ApplicationError, OSError) as exc:
+            log.debug("the hold's line was not written here (%s); the loop records it", exc)
+    return LookResult(observation=observation, proposal=proposal, hold_written=written)
 
 
 def _append_in_order(path: str, decisions: list[Decision]) -> list[bool]:

@@ -13,18 +13,25 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from docktor.plan import LLMPlan, ServicePlan
+from docktor.text import printable_line
 from docktor.values import (
+    Action,
     Decision,
     ManualHold,
     Observation,
     PolicyMemory,
     PolicyState,
+    Proposal,
+    Provenance,
     RuleAction,
     ScaleEvent,
 )
 
 # How many decisions the loop keeps in its state (and hands to continue-as-new).
 DECISION_RING = 50
+# Characters of a decision's reason: it travels in each later workflow task (in the carried
+# state), the memo, the log and the model's prompt.
+REASON_LIMIT = 1000
 
 
 class PendingApproval(BaseModel):
@@ -143,6 +150,89 @@ class EvaluateInput(BaseModel):
         flat = {name: data[name] for name in PolicyState.model_fields if name in data}
         rest = {key: value for key, value in data.items() if key not in flat}
         return {**rest, "state": flat}
+
+
+class DecisionPlace(BaseModel):
+    """Where a decision stands in its loop, as the workflow numbers it: with what it decided,
+    all a decision holds (`make_decision`)."""
+
+    at: datetime
+    service: str
+    iteration: int
+    sequence: int
+    workflow_id: str
+    run_id: str
+    first_run_id: str
+
+
+def make_decision(
+    place: DecisionPlace,
+    action: Action,
+    current: int,
+    target: int,
+    reason: str,
+    observations: dict[str, float] | None = None,
+    matched_rules: list[str] | None = None,
+    metadata: Provenance | None = None,
+) -> Decision:
+    """The one way a decision is made, in the workflow and in the activity that writes a
+    hold's line ahead of it: the same inputs give the same line."""
+    return Decision(
+        timestamp=place.at,
+        service=place.service,
+        action=action,
+        current_replicas=current,
+        target_replicas=target,
+        reason=printable_line(reason, REASON_LIMIT),
+        observations=observations or {},
+        matched_rules=matched_rules or [],
+        metadata=metadata or Provenance(),
+        iteration=place.iteration,
+        sequence=place.sequence,
+        workflow_id=place.workflow_id,
+        run_id=place.run_id,
+        first_run_id=place.first_run_id,
+    )
+
+
+def is_hold(proposal: Proposal) -> bool:
+    """A proposal that changes nothing: recorded as it stands when no model is asked."""
+    return proposal.action == "hold" and proposal.target_replicas == proposal.current_replicas
+
+
+def hold_decision(place: DecisionPlace, proposal: Proposal) -> Decision:
+    """The decision a hold proposal becomes when no model is asked and nothing overtakes it."""
+    return make_decision(
+        place,
+        proposal.action,
+        proposal.current_replicas,
+        proposal.target_replicas,
+        proposal.reason,
+        proposal.observations,
+        proposal.matched_rules,
+        Provenance(predicted=proposal.predicted),
+    )
+
+
+class LookInput(BaseModel):
+    """One local activity for what an idle iteration does: observe, evaluate, and, when
+    `hold_at` is set and the proposal is a hold, write that hold's line to `journal_path`."""
+
+    project: str
+    service: ServicePlan
+    forecast_seed_from: str | None = None
+    now: datetime
+    state: PolicyState = Field(default_factory=PolicyState)
+    journal_path: str | None = None
+    # Set only when nothing after evaluate can change a hold: no model to ask, the log writable.
+    hold_at: DecisionPlace | None = None
+
+
+class LookResult(BaseModel):
+    observation: Observation
+    proposal: Proposal
+    # The hold's line is in the log (the decision hold_decision makes of the proposal).
+    hold_written: bool = False
 
 
 class ApplyInput(BaseModel):

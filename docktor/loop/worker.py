@@ -18,7 +18,7 @@ from docktor.loop.workflow import ServiceAutoscaler
 # and the loops stay silent for minutes. A few at a time each finish in
 # milliseconds; the rest wait on the server, where waiting costs nothing.
 WORKFLOW_TASK_SLOTS = 4
-# Local activities (observe, evaluate, a hold's record) at once: they run inside the loops'
+# Local activities (observe_evaluate, a record) at once: they run inside the loops'
 # workflow tasks, mostly waiting on I/O.
 LOCAL_ACTIVITY_SLOTS = 100
 # Loops kept in memory between their tasks (sticky cache). One evicted replays its run's

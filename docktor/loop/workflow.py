@@ -23,7 +23,9 @@ with workflow.unsafe.imports_passed_through():
         DECISION_RING,
         ApplyInput,
         AutoscalerInput,
+        DecisionPlace,
         EvaluateInput,
+        LookInput,
         LoopState,
         LoopStatus,
         ManualScale,
@@ -35,6 +37,9 @@ with workflow.unsafe.imports_passed_through():
         ResumeRequest,
         SpecUpdate,
         Verdict,
+        hold_decision,
+        is_hold,
+        make_decision,
         operator_text_problems,
         void_problem,
     )
@@ -108,9 +113,12 @@ ITERATIONS_PER_RUN = 25
 # Decisions made while the log could not be written are written back from the loop's ring of
 # recent ones, before the next decision's line, once the log can be written again.
 PATCH_JOURNAL_BACKFILL = "journal-backfill"
-# Characters of an activity's failure quoted in a reason, and of a whole reason.
+# One look: observe and evaluate in one local activity, which also writes the line of a hold
+# that nothing after it can change (no model to ask, the log writable). An idle iteration is
+# then one local activity (one marker) instead of three, and two activations instead of four.
+PATCH_ONE_LOOK = "one-look"
+# Characters of an activity's failure quoted in a reason (a whole reason: messages.REASON_LIMIT).
 CAUSE_LIMIT = 300
-REASON_LIMIT = 1000
 
 
 @workflow.defn(name=names.WORKFLOW)
@@ -136,6 +144,9 @@ class ServiceAutoscaler:
         # so did every release since the lean loop, and runs they began replay only if this
         # stays (tests/replay: update_in_first_task).
         self.run_begun = False
+        # The number of the decision whose line a look may be writing now: no other decision
+        # is numbered until it is done, so none can share (and supersede) that line.
+        self.line_pending: int | None = None
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -165,10 +176,21 @@ class ServiceAutoscaler:
     async def iterate(self) -> None:
         self.state.iteration += 1
         seen = self.manual_counters()
-        observation = await self.observe()
-        if observation is None:
-            return
-        proposal = await self.evaluate(observation)
+        ahead: Decision | None = None
+        written = False
+        if workflow.patched(PATCH_ONE_LOOK):
+            looked = await self.look()
+            if looked is None:
+                return
+            observation, proposal, place, written = looked
+            if is_hold(proposal):
+                ahead = hold_decision(place, proposal)
+        else:
+            observed = await self.observe()
+            if observed is None:
+                return
+            observation = observed
+            proposal = await self.evaluate(observation)
         advice = await self.advise(proposal)
         if self.operator_scaled_since(seen):
             # An operator scaled while this iteration was looking; their count stands.
@@ -193,6 +215,8 @@ class ServiceAutoscaler:
             observations=proposal.observations,
             matched_rules=proposal.matched_rules,
             metadata=advice.metadata,
+            ahead=ahead,
+            ahead_written=written,
         )
 
     def manual_counters(self) -> tuple[int, int]:
@@ -232,6 +256,85 @@ class ServiceAutoscaler:
             metadata=advice.metadata,
         )
 
+    async def look(self) -> tuple[Observation, Proposal, DecisionPlace, bool] | None:
+        """Observe and evaluate in one local activity: (the sample, the proposal, where the
+        iteration's decision stands, whether the look wrote it as a hold). None when there is no
+        sample: the iteration is a recorded `hold`.
+
+        A hold the iteration records in this workflow task is stamped with the time it looked
+        (the task's), not with workflow.now() after the local activity: that is not the same
+        when the task is replayed, and the line written must be the decision history keeps."""
+        now = workflow.now()
+        place = self._place(now)
+        writes = self._may_write_hold()
+        self.line_pending = place.sequence if writes else None
+        try:
+            result = await workflow.execute_local_activity_method(
+                LoopActivities.observe_evaluate,
+                LookInput(
+                    project=self.request.project,
+                    service=self.plan,
+                    forecast_seed_from=self.state.forecast_seed_from(
+                        self.plan, self.request.journal_path
+                    ),
+                    now=now,
+                    state=self.state.policy_state(),
+                    journal_path=self.request.journal_path if writes else None,
+                    hold_at=place if writes else None,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=OBSERVE_RETRY,
+                # A cancel waits for the activity to end, and with it any line it is writing,
+                # before the loop records its `stopped` decision.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except FailureError as err:
+            self.line_pending = None
+            _reraise_cancellation(err)
+            await self._record_blind(err)
+            return None
+        except asyncio.CancelledError:
+            self.line_pending = None
+            raise
+        self.line_pending = None
+        return result.observation, result.proposal, place, result.hold_written
+
+    def _may_write_hold(self) -> bool:
+        """May a look write a hold's line ahead: when a hold proposal is what the loop then
+        records (no model to ask) and the log is writable (a gap is written back by `record`,
+        in order)."""
+        return (
+            bool(self.request.journal_path)
+            and self.state.journal_error is None
+            and self.request.llm.provider == "none"
+        )
+
+    def _place(self, now: datetime) -> DecisionPlace:
+        """Where the next decision stands, made now."""
+        info = workflow.info()
+        return DecisionPlace(
+            at=now,
+            service=self.plan.name,
+            iteration=self.state.iteration,
+            sequence=self.state.decision_count + 1,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            first_run_id=info.first_execution_run_id,
+        )
+
+    async def _record_blind(self, err: FailureError) -> None:
+        """The `hold` of an iteration that had no sample, saying why; stamped when the look
+        gave up (after its retries), not when it began."""
+        current = self.state.replicas if self.state.replicas is not None else 0
+        # A worker that refuses the loop's plan ran nothing: its refusal says so.
+        why = "" if _error_type(err) == "Refused" else "metrics unavailable: "
+        await self.record(
+            action="hold",
+            current=current,
+            target=current,
+            reason=f"{why}{_cause(err)}; holding",
+        )
+
     async def observe(self) -> Observation | None:
         """One sample; when it cannot be had, the iteration is a recorded `hold`."""
         # A local activity: it runs in the workflow task the timer woke, and only its result
@@ -252,15 +355,7 @@ class ServiceAutoscaler:
             )
         except FailureError as err:  # a local activity's failure is not an ActivityError
             _reraise_cancellation(err)
-            current = self.state.replicas if self.state.replicas is not None else 0
-            # A worker that refuses the loop's plan ran nothing: its refusal says so.
-            why = "" if _error_type(err) == "Refused" else "metrics unavailable: "
-            await self.record(
-                action="hold",
-                current=current,
-                target=current,
-                reason=f"{why}{_cause(err)}; holding",
-            )
+            await self._record_blind(err)
             return None
 
     async def evaluate(self, observation: Observation) -> Proposal:
@@ -434,30 +529,44 @@ class ServiceAutoscaler:
         observations: dict[str, float] | None = None,
         matched_rules: list[str] | None = None,
         metadata: Provenance | None = None,
+        ahead: Decision | None = None,
+        ahead_written: bool = False,
+        at: datetime | None = None,
     ) -> Decision:
+        """Keep the decision (state, memo, attributes) and write its line. `ahead`: the hold a
+        look made ahead of this decision, its line written if `ahead_written`. A decision that is
+        that hold (no model was asked, no operator overtook it) is not written again; one that
+        the look tried to write is written again as the very same line, which the log takes as
+        a retry."""
+        if self.line_pending is not None:
+            await workflow.wait_condition(lambda: self.line_pending is None)
         info = workflow.info()
         self.state.decision_count += 1
-        # Every reason is bounded: it travels in each later workflow task (in the carried
-        # state), the memo, the log and the model's prompt.
-        reason = printable_line(reason, REASON_LIMIT)
-        decision = Decision(
-            timestamp=workflow.now(),
+        place = DecisionPlace(
+            at=at or (ahead.timestamp if ahead is not None else workflow.now()),
             service=self.plan.name,
-            action=action,  # type: ignore[arg-type]
-            current_replicas=current,
-            target_replicas=target,
-            reason=reason,
-            observations=observations or {},
-            matched_rules=matched_rules or [],
-            metadata=metadata or Provenance(),
             iteration=self.state.iteration,
             sequence=self.state.decision_count,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
             first_run_id=info.first_execution_run_id,
         )
+        # Every reason is bounded (make_decision): it travels in each later workflow task (in
+        # the carried state), the memo, the log and the model's prompt.
+        decision = make_decision(
+            place,
+            action,  # type: ignore[arg-type]
+            current,
+            target,
+            reason,
+            observations,
+            matched_rules,
+            metadata,
+        )
         self.state.remember(decision)
         self._publish_decision(decision)
+        if ahead_written and decision == ahead:
+            return decision
         if self.request.journal_path:
             missed = self._missed(decision)
             # Shielded like a scale: a cancellation arriving now still gets this decision into

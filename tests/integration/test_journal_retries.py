@@ -22,6 +22,7 @@ from docktor.backends.processes import ProcessScaler
 from docktor.client.loops import LoopClient
 from docktor.client.temporal import connect
 from docktor.dev.embedded import EmbeddedTemporal
+from docktor.loop.activities import observe_evaluate_of
 from docktor.loop.authority import WorkerConfig
 from docktor.loop.messages import RecordInput
 from docktor.loop.worker import build_worker
@@ -63,7 +64,15 @@ async def stack(
     worker = build_worker(
         client,
         config.temporal.task_queue,
-        [real.observe, real.evaluate, real.advise, real.apply, flaky.record],
+        [
+            real.observe,
+            real.evaluate,
+            real.advise,
+            real.apply,
+            flaky.record,
+            # A hold's line, written ahead by the look, goes through the flaky record too.
+            observe_evaluate_of(real.observe, real.evaluate, flaky.record),
+        ],
     )
     try:
         async with worker:

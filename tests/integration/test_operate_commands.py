@@ -609,7 +609,7 @@ async def test_an_update_accepted_but_never_finished_is_given_up_on(
     worker = build_worker(
         client,
         config.temporal.task_queue,
-        [real.observe, real.evaluate, real.advise, stuck.apply, real.record],
+        [real.observe, real.evaluate, real.observe_evaluate, real.advise, stuck.apply, real.record],
     )
     stack = Stack(config, path, client)
     async with worker:

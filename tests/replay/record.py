@@ -35,11 +35,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
-from activities import LoopActivities
 from docktor.dev.embedded import start_temporal
 from docktor.loop.messages import AutoscalerInput, LoopState, ManualScale, PauseRequest, Verdict
 from docktor.loop.worker import build_worker
-from docktor.plan import LLMPlan
+from docktor.plan import LLMPlan, ServicePlan
 from docktor.policy import hold as policy_hold
 from docktor.values import Advice, AdviseInput
 from tests.workflow.conftest import TASK_QUEUE, ScriptedWorld, service_spec, start
@@ -228,10 +227,11 @@ async def update_in_first_task(client: Client, world: RecordedWorld) -> list[Wor
     world.replicas, world.backlog = 2, 100
     spec = service_spec(check_interval=TICK, cooldown={"up": 0, "down": 0})
     now = datetime.now(UTC)
-    state = LoopState(replicas=2, hold=policy_hold.start(spec, 2, 3600, now, "rec"))
+    plan = ServicePlan.from_spec(spec)
+    state = LoopState(replicas=2, hold=policy_hold.start(plan, 2, 3600, now, "rec"))
     request = AutoscalerInput(
         project="test",
-        service=spec,
+        service=plan,
         journal_path="/unused/decisions.jsonl",
         state=state,
         search_attributes=False,
@@ -309,8 +309,7 @@ async def record(tag: str, only: list[str] | None = None) -> None:
             if only and name not in only:
                 continue
             world = RecordedWorld()
-            activities = [world.observe, world.apply, world.record, world.advise]
-            async with build_worker(client, TASK_QUEUE, [*activities, LoopActivities().evaluate]):
+            async with build_worker(client, TASK_QUEUE, [*world.activities(), world.advise]):
                 handles = await scenario(client, world)
             for index, handle in enumerate(handles):
                 history = await handle.fetch_history()

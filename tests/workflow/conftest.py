@@ -24,17 +24,22 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from activities import LoopActivities
+from docktor.loop.activities import look
 from docktor.loop.messages import (
     ApplyInput,
     ApplyResult,
     AutoscalerInput,
+    EvaluateInput,
+    LookInput,
+    LookResult,
     LoopStatus,
     ObserveInput,
     RecordInput,
 )
 from docktor.plan import ServicePlan
 from docktor.spec import Condition, Cooldown, Rules, ServiceSpec
-from docktor.values import Decision, Observation
+from docktor.values import Decision, Observation, Proposal
 from workflows import ServiceAutoscaler
 
 TASK_QUEUE = "docktor-test"
@@ -70,6 +75,17 @@ class ScriptedWorld:
         # timers (the worker's own clock does not). Set by the `worker` fixture: observe runs
         # as a local activity, whose info carries the worker's clock, not the server's.
         self.server_time: Callable[[], Awaitable[datetime]] | None = None
+        # The policy the one-look activity runs: the real one unless a test holds it.
+        self.evaluate: Callable[[EvaluateInput], Awaitable[Proposal]] = LoopActivities().evaluate
+
+    def activities(self) -> list[Callable[..., Awaitable[Any]]]:
+        """The scripted activities and the real policy, under the names a worker serves."""
+        return [self.observe, self.apply, self.record, self.evaluate, self.observe_evaluate]
+
+    @activity.defn(name="observe_evaluate")
+    async def observe_evaluate(self, request: LookInput) -> LookResult:
+        # The loop's own composition of the steps, over the scripted observe and record.
+        return await look(request, self.observe, self.evaluate, self.record)
 
     @activity.defn(name="observe")
     async def observe(self, request: ObserveInput) -> Observation:
@@ -120,11 +136,14 @@ class ScriptedWorld:
     async def record(self, request: RecordInput) -> bool:
         if self.record_error is not None:
             raise self.record_error
-        # As the log: what the loop missed first, each decision once.
-        written = {(d.workflow_id, d.first_run_id, d.sequence) for d in self.recorded}
+        # As the log reads: what the loop missed first, each decision once; another decision
+        # under a key already written supersedes that line (docktor.journal).
         for decision in [*request.missed, request.decision]:
-            if (decision.workflow_id, decision.first_run_id, decision.sequence) not in written:
-                self.recorded.append(decision)
+            key = (decision.workflow_id, decision.first_run_id, decision.sequence)
+            same = [d for d in self.recorded if (d.workflow_id, d.first_run_id, d.sequence) == key]
+            if decision in same:
+                continue
+            self.recorded = [d for d in self.recorded if d not in same] + [decision]
         return True
 
 
@@ -184,7 +203,9 @@ async def start(
 
 # A cancel is sent only when the loop's tick timer is at least this far from firing; a query,
 # which is answered in milliseconds, when it is this far (in real time: skipping is locked).
-TIMER_GUARD = timedelta(seconds=1)
+TIMER_GUARD = timedelta(seconds=0.5)
+# How far past a tick the clock is moved to leave it behind.
+TICK_PASSED = timedelta(seconds=0.05)
 QUERY_GUARD = timedelta(seconds=0.25)
 
 
@@ -240,7 +261,8 @@ async def cancel_and_wait(env: WorkflowEnvironment, handle: WorkflowHandle) -> L
         look = await _look(env, handle)
         if look.tick_due is None or not look.tick_within(TIMER_GUARD):
             break
-        await env.sleep((look.tick_due + TIMER_GUARD).total_seconds())
+        # Just past the tick, not a guard past it: with a 1 s interval that is the next tick.
+        await env.sleep((look.tick_due + TICK_PASSED).total_seconds())
     await handle.cancel()
     with env.auto_time_skipping_disabled():
         return await _final_status(env, handle)

@@ -67,9 +67,8 @@ async def gated_worker(
     env: WorkflowEnvironment, world: ScriptedWorld
 ) -> AsyncIterator[GatedEvaluate]:
     gated = GatedEvaluate()
-    async with build_worker(
-        env.client, TASK_QUEUE, [world.observe, world.apply, world.record, gated.evaluate]
-    ):
+    world.evaluate = gated.evaluate
+    async with build_worker(env.client, TASK_QUEUE, world.activities()):
         yield gated
 
 
@@ -111,8 +110,7 @@ async def test_manual_scale_mid_iteration_still_ends_the_iteration_in_a_decision
 ) -> None:
     world.backlog = 900  # the loop wants to scale up: 1 -> 3
     gated = GatedAdvise()
-    activities = [world.observe, world.apply, world.record, LoopActivities().evaluate]
-    async with build_worker(env.client, TASK_QUEUE, [*activities, gated.advise]):
+    async with build_worker(env.client, TASK_QUEUE, [*world.activities(), gated.advise]):
         spec = service_spec(check_interval=1, cooldown={"up": 0})
         handle = await start(env.client, spec, llm=LLMPlan(provider="dmr"))
         await decisions_after(env, handle, 1, step_seconds=POLL)
