@@ -13,6 +13,7 @@ import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
@@ -241,8 +242,12 @@ async def look(
         )
     )
     written = False
+    decided_at: datetime | None = None
     if request.hold_at is not None and request.journal_path and is_hold(proposal):
-        decision = hold_decision(request.hold_at, proposal)
+        # Stamped as it is decided, after the sample and its retries: the task's time (when the
+        # look began) can lie seconds before, which reads as a silence in the log.
+        decided_at = datetime.now(UTC)
+        decision = hold_decision(request.hold_at.model_copy(update={"at": decided_at}), proposal)
         # Shielded: a cancel that arrives mid-write waits for the line, so the loop's `stopped`
         # decision, made under the same number once this returns, is the line that stays.
         write = asyncio.ensure_future(
@@ -257,7 +262,9 @@ async def look(
             raise
         except (ApplicationError, OSError) as exc:
             log.debug("the hold's line was not written here (%s); the loop records it", exc)
-    return LookResult(observation=observation, proposal=proposal, hold_written=written)
+    return LookResult(
+        observation=observation, proposal=proposal, hold_written=written, decided_at=decided_at
+    )
 
 
 def _append_in_order(path: str, decisions: list[Decision]) -> list[bool]:

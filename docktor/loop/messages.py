@@ -231,8 +231,12 @@ class LookInput(BaseModel):
 class LookResult(BaseModel):
     observation: Observation
     proposal: Proposal
-    # The hold's line is in the log (the decision hold_decision makes of the proposal).
+    # The hold's line is in the log (the decision hold_decision makes of the proposal, at
+    # `decided_at`).
     hold_written: bool = False
+    # When the look decided the hold it wrote: the worker's clock as it wrote the line, which
+    # the workflow keeps (a marker's result replays as it was).
+    decided_at: datetime | None = None
 
 
 class ApplyInput(BaseModel):

@@ -261,9 +261,11 @@ class ServiceAutoscaler:
         iteration's decision stands, whether the look wrote it as a hold). None when there is no
         sample: the iteration is a recorded `hold`.
 
-        A hold the iteration records in this workflow task is stamped with the time it looked
-        (the task's), not with workflow.now() after the local activity: that is not the same
-        when the task is replayed, and the line written must be the decision history keeps."""
+        A hold the look wrote is stamped with the worker's clock as it decided (the result
+        carries it, so a replay stamps it alike), not with workflow.now() after the local
+        activity: that is not the same when the task is replayed, and the line written must be
+        the decision history keeps; nor with the task's time as the look began, seconds before
+        the decision when the sample took retries."""
         now = workflow.now()
         place = self._place(now)
         writes = self._may_write_hold()
@@ -297,6 +299,8 @@ class ServiceAutoscaler:
             self.line_pending = None
             raise
         self.line_pending = None
+        if result.decided_at is not None:
+            place = place.model_copy(update={"at": result.decided_at})
         return result.observation, result.proposal, place, result.hold_written
 
     def _may_write_hold(self) -> bool:
