@@ -24,13 +24,11 @@ with workflow.unsafe.imports_passed_through():
         ApplyInput,
         AutoscalerInput,
         DecisionPlace,
-        EvaluateInput,
         LookInput,
         LoopState,
         LoopStatus,
         ManualScale,
         ManualScaleResult,
-        ObserveInput,
         PauseRequest,
         PendingApproval,
         RecordInput,
@@ -87,36 +85,22 @@ ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["Confi
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
 # Retired patches (docs/upgrading.md, "Workflow patches"): each was added with
-# workflow.patched by an earlier release, and no run that began before that release can still
-# be open, so only the new path is left. deprecate_patch stands where patched stood: it matches
-# the marker that runs begun by the previous release carry, and writes a marker flagged
-# deprecated, which the release that deletes these calls replays without them.
-# An iteration overtaken by an operator's scale records a hold saying the operator's count
-# stands (each iteration ends in exactly one decision).
-PATCH_RECORD_OVERRIDDEN_ITERATION = "record-iteration-overridden-by-manual-scale"
-# A manual scale holds its count for a while.
-PATCH_MANUAL_HOLD = "manual-scale-holds-its-count"
-# An iteration that overlaps an operator's scale in any way leaves the count to the operator:
-# one that looked while the scale was still running, or whose own scale waited for it.
-PATCH_MANUAL_SCALE_IN_FLIGHT = "manual-scale-in-flight-wins"
-# The lean loop: observe and evaluate as local activities in the workflow task the timer wakes,
-# a hold's journal line written by a local activity in that same task, search attributes and
-# memo upserted only when they change. A hold costs one workflow task (~8 events) instead of
-# three workflow tasks and two activities (~21 events).
-PATCH_LEAN_LOOP = "lean-loop"
-# Short runs: a restarted worker replays the current run of every loop before it decides again,
-# at ~8 ms of worker CPU per past iteration, so a run ends after 25 iterations (at most 0.2 s to
-# replay); the carried state, in each new run's first event, is what that costs in history
-# (benchmarks/README.md has both sides).
-PATCH_SHORT_RUNS = "short-runs"
-ITERATIONS_PER_RUN = 25
+# Patches still in force (docs/upgrading.md: how a patch is added, deprecated and removed).
+# patched() stood where each deprecate_patch() stands now; a run begun by the release before
+# this one carries its marker, and deprecate_patch lets that run replay on the only path left.
 # Decisions made while the log could not be written are written back from the loop's ring of
 # recent ones, before the next decision's line, once the log can be written again.
 PATCH_JOURNAL_BACKFILL = "journal-backfill"
 # One look: observe and evaluate in one local activity, which also writes the line of a hold
 # that nothing after it can change (no model to ask, the log writable). An idle iteration is
-# then one local activity (one marker) instead of three, and two activations instead of four.
+# then one local activity (one marker) and two activations.
 PATCH_ONE_LOOK = "one-look"
+# A loop's first run ends after a random number of iterations (see run_length).
+PATCH_SPREAD_RUNS = "spread-runs"
+# A restarted worker replays the current run of every loop before it decides again, so a run
+# ends after 25 iterations (at most ~0.1 s to replay); the carried state, in each new run's
+# first event, is what that costs in history (benchmarks/README.md has both sides).
+ITERATIONS_PER_RUN = 25
 # Characters of an activity's failure quoted in a reason (a whole reason: messages.REASON_LIMIT).
 CAUSE_LIMIT = 300
 
@@ -153,12 +137,10 @@ class ServiceAutoscaler:
     @workflow.run
     async def run(self, request: AutoscalerInput) -> LoopStatus:
         self.run_begun = True
-        workflow.deprecate_patch(PATCH_LEAN_LOOP)
         self._publish_identity()
         self._publish_details()
-        workflow.deprecate_patch(PATCH_SHORT_RUNS)
         try:
-            for _ in range(min(request.iterations_per_run, ITERATIONS_PER_RUN)):
+            for _ in range(self.run_length(request)):
                 await self.iterate()
                 if self.stopping or workflow.info().is_continue_as_new_suggested():
                     break
@@ -173,29 +155,37 @@ class ServiceAutoscaler:
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(request.model_copy(update={"state": self.state}))
 
+    def run_length(self, request: AutoscalerInput) -> int:
+        """Iterations this run makes before it continues as new. Loops started together (a
+        whole config at once) would otherwise all continue as new in the same few seconds,
+        every 25 iterations: two workflow tasks each, the second a new run's first, and a
+        thousand of them at once kept every loop of the workers waiting seconds for its task.
+        A loop's first run ends after a random number of iterations, so the runs after it
+        end spread over the 25. A shorter run asked for in the input is kept as asked."""
+        length = min(request.iterations_per_run, ITERATIONS_PER_RUN)
+        if (
+            request.iterations_per_run > ITERATIONS_PER_RUN
+            and workflow.info().continued_run_id is None
+            and workflow.patched(PATCH_SPREAD_RUNS)
+        ):
+            length = workflow.random().randint(1, length)
+        return length
+
     async def iterate(self) -> None:
         self.state.iteration += 1
         seen = self.manual_counters()
         ahead: Decision | None = None
-        written = False
-        if workflow.patched(PATCH_ONE_LOOK):
-            looked = await self.look()
-            if looked is None:
-                return
-            observation, proposal, place, written = looked
-            if is_hold(proposal):
-                ahead = hold_decision(place, proposal)
-        else:
-            observed = await self.observe()
-            if observed is None:
-                return
-            observation = observed
-            proposal = await self.evaluate(observation)
+        workflow.deprecate_patch(PATCH_ONE_LOOK)
+        looked = await self.look()
+        if looked is None:
+            return
+        observation, proposal, place, written = looked
+        if is_hold(proposal):
+            ahead = hold_decision(place, proposal)
         advice = await self.advise(proposal)
         if self.operator_scaled_since(seen):
             # An operator scaled while this iteration was looking; their count stands.
             self.state.last_sample = observation
-            workflow.deprecate_patch(PATCH_RECORD_OVERRIDDEN_ITERATION)
             await self.record_overridden(proposal, advice)
             return
         # The windows remember the recommendation that was followed: the model's when it
@@ -230,10 +220,7 @@ class ServiceAutoscaler:
         if epoch != self.manual_epoch:
             return True
         # One that was still running when the iteration looked, so the look is stale too.
-        if done != self.manual_done:
-            workflow.deprecate_patch(PATCH_MANUAL_SCALE_IN_FLIGHT)
-            return True
-        return False
+        return done != self.manual_done
 
     async def record_overridden(self, proposal: Proposal, advice: Advice) -> None:
         """Each iteration ends in exactly one recorded decision, this one too: a hold that says
@@ -338,49 +325,6 @@ class ServiceAutoscaler:
             target=current,
             reason=f"{why}{_cause(err)}; holding",
         )
-
-    async def observe(self) -> Observation | None:
-        """One sample; when it cannot be had, the iteration is a recorded `hold`."""
-        # A local activity: it runs in the workflow task the timer woke, and only its result
-        # (a marker) enters history, not three activity events and another task.
-        try:
-            return await workflow.execute_local_activity_method(
-                LoopActivities.observe,
-                ObserveInput(
-                    project=self.request.project,
-                    service=self.plan,
-                    forecast_seed_from=self.state.forecast_seed_from(
-                        self.plan, self.request.journal_path
-                    ),
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=OBSERVE_RETRY,
-                summary=f"observe {self.plan.name}",
-            )
-        except FailureError as err:  # a local activity's failure is not an ActivityError
-            _reraise_cancellation(err)
-            await self._record_blind(err)
-            return None
-
-    async def evaluate(self, observation: Observation) -> Proposal:
-        # A local activity, so the result is in history: changing policy code later never
-        # breaks the replay of a loop that is running now.
-        try:
-            return await workflow.execute_local_activity_method(
-                LoopActivities.evaluate,
-                EvaluateInput(
-                    service=self.plan,
-                    observation=observation,
-                    now=workflow.now(),
-                    state=self.state.policy_state(),
-                ),
-                start_to_close_timeout=timedelta(seconds=10),
-            )
-        except FailureError as err:
-            # A cancel that lands while the policy runs must stop the loop gracefully (with
-            # its `stopped` decision) like one during observe or advise, not fail it.
-            _reraise_cancellation(err)
-            raise
 
     async def advise(self, proposal: Proposal) -> Advice:
         """Ask the configured model; without one, or when it fails, the rules' proposal stands
@@ -487,7 +431,6 @@ class ServiceAutoscaler:
         async with self.scaling:
             # An operator's scale may have held the lock while this one waited for it.
             if self.manual_counters() != seen:
-                workflow.deprecate_patch(PATCH_MANUAL_SCALE_IN_FLIGHT)
                 replicas = self.state.replicas if self.state.replicas is not None else current
                 return replicas, f"an operator scaled to {replicas} meanwhile; their count stands"
             return await self._scale(current, target, why)
@@ -575,7 +518,7 @@ class ServiceAutoscaler:
             missed = self._missed(decision)
             # Shielded like a scale: a cancellation arriving now still gets this decision into
             # the log before the loop stops (no lost decisions), then stops the loop.
-            handle = self._start_record(decision, missed or [])
+            handle = self._start_record(decision, missed)
             try:
                 await asyncio.shield(handle)
             except asyncio.CancelledError:
@@ -589,15 +532,14 @@ class ServiceAutoscaler:
                 self._journal_written(decision, missed)
         return decision
 
-    def _missed(self, decision: Decision) -> list[Decision] | None:
+    def _missed(self, decision: Decision) -> list[Decision]:
         """While the log is failing: the decisions since the gap opened that the ring still
         holds, oldest first, to write before this one (the attempt that finds the log writable
-        again fills the gap). None on the path of runs begun before the write-back."""
+        again fills the gap)."""
         gap_from = self.state.journal_gap_from
         if self.state.journal_error is None or gap_from is None:
             return []
-        if not workflow.patched(PATCH_JOURNAL_BACKFILL):
-            return None
+        workflow.deprecate_patch(PATCH_JOURNAL_BACKFILL)
         return [d for d in self.state.decisions if gap_from <= d.sequence < decision.sequence]
 
     def _start_record(self, decision: Decision, missed: list[Decision]) -> asyncio.Future[bool]:
@@ -635,7 +577,7 @@ class ServiceAutoscaler:
             DECISION_RING,
         )
 
-    def _journal_written(self, decision: Decision, missed: list[Decision] | None) -> None:
+    def _journal_written(self, decision: Decision, missed: list[Decision]) -> None:
         """The log was written after a gap: say what of the gap was written back with this
         decision (from the loop's ring) and how many decisions it no longer holds."""
         gap_from = self.state.journal_gap_from
@@ -644,14 +586,6 @@ class ServiceAutoscaler:
         self.state.journal_error = None
         self.state.journal_gap_from = None
         path, last = self.request.journal_path, decision.sequence - 1
-        if missed is None:  # a run begun before the write-back: the gap stays
-            workflow.logger.warning(
-                "decision log %s writable again; decisions %d to %d are missing from it",
-                path,
-                gap_from,
-                last,
-            )
-            return
         lost_to = missed[0].sequence - 1 if missed else last
         if lost_to < gap_from:
             workflow.logger.warning(
@@ -840,7 +774,6 @@ class ServiceAutoscaler:
         if failure is not None:
             raise ApplicationError(failure, type="ScaleFailed")
         reason = f"manual scale{who}: {why}"
-        workflow.deprecate_patch(PATCH_MANUAL_HOLD)
         # The operator's count stands for a while; this scale's hold replaces any earlier one.
         # The reason ends with the hold, for whoever reads the decision.
         now = workflow.now()

@@ -4,6 +4,7 @@ recent decisions and cooldowns across continue-as-new."""
 from __future__ import annotations
 
 import pytest
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -71,18 +72,48 @@ async def test_recent_decisions_and_cooldown_survive_continue_as_new(
 async def test_a_new_loop_continues_as_new_after_a_short_run(
     env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
 ) -> None:
-    # A restarted worker replays each loop's current run (~8 ms of CPU per past iteration), so
-    # runs are short whatever iterations_per_run (500 by default) allows.
+    # A restarted worker replays each loop's current run (~4 ms of CPU per past iteration), so
+    # runs are short whatever iterations_per_run (500 by default) allows: the first one cut at
+    # a random point, every later one 25 iterations.
     world.backlog = 100  # hold every time
     handle = await start(env.client, service_spec(check_interval=5), journal_path=None)
-    for _ in range(100):
+    runs = await runs_of(env, handle, 3)
+    second = runs[1]
+    assert 1 <= second[0] - 1 <= 25  # the first run's length
+    assert second == list(range(second[0], second[0] + 25))  # ITERATIONS_PER_RUN
+    await cancel_and_wait(env, handle)
+
+
+async def test_loops_started_together_continue_as_new_at_different_iterations(
+    env: WorkflowEnvironment, world: ScriptedWorld, worker: Worker
+) -> None:
+    # A thousand loops started by one `starter --all` would otherwise all continue as new in
+    # the same few seconds, every 25 iterations, and every loop of the workers waits behind
+    # them. Each loop's first run ends at its own random iteration (25 possible): six loops
+    # all ending together has a chance of 25**-5.
+    world.backlog = 100
+    handles = [
+        await start(env.client, service_spec(name=f"s{n}", check_interval=5), journal_path=None)
+        for n in range(6)
+    ]
+    first_lengths = set()
+    for handle in handles:
+        runs = await runs_of(env, handle, 2)
+        first_lengths.add(runs[1][0] - 1)
+    assert len(first_lengths) > 1, first_lengths
+    for handle in handles:
+        await cancel_and_wait(env, handle)
+
+
+async def runs_of(env: WorkflowEnvironment, handle: WorkflowHandle, count: int) -> list[list[int]]:
+    """The iterations of each of a loop's runs the decision ring holds, in order, once it has
+    begun `count` runs (the oldest may be cut: the ring keeps the last 50 decisions)."""
+    for _ in range(200):
         decisions = await query_loop(env, handle, ServiceAutoscaler.decisions, 100)
-        if len({d.run_id for d in decisions}) >= 2:
+        if len({d.run_id for d in decisions}) >= count:
             break
         await env.sleep(5 * 5)
     runs: dict[str, list[int]] = {}
     for decision in decisions:
         runs.setdefault(decision.run_id, []).append(decision.iteration)
-    first = runs[handle.first_execution_run_id]
-    assert first == list(range(1, 26))  # 25 iterations a run (ITERATIONS_PER_RUN)
-    await cancel_and_wait(env, handle)
+    return sorted(runs.values())
