@@ -487,17 +487,8 @@ class ServiceAutoscaler:
         a retry."""
         if self.line_pending is not None:
             await workflow.wait_condition(lambda: self.line_pending is None)
-        info = workflow.info()
+        place = self._place(at or (ahead.timestamp if ahead is not None else workflow.now()))
         self.state.decision_count += 1
-        place = DecisionPlace(
-            at=at or (ahead.timestamp if ahead is not None else workflow.now()),
-            service=self.plan.name,
-            iteration=self.state.iteration,
-            sequence=self.state.decision_count,
-            workflow_id=info.workflow_id,
-            run_id=info.run_id,
-            first_run_id=info.first_execution_run_id,
-        )
         # Every reason is bounded (make_decision): it travels in each later workflow task (in
         # the carried state), the memo, the log and the model's prompt.
         decision = make_decision(
