@@ -10,6 +10,7 @@ import pytest
 
 from docktor.policy.forecast import model as forecast
 from docktor.policy.forecast import renewal
+from docktor.policy.forecast.stage import view
 from docktor.values import Ring
 from tests.unit.test_forecast import (
     RELEASED,
@@ -146,3 +147,15 @@ def test_a_timed_burst_gives_its_capacity_back_once_it_has_lasted_as_long_as_bur
     for t, p in released:
         assert rate(t) == BASE and rate(t + 0.1) == BASE, (t, p.reason)
         assert interval_mean(rate, t) > BASE and p.target_replicas == 2
+
+
+def test_the_view_says_a_timed_rhythm_is_trusted() -> None:
+    # `docktor forecast` reports what the stage acts on: bursts timed from the last one are
+    # trusted though the fold never reaches a min_confidence of 0.99.
+    service = spec(min_confidence=0.99)
+    proposals = drive(service, 900, rate=drifting_bursts(2), means=True)
+    memory = proposals[-1][1].memory
+    assert memory is not None
+    learnt = view(service, memory, T0 + timedelta(seconds=900))
+    assert learnt.trusted and learnt.confidence is not None and learnt.confidence < 0.99
+    assert learnt.next_peak_rate == PEAK

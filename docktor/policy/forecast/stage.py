@@ -261,7 +261,7 @@ def view(spec: ServicePlan, memory: PolicyMemory, now: datetime) -> ForecastView
     answer.period_s = period.seconds
     answer.confidence = round(period.confidence, 3)
     answer.cycles = period.cycles
-    answer.trusted = _still_trusted(spec, learnt, period, now)
+    answer.trusted = peak.timed or _still_trusted(spec, learnt, period, now)
     answer.next_peak_at = peak.at
     answer.next_peak_rate = round(peak.rate, 1)
     return answer
