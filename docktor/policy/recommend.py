@@ -242,8 +242,23 @@ def target(
         # learn the rate if the pool saturates on the way.
         raw.replicas = current - 1
         raw.reason += f"; per-replica rate not learned yet: one step down to {raw.replicas}"
+    if spec.queue is not None and not spec.rate.enabled:
+        _step_down_from_above(current, raw)
     _activation(spec, current, metrics, memory, now, raw)
     return raw, unread
+
+
+def _step_down_from_above(current: int, raw: Raw) -> None:
+    """A loop without rate tracking (an SQS queue: only the backlog to go on) cannot tell
+    what arrives: a count that kept the backlog at zero was enough, not how much of it is
+    needed. So it gives back at most a quarter of its replicas per check (one at least) and
+    finds the level from above, where the backlog shows small when it goes under. Dropping
+    to the backlog's target at once (12 -> 1 under 400 msg/s that needs 8) piles up what the
+    next check must size, and the loop cycles between the two under a flat load."""
+    lowest = min(current - 1, math.ceil(current * 3 / 4))
+    if raw.replicas < lowest:
+        raw.replicas = lowest
+        raw.reason += f"; no arrival rate to size by: a quarter down at most, to {raw.replicas}"
 
 
 def _feed_forward(

@@ -256,6 +256,18 @@ def test_the_scale_down_window_keeps_the_highest_recommendation() -> None:
     assert targets[14:] == [2] * len(targets[14:])
 
 
+def test_without_a_rate_a_scale_down_gives_back_at_most_a_quarter_per_check() -> None:
+    # Only the backlog to go on (an SQS queue): nothing waits, but what arrives is not known,
+    # so the count is found from above instead of dropping to the minimum at once.
+    service = spec(rate={"enabled": False}, behavior={"down": {"window": 0}})
+    proposals = run(service, [(4.0 * i, 12, 0, 400) for i in range(10)])
+    assert [p.target_replicas for p in proposals] == [9, 7, 6, 5, 4, 3, 2, 1, 1, 1]
+    assert "no arrival rate to size by: a quarter down at most, to 9" in proposals[0].reason
+    # With the rate tracked, the rate says how many the load needs: down in one step.
+    tracked = spec(rate={"per_replica": 50}, behavior={"down": {"window": 0}})
+    assert run(tracked, [(0, 12, 0, 50), (4, 12, 0, 50)])[-1].target_replicas == 1
+
+
 def test_the_up_rate_limit_counts_from_the_start_of_the_period() -> None:
     service = spec(
         rate={"per_replica": 50},

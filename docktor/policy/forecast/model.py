@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from docktor.policy.forecast import renewal
 from docktor.values import ForecastMemory, Ring
 
 # (bucket seconds, capacity); the fine ring's bucket is the check interval (None here).
@@ -71,6 +72,9 @@ class Prediction:
     rate: float
     at: datetime
     drift: int = 0  # buckets either side a burst may come off time (0: the rhythm keeps time)
+    # Timed from the last burst by gaps that foresaw the latest burst (renewal.py): trusted
+    # whatever the fold's confidence, which dips whenever a burst lands off its fold.
+    timed: bool = False
 
 
 def fine_step(check_interval: float) -> float:
@@ -300,6 +304,15 @@ def predict(
     # against each other (up to a tenth of a period), so a burst a little early or late still
     # finds its capacity there; a rhythm that keeps time costs nothing extra.
     spread = drift(ring.values, lag)
+    if spread > 0 and not whole:
+        # A rhythm that drifts, whose bursts a renewal model has foreseen: timed from the last
+        # burst's start and the spread of the recent gaps rather than a margin of a tenth of
+        # a period around a folded time.
+        timed = renewal.timing(ring, period.seconds, cycles)
+        if timed is not None and timed.varies and timed.foreseen >= 1:
+            rate, at = renewal.expected(timed, now.timestamp(), lead)
+            moment = datetime.fromtimestamp(at, tz=UTC)
+            return Prediction(period=period, rate=rate, at=moment, drift=spread, timed=True)
     # The sample just taken is in the bucket before now: a surprise is judged against it
     # (`whole`).
     first = math.floor(now.timestamp() / step) - (max(1, spread) if whole else spread)

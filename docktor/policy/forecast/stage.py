@@ -51,7 +51,12 @@ def pre_scale(
         forecast.observe(memory.forecast, now, rate_in, spec.check_interval)
     lead = settings.lead_for(spec.check_interval)
     prediction = forecast.predict(memory.forecast, now, lead, settings.min_cycles)
-    if prediction is None or not _still_trusted(spec, memory.forecast, prediction.period, now):
+    if prediction is None:
+        return Ahead(recommended)
+    # Bursts timed by a renewal model that foresaw the last one are trusted even while the
+    # fold's confidence dips (a burst that lands off the fold lowers it for a cycle).
+    folded = _still_trusted(spec, memory.forecast, prediction.period, now)
+    if not (folded or prediction.timed):
         return Ahead(recommended)
     period = prediction.period
     surprised = rate_in is not None and _surprised(memory.forecast, now, rate_in, settings.headroom)
@@ -123,14 +128,19 @@ def _release(
     if spec.policy != "target" or any(not m.startswith("queue.") for m in spec.target):
         return None  # step rules, or a target whose need is not known here
     headroom = 1 + spec.predict.headroom
-    if prediction.drift > 0 or prediction.rate * headroom * forecast.RISE >= rate_in:
+    if prediction.rate * headroom * forecast.RISE >= rate_in:
         return None
-    # A rhythm trusted by chance (random bursts can fold for a while) did not foresee it.
-    expected_now = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
-    if expected_now is None or rate_in > expected_now.rate * headroom:
-        return None
-    if forecast.ending(memory, now, spec.predict.min_cycles):
-        return None  # the burst's last moments are in the next bucket: one check more
+    if prediction.timed:
+        pass  # timed from the burst's own start, it has lasted as long as bursts do
+    elif prediction.drift > 0:
+        return None  # bursts that drift end off time too
+    else:
+        # A rhythm trusted by chance (random bursts can fold for a while) did not foresee it.
+        expected_now = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
+        if expected_now is None or rate_in > expected_now.rate * headroom:
+            return None
+        if forecast.ending(memory, now, spec.predict.min_cycles):
+            return None  # the burst's last moments are in the next bucket: one check more
     needed = math.ceil(prediction.rate * (1 + spec.rate.headroom) / per_replica - 1e-9)
     if needed >= recommended:
         return None
@@ -251,7 +261,7 @@ def view(spec: ServicePlan, memory: PolicyMemory, now: datetime) -> ForecastView
     answer.period_s = period.seconds
     answer.confidence = round(period.confidence, 3)
     answer.cycles = period.cycles
-    answer.trusted = _still_trusted(spec, learnt, period, now)
+    answer.trusted = peak.timed or _still_trusted(spec, learnt, period, now)
     answer.next_peak_at = peak.at
     answer.next_peak_rate = round(peak.rate, 1)
     return answer
