@@ -6,7 +6,9 @@ the processes backend that hold at 0 replicas (no metrics: observe only counts p
 `python -m starter --all`. Then, over a measurement window:
 
 - lateness: how much later than `--interval` after its previous decision each decision came
-  (from the decision log), p50 and p99 over every loop;
+  (from the decision log), p50 and p99 over every loop; and where the time went, from a
+  sample of loops' histories: the timer firing late (the server), the task waiting for a
+  worker, the worker running it (p99 of each);
 - history events and bytes per hold iteration (a sample of loops), and per scale iteration (one
   loop is given min_replicas 1, so it scales 0 -> 1 once);
 - worker CPU (% of one core) and memory per loop, Temporal server CPU;
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -56,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 IDLE = [sys.executable, "-c", "import time; time.sleep(600)"]
 TICKS = os.sysconf("SC_CLK_TCK")
 HISTORY_SAMPLE = 10  # loops whose histories are read for the events per iteration
+PARTS_SAMPLE = 50  # loops whose iterations in the window are split into where the time went
 
 
 @dataclass
@@ -68,6 +71,12 @@ class Result:
     lateness_p50: float | None = None
     lateness_p99: float | None = None
     decisions: int = 0
+    # Where a late iteration's time went, p99 over a sample of loops' iterations in the window
+    # (their histories): the timer firing after its due time (the server), the task waiting to
+    # be picked up by a worker, and the worker running it (the look's local activity included).
+    timer_lag_p99: float | None = None
+    task_wait_p99: float | None = None
+    task_run_p99: float | None = None
     hold_events: float | None = None
     hold_bytes: float | None = None
     scale_events: float | None = None
@@ -319,7 +328,8 @@ async def run_one(args: argparse.Namespace, code: Path, loops: int, console: Con
 
         if not await wait_until(warm, time.monotonic() + args.warmup):
             result.notes.append(f"not every loop decided twice within {args.warmup:g} s")
-        await measure_window(args, worker, temporal, journal, result)
+        window = await measure_window(args, worker, temporal, journal, result)
+        await measure_parts(client, config, result, window)
         console.log(
             f"{loops} loops: lateness p50 {result.lateness_p50} p99 {result.lateness_p99}, "
             f"worker {result.worker_cpu:.0f}% server {result.server_cpu:.0f}%"
@@ -347,7 +357,7 @@ async def measure_window(
     temporal: EmbeddedTemporal,
     journal: Path,
     result: Result,
-) -> None:
+) -> tuple[datetime, datetime]:
     window_start = datetime.now().astimezone()
     cpu_worker, cpu_server = worker.cpu_seconds(), cpu_seconds(temporal.pid)
     t0 = time.monotonic()
@@ -373,6 +383,59 @@ async def measure_window(
     result.decisions = len(lateness)
     result.lateness_p50 = percentile(lateness, 50)
     result.lateness_p99 = percentile(lateness, 99)
+    return window_start, window_end
+
+
+async def measure_parts(
+    client: Client,
+    config: DocktorConfig,
+    result: Result,
+    window: tuple[datetime, datetime],
+) -> None:
+    """Split the sampled loops' iterations in the window into timer lag, task wait and task
+    run, from their histories (every run: a loop continues as new within the window)."""
+    start, end = window
+    timer, wait, run = [], [], []
+    for service in config.service_names()[1 : 1 + PARTS_SAMPLE]:
+        workflow_id = config.workflow_id(service)
+        async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+            handle = client.get_workflow_handle(workflow_id, run_id=execution.run_id)
+            history = await handle.fetch_history()
+            for part, seconds in iteration_parts(history, start, end):
+                {"timer": timer, "wait": wait, "run": run}[part].append(seconds)
+    result.timer_lag_p99 = percentile(timer, 99)
+    result.task_wait_p99 = percentile(wait, 99)
+    result.task_run_p99 = percentile(run, 99)
+
+
+def iteration_parts(
+    history: WorkflowHistory, start: datetime, end: datetime
+) -> list[tuple[str, float]]:
+    """("timer", how late each timer fired), ("wait", scheduled -> started) and ("run",
+    started -> completed) of each workflow task, for events between start and end."""
+    parts: list[tuple[str, float]] = []
+    timers: dict[str, datetime] = {}
+    scheduled = started = None
+    for event in history.events:
+        at = event.event_time.ToDatetime(tzinfo=UTC)
+        inside = start <= at <= end
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_TIMER_STARTED:
+            attributes = event.timer_started_event_attributes
+            timers[attributes.timer_id] = at + attributes.start_to_fire_timeout.ToTimedelta()
+        elif kind == EventType.EVENT_TYPE_TIMER_FIRED:
+            due = timers.pop(event.timer_fired_event_attributes.timer_id, None)
+            if due is not None and inside:
+                parts.append(("timer", (at - due).total_seconds()))
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            scheduled = at
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            if scheduled is not None and inside:
+                parts.append(("wait", (at - scheduled).total_seconds()))
+            started = at
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and started and inside:
+            parts.append(("run", (at - started).total_seconds()))
+    return parts
 
 
 async def measure_history(
@@ -453,6 +516,7 @@ def table(results: list[Result], title: str) -> Table:
         "workers",
         "start",
         "lateness p50 / p99",
+        "p99 timer lag / task wait / task run",
         "hold: events / bytes",
         "scale: events / bytes",
         "worker CPU",
@@ -475,6 +539,7 @@ def table(results: list[Result], title: str) -> Table:
             str(r.workers),
             f"{r.start_seconds:.1f} s",
             f"{fmt(r.lateness_p50)} s / {fmt(r.lateness_p99)} s",
+            f"{fmt(r.timer_lag_p99)} / {fmt(r.task_wait_p99)} / {fmt(r.task_run_p99)} s",
             f"{fmt(r.hold_events, '.1f')} / {fmt(r.hold_bytes, '.0f')}",
             f"{fmt(r.scale_events, '.1f')} / {fmt(r.scale_bytes, '.0f')}",
             f"{r.worker_cpu:.0f}%",
