@@ -84,10 +84,9 @@ APPLY_RETRY = RetryPolicy(
 ADVISE_RETRY = RetryPolicy(maximum_attempts=2, non_retryable_error_types=["ConfigError"])
 # Writing the JSONL log: local disk; a handful of tries is plenty.
 RECORD_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10))
-# Retired patches (docs/upgrading.md, "Workflow patches"): each was added with
 # Patches still in force (docs/upgrading.md: how a patch is added, deprecated and removed).
-# patched() stood where each deprecate_patch() stands now; a run begun by the release before
-# this one carries its marker, and deprecate_patch lets that run replay on the only path left.
+# Where deprecate_patch() stands, patched() stood: a run begun by the release before this one
+# carries that patch's marker, and deprecate_patch lets it replay on the only path left.
 # Decisions made while the log could not be written are written back from the loop's ring of
 # recent ones, before the next decision's line, once the log can be written again.
 PATCH_JOURNAL_BACKFILL = "journal-backfill"
@@ -98,7 +97,7 @@ PATCH_ONE_LOOK = "one-look"
 # A loop's first run ends after a random number of iterations (see run_length).
 PATCH_SPREAD_RUNS = "spread-runs"
 # A restarted worker replays the current run of every loop before it decides again, so a run
-# ends after 25 iterations (at most ~0.1 s to replay); the carried state, in each new run's
+# ends after 25 iterations (at most 0.2 s to replay); the carried state, in each new run's
 # first event, is what that costs in history (benchmarks/README.md has both sides).
 ITERATIONS_PER_RUN = 25
 # Characters of an activity's failure quoted in a reason (a whole reason: messages.REASON_LIMIT).
