@@ -94,7 +94,7 @@ PATCH_JOURNAL_BACKFILL = "journal-backfill"
 # that nothing after it can change (no model to ask, the log writable). An idle iteration is
 # then one local activity (one marker) and two activations.
 PATCH_ONE_LOOK = "one-look"
-# A loop's first run ends after a random number of iterations (see run_length).
+# A loop's first run is longer by a random number of iterations (see run_length).
 PATCH_SPREAD_RUNS = "spread-runs"
 # A restarted worker replays the current run of every loop before it decides again, so a run
 # ends after 25 iterations (at most 0.2 s to replay); the carried state, in each new run's
@@ -159,15 +159,15 @@ class ServiceAutoscaler:
         whole config at once) would otherwise all continue as new in the same few seconds,
         every 25 iterations: two workflow tasks each, the second a new run's first, and a
         thousand of them at once kept every loop of the workers waiting seconds for its task.
-        A loop's first run ends after a random number of iterations, so the runs after it
-        end spread over the 25. A shorter run asked for in the input is kept as asked."""
+        A loop's first run goes on for a random number of iterations more (0 to 24), so the
+        runs after it end spread over the 25. A shorter run asked for in the input is kept."""
         length = min(request.iterations_per_run, ITERATIONS_PER_RUN)
         if (
             request.iterations_per_run > ITERATIONS_PER_RUN
             and workflow.info().continued_run_id is None
             and workflow.patched(PATCH_SPREAD_RUNS)
         ):
-            length = workflow.random().randint(1, length)
+            length += workflow.random().randrange(ITERATIONS_PER_RUN)
         return length
 
     async def iterate(self) -> None:

@@ -40,7 +40,9 @@ async def stack(
 
 
 async def run_once(client: Client, config: DocktorConfig) -> str:
-    """Start the loop, let it make PER_RUN decisions, stop it; the run's id."""
+    """Start the loop, let it make PER_RUN decisions, stop it; the id of the run that stopped
+    (a loop's first run may already have continued as new: the last run's ring carries every
+    decision since the start)."""
     service = config.services[0]
     started = await LoopClient(client, config).start(service)
     assert started.started and started.run_id is not None
@@ -51,7 +53,8 @@ async def run_once(client: Client, config: DocktorConfig) -> str:
     await async_wait_for(decided, 30, f"{PER_RUN} decisions")
     final = await asyncio.wait_for(LoopClient(client, config).stop(service.name), STOP_WAIT)
     assert final.last_decision is not None and final.last_decision.action == "stopped"
-    return started.run_id
+    assert final.last_decision.first_run_id == started.run_id
+    return final.last_decision.run_id
 
 
 async def test_every_decision_of_a_restarted_loop_reaches_the_log(
