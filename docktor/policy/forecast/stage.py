@@ -130,11 +130,10 @@ def _release(
     headroom = 1 + spec.predict.headroom
     if prediction.rate * headroom * forecast.RISE >= rate_in:
         return None
-    if prediction.timed:
-        pass  # timed from the burst's own start, it has lasted as long as bursts do
-    elif prediction.drift > 0:
-        return None  # bursts that drift end off time too
-    else:
+    # A burst timed from its own start has lasted as long as bursts do: none of these apply.
+    if not prediction.timed:
+        if prediction.drift > 0:
+            return None  # bursts that drift end off time too
         # A rhythm trusted by chance (random bursts can fold for a while) did not foresee it.
         expected_now = forecast.predict(memory, now, 0.0, cycles=_CYCLES_NOW, whole=True)
         if expected_now is None or rate_in > expected_now.rate * headroom:
